@@ -1,0 +1,161 @@
+"""
+nanoGPT's "poor man's configurator", as an importable function with friendlier types.
+
+Every script keeps its settings as module-level globals with defaults, then calls
+
+    from configurator import configure
+    configure(globals())
+
+which applies sys.argv[1:] left to right (later arguments win):
+
+    python train.py config/finetune_children_stories.py --batch_size=8 --compile=False
+
+- An argument without '=' is a Python config file; its assignments override the globals.
+- `--key=value` overrides one setting. The key must already exist. The value is parsed as a Python
+  literal, falling back to the raw string, and must fit the setting's type.
+
+Upstream's type check is exact; this one accepts what a person means and nothing else:
+- an int where a float is expected (`--learning_rate=1`),
+- `true`/`false` in any case (and 1/0, yes/no) for booleans (`--show_probs=true`),
+- `None` for settings annotated as optional (`top_k: int | None = 200` accepts `--top_k=None`),
+- any text for a str setting (`--start=42` is the prompt "42").
+Anything else fails with a message naming the key, the value and the expected type.
+"""
+
+import math
+import sys
+import types
+import typing
+from ast import literal_eval
+
+
+class ConfigError(ValueError):
+    """A command-line or config-file override that cannot be applied."""
+
+
+_BOOLS = {'true': True, 'false': False, '1': True, '0': False, 'yes': True, 'no': False}
+
+
+def _allowed_types(g, key):
+    """The setting's type(s) from its annotation if it has one, else from its default's type."""
+    ann = g.get('__annotations__', {}).get(key)
+    if ann is None:
+        return (type(g[key]),), g[key] is None
+    args = typing.get_args(ann) if isinstance(ann, types.UnionType) or typing.get_origin(ann) is typing.Union else (ann,)
+    optional = type(None) in args
+    return tuple(a for a in args if a is not type(None)), optional
+
+
+def _type_name(types_, optional):
+    names = [t.__name__ for t in types_]
+    return ' or '.join(names + (['None'] if optional else []))
+
+
+def coerce(key, raw, current, types_=None, optional=False, source='command line'):
+    """Turn `raw` (a str from the command line, or a value from a config file) into the setting's type."""
+    if types_ is None:
+        types_ = (type(current),)
+    from_cli = isinstance(raw, str) and source == 'command line'
+    if from_cli:
+        try:
+            value = literal_eval(raw)
+        except (SyntaxError, ValueError):
+            value = raw  # not a literal: keep the text (upstream does the same)
+    else:
+        value = raw
+    want = _type_name(types_, optional)
+    bad = ConfigError(f"{source}: {key}={raw!r} is not a valid {want} (the default is {current!r})")
+    if value is None or (from_cli and isinstance(value, str) and value.strip().lower() == 'none'):
+        if optional:
+            return None
+        raise ConfigError(f"{source}: {key} cannot be None; expected {want} (the default is {current!r})")
+    for t in types_:
+        if t is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.strip().lower() in _BOOLS:
+                return _BOOLS[value.strip().lower()]
+            if isinstance(value, int) and value in (0, 1):
+                return bool(value)
+        elif t is int:
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+            if isinstance(value, float) and value.is_integer() and math.isfinite(value):
+                return int(value)  # 1e3 -> 1000
+        elif t is float:
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return float(value)
+            if isinstance(value, str):
+                try:
+                    return float(value)  # 'inf', 'nan': rejected later by whatever checks ranges
+                except ValueError:
+                    pass
+        elif t is str:
+            if isinstance(value, str):
+                return value  # --start='"quoted"' unquotes, as upstream does
+            if from_cli:
+                return raw  # the text as typed: --start=42 is the prompt "42"
+
+        elif isinstance(value, t):
+            return value
+    raise bad
+
+
+def apply_file(g, path):
+    """Run a config file and copy its settings into g, with the same checks as --key=value."""
+    try:
+        with open(path, encoding='utf-8') as f:
+            src = f.read()
+    except OSError as e:
+        raise ConfigError(f"config file {path!r} cannot be read ({e.strerror}); "
+                          f"arguments without '=' are config files, settings are written --key=value") from None
+    ns = dict(g)  # the file may read the current settings
+    try:
+        exec(compile(src, path, 'exec'), ns)
+    except Exception as e:
+        raise ConfigError(f"config file {path!r} failed: {type(e).__name__}: {e}") from None
+    print(f"Overriding config with {path}")
+    for key, value in ns.items():
+        if key.startswith('_') or key == '__builtins__' or isinstance(value, (types.ModuleType, types.FunctionType, type)):
+            continue
+        if key not in g:
+            raise ConfigError(f"config file {path!r} sets unknown key {key!r}")
+        if value is g[key]:
+            continue
+        types_, optional = _allowed_types(g, key)
+        g[key] = coerce(key, value, g[key], types_, optional, source=f"config file {path!r}")
+
+
+def apply_arg(g, arg):
+    """Apply one `--key=value` argument to g."""
+    if not arg.startswith('--'):
+        raise ConfigError(f"argument {arg!r}: settings are written --key=value")
+    key, _, raw = arg[2:].partition('=')  # only the first '=' splits: values may contain '='
+    key = key.replace('-', '_') if key not in g else key
+    if key not in g or key.startswith('_'):
+        close = [k for k in g if not k.startswith('_') and isinstance(g[k], (int, float, bool, str, type(None)))
+                 and (k.startswith(key[:3]) or key in k)]
+        hint = f" (did you mean {', '.join(sorted(close)[:5])}?)" if close else ''
+        raise ConfigError(f"unknown config key: {key!r}{hint}")
+    types_, optional = _allowed_types(g, key)
+    g[key] = coerce(key, raw, g[key], types_, optional)
+    print(f"Overriding: {key} = {g[key]!r}")
+
+
+def configure(g, argv=None):
+    """Apply argv (default sys.argv[1:]) to the globals dict g. From the command line, errors exit
+    with a one-line message; when argv is given (tests, notebooks) they raise ConfigError."""
+    cli = argv is None
+    argv = sys.argv[1:] if cli else argv
+    try:
+        for arg in argv:
+            if '=' not in arg:
+                if arg.startswith('--'):
+                    raise ConfigError(f"argument {arg!r} has no value: write {arg}=VALUE (for a flag, {arg}=True)")
+                apply_file(g, arg)
+            else:
+                apply_arg(g, arg)
+    except ConfigError as e:
+        if cli:
+            sys.exit(f"error: {e}")
+        raise

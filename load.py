@@ -1,0 +1,310 @@
+"""
+One place that turns `init_from` into a ready model, its tokenizer and the device/dtype setup.
+Every script (sample.py, eval.py, train.py, ...) loads through here.
+
+init_from:
+  'resume'                 out_dir/ckpt.pt (a checkpoint written by train.py or by upstream nanoGPT)
+  'gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl'   OpenAI's weights through transformers (downloads)
+  a directory              with config.json: a local Hugging Face GPT-2 model; with ckpt.pt: that checkpoint
+  a file path              a nanoGPT checkpoint (*.pt)
+
+Checkpoints are read with torch.load(weights_only=True): a checkpoint is data and never runs code.
+"""
+
+import os
+import pickle
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+
+from model import GPT, GPTConfig, GPT2_SIZES, MODEL_ARGS
+
+UNWANTED_PREFIX = '_orig_mod.'  # keys saved from a torch.compile'd model
+EOT = '<|endoftext|>'
+
+
+# -----------------------------------------------------------------------------
+# device, dtype, autocast
+
+def resolve_device(device='auto'):
+    """'auto' -> 'cuda' if available, else 'mps' (Apple GPU) if available, else 'cpu'.
+    An explicit device that is not available is an error, not a silent fallback."""
+    if device == 'auto':
+        if torch.cuda.is_available():
+            return 'cuda'
+        if getattr(torch.backends, 'mps', None) is not None and torch.backends.mps.is_available():
+            return 'mps'
+        return 'cpu'
+    kind = device.split(':')[0]
+    if kind == 'cuda' and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} but CUDA is not available here; use --device=auto or --device=cpu")
+    if kind == 'mps' and not (getattr(torch.backends, 'mps', None) is not None and torch.backends.mps.is_available()):
+        raise ValueError(f"device={device!r} but Apple MPS is not available here; use --device=auto or --device=cpu")
+    if kind not in ('cpu', 'cuda', 'mps'):
+        raise ValueError(f"unknown device {device!r}: use auto, cpu, cuda, cuda:N or mps")
+    return device
+
+
+def device_type_of(device):
+    """'cuda:1' -> 'cuda'; what torch.autocast wants."""
+    return device.split(':')[0]
+
+
+DTYPES = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16, 'float64': torch.float64}
+
+
+def resolve_dtype(dtype, device_type):
+    """'auto' -> bfloat16 on CUDA GPUs that support it, else float16 on CUDA; float32 on CPU and MPS
+    (MPS float16 training has no loss scaling to keep small gradients alive; ask for it explicitly)."""
+    if dtype == 'auto':
+        if device_type == 'cuda':
+            return 'bfloat16' if torch.cuda.is_bf16_supported() else 'float16'
+        return 'float32'
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}: use auto, float32, bfloat16, float16 or float64")
+    return dtype
+
+
+def autocast_ctx(device_type, dtype):
+    """Mixed precision where it applies: autocast to bfloat16/float16 on any device that asks for it;
+    float32 and float64 run as they are (no autocast)."""
+    if dtype in ('float32', 'float64'):
+        return nullcontext()
+    return torch.autocast(device_type=device_type, dtype=DTYPES[dtype])
+
+
+def use_grad_scaler(device_type, dtype):
+    """A GradScaler only for float16 on CUDA: bfloat16 has float32's range and needs none."""
+    return device_type == 'cuda' and dtype == 'float16'
+
+
+def should_compile(compile, device_type):
+    """torch.compile where it helps: asked for, on CUDA, not on Windows (no Triton there).
+    On CPU and MPS it costs minutes of compilation for little or no gain, so it is skipped."""
+    if not compile:
+        return False
+    if device_type != 'cuda' or os.name == 'nt':
+        print(f"note: compile=True ignored on {device_type}{' (Windows)' if os.name == 'nt' else ''}: "
+              "torch.compile does not help there")
+        return False
+    return True
+
+
+# -----------------------------------------------------------------------------
+# tokenizers
+
+class Tokenizer:
+    """encode/decode for one vocabulary: tiktoken's GPT-2 BPE, or a character-level meta.pkl."""
+
+    def __init__(self, name, encode, decode, token_bytes, vocab_size, eot=None):
+        self.name = name
+        self._encode, self._decode, self._token_bytes = encode, decode, token_bytes
+        self.vocab_size = vocab_size
+        self.eot = eot  # id of <|endoftext|>, or None
+
+    def encode(self, text):
+        return self._encode(text)
+
+    def decode(self, ids):
+        return self._decode(list(ids))
+
+    def token_bytes(self, i):
+        """The raw bytes of one token (a BPE token may be part of a UTF-8 character)."""
+        return self._token_bytes(i)
+
+    def token_text(self, i):
+        """One token as text; bytes that are not whole UTF-8 characters show as \\xNN."""
+        return self.token_bytes(i).decode('utf-8', errors='backslashreplace')
+
+
+def gpt2_tokenizer():
+    """tiktoken's GPT-2 BPE, <|endoftext|> allowed in text (as upstream sample.py)."""
+    import tiktoken
+    try:
+        enc = tiktoken.get_encoding('gpt2')
+    except Exception as e:
+        raise RuntimeError(
+            f"could not load tiktoken's GPT-2 vocabulary ({type(e).__name__}: {e}). It is downloaded on "
+            "first use; offline, point TIKTOKEN_CACHE_DIR at a folder holding the cached files") from None
+    return Tokenizer('gpt2', lambda s: enc.encode(s, allowed_special={EOT}), enc.decode,
+                     enc.decode_single_token_bytes, enc.n_vocab, eot=enc.eot_token)
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    """Unpickles dicts, lists, strings and numbers only: a meta.pkl naming any class or function is refused."""
+
+    def find_class(self, module, name):
+        raise pickle.UnpicklingError(f"meta.pkl refers to {module}.{name}; only plain data is loaded")
+
+
+def char_tokenizer(meta_path):
+    """Character-level vocabulary from a nanoGPT meta.pkl ({'vocab_size', 'stoi', 'itos'})."""
+    with open(meta_path, 'rb') as f:
+        meta = _PlainUnpickler(f).load()  # upstream's format, read without running code
+    stoi, itos = meta['stoi'], meta['itos']
+
+    def encode(s):
+        missing = sorted(set(c for c in s if c not in stoi))
+        if missing:
+            raise ValueError(f"characters {missing[:10]} are not in the vocabulary of {meta_path}")
+        return [stoi[c] for c in s]
+
+    return Tokenizer(f'char:{meta_path}', encode, lambda ids: ''.join(itos[i] for i in ids),
+                     lambda i: itos[i].encode('utf-8'), meta['vocab_size'])
+
+
+def tokenizer_for(checkpoint=None, data_dir='data'):
+    """Upstream's rule: a checkpoint whose config names a dataset with a meta.pkl is character-level;
+    everything else uses GPT-2's BPE."""
+    dataset = ((checkpoint or {}).get('config') or {}).get('dataset')
+    if dataset:
+        meta_path = os.path.join(data_dir, dataset, 'meta.pkl')
+        if os.path.exists(meta_path):
+            print(f"Loading meta from {meta_path}...")
+            return char_tokenizer(meta_path)
+    return gpt2_tokenizer()
+
+
+# -----------------------------------------------------------------------------
+# checkpoints
+
+def load_checkpoint(path, map_location='cpu'):
+    """Read a nanoGPT checkpoint safely (weights_only=True) and check it has what a model needs."""
+    if os.path.isdir(path):
+        path = os.path.join(path, 'ckpt.pt')
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no checkpoint at {path}: train one with train.py (it writes out_dir/ckpt.pt), "
+                                "or set --out_dir to the folder that holds ckpt.pt")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ValueError(f"{path} holds Python objects beyond tensors and plain values, so it is not loaded "
+                         f"(loading it would run code from the file). Detail: {str(e).splitlines()[0]}") from None
+    except Exception as e:
+        raise ValueError(f"{path} is not a readable torch checkpoint (truncated or corrupt?): "
+                         f"{type(e).__name__}: {e}") from None
+    if not isinstance(ckpt, dict) or 'model' not in ckpt or 'model_args' not in ckpt:
+        keys = sorted(ckpt) if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise ValueError(f"{path} is not a nanoGPT checkpoint: expected keys 'model' and 'model_args', found {keys}")
+    missing = [k for k in MODEL_ARGS if k != 'dropout' and k not in ckpt['model_args']]
+    if missing:
+        raise ValueError(f"{path}: model_args lacks {missing}")
+    return ckpt
+
+
+def clean_state_dict(state_dict):
+    """Strip the '_orig_mod.' prefix that a torch.compile'd model leaves on its keys."""
+    return {k[len(UNWANTED_PREFIX):] if k.startswith(UNWANTED_PREFIX) else k: v for k, v in state_dict.items()}
+
+
+def model_from_checkpoint(ckpt, dropout=None, path='checkpoint'):
+    """Build the GPT a checkpoint describes. The architecture comes from model_args; GELU from the
+    top-level 'gelu' key train.py writes (absent in upstream's checkpoints, which used exact GELU)."""
+    args = {k: ckpt['model_args'][k] for k in MODEL_ARGS if k in ckpt['model_args']}
+    if dropout is not None:
+        args['dropout'] = dropout
+    config = GPTConfig(**args, gelu=ckpt.get('gelu', 'exact'))
+    model = GPT(config)
+    sd = clean_state_dict(ckpt['model'])
+    sd = {k: v for k, v in sd.items() if not k.endswith('.attn.bias')}  # old upstream mask buffers
+    try:
+        model.load_state_dict(sd)
+    except RuntimeError as e:
+        raise ValueError(f"{path}: weights do not fit model_args {args}: {str(e).splitlines()[0]} ...") from None
+    return model
+
+
+def checkpoint_dict(model, optimizer=None, iter_num=0, best_val_loss=1e9, config=None, **extra):
+    """The checkpoint format upstream nanoGPT reads (plus top-level extras upstream ignores)."""
+    ckpt = {
+        'model': clean_state_dict(model.state_dict()),
+        'optimizer': optimizer.state_dict() if optimizer is not None else {},
+        'model_args': model.model_args,
+        'iter_num': iter_num,
+        'best_val_loss': best_val_loss,
+        'config': dict(config or {}),
+        'gelu': model.config.gelu,
+    }
+    ckpt.update(extra)
+    return ckpt
+
+
+def save_checkpoint(ckpt, path):
+    """Write atomically: to a temp file in the same folder, then rename over the old one, so a crash
+    or kill at any moment leaves either the previous checkpoint or the new one, never half a file."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(tmp, 'wb') as f:
+            torch.save(ckpt, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+# -----------------------------------------------------------------------------
+# the one entry point
+
+@dataclass
+class Loaded:
+    model: GPT
+    tok: Tokenizer
+    device: str          # e.g. 'cpu', 'cuda', 'cuda:1', 'mps'
+    device_type: str     # 'cpu' | 'cuda' | 'mps'
+    dtype: str           # 'float32' | 'bfloat16' | 'float16' | 'float64'
+    ctx: object          # autocast context (or nullcontext) to run the model under
+    source: str          # what was loaded, for printing and result files
+    checkpoint: dict = None  # the checkpoint dict when init_from was one
+
+
+def describe_init_from(init_from, out_dir='out'):
+    """('resume' | 'gpt2' | 'hf' | 'ckpt', path or name) for an init_from value, or a clear error."""
+    if init_from == 'resume':
+        return 'ckpt', os.path.join(out_dir, 'ckpt.pt')
+    if init_from in GPT2_SIZES:
+        return 'gpt2', init_from
+    if os.path.isdir(init_from):
+        if os.path.exists(os.path.join(init_from, 'config.json')):
+            return 'hf', init_from
+        if os.path.exists(os.path.join(init_from, 'ckpt.pt')):
+            return 'ckpt', os.path.join(init_from, 'ckpt.pt')
+        raise ValueError(f"init_from={init_from!r} is a folder with neither config.json (Hugging Face model) "
+                         "nor ckpt.pt (nanoGPT checkpoint)")
+    if os.path.isfile(init_from):
+        return 'ckpt', init_from
+    raise ValueError(f"unknown init_from={init_from!r}: use 'resume' (with --out_dir), one of "
+                     f"{', '.join(GPT2_SIZES)}, a Hugging Face model folder, or a checkpoint file")
+
+
+def load_model(init_from='resume', out_dir='out', device='auto', dtype='auto', compile=False, dropout=None,
+               seed=None, eval_mode=True):
+    """Load a model for inference (or training, with eval_mode=False) and everything around it."""
+    device = resolve_device(device)
+    device_type = device_type_of(device)
+    dtype = resolve_dtype(dtype, device_type)
+    if seed is not None:
+        torch.manual_seed(seed)
+    kind, where = describe_init_from(init_from, out_dir)
+    ckpt = None
+    if kind == 'ckpt':
+        ckpt = load_checkpoint(where, map_location='cpu')
+        model = model_from_checkpoint(ckpt, dropout, where)
+        tok = tokenizer_for(ckpt)
+    else:
+        model = GPT.from_pretrained(where, dict(dropout=dropout) if dropout is not None else None)
+        tok = gpt2_tokenizer()
+    if tok.vocab_size > model.config.vocab_size:
+        raise ValueError(f"{where}: the model has vocab_size {model.config.vocab_size} but its tokenizer "
+                         f"({tok.name}) has {tok.vocab_size} tokens; the checkpoint and the data do not belong together")
+    if dtype == 'float64':
+        model.double()  # exact reference computations; no autocast for float64
+    model.to(device)
+    if eval_mode:
+        model.eval()
+    if should_compile(compile, device_type):
+        model = torch.compile(model)
+    return Loaded(model, tok, device, device_type, dtype, autocast_ctx(device_type, dtype), where, ckpt)

@@ -1,0 +1,86 @@
+"""Shared fixtures: tiny CPU models built in tmp_path, the offline GPT-2 vocabulary, a CLI runner."""
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / 'shared'
+if 'TIKTOKEN_CACHE_DIR' not in os.environ and (SHARED / 'tiktoken_cache').is_dir():
+    os.environ['TIKTOKEN_CACHE_DIR'] = str(SHARED / 'tiktoken_cache')  # offline copy of GPT-2's BPE files
+os.environ.setdefault('MPLBACKEND', 'Agg')
+os.environ.setdefault('HF_HUB_OFFLINE', '1')
+os.environ.setdefault('TRANSFORMERS_VERBOSITY', 'error')
+
+from model import GPT, GPTConfig  # noqa: E402
+import load  # noqa: E402
+
+TINY = dict(n_layer=2, n_head=4, n_embd=32, block_size=32, bias=True, dropout=0.0)
+
+
+def tiny_model(seed=0, vocab_size=50257, gelu='tanh', **kw):
+    """A random tiny GPT (2 layers, 32 channels); weights scaled up so distributions are not flat."""
+    torch.manual_seed(seed)
+    model = GPT(GPTConfig(**{**TINY, 'vocab_size': vocab_size, 'gelu': gelu, **kw}))
+    with torch.no_grad():
+        model.transformer.wte.weight.mul_(25)  # peaked next-token distributions, like a trained model
+    return model.eval()
+
+
+@pytest.fixture
+def gpt2_tok():
+    try:
+        return load.gpt2_tokenizer()
+    except RuntimeError as e:
+        pytest.skip(f"GPT-2 BPE files unavailable offline: {e}")
+
+
+def write_ckpt(out_dir, model=None, config=None, **extra):
+    """Save a tiny model as out_dir/ckpt.pt in train.py's (= upstream's) format."""
+    model = model or tiny_model()
+    ckpt = load.checkpoint_dict(model, config=config or {'dataset': 'none'}, **extra)
+    os.makedirs(out_dir, exist_ok=True)
+    load.save_checkpoint(ckpt, os.path.join(out_dir, 'ckpt.pt'))
+    return os.path.join(out_dir, 'ckpt.pt')
+
+
+@pytest.fixture
+def tiny_ckpt(tmp_path):
+    """tmp_path/out/ckpt.pt holding a tiny GPT-2-vocabulary model; returns the out dir."""
+    write_ckpt(tmp_path / 'out')
+    return tmp_path / 'out'
+
+
+def make_hf_dir(path, seed=0, **cfg):
+    """A local Hugging Face GPT-2 directory with random weights (+ the tokenizer files when available)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+    torch.manual_seed(seed)
+    config = GPT2Config(**{**dict(n_layer=2, n_head=4, n_embd=32, n_positions=32, vocab_size=50257), **cfg})
+    hf = GPT2LMHeadModel(config).eval()
+    hf.save_pretrained(path)
+    tokdir = SHARED / 'gpt2_tokenizer'
+    if tokdir.is_dir():
+        for f in tokdir.iterdir():
+            shutil.copy(f, path)
+    return hf
+
+
+@pytest.fixture
+def tiny_hf_dir(tmp_path):
+    path = tmp_path / 'hf'
+    make_hf_dir(path)
+    return path
+
+
+def run_script(script, *args, cwd, check=True, timeout=300, env=None):
+    """Run one of the project's scripts as a user would: python <script> --key=value ..., in cwd."""
+    proc = subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{script} {' '.join(map(str, args))} failed ({proc.returncode}):\n"
+                             f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
