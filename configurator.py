@@ -157,5 +157,6 @@ def configure(g, argv=None):
                 apply_arg(g, arg)
     except ConfigError as e:
         if cli:
-            sys.exit(f"error: {e}")
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)  # a usage error, as argparse reports them
         raise

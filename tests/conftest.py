@@ -23,11 +23,18 @@ TINY = dict(n_layer=2, n_head=4, n_embd=32, block_size=32, bias=True, dropout=0.
 
 
 def tiny_model(seed=0, vocab_size=50257, gelu='tanh', **kw):
-    """A random tiny GPT (2 layers, 32 channels); weights scaled up so distributions are not flat."""
+    """A random tiny GPT (2 layers, 32 channels). Its weights are scaled up so that, like a trained
+    model, it has peaked, context-dependent next-token distributions (not near-uniform ones, and not
+    one that just repeats its input token through the tied embedding)."""
     torch.manual_seed(seed)
     model = GPT(GPTConfig(**{**TINY, 'vocab_size': vocab_size, 'gelu': gelu, **kw}))
+    sc = 20 if vocab_size > 1000 else 10
     with torch.no_grad():
-        model.transformer.wte.weight.mul_(25)  # peaked next-token distributions, like a trained model
+        for name, p in model.named_parameters():
+            if p.dim() == 2 and 'wte' not in name and 'wpe' not in name:
+                p.mul_(5)
+        model.transformer.wte.weight.mul_(sc)
+        model.transformer.wpe.weight.mul_(2 * sc)
     return model.eval()
 
 

@@ -1,0 +1,221 @@
+"""load.py: checkpoints (ours, upstream's, compiled), safe loading, tokenizers, device/dtype rules."""
+import os
+import pickle
+
+import pytest
+import torch
+
+import load
+from conftest import make_hf_dir, tiny_model, write_ckpt
+from model import GPT, MODEL_ARGS
+
+UPSTREAM_MODEL_ARGS = {'n_layer', 'n_head', 'n_embd', 'block_size', 'bias', 'vocab_size', 'dropout'}
+
+
+def same_outputs(a, b, vocab=50257):
+    x = torch.randint(0, vocab, (2, 16), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        return torch.equal(a(x, all_logits=True)[0], b(x, all_logits=True)[0])
+
+
+def test_checkpoint_round_trip(tmp_path, gpt2_tok):
+    model = tiny_model()
+    write_ckpt(tmp_path / 'out', model, config={'dataset': 'children_stories', 'learning_rate': 3e-5})
+    ckpt = torch.load(tmp_path / 'out' / 'ckpt.pt', weights_only=True)
+    assert set(ckpt['model_args']) == UPSTREAM_MODEL_ARGS == set(MODEL_ARGS)  # upstream builds GPTConfig(**model_args)
+    assert ckpt['gelu'] == 'tanh' and ckpt['config']['dataset'] == 'children_stories'
+    loaded = load.load_model('resume', out_dir=str(tmp_path / 'out'), device='cpu')
+    assert loaded.model.config.gelu == 'tanh' and loaded.tok.name == 'gpt2'
+    assert same_outputs(model, loaded.model)
+    # the same checkpoint by path and by folder
+    for init_from in (str(tmp_path / 'out' / 'ckpt.pt'), str(tmp_path / 'out')):
+        assert same_outputs(model, load.load_model(init_from, device='cpu').model)
+
+
+def test_upstream_format_checkpoint_loads_with_exact_gelu(tmp_path, gpt2_tok):
+    """A checkpoint exactly as upstream's train.py writes it: compiled-model keys, no 'gelu' key,
+    best_val_loss a tensor, optimizer state, config of primitives."""
+    model = tiny_model(gelu='exact')
+    opt = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), 'cpu')
+    x = torch.randint(0, 50257, (2, 8))
+    model(x, x)[1].backward()
+    opt.step()
+    ckpt = {
+        'model': {'_orig_mod.' + k: v for k, v in model.state_dict().items()},
+        'optimizer': opt.state_dict(),
+        'model_args': dict(n_layer=2, n_head=4, n_embd=32, block_size=32, bias=True, vocab_size=50257, dropout=0.0),
+        'iter_num': 250,
+        'best_val_loss': torch.tensor(3.21),
+        'config': {'dataset': 'openwebtext', 'batch_size': 12, 'learning_rate': 6e-4, 'compile': True},
+    }
+    os.makedirs(tmp_path / 'up')
+    torch.save(ckpt, tmp_path / 'up' / 'ckpt.pt')
+    loaded = load.load_model('resume', out_dir=str(tmp_path / 'up'), device='cpu')
+    assert loaded.model.config.gelu == 'exact'  # trained with exact GELU, keeps it
+    assert same_outputs(model, loaded.model)
+
+
+def test_weights_only_refuses_code(tmp_path):
+    marker = tmp_path / 'pwned'
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), 'w'))
+
+    ckpt = load.checkpoint_dict(tiny_model())
+    ckpt['config'] = {'x': Evil()}
+    torch.save(ckpt, tmp_path / 'ckpt.pt')
+    with pytest.raises(ValueError, match='run code'):
+        load.load_checkpoint(str(tmp_path / 'ckpt.pt'))
+    assert not marker.exists()
+
+
+def test_checkpoint_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match='no checkpoint at .*ckpt.pt'):
+        load.load_model('resume', out_dir=str(tmp_path / 'nothing'), device='cpu')
+    path = write_ckpt(tmp_path / 'out')
+    data = open(path, 'rb').read()
+    open(path, 'wb').write(data[: len(data) // 2])  # truncated download
+    with pytest.raises(ValueError, match='not a readable torch checkpoint'):
+        load.load_checkpoint(path)
+    torch.save({'weights': {}}, tmp_path / 'other.pt')
+    with pytest.raises(ValueError, match="expected keys 'model' and 'model_args'"):
+        load.load_checkpoint(str(tmp_path / 'other.pt'))
+    ckpt = load.checkpoint_dict(tiny_model())
+    ckpt['model_args']['n_embd'] = 64
+    torch.save(ckpt, tmp_path / 'wrong.pt')
+    with pytest.raises(ValueError, match='do not fit model_args'):
+        load.load_model(str(tmp_path / 'wrong.pt'), device='cpu')
+    with pytest.raises(ValueError, match="unknown init_from='gpt5'"):
+        load.load_model('gpt5', device='cpu')
+    os.makedirs(tmp_path / 'empty')
+    with pytest.raises(ValueError, match='neither config.json'):
+        load.load_model(str(tmp_path / 'empty'), device='cpu')
+
+
+def test_vocab_size_mismatch_is_an_error(tmp_path, gpt2_tok):
+    write_ckpt(tmp_path / 'out', tiny_model(vocab_size=1000))
+    with pytest.raises(ValueError, match='vocab_size 1000'):
+        load.load_model('resume', out_dir=str(tmp_path / 'out'), device='cpu')
+
+
+def test_char_level_checkpoint_uses_meta_pkl(tmp_path, monkeypatch):
+    chars = sorted(set('once upon a time\n'))
+    meta = {'vocab_size': len(chars), 'stoi': {c: i for i, c in enumerate(chars)}, 'itos': dict(enumerate(chars))}
+    os.makedirs(tmp_path / 'data' / 'tiny_char')
+    with open(tmp_path / 'data' / 'tiny_char' / 'meta.pkl', 'wb') as f:
+        pickle.dump(meta, f)
+    write_ckpt(tmp_path / 'out', tiny_model(vocab_size=len(chars)), config={'dataset': 'tiny_char'})
+    monkeypatch.chdir(tmp_path)  # upstream looks for data/<dataset>/meta.pkl from the working directory
+    loaded = load.load_model('resume', device='cpu')
+    assert loaded.tok.name.startswith('char:')
+    assert loaded.tok.decode(loaded.tok.encode('a time')) == 'a time'
+    with pytest.raises(ValueError, match=r"\['z'\] are not in the vocabulary"):
+        loaded.tok.encode('zoo')
+
+
+def test_hf_directory_loads_with_tokenizer(tiny_hf_dir, gpt2_tok):
+    loaded = load.load_model(str(tiny_hf_dir), device='cpu')
+    assert loaded.model.config.gelu == 'tanh' and loaded.tok.eot == 50256
+    assert not loaded.model.training
+
+
+def test_save_checkpoint_is_atomic(tmp_path, monkeypatch):
+    path = write_ckpt(tmp_path / 'out')
+    before = open(path, 'rb').read()
+
+    def crash(obj, f):
+        f.write(b'half a checkpoint')
+        raise KeyboardInterrupt  # killed while writing
+
+    monkeypatch.setattr(torch, 'save', crash)
+    with pytest.raises(KeyboardInterrupt):
+        load.save_checkpoint(load.checkpoint_dict(tiny_model(seed=1)), path)
+    assert open(path, 'rb').read() == before  # the previous good checkpoint is intact
+    assert os.listdir(tmp_path / 'out') == ['ckpt.pt']  # and no temp file is left behind
+
+
+def test_tokenizer_token_text(gpt2_tok):
+    ids = gpt2_tok.encode('Once upon a time\n<|endoftext|>')
+    assert ids[-1] == 50256 and gpt2_tok.decode(ids) == 'Once upon a time\n<|endoftext|>'
+    assert [gpt2_tok.token_text(i) for i in ids[:3]] == ['Once', ' upon', ' a']
+    partial = gpt2_tok.encode('é')  # may be one token or split bytes; never raises
+    assert ''.join(gpt2_tok.token_text(i) for i in partial)
+
+
+# -----------------------------------------------------------------------------
+# device, dtype, autocast, GradScaler rules (no GPU here: availability is monkeypatched)
+
+def fake_hardware(monkeypatch, cuda=False, bf16=False, mps=False):
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: cuda)
+    monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda *a, **k: bf16)
+    monkeypatch.setattr(torch.backends.mps, 'is_available', lambda: mps)
+
+
+@pytest.mark.parametrize('hw,device,dtype,scaler', [
+    (dict(cuda=True, bf16=True), 'cuda', 'bfloat16', False),
+    (dict(cuda=True, bf16=False), 'cuda', 'float16', True),
+    (dict(mps=True), 'mps', 'float32', False),
+    (dict(), 'cpu', 'float32', False),
+])
+def test_auto_device_and_dtype(monkeypatch, hw, device, dtype, scaler):
+    fake_hardware(monkeypatch, **hw)
+    d = load.resolve_device('auto')
+    assert d == device
+    t = load.resolve_dtype('auto', load.device_type_of(d))
+    assert t == dtype
+    assert load.use_grad_scaler(load.device_type_of(d), t) == scaler
+
+
+def test_explicit_device_rules(monkeypatch):
+    fake_hardware(monkeypatch)
+    with pytest.raises(ValueError, match='CUDA is not available'):
+        load.resolve_device('cuda:1')
+    with pytest.raises(ValueError, match='MPS is not available'):
+        load.resolve_device('mps')
+    with pytest.raises(ValueError, match='unknown device'):
+        load.resolve_device('tpu')
+    assert load.device_type_of('cuda:1') == 'cuda'
+    assert not load.use_grad_scaler('mps', 'float16')  # GradScaler is for CUDA float16 only
+    assert not load.use_grad_scaler('cuda', 'bfloat16')
+    with pytest.raises(ValueError, match='unknown dtype'):
+        load.resolve_dtype('fp8', 'cpu')
+
+
+def test_autocast_and_compile_rules(monkeypatch):
+    assert isinstance(load.autocast_ctx('cpu', 'float32'), type(load.nullcontext()))
+    ctx = load.autocast_ctx('cpu', 'bfloat16')
+    assert isinstance(ctx, torch.autocast) and ctx.fast_dtype == torch.bfloat16
+    with ctx:
+        y = torch.nn.Linear(4, 4)(torch.randn(2, 4))
+    assert y.dtype == torch.bfloat16
+    assert not load.should_compile(True, 'cpu') and not load.should_compile(True, 'mps')
+    assert not load.should_compile(False, 'cuda')
+    monkeypatch.setattr(os, 'name', 'posix')
+    assert load.should_compile(True, 'cuda')
+    monkeypatch.setattr(os, 'name', 'nt')
+    assert not load.should_compile(True, 'cuda')
+
+
+def test_float64_load_for_exact_reference(tmp_path, gpt2_tok):
+    write_ckpt(tmp_path / 'out')
+    loaded = load.load_model('resume', out_dir=str(tmp_path / 'out'), device='cpu', dtype='float64')
+    assert loaded.model.lm_head.weight.dtype == torch.float64
+    s = loaded.model.generate(torch.tensor([[1, 2]]), 3, temperature=0)[0]
+    assert len(s.tokens) == 3
+
+
+def test_from_pretrained_gpt2_names_go_through_transformers(monkeypatch, tmp_path):
+    """'gpt2' etc. are passed to transformers' from_pretrained (the hub); here the hub is a local folder."""
+    import transformers
+    make_hf_dir(tmp_path / 'hub', vocab_size=50257)
+    orig = transformers.GPT2LMHeadModel.from_pretrained.__func__
+    asked = []
+
+    def fake(cls, name, *a, **k):
+        asked.append(name)
+        return orig(cls, str(tmp_path / 'hub'), *a, **k)
+
+    monkeypatch.setattr(transformers.GPT2LMHeadModel, 'from_pretrained', classmethod(fake))
+    model = GPT.from_pretrained('gpt2', dict(dropout=0.1))
+    assert asked == ['gpt2'] and model.config.dropout == 0.1 and model.config.gelu == 'tanh'
