@@ -1,0 +1,485 @@
+"""
+Turn text into nanoGPT's data files: train.bin and val.bin, flat arrays of GPT-2 token ids (uint16),
+documents separated by <|endoftext|> (id 50256). train.py reads them from data/<name>/.
+
+    python prepare_bin.py --input=stories.txt --out_dir=data/stories
+    python prepare_bin.py --input=corpus/                  # every .txt file under the folder (recursive)
+    python prepare_bin.py --input='books/**/*.txt'         # a glob (quote it so the shell leaves it alone)
+    python prepare_bin.py --dataset=roneneldan/TinyStories --out_dir=data/tinystories   # Hugging Face hub
+    python train.py --dataset=stories ...                  # then train on data/stories/{train,val}.bin
+
+Documents. Files are read in sorted order. In a text file a document ends at a blank line (one or more
+empty or whitespace-only lines) and at the end of the file; --doc_sep=file makes each whole file one
+document instead (for text where blank lines are only layout). Each row of a --dataset is one document.
+Every document is followed by <|endoftext|>, as in upstream's openwebtext. Windows line endings become
+\\n, a UTF-8 byte-order mark is dropped, and so are blank lines before a document and whitespace after it
+(around a dataset row). Otherwise the text is kept as it is; "<|endoftext|>" written in it is ordinary text.
+
+Split. val.bin is the last val_fraction of the token stream (rounded to whole tokens), train.bin the
+rest, like upstream's shakespeare prepare.py does with characters. It is deterministic, needs no second
+pass over the input, and for a corpus in book order it holds out the last books' text. Each split must
+have more than block_size+1 tokens, or training could not draw a single (x, y) pair from it.
+
+Streaming. The input is read line by line and cut into ~1 MB pieces (a long document is cut only between
+lines where the cut cannot change its tokens); the pieces are tokenized by tiktoken on num_threads
+threads while the next ones are read, and the ids are appended to the .bin on disk. Memory stays
+bounded whatever the input size. Everything is written under temporary names and renamed at the end:
+an error or Ctrl-C leaves no partial file. prepare_info.json records the sources, sizes, token counts
+and the split.
+"""
+
+import glob
+import json
+import os
+import signal
+import sys
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, asdict
+from datetime import datetime, timezone
+
+import numpy as np
+
+# -----------------------------------------------------------------------------
+input: str = ''                # a text file, a folder (its .txt files, recursively) or a glob like 'books/*.txt'
+dataset: str = ''              # or a Hugging Face dataset: a hub name (needs internet) or a save_to_disk folder
+dataset_config: str = ''       # the dataset's configuration, for datasets that have several ('' = default)
+split: str = 'train'           # which split of --dataset to read
+text_field: str = 'text'       # the column of --dataset that holds the text; each row is one document
+out_dir: str = ''              # where train.bin, val.bin and prepare_info.json go; '' = data/<input's name>
+val_fraction: float = 0.1      # val.bin = the last this fraction of the tokens, in (0, 1)
+doc_sep: str = 'blank_line'    # what ends a document in text files: 'blank_line' or 'file'
+block_size: int = 1024         # the context length you will train with: each split needs > block_size+1 tokens
+num_threads: int = 0           # tokenizer threads; 0 = every core this process may use
+# -----------------------------------------------------------------------------
+
+INFO = 'prepare_info.json'
+PIECE_CHARS = 1 << 20          # text handed to one tokenizer call (~1 MB): bounds memory, spreads work
+DOC_SEPS = ('blank_line', 'file')
+
+
+class PrepareError(ValueError):
+    """Bad input or settings; the message names the file or value and what to do."""
+
+
+@dataclass
+class Source:
+    """One input file (or the dataset) and what came out of it."""
+    name: str
+    bytes: int = 0       # UTF-8 bytes read
+    documents: int = 0
+    tokens: int = 0      # including one <|endoftext|> per document
+
+
+@dataclass
+class Result:
+    out_dir: str
+    sources: list = field(default_factory=list)
+    documents: int = 0
+    bytes: int = 0
+    train_tokens: int = 0
+    val_tokens: int = 0
+    seconds: float = 0.0
+
+    @property
+    def mb_per_s(self):
+        return self.bytes / 1e6 / max(self.seconds, 1e-9)
+
+
+# -----------------------------------------------------------------------------
+# inputs
+
+def resolve_inputs(spec):
+    """--input as a sorted list of files: a file, a folder's .txt files (recursive), or a glob."""
+    if os.path.isfile(spec):
+        return [spec]
+    if os.path.isdir(spec):
+        paths = sorted(glob.glob(os.path.join(glob.escape(spec), '**', '*.txt'), recursive=True))
+        paths = [p for p in paths if os.path.isfile(p)]
+        if not paths:
+            raise PrepareError(f"folder {spec!r} has no .txt files (searched recursively); "
+                               f"for other names give a glob, e.g. --input='{os.path.join(spec, '*.md')}'")
+        return paths
+    if _has_magic(spec):
+        paths = sorted(p for p in glob.glob(spec, recursive=True) if os.path.isfile(p))
+        if not paths:
+            raise PrepareError(f"--input={spec!r} matches no files (relative to {os.getcwd()}); "
+                               "check the pattern, and quote it so the shell does not expand it")
+        return paths
+    raise PrepareError(f"--input={spec!r}: no such file or folder (relative to {os.getcwd()})")
+
+
+def _has_magic(spec):
+    return any(c in spec for c in '*?[')
+
+
+def default_name(input, dataset):
+    """data/<name> when --out_dir is not given: the file's stem, the folder's or glob root's name, the dataset's."""
+    if dataset:
+        name = dataset.rstrip('/\\').replace('\\', '/').split('/')[-1]
+    else:
+        root = input
+        while _has_magic(root):
+            root = os.path.dirname(root)
+        root = os.path.normpath(root or '.')
+        if os.path.isfile(root):
+            name = os.path.splitext(os.path.basename(root))[0]
+        else:
+            name = os.path.basename(os.path.abspath(root))
+    return name or 'custom'
+
+
+def _safe_cut(prev, line):
+    """True if tokenizing the text up to `prev` and from `line` on separately gives the same ids as
+    tokenizing it whole: GPT-2's pre-tokenizer never joins a lone '\\n' between two non-space
+    characters to its neighbours (a run of spaces or blank lines would be split differently)."""
+    return (len(prev) >= 2 and prev[-1] == '\n' and not prev[-2].isspace()
+            and line[:1] != '' and not line[0].isspace())
+
+
+def file_pieces(paths, sources, doc_sep='blank_line', piece_chars=PIECE_CHARS, progress=None):
+    """Yield (text, ends_document, source_index) pieces from text files, about piece_chars each.
+    Fills in sources[i].bytes/.documents; calls progress(n) with the bytes read."""
+    for si, path in enumerate(paths):
+        src = sources[si]
+        lines, size, offset, unreported = [], 0, 0, 0
+        with open(path, 'rb') as f:
+            for lineno, raw in enumerate(f, 1):
+                try:
+                    line = raw.decode('utf-8')
+                except UnicodeDecodeError as e:
+                    bad = offset + e.start
+                    raise PrepareError(
+                        f"{path} is not UTF-8 text: byte {bad:,} (line {lineno}) is 0x{raw[e.start]:02x}. "
+                        f"Convert the file to UTF-8 (e.g. iconv -f latin1 -t utf-8 '{path}' > fixed.txt, "
+                        "or save it as UTF-8 in an editor) and run again") from None
+                offset += len(raw)
+                unreported += len(raw)
+                if lineno == 1 and line.startswith('\ufeff'):
+                    line = line[1:]  # byte-order mark
+                if line.endswith('\r\n'):
+                    line = line[:-2] + '\n'
+                if not line.strip():
+                    if doc_sep == 'blank_line' and lines:  # a blank line ends the document
+                        yield ''.join(lines).rstrip(), True, si
+                        src.documents += 1
+                        lines, size = [], 0
+                    if not lines:
+                        continue  # blank lines before a document's first line are not part of it
+                elif size >= piece_chars and _safe_cut(lines[-1], line):
+                    yield ''.join(lines), False, si  # a long document, cut where it cannot change the ids
+                    lines, size = [], 0
+                lines.append(line)
+                size += len(line)
+                if progress and unreported >= piece_chars:
+                    progress(unreported)
+                    unreported = 0
+        text = ''.join(lines).rstrip()
+        if text:
+            yield text, True, si
+            src.documents += 1
+        src.bytes = offset
+        if progress and unreported:
+            progress(unreported)
+        if not src.documents:
+            from tqdm import tqdm
+            tqdm.write(f"note: {path} has no text; skipped")
+
+
+def split_text(text, piece_chars=PIECE_CHARS):
+    """Cut one long string into ~piece_chars pieces at the same safe places as file_pieces."""
+    start = 0
+    while len(text) - start > piece_chars:
+        j = text.find('\n', start + piece_chars)
+        while j != -1 and not _safe_cut(text[j - 1:j + 1], text[j + 1:j + 2]):
+            j = text.find('\n', j + 1)
+        if j == -1:
+            break
+        yield text[start:j + 1]
+        start = j + 1
+    yield text[start:]
+
+
+def load_hf_dataset(name, config='', split='train'):
+    """A Hugging Face dataset split: from a save_to_disk folder, or load_dataset (the hub, or a local
+    folder of data files; downloads into the datasets cache)."""
+    try:
+        import datasets
+    except ImportError:
+        raise PrepareError("--dataset needs the `datasets` library: pip install datasets") from None
+    try:
+        saved = ('state.json', 'dataset_dict.json')  # what Dataset(Dict).save_to_disk writes
+        if os.path.isdir(name) and any(os.path.exists(os.path.join(name, f)) for f in saved):
+            ds = datasets.load_from_disk(name)
+            if isinstance(ds, datasets.DatasetDict):
+                if split not in ds:
+                    raise PrepareError(f"dataset {name!r} has no split {split!r}; it has {list(ds)}: set --split")
+                ds = ds[split]
+            return ds
+        return datasets.load_dataset(name, config or None, split=split)
+    except PrepareError:
+        raise
+    except Exception as e:
+        raise PrepareError(
+            f"could not load dataset {name!r} (config {config or 'default'!r}, split {split!r}): "
+            f"{type(e).__name__}: {e}\nCheck the name on huggingface.co/datasets, set --dataset_config for "
+            "datasets with several configurations, and check your internet connection; offline, save the "
+            "text to files and use --input=") from e
+
+
+def dataset_pieces(ds, text_field, source, piece_chars=PIECE_CHARS, progress=None):
+    """Yield (text, ends_document, 0) pieces, one document per row of a datasets.Dataset."""
+    for batch in ds.select_columns([text_field]).iter(batch_size=1000):
+        for text in batch[text_field]:
+            if text is None:
+                continue
+            if not isinstance(text, str):
+                raise PrepareError(f"column {text_field!r} holds {type(text).__name__} values, not text: "
+                                   "set --text_field to a text column")
+            text = text.replace('\r\n', '\n').strip()
+            source.bytes += len(text.encode('utf-8'))
+            if not text:
+                continue
+            *head, last = split_text(text, piece_chars)
+            for piece in head:
+                yield piece, False, 0
+            yield last, True, 0
+            source.documents += 1
+        if progress:
+            progress(len(batch[text_field]))
+
+
+# -----------------------------------------------------------------------------
+# tokenizing and writing
+
+def gpt2_encoding():
+    import tiktoken
+    try:
+        return tiktoken.get_encoding('gpt2')
+    except Exception as e:
+        raise PrepareError(
+            f"could not load tiktoken's GPT-2 vocabulary ({type(e).__name__}: {e}). It is downloaded on "
+            "first use; offline, point TIKTOKEN_CACHE_DIR at a folder holding the cached files") from None
+
+
+def _encode(enc, batch):
+    """One job for a tokenizer thread: pieces -> uint16 ids with <|endoftext|> after each document,
+    and the token count per source. tiktoken releases the GIL while it works."""
+    arrays, counts = [], {}
+    eot = np.array([enc.eot_token], dtype=np.uint16)
+    for text, ends_doc, si in batch:
+        if hasattr(enc, 'encode_to_numpy'):  # newer tiktoken: no Python list of ints on the way
+            ids = enc.encode_to_numpy(text, disallowed_special=()).astype(np.uint16)
+        else:
+            ids = np.array(enc.encode_ordinary(text), dtype=np.uint16)
+        arrays.append(ids)
+        if ends_doc:
+            arrays.append(eot)
+        counts[si] = counts.get(si, 0) + len(ids) + ends_doc
+    return np.concatenate(arrays) if arrays else np.zeros(0, np.uint16), counts
+
+
+def encode_to_file(pieces, path, enc, sources, num_threads, piece_chars=PIECE_CHARS):
+    """Tokenize the pieces on num_threads threads, in order, appending the ids to `path`. Returns the
+    token count. At most 2*num_threads batches are in flight, so memory stays bounded."""
+    def batches():
+        batch, size = [], 0
+        for piece in pieces:
+            batch.append(piece)
+            size += len(piece[0])
+            if size >= piece_chars:
+                yield batch
+                batch, size = [], 0
+        if batch:
+            yield batch
+
+    n = 0
+    pool = ThreadPoolExecutor(num_threads)
+    try:
+        with open(path, 'wb') as f:
+            inflight = deque()
+
+            def write_oldest():
+                nonlocal n
+                ids, counts = inflight.popleft().result()
+                ids.tofile(f)
+                n += len(ids)
+                for si, c in counts.items():
+                    sources[si].tokens += c
+
+            for batch in batches():
+                inflight.append(pool.submit(_encode, enc, batch))
+                if len(inflight) >= 2 * num_threads:
+                    write_oldest()
+            while inflight:
+                write_oldest()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return n
+
+
+def _move_tail(src, dst, start, itemsize=2, chunk=1 << 24):
+    """Move items [start:] of the flat file src into dst (copy in chunks, then truncate src)."""
+    with open(src, 'rb') as fin, open(dst, 'wb') as fout:
+        fin.seek(start * itemsize)
+        while block := fin.read(chunk):
+            fout.write(block)
+    os.truncate(src, start * itemsize)
+
+
+def _cores():
+    return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
+
+
+def prepare(input='', dataset='', dataset_config='', split='train', text_field='text', out_dir='',
+            val_fraction=0.1, doc_sep='blank_line', block_size=1024, num_threads=0,
+            piece_chars=PIECE_CHARS, show_progress=True, extra=None):
+    """Tokenize the input into out_dir/train.bin, val.bin and prepare_info.json (plus the dict `extra`, e.g.
+    where the text came from). Returns a Result. Raises PrepareError on bad input or settings, leaving nothing behind."""
+    if bool(input) == bool(dataset):
+        raise PrepareError("set one of --input=FILE|FOLDER|GLOB or --dataset=NAME" if not input else
+                           "set --input or --dataset, not both")
+    if not (isinstance(val_fraction, (int, float)) and 0 < val_fraction < 1):
+        raise PrepareError(f"val_fraction={val_fraction!r} must be between 0 and 1 (exclusive), e.g. --val_fraction=0.1")
+    if block_size < 1:
+        raise PrepareError(f"block_size={block_size!r} must be a positive number of tokens, e.g. --block_size=1024")
+    if doc_sep not in DOC_SEPS:
+        raise PrepareError(f"doc_sep={doc_sep!r} must be one of {', '.join(DOC_SEPS)}")
+    if num_threads < 0:
+        raise PrepareError(f"num_threads={num_threads!r} must be >= 0 (0 = all cores)")
+    num_threads = num_threads or _cores()
+
+    if input:
+        paths = resolve_inputs(input)
+        sources = [Source(p) for p in paths]
+    else:
+        ds = load_hf_dataset(dataset, dataset_config, split)
+        if text_field not in ds.column_names:
+            raise PrepareError(f"dataset {dataset!r} has no column {text_field!r}; its columns are {ds.column_names}: "
+                               "set --text_field")
+        sources = [Source(f"{dataset}{':' + dataset_config if dataset_config else ''} [{split}].{text_field}")]
+    out_dir = out_dir or os.path.join('data', default_name(input, dataset))
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise PrepareError(f"--out_dir={out_dir!r} is a file; give a folder")
+    enc = gpt2_encoding()
+
+    from tqdm import tqdm
+    if input:
+        total = sum(os.path.getsize(p) for p in paths)
+        print(f"reading {len(paths)} file{'s' * (len(paths) > 1)} ({total / 1e6:,.2f} MB): "
+              f"{', '.join(paths[:3])}{', ...' if len(paths) > 3 else ''}")
+        bar = tqdm(total=total, unit='B', unit_scale=True, desc='tokenizing', disable=not show_progress)
+        pieces = file_pieces(paths, sources, doc_sep, piece_chars, progress=bar.update)
+    else:
+        print(f"reading {len(ds):,} rows of {sources[0].name}")
+        bar = tqdm(total=len(ds), unit=' docs', unit_scale=True, desc='tokenizing', disable=not show_progress)
+        pieces = dataset_pieces(ds, text_field, sources[0], piece_chars, progress=bar.update)
+
+    made = []  # folders this run creates, removed again if it fails
+    d = os.path.abspath(out_dir)
+    while not os.path.exists(d):
+        made.append(d)
+        d = os.path.dirname(d)
+    os.makedirs(out_dir, exist_ok=True)
+    final = {k: os.path.join(out_dir, k) for k in ('train.bin', 'val.bin', INFO)}
+    tmp = {k: os.path.join(out_dir, f'.{k}.{os.getpid()}.tmp') for k in final}
+    res = Result(out_dir=out_dir, sources=sources)
+    t0 = time.time()
+    try:
+        with bar:
+            n = encode_to_file(pieces, tmp['train.bin'], enc, sources, num_threads, piece_chars)
+        res.seconds = time.time() - t0
+        res.documents = sum(s.documents for s in sources)
+        res.bytes = sum(s.bytes for s in sources)
+        if not res.documents:
+            what = input if input else sources[0].name
+            raise PrepareError(f"no text in {what!r}: the input is empty or only blank lines")
+        res.val_tokens = max(1, round(n * val_fraction))
+        res.train_tokens = n - res.val_tokens
+        need = block_size + 2  # tokens per split for one (x, y) pair of block_size tokens, with room to spare
+        if n < 2 * need:
+            raise PrepareError(f"the input has only {n:,} tokens in all, but training with block_size={block_size} needs "
+                               f"more than {block_size + 1:,} in each of train and val: add text or lower --block_size")
+        for name, k, fix in (('train', res.train_tokens, 'lower'), ('val', res.val_tokens, 'raise')):
+            if k < need:
+                raise PrepareError(f"{name}.bin would hold only {k:,} of the {n:,} tokens (val_fraction={val_fraction}), "
+                                   f"but training with block_size={block_size} needs more than {block_size + 1:,}: "
+                                   f"{fix} --val_fraction or lower --block_size")
+        _move_tail(tmp['train.bin'], tmp['val.bin'], res.train_tokens)
+        info = {
+            'created': datetime.now(timezone.utc).isoformat(timespec='seconds'),
+            'script': 'prepare_bin.py',
+            'tokenizer': f"tiktoken gpt2 (tiktoken {_version('tiktoken')})",
+            'dtype': 'uint16',
+            'eot_token': enc.eot_token,
+            'documents_end_with_eot': True,
+            'doc_sep': 'dataset row' if dataset else doc_sep,
+            'sources': [asdict(s) for s in sources],
+            'dataset': (dict(name=dataset, config=dataset_config, split=split, text_field=text_field)
+                        if dataset else None),
+            'bytes': res.bytes,
+            'documents': res.documents,
+            'tokens': {'total': n, 'train': res.train_tokens, 'val': res.val_tokens},
+            'split': {'val_fraction': val_fraction, 'rule': 'val.bin is the last val_fraction of the token stream'},
+            'block_size': block_size,
+            'seconds': round(res.seconds, 3),
+            'mb_per_s': round(res.mb_per_s, 2),
+            'num_threads': num_threads,
+            **(extra or {}),
+        }
+        with open(tmp[INFO], 'w', encoding='utf-8') as f:
+            json.dump(info, f, indent=2, ensure_ascii=False)
+            f.write('\n')
+        for k in final:
+            os.replace(tmp[k], final[k])
+    except BaseException:  # errors and Ctrl-C: no partial files
+        for p in tmp.values():
+            if os.path.exists(p):
+                os.remove(p)
+        for d in made:  # deepest first
+            if os.path.isdir(d) and not os.listdir(d):
+                os.rmdir(d)
+        raise
+
+    print(f"tokenized {res.bytes / 1e6:,.2f} MB in {res.seconds:.2f} s: {res.mb_per_s:.1f} MB/s "
+          f"on {num_threads} thread{'s' * (num_threads > 1)}")
+    print(f"{res.documents:,} document{'s' * (res.documents != 1)}, {n:,} tokens "
+          f"(including {res.documents:,} <|endoftext|>)")
+    print(f"train.bin has {res.train_tokens:,} tokens")
+    print(f"val.bin has {res.val_tokens:,} tokens (the last {res.val_tokens / n:.1%})")
+    print(f"wrote {final['train.bin']}, {final['val.bin']}, {final[INFO]}")
+    if os.path.exists(os.path.join(out_dir, 'meta.pkl')):
+        print(f"note: {os.path.join(out_dir, 'meta.pkl')} (a character-level vocabulary from another run) would make "
+              "sample.py decode these GPT-2 ids with it: delete it")
+    return res
+
+
+def _version(pkg):
+    from importlib.metadata import version
+    try:
+        return version(pkg)
+    except Exception:
+        return 'unknown'
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt  # a kill (SIGTERM) cleans up like Ctrl-C
+
+
+if __name__ == '__main__':
+    from configurator import configure
+    configure(globals())
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        res = prepare(input=input, dataset=dataset, dataset_config=dataset_config, split=split,
+                      text_field=text_field, out_dir=out_dir, val_fraction=val_fraction, doc_sep=doc_sep,
+                      block_size=block_size, num_threads=num_threads)
+    except PrepareError as e:
+        sys.exit(f"error: {e}")
+    except KeyboardInterrupt:
+        print("\ninterrupted: nothing written (temporary files removed)", file=sys.stderr)
+        sys.exit(130)
+    name = os.path.basename(os.path.normpath(res.out_dir))
+    if os.path.normpath(os.path.dirname(os.path.abspath(res.out_dir))) == os.path.abspath('data'):
+        print(f"train on it with: python train.py --dataset={name}")
