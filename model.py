@@ -60,9 +60,17 @@ class KVCache:
         return self.k[layer, :, :, :self.pos + T], self.v[layer, :, :, :self.pos + T]
 
     def reorder(self, index):
-        """Keep batch rows `index` (B',): beam search moves each beam's history along with it."""
-        self.k = self.k.index_select(1, index)
-        self.v = self.v.index_select(1, index)
+        """Keep batch rows `index` (B',): beam search moves each beam's history along with it.
+        Only the filled positions are copied (the buffers are preallocated to block_size)."""
+        p = self.pos
+        for name in ('k', 'v'):
+            old = getattr(self, name)
+            if old.size(1) == len(index):
+                old[:, :, :, :p] = old[:, index, :, :p]  # the right side is a copy: safe in place
+            else:  # the number of rows changes (one prompt row becomes num_beams beams)
+                new = old.new_empty(old.shape[:1] + (len(index),) + old.shape[2:])
+                new[:, :, :, :p] = old[:, index, :, :p]
+                setattr(self, name, new)
 
 
 @dataclass
@@ -212,6 +220,7 @@ class Sample:
     tokens: list            # generated (or forced) token ids, after the prompt
     logprobs: torch.Tensor  # (T,) float64, model distribution
     sample_logprobs: torch.Tensor  # (T,) float64, sampling distribution
+    ranks: torch.Tensor = None  # (T,) int64: 1-based rank of each token under the model distribution
     steps: list = None      # list[Step], one per token, when generate(details=k) asked for them
     stopped: bool = False   # generation ended at stop_token (which is included in tokens)
 
@@ -257,6 +266,17 @@ def format_prob(logprob, digits=4):
 # -----------------------------------------------------------------------------
 # Sampling: one small function and its distribution
 
+def f64(x):
+    """x as float64 for log-space math. Apple MPS has no float64, so there the values move to the CPU."""
+    return x.to('cpu', torch.float64) if x.device.type == 'mps' else x.double()
+
+
+def make_generator(device, seed):
+    """A seeded torch.Generator for generate(): on the model's device, on the CPU for MPS (see f64)."""
+    dev = torch.device(device)
+    return torch.Generator(device='cpu' if dev.type == 'mps' else dev).manual_seed(seed)
+
+
 def check_sampling(temperature=1.0, top_k=None, top_p=None):
     """Raise ValueError naming the setting if a sampling value makes no sense."""
     if temperature is None or not isinstance(temperature, (int, float)) or math.isnan(temperature) \
@@ -274,7 +294,7 @@ def sampling_logprobs(logits, temperature=1.0, top_k=None, top_p=None):
 
     temperature 0 = greedy (log 1 on the argmax, -inf elsewhere); top_k 0/None = off (clamped to V);
     top_p 1/None = off, else keep the smallest set of most likely tokens whose mass reaches top_p."""
-    logits = logits.double()
+    logits = f64(logits)
     if temperature == 0:
         lp = torch.full_like(logits, float('-inf'))
         return lp.scatter_(-1, logits.argmax(-1, keepdim=True), 0.0)
@@ -297,7 +317,13 @@ def sample(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
     lp = sampling_logprobs(logits, temperature, top_k, top_p)
     if temperature == 0:
         return lp.argmax(-1), lp
-    return torch.multinomial(lp.exp(), num_samples=1, generator=generator).squeeze(-1), lp
+    # inverse-CDF draw: the first token whose cumulative probability exceeds a uniform u. Same
+    # distribution as torch.multinomial, ~10x cheaper on CPU over a 50k vocabulary; a token of
+    # probability 0 is never drawn (its CDF step is empty)
+    cdf = lp.exp().cumsum(-1)  # (B, V)
+    u = torch.rand(cdf.size(0), 1, generator=generator, dtype=cdf.dtype, device=cdf.device)  # (B, 1)
+    u = torch.minimum(u * cdf[:, -1:], cdf[:, -1:] * (1 - 1e-12))  # never at or past the total
+    return torch.searchsorted(cdf, u, right=True).squeeze(-1), lp
 
 
 def _steps(model_lp, sample_lp, chosen, k):
@@ -442,8 +468,10 @@ class GPT(nn.Module):
                 sd[k].copy_(w)
         return model
 
-    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
-        """AdamW with weight decay on every 2-D tensor (matmuls, embeddings), none on biases and norms."""
+    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type, fused=None):
+        """AdamW with weight decay on every 2-D tensor (matmuls, embeddings), none on biases and norms.
+        fused: None = fused on CUDA, foreach elsewhere; True/False to choose (train.py asks for the fused
+        CPU kernel where PyTorch has one, several times faster than foreach there)."""
         params = [p for p in self.parameters() if p.requires_grad]
         decay = [p for p in params if p.dim() >= 2]
         nodecay = [p for p in params if p.dim() < 2]
@@ -452,7 +480,8 @@ class GPT(nn.Module):
         print(f"num decayed parameter tensors: {len(decay)}, with {sum(p.numel() for p in decay):,} parameters")
         print(f"num non-decayed parameter tensors: {len(nodecay)}, with {sum(p.numel() for p in nodecay):,} parameters")
         # fused AdamW on CUDA; elsewhere foreach (one kernel per group rather than per tensor)
-        fused = device_type == 'cuda' and 'fused' in inspect.signature(torch.optim.AdamW).parameters
+        if fused is None:
+            fused = device_type == 'cuda' and 'fused' in inspect.signature(torch.optim.AdamW).parameters
         extra = dict(fused=True) if fused else dict(foreach=True)
         print(f"using fused AdamW: {fused}")
         return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, **extra)
@@ -489,7 +518,8 @@ class GPT(nn.Module):
             scored in one forward pass (see score()); max_new_tokens is then ignored.
         stop_token: end a row once it produces this id (e.g. 50256, <|endoftext|>); it is included.
         details: k > 0 records a `Step` (top-k candidates, chosen token and rank) per token.
-        generator: a torch.Generator for reproducible draws; use_cache=False recomputes the whole
+        generator: a torch.Generator for reproducible draws (make_generator(device, seed) puts it where
+            the draws happen); use_cache=False recomputes the whole
             context every step, as upstream does (the reference the KV cache is tested against).
         Most likely you'll want the model in eval() mode."""
         check_sampling(temperature, top_k, top_p)
@@ -509,20 +539,23 @@ class GPT(nn.Module):
 
         B, T0 = idx.shape
         cache = KVCache(self.config, B, idx.device, self.lm_head.weight.dtype) if use_cache else None
-        done = torch.zeros(B, dtype=torch.bool, device=idx.device)
+        dev64 = 'cpu' if idx.device.type == 'mps' else idx.device  # where the float64 math runs (f64)
+        done = torch.zeros(B, dtype=torch.bool, device=dev64)
         lengths = torch.full((B,), max_new_tokens, dtype=torch.long)
-        lps, slps, steps = [], [], []
+        lps, slps, ranks, steps = [], [], [], []
         for t in range(max_new_tokens):
             logits = self._next_logits(idx, cache)  # (B, V)
-            idx_next, slp = sample(logits, temperature, top_k, top_p, generator)  # (B,), (B, V)
+            idx_next, slp = sample(logits, temperature, top_k, top_p, generator)  # (B,), (B, V) float64
             if stop_token is not None:
                 idx_next = idx_next.masked_fill(done, stop_token)  # finished rows: padding
-            mlp = logits.double().log_softmax(-1)  # (B, V) model distribution
-            lps.append(mlp.gather(-1, idx_next[:, None])[:, 0])
+            mlp = f64(logits).log_softmax(-1)  # (B, V) model distribution
+            chosen = mlp.gather(-1, idx_next[:, None])  # (B, 1)
+            lps.append(chosen[:, 0])
             slps.append(slp.gather(-1, idx_next[:, None])[:, 0])
+            ranks.append((mlp > chosen).sum(-1) + 1)
             if details:
                 steps.append(_steps(mlp, slp, idx_next, details))
-            idx = torch.cat((idx, idx_next[:, None]), dim=1)
+            idx = torch.cat((idx, idx_next.to(idx.device)[:, None]), dim=1)
             if stop_token is not None:
                 newly = (idx_next == stop_token) & ~done
                 lengths[newly.cpu()] = t + 1
@@ -532,12 +565,13 @@ class GPT(nn.Module):
 
         lps = torch.stack(lps, 1).cpu() if lps else torch.zeros(B, 0, dtype=torch.float64)  # (B, T)
         slps = torch.stack(slps, 1).cpu() if slps else torch.zeros(B, 0, dtype=torch.float64)
+        ranks = torch.stack(ranks, 1).cpu() if ranks else torch.zeros(B, 0, dtype=torch.long)
         out = []
         for b in range(B):
             n = int(lengths[b].clamp(max=lps.size(1)))
             out.append(Sample(prompt=idx[b, :T0].tolist(), tokens=idx[b, T0:T0 + n].tolist(),
                               logprobs=lps[b, :n].clone(), sample_logprobs=slps[b, :n].clone(),
-                              steps=[s[b] for s in steps[:n]] if details else None,
+                              ranks=ranks[b, :n].clone(), steps=[s[b] for s in steps[:n]] if details else None,
                               stopped=bool(done[b]) and stop_token is not None))
         return out
 
@@ -588,21 +622,176 @@ class GPT(nn.Module):
         hs = torch.cat(parts)  # (N, C): the state that predicts each response token, rows in order
         targets = torch.tensor([t for r in responses for t in r], device=device)
 
-        lps, slps, steps = [], [], []
+        lps, slps, ranks, steps = [], [], [], []
         for c in range(0, hs.size(0), 256):  # float64 log-softmax over V, a chunk at a time
             logits = self.lm_head(hs[c:c + 256])  # (n, V)
-            tg = targets[c:c + 256]
-            mlp = logits.double().log_softmax(-1)
-            slp = sampling_logprobs(logits, temperature, top_k, top_p)
-            lps.append(mlp.gather(-1, tg[:, None])[:, 0])
-            slps.append(slp.gather(-1, tg[:, None])[:, 0])
+            mlp = f64(logits).log_softmax(-1)  # (n, V) model distribution
+            tg = targets[c:c + 256].to(mlp.device)  # (n,)
+            chosen = mlp.gather(-1, tg[:, None])  # (n, 1)
+            lps.append(chosen[:, 0])
+            ranks.append((mlp > chosen).sum(-1) + 1)
+            if temperature == 1 and not top_k and (top_p is None or top_p == 1):
+                slps.append(lps[-1])  # the sampling distribution is the model's own
+                slp = mlp
+            else:
+                slp = sampling_logprobs(logits, temperature, top_k, top_p)
+                slps.append(slp.gather(-1, tg[:, None])[:, 0])
             if details:
                 steps += _steps(mlp, slp, tg, details)
-        lps, slps = torch.cat(lps).cpu(), torch.cat(slps).cpu()
+        lps, slps, ranks = torch.cat(lps).cpu(), torch.cat(slps).cpu(), torch.cat(ranks).cpu()
         out, k = [], 0
         for p, r in zip(prompts, responses):
             n = len(r)
             out.append(Sample(prompt=list(p), tokens=list(r), logprobs=lps[k:k + n], sample_logprobs=slps[k:k + n],
-                              steps=steps[k:k + n] if details else None))
+                              ranks=ranks[k:k + n], steps=steps[k:k + n] if details else None))
             k += n
         return out
+
+    # -------------------------------------------------------------------------
+    # Beam search
+
+    @torch.inference_mode()
+    def beam_search(self, idx, max_new_tokens, num_beams=4, length_penalty=1.0, no_repeat_ngram_size=0,
+                    stop_token=None, early_stopping=False):
+        """Deterministic beam search from one prompt. Returns the finished beams (list of `Beam`), best first.
+
+        idx: the prompt, a (1, T) LongTensor or a list of token ids.
+        Every step extends each live beam by every token and keeps the num_beams extensions with the
+        highest total log-probability (model distribution, float64). A beam finishes when it produces
+        stop_token (kept in its tokens, as generate() does) or after max_new_tokens tokens.
+        Finished beams are ranked by
+            score = sum of the generated tokens' log-probs / (number of generated tokens) ** length_penalty
+        (a stop token counts in both): length_penalty 1 ranks by mean log-prob per token, 0 by total
+        log-prob (which favours short beams), > 1 favours longer ones still.
+        no_repeat_ngram_size n > 0: no n-gram occurs twice in prompt + beam (tokens that would repeat
+            one are banned), as Hugging Face does.
+
+        Finished hypotheses and stopping are Hugging Face's (transformers' generate(num_beams=...),
+        whose beams this returns token for token; tests/test_inspect.py checks it):
+        - each step ranks the 2 * num_beams best candidates; a stop token among the best num_beams of
+          them finishes that beam; the num_beams best other candidates live on;
+        - at the last step (max_new_tokens) the best num_beams candidates all finish;
+        - at most num_beams finished beams are kept, the best by score;
+        - early_stopping=True: stop once num_beams beams have finished. False (the default): also stop
+          once the best live beam, scored at its current length, cannot beat the worst finished one
+          (a heuristic). 'never': stop only when no live beam can beat it at any length (exact).
+        The length in the score counts generated tokens (not the prompt), the stop token included, as
+        in transformers' current beam search: score is exactly sum(logprobs) / len(tokens) ** length_penalty.
+        Fewer than num_beams beams come back only when no_repeat_ngram_size bans every continuation.
+        num_beams=1 is greedy decoding: the same tokens as generate(temperature=0).
+
+        Uses the KV cache (num_beams rows, reordered as beams move); past block_size the cropped
+        window is recomputed every step, as generate() does."""
+        if torch.is_tensor(idx):
+            if idx.dim() == 2 and idx.size(0) != 1:
+                raise ValueError(f"beam_search takes one prompt, got a batch of {idx.size(0)}: idx must be (1, T)")
+            prompt = idx.reshape(-1).tolist()
+        else:
+            prompt = list(idx)
+        V = self.config.vocab_size
+        if not prompt or any(isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < V for t in prompt):
+            raise ValueError(f"the prompt must be a non-empty list of token ids in [0, {V}), got {prompt[:10]}")
+        for name, val, lo in (('max_new_tokens', max_new_tokens, 1), ('num_beams', num_beams, 1),
+                              ('no_repeat_ngram_size', no_repeat_ngram_size, 0)):
+            if isinstance(val, bool) or not isinstance(val, int) or val < lo:
+                raise ValueError(f"{name} must be an int >= {lo}, got {val!r}")
+        if isinstance(length_penalty, bool) or not isinstance(length_penalty, (int, float)) \
+                or not math.isfinite(length_penalty):
+            raise ValueError(f"length_penalty must be a finite number, got {length_penalty!r}")
+        if early_stopping not in (True, False, 'never'):
+            raise ValueError(f"early_stopping must be True, False or 'never', got {early_stopping!r}")
+
+        device = self.lm_head.weight.device
+        T0, bs = len(prompt), self.config.block_size
+        seqs = torch.tensor([prompt], device=device)  # (nb, T0 + t): live beams, one at first
+        dev64 = 'cpu' if device.type == 'mps' else device  # where the float64 math runs (f64)
+        lps = torch.zeros(1, 0, dtype=torch.float64, device=dev64)  # (nb, t) per-token log-probs
+        sums = torch.zeros(1, dtype=torch.float64, device=dev64)  # (nb,) total log-prob of each beam
+        cache = KVCache(self.config, 1, device, self.lm_head.weight.dtype)
+        finished = []  # Beams, best first, at most num_beams
+
+        def finish(row_lps, tokens, stopped):
+            n = len(tokens)
+            b = Beam(prompt=list(prompt), tokens=tokens, logprobs=row_lps.cpu(),
+                     score=float(row_lps.sum()) / n ** length_penalty, length_penalty=length_penalty,
+                     stopped=stopped)
+            finished.append(b)
+            finished.sort(key=lambda h: -h.score)  # stable: on a tie the earlier beam stays ahead
+            del finished[num_beams:]
+
+        for t in range(max_new_tokens):
+            logits = self._next_logits(seqs, cache)  # (nb, V)
+            lp = f64(logits).log_softmax(-1)  # (nb, V) model distribution
+            cand = sums[:, None] + lp  # (nb, V) total log-prob of every extension
+            if no_repeat_ngram_size:
+                for b, row in enumerate(seqs.tolist()):
+                    banned = _ngram_bans(row, no_repeat_ngram_size)
+                    if banned:
+                        cand[b, banned] = float('-inf')
+            top, flat = cand.view(-1).topk(min(2 * num_beams, cand.numel()))  # best first
+            last = t == max_new_tokens - 1  # every candidate ends here
+            keep_b, keep_t = [], []
+            for rank, (s, f) in enumerate(zip(top.tolist(), flat.tolist())):
+                if s == float('-inf') or (last and rank == num_beams):
+                    break
+                b, tk = divmod(f, V)
+                if tk == stop_token or last:
+                    if rank < num_beams:  # an ending below the top num_beams candidates is dropped, as in HF
+                        finish(torch.cat((lps[b], lp[b, tk:tk + 1])), seqs[b, T0:].tolist() + [tk], tk == stop_token)
+                    continue
+                keep_b.append(b)
+                keep_t.append(tk)
+                if len(keep_b) == num_beams:
+                    break
+            if not keep_b:  # the last step, or every extension banned or stopped
+                break
+            bi, ti = torch.tensor(keep_b, device=dev64), torch.tensor(keep_t, device=dev64)
+            new_lp = lp[bi, ti]  # (nb,)
+            lps = torch.cat((lps[bi], new_lp[:, None]), dim=1)
+            sums = sums[bi] + new_lp
+            bi, ti = bi.to(device), ti.to(device)
+            seqs = torch.cat((seqs[bi], ti[:, None]), dim=1)
+            if seqs.size(1) <= bs:
+                cache.reorder(bi)  # each beam takes its parent's keys and values along
+            if len(finished) == num_beams:
+                if early_stopping is True:
+                    break
+                # can a live beam still beat the worst finished one? Its total log-prob can only fall, so
+                # 'never' bounds its score at the length that maximises it (exact); False assumes the
+                # current length (Hugging Face's heuristic)
+                n = max_new_tokens if early_stopping == 'never' and length_penalty > 0 else t + 1
+                if finished[-1].score >= float(sums.max()) / n ** length_penalty:
+                    break
+        return finished
+
+
+def _ngram_bans(seq, n):
+    """Token ids that would complete an n-gram already in seq (a list of ids): what no_repeat_ngram bans."""
+    if len(seq) < n - 1:
+        return []
+    prefix = seq[len(seq) - n + 1:]
+    return [seq[i + n - 1] for i in range(len(seq) - n + 1) if seq[i:i + n - 1] == prefix]
+
+
+@dataclass
+class Beam:
+    """One finished hypothesis of GPT.beam_search(). Log-probs are under the model distribution
+    (beam search is deterministic: there is no sampling distribution)."""
+    prompt: list            # prompt token ids
+    tokens: list            # generated token ids (the stop token last, when stopped)
+    logprobs: torch.Tensor  # (T,) float64: log p(tokens[i] | prompt, tokens[:i])
+    score: float            # logprob / len(tokens) ** length_penalty, what beams are ranked by
+    length_penalty: float
+    stopped: bool = False   # ended at stop_token (else at max_new_tokens)
+
+    @property
+    def ids(self):
+        return self.prompt + self.tokens
+
+    @property
+    def logprob(self):
+        return float(self.logprobs.sum())
+
+    @property
+    def prob(self):
+        return math.exp(self.logprob)
