@@ -1,0 +1,375 @@
+"""
+Sample from a trained model, and see the probability of everything it generates.
+
+    python sample.py --init_from=gpt2 --start="Once upon a time" --num_samples=3 --max_new_tokens=50
+    python sample.py --init_from=gpt2 --start="Once upon a time" --max_new_tokens=10 --num_samples=1 --show_probs=True
+    python sample.py --init_from=gpt2 --start="The capital of France is" --fixed_response=" Paris" --show_probs=True
+    python sample.py --init_from=gpt2 --start="Once upon a time" --compare_temperatures=0.5,1.0,2.0
+    python sample.py --init_from=gpt2 --start="The capital of France is" --num_beams=4 --max_new_tokens=20
+    python sample.py --out_dir=out-children --start=FILE:prompt.txt      # a checkpoint from train.py
+
+Upstream nanoGPT's sample.py, with its settings and defaults (device and dtype default to 'auto'), plus:
+- after each sample, its probability under the *model distribution* (softmax of the logits at
+  temperature 1, no top-k/top-p: what the model believes) and under the *sampling distribution* (after
+  temperature, top-k and top-p: what the tokens were actually drawn from), as probability and log-prob;
+- show_probs=True: for every step, one terminal line and one bar chart of the probs_top_k most likely
+  tokens, the chosen one in another colour, saved as results_dir/sample_<date-time>/sample_<i>/step_<n>.png,
+  and per sample an overview figure (overview.png) of its tokens shaded by probability;
+- fixed_response: score a given response after the prompt instead of sampling (same output and charts);
+- compare_temperatures: one step's distribution under several temperatures, side by side (temperatures.png);
+- num_beams=N: deterministic beam search (model.GPT.beam_search), its beams ranked with their scores shown
+  as arithmetic, next to the greedy continuation and its probability (see beam.py).
+Charts are drawn after generation, from the numbers generate() collected.
+"""
+import math
+import os
+import sys
+import time
+from ast import literal_eval
+from datetime import datetime
+
+import torch
+
+import load
+import plots
+from configurator import configure
+from model import check_sampling, f64, format_prob, make_generator, sampling_logprobs
+
+# -----------------------------------------------------------------------------
+init_from: str = 'resume'  # 'resume' (from out_dir), a gpt2 variant (e.g. 'gpt2-xl'), a Hugging Face folder, a .pt
+out_dir: str = 'out'  # ignored if init_from is not 'resume'
+start: str = "\n"  # or "<|endoftext|>" or etc. Can also specify a file, use as: "FILE:prompt.txt"
+num_samples: int = 10  # number of samples to draw
+max_new_tokens: int = 500  # number of tokens generated in each sample
+temperature: float = 0.8  # 1.0 = no change, < 1.0 = less random, > 1.0 = more random, 0 = greedy
+top_k: int | None = 200  # retain only the top_k most likely tokens, clamp others to have 0 probability (None = off)
+top_p: float = 1.0  # nucleus sampling: keep the most likely tokens holding top_p of the probability (1.0 = off)
+seed: int = 1337
+device: str = 'auto'  # 'auto' (cuda, then mps, then cpu), or 'cpu', 'cuda', 'cuda:0', 'cuda:1', 'mps', etc.
+dtype: str = 'auto'  # 'auto' (bfloat16 or float16 on CUDA, float32 elsewhere), 'float32', 'bfloat16' or 'float16'
+compile: bool = False  # use PyTorch 2.0 to compile the model to be faster (CUDA only)
+stop_at_eot: bool = False  # end a sample once it produces <|endoftext|> (counted in its probability)
+show_probs: bool = False  # per step: a terminal line and a bar chart of the probs_top_k most likely tokens
+probs_top_k: int = 10  # how many of the most likely tokens each step's chart and line show
+fixed_response: str | list = ''  # score this response instead of sampling: text, "FILE:path" or token ids "[464, 3290]"
+compare_temperatures: str | list = ''  # e.g. "0.5,1.0,2.0": one step's top tokens under each temperature, side by side
+compare_step: int = 0  # the step compared: 0 = the first new token, n = after n tokens of sample 1 (or the response)
+results_dir: str = 'results'  # charts go to results_dir/sample_<date-time>/
+show: bool = True  # also show the charts in windows when a display exists (after the run; False = files only)
+num_beams: int = 0  # > 0: beam search with this many beams instead of sampling, printed next to greedy decoding
+length_penalty: float = 1.0  # beam score = sum of log-probs / tokens^length_penalty
+no_repeat_ngram_size: int = 0  # beam search: n > 0 bans any n-gram from occurring twice
+# -----------------------------------------------------------------------------
+
+MAX_WINDOWS = 4  # with show, at most this many overview windows (every PNG is saved regardless)
+
+
+def read_text(value, setting):
+    """value itself, or the contents of the file it names as FILE:path."""
+    if not value.startswith('FILE:'):
+        return value
+    path = value[len('FILE:'):]
+    try:
+        with open(path, 'r', encoding='utf-8') as f:
+            return f.read()
+    except OSError as e:
+        raise ValueError(f"{setting}={value!r}: cannot read {path!r} ({e.strerror})") from None
+
+
+def prompt_ids(start, tok):
+    ids = tok.encode(read_text(start, 'start'))
+    if not ids:
+        raise ValueError("start is empty: the model needs at least one token to continue "
+                         "(for example --start='<|endoftext|>')")
+    return ids
+
+
+def response_ids(value, tok):
+    """The token ids of fixed_response: text, FILE:path, or a list of ids ("[464, 3290]" or a list).
+    Returns (ids, what it was read as)."""
+    if isinstance(value, str) and value.lstrip().startswith('['):
+        try:
+            parsed = literal_eval(value.strip())
+        except (SyntaxError, ValueError):
+            parsed = None
+        if isinstance(parsed, list) and all(isinstance(t, int) and not isinstance(t, bool) for t in parsed):
+            value = parsed  # a list of token ids; anything else starting with '[' is text
+    if isinstance(value, (list, tuple)):
+        ids, what = list(value), 'token ids'
+        bad = [t for t in ids if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < tok.vocab_size]
+        if bad:
+            raise ValueError(f"fixed_response has token ids outside the vocabulary [0, {tok.vocab_size}): {bad[:5]}")
+    else:
+        ids, what = tok.encode(read_text(value, 'fixed_response')), 'text'
+    if not ids:
+        raise ValueError("fixed_response is empty: give the text (or token ids) to score after the prompt")
+    return ids, what
+
+
+def parse_temperatures(value):
+    """'0.5,1.0,2.0' (or a list) -> [0.5, 1.0, 2.0]; '' -> []."""
+    items = value if isinstance(value, (list, tuple)) else [v for v in value.replace(' ', '').split(',') if v]
+    temps = []
+    for v in items:
+        try:
+            t = float(v)
+            check_sampling(t)
+        except (TypeError, ValueError):
+            raise ValueError(f"compare_temperatures={value!r}: {v!r} is not a temperature (a number >= 0); "
+                             "write them comma-separated, e.g. --compare_temperatures=0.5,1.0,2.0") from None
+        temps.append(t)
+    return temps
+
+
+def fmt(p):
+    """A probability (from a Step) as text, 0 stays 0."""
+    return format_prob(math.log(p)) if p > 0 else '0'
+
+
+def generate_samples(model, ctx, prompt, n, max_new_tokens, temperature, top_k, top_p, details=0,
+                     response=None, stop_token=None, generator=None):
+    """Yield n model.Sample results for the prompt (token ids), one at a time, as upstream draws them.
+    With response (token ids), that response is forced and scored instead of sampled."""
+    device = model.lm_head.weight.device
+    x = torch.tensor([prompt], dtype=torch.long, device=device)  # (1, T)
+    for _ in range(n):
+        with torch.no_grad(), ctx:
+            s = model.generate(x, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                               fixed_response=response, stop_token=stop_token, details=details,
+                               generator=generator)[0]
+        yield s  # outside the autocast context: the caller's code runs as usual
+
+
+def step_line(t, step, tok, forced=False, alternatives=4):
+    """One compact terminal line for step t (1-based): chosen token, its probability and rank, the top few."""
+    label = plots.token_label(plots.token_text(tok, step.chosen), 16)
+    top = ' '.join(f"{plots.token_label(plots.token_text(tok, i), 12)} {p:.3f}"
+                   for i, p in zip(step.top_ids[:alternatives], step.top_probs[:alternatives]))
+    verb = 'forced' if forced else 'chose'
+    return (f"  step {t:>3} {verb} {label:<16} p {fmt(step.chosen_prob):>9} "
+            f"(sampling {fmt(step.chosen_sample_prob):>9})  rank {step.chosen_rank:<5} top: {top}")
+
+
+def summary(sample, i, n, temperature, top_k, top_p, forced=False):
+    """The lines printed after a sample: its length and its probability under both distributions."""
+    sampling = plots.sampling_text(temperature, top_k, top_p)
+    T = len(sample.tokens)
+    if forced:
+        head = f"fixed_response: {T} tokens, scored after the prompt"
+        sdist = f"sampling distribution ({sampling}; what sampling would have drawn from)"
+    else:
+        head = f"sample {i}/{n}: {T} new tokens" + (" (stopped at <|endoftext|>)" if sample.stopped else '')
+        sdist = f"sampling distribution ({sampling}; what the tokens were drawn from)"
+    mdist = "model distribution (T=1, no top-k/top-p; what the model believes)"
+    lp, slp = sample.logprob, sample.sample_logprob
+    ppl = f", perplexity {math.exp(-lp / T):.2f}" if T else ''
+    lines = [head,
+             f"  probability under the {mdist}: {format_prob(lp)} (log-prob {lp:.4f}{ppl})",
+             f"  probability under the {sdist}: {format_prob(slp)} (log-prob {slp:.4f})"]
+    if slp == float('-inf'):
+        out = int(torch.isinf(sample.sample_logprobs).sum())
+        lines.append(f"  ({out} of its tokens lie outside what top-k/top-p would have allowed)")
+    return lines
+
+
+def step_bars(sample, tok, i, temperature, top_k, top_p, forced=False):
+    """The bar-chart data (plots.StepBars) of every step of a sample generated with details."""
+    sampling = plots.sampling_text(temperature, top_k, top_p)
+    P, n = len(sample.prompt), len(sample.steps)
+    who = 'fixed_response' if forced else f"sample {i}"
+    out = []
+    for t, step in enumerate(sample.steps):
+        so_far = tok.decode(sample.ids[max(0, P + t - 24):P + t])  # the tail is all the title shows
+        title = f"{who} · step {t + 1}/{n} · {sampling}\ntext so far: \"{plots.text_tail(so_far)}\""
+        out.append(plots.step_bars(step, tok, title, sampling, forced))
+    return out
+
+
+def overview(sample, tok, i, temperature, top_k, top_p, forced=False):
+    """The per-sample overview figure's data (plots.SampleOverview)."""
+    sampling = plots.sampling_text(temperature, top_k, top_p)
+    lp, slp = sample.logprob, sample.sample_logprob
+    who = 'fixed_response' if forced else f"sample {i}"
+    title = (f"{who}: {len(sample.tokens)} tokens · {sampling}\n"
+             f"probability of the whole response: {format_prob(lp)} (log {lp:.2f}) under the model distribution, "
+             f"{format_prob(slp)} (log {slp:.2f}) under the sampling distribution")
+    return plots.SampleOverview(prompt=tok.decode(sample.prompt),
+                                tokens=[plots.token_text(tok, t) for t in sample.tokens],
+                                probs=sample.logprobs.exp().tolist(),
+                                sample_probs=sample.sample_logprobs.exp().tolist(),
+                                title=title, sampling=sampling, forced=forced)
+
+
+@torch.no_grad()
+def temperature_comparison(model, ctx, ids, temps, top_k, top_p, k, tok, step=0):
+    """The next-token distribution after ids (token ids) under each temperature (plots.TemperatureComparison).
+    One forward pass; the k tokens shown are the model's most likely (temperature keeps their order)."""
+    bs = model.config.block_size
+    x = torch.tensor([ids[-bs:]], dtype=torch.long, device=model.lm_head.weight.device)  # what generation sees
+    with ctx:
+        logits = model(x)[0][0, -1]  # (V,)
+    top = f64(logits).topk(min(k, logits.size(-1))).indices  # (k,)
+    probs, entropies = [], []
+    for t in temps:
+        lp = sampling_logprobs(logits, t, top_k, top_p)  # (V,) float64
+        p = lp.exp()
+        probs.append(p[top].tolist())
+        entropies.append(max(0.0, float(-(p * lp.nan_to_num(neginf=0.0)).sum())))  # never -0.0 for greedy
+    filt = plots.sampling_text(1, top_k, top_p).partition(', ')[2]  # the top-k/top-p part only
+    title = (f"Next-token distribution at step {step + 1}, after \"{plots.text_tail(tok.decode(ids[-24:]), 50)}\": "
+             f"the model's {len(top)} most likely tokens under each temperature")
+    return plots.TemperatureComparison(labels=[plots.token_label(plots.token_text(tok, i)) for i in top.tolist()],
+                                       temperatures=list(temps), probs=probs, entropies=entropies, title=title,
+                                       sampling=filt)
+
+
+def temperature_table(cmp):
+    """The comparison as text: one row per token, one column per temperature."""
+    cols = ['greedy' if t == 0 else f"T={t:g}" for t in cmp.temperatures]
+    rows = [f"  {'token':<16}" + ''.join(f"{c:>10}" for c in cols)]
+    for j, lab in enumerate(cmp.labels):
+        rows.append(f"  {lab:<16}" + ''.join(f"{p[j]:>10.4f}" for p in cmp.probs))
+    rows.append(f"  {'entropy (nats)':<16}" + ''.join(f"{e:>10.3f}" for e in cmp.entropies))
+    return rows
+
+
+def new_run_dir(results_dir, prefix='sample'):
+    """results_dir/<prefix>_<date-time>, made fresh (a suffix if that second is taken)."""
+    base = os.path.join(results_dir, f"{prefix}_{datetime.now().strftime('%Y%m%d-%H%M%S')}")
+    path, n = base, 1
+    while True:
+        try:
+            os.makedirs(path)
+            return path
+        except FileExistsError:
+            n += 1
+            path = f"{base}-{n}"
+
+
+def draw_step_charts(jobs, k):
+    """Draw (StepBars, path) jobs into PNGs with one reused figure, with a progress bar. Returns seconds."""
+    from tqdm import tqdm
+    chart = plots.StepChart(k)
+    t0 = time.perf_counter()
+    try:
+        for bars, path in tqdm(jobs, desc='step charts', unit='chart', leave=False):
+            chart.draw(bars, path)
+    finally:
+        chart.close()
+    return time.perf_counter() - t0
+
+
+def save_step_charts(samples, tok, run_dir, temperature, top_k, top_p, k, forced=False, windows=False):
+    """Every step chart and every overview of samples (generated with details) into run_dir."""
+    jobs, all_bars = [], []
+    for i, s in enumerate(samples, start=1):
+        digits = max(3, len(str(len(s.steps))))
+        bars = step_bars(s, tok, i, temperature, top_k, top_p, forced)
+        folder = os.path.join(run_dir, f"sample_{i}")
+        jobs += [(b, os.path.join(folder, f"step_{t:0{digits}d}.png")) for t, b in enumerate(bars, start=1)]
+        all_bars += bars
+    print(f"drawing {len(jobs)} step charts into {run_dir}/sample_<i>/step_<n>.png")
+    secs = draw_step_charts(jobs, k)
+    print(f"drew {len(jobs)} step charts in {secs:.1f} s ({secs / max(len(jobs), 1):.3f} s per chart)")
+    for i, s in enumerate(samples, start=1):
+        path = plots.draw_overview(overview(s, tok, i, temperature, top_k, top_p, forced),
+                                   os.path.join(run_dir, f"sample_{i}", 'overview.png'),
+                                   show=windows and i <= MAX_WINDOWS)
+        print(f"overview of {'fixed_response' if forced else f'sample {i}'}: {path}")
+    if windows and all_bars:
+        plots.step_viewer(all_bars, k)  # one window to page through every step
+
+
+def beam_search_vs_greedy(L, prompt, stop_token):
+    """num_beams > 0: the beams of a deterministic beam search, ranked, next to greedy decoding."""
+    from beam import print_beams
+    x = torch.tensor([prompt], dtype=torch.long, device=L.device)
+    with L.ctx:
+        greedy = L.model.generate(x, max_new_tokens, temperature=0, stop_token=stop_token)[0]
+        beams = L.model.beam_search(prompt, max_new_tokens, num_beams, length_penalty, no_repeat_ngram_size,
+                                    stop_token)
+    print(f"prompt: {L.tok.decode(prompt)!r}")
+    print_beams(beams, greedy, L.tok, length_penalty)
+
+
+def main():
+    # check the settings before loading anything
+    check_sampling(temperature, top_k, top_p)
+    if probs_top_k < 1:
+        raise ValueError(f"probs_top_k must be >= 1, got {probs_top_k}")
+    temps = parse_temperatures(compare_temperatures)
+    if compare_step < 0:
+        raise ValueError(f"compare_step must be >= 0 (0 = the first new token), got {compare_step}")
+    if num_beams < 0 or no_repeat_ngram_size < 0:
+        raise ValueError(f"num_beams and no_repeat_ngram_size must be >= 0, got {num_beams}, {no_repeat_ngram_size}")
+    if num_beams and (fixed_response or show_probs or compare_temperatures):
+        raise ValueError("num_beams is beam search on its own: leave out fixed_response, show_probs and "
+                         "compare_temperatures (or set --num_beams=0)")
+
+    L = load.load_model(init_from, out_dir, device, dtype, compile, seed=seed)
+    model, tok = L.model, L.tok
+    if L.device_type == 'cuda':
+        torch.backends.cuda.matmul.allow_tf32 = True  # allow tf32 on matmul
+        torch.backends.cudnn.allow_tf32 = True  # allow tf32 on cudnn
+    prompt = prompt_ids(start, tok)
+    response, forced = None, bool(fixed_response)
+    if forced:
+        response, what = response_ids(fixed_response, tok)
+        print(f"fixed_response ({what}): {len(response)} tokens; scoring it once instead of sampling "
+              f"(num_samples and max_new_tokens do not apply)")
+    n = 1 if forced else num_samples
+    stop_token = None
+    if stop_at_eot:
+        if tok.eot is None:
+            print(f"note: stop_at_eot ignored, the tokenizer {tok.name} has no <|endoftext|>")
+        else:
+            stop_token = tok.eot
+    if num_beams:
+        return beam_search_vs_greedy(L, prompt, stop_token)
+    if show_probs:
+        steps = len(response) if forced else f"up to {max_new_tokens}"
+        print(f"show_probs: after generation, one chart per step will be drawn under {results_dir}/ "
+              f"({n} sample{'s' * (n != 1)} x {steps} steps)")
+    generator = make_generator(L.device, seed)  # reproducible draws
+
+    samples = []
+    for i, s in enumerate(generate_samples(model, L.ctx, prompt, n, max_new_tokens, temperature, top_k, top_p,
+                                           probs_top_k if show_probs else 0, response, stop_token, generator),
+                          start=1):
+        samples.append(s)
+        print(tok.decode(s.ids))
+        if show_probs:
+            print(f"--- {'fixed_response' if forced else f'sample {i}'}, step by step "
+                  f"(p: model distribution; sampling: sampling distribution; rank under the model) ---")
+            for t, step in enumerate(s.steps, start=1):
+                print(step_line(t, step, tok, forced))
+        print('\n'.join(summary(s, i, n, temperature, top_k, top_p, forced)))
+        print('---------------')
+
+    run_dir = new_run_dir(results_dir) if (show_probs or temps) else None
+    windows = show and plots.interactive_display()
+    if show_probs:
+        save_step_charts(samples, tok, run_dir, temperature, top_k, top_p, probs_top_k, forced, windows)
+    if temps:
+        base = samples[0].ids if samples else prompt
+        step = min(compare_step, len(base) - len(prompt))  # sample 1 may be shorter (<|endoftext|>, max_new_tokens)
+        if step != compare_step:
+            print(f"note: compare_step={compare_step}, but sample 1 has {len(base) - len(prompt)} tokens; "
+                  f"comparing temperatures at step {step + 1}")
+        cmp = temperature_comparison(model, L.ctx, base[:len(prompt) + step], temps, top_k, top_p, probs_top_k,
+                                     tok, step)
+        print(cmp.title)
+        print('\n'.join(temperature_table(cmp)))
+        path = plots.draw_temperature_comparison(cmp, os.path.join(run_dir, 'temperatures.png'), show=windows)
+        print(f"temperature comparison: {path}")
+    if windows and run_dir:
+        print("showing the charts (close the windows to finish; --show=False skips this)")
+        plots.show_windows()
+
+
+if __name__ == '__main__':
+    configure(globals())
+    try:
+        main()
+    except (ValueError, FileNotFoundError) as e:
+        sys.exit(f"error: {e}")

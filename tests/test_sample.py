@@ -1,0 +1,267 @@
+"""sample.py: per-step bar charts (--show_probs), sample probabilities, fixed_response, temperature comparison.
+
+Every number handed to a chart is checked against an independent float64 log_softmax of a plain
+forward pass (no KV cache, no generate()); the CLI runs headless (Agg) on tiny models."""
+import math
+import re
+from contextlib import nullcontext
+
+import pytest
+import torch
+
+import plots
+import sample as S
+from conftest import make_hf_dir, run_script, tiny_model, write_ckpt
+from configurator import configure
+from model import Sample, format_prob
+
+PROMPT = "Once upon a time"
+
+
+@torch.no_grad()
+def reference(model, ids, temperature=1.0, top_k=None):
+    """float64 log-probs (V,) of the next token after ids: (model distribution, sampling distribution),
+    written out here from a plain forward pass rather than taken from model.py's helpers."""
+    logits = model(torch.tensor([ids]))[0][0, -1].double()  # (V,)
+    model_lp = torch.log_softmax(logits, -1)
+    z = logits / temperature
+    if top_k:
+        z = z.masked_fill(z < z.topk(top_k).values[-1], float('-inf'))
+    return model_lp, torch.log_softmax(z, -1)
+
+
+def check_bars(bars, model, ids, chosen, temperature, top_k, k, tok):
+    """bars (plots.StepBars) shows the model's k most likely tokens after ids, both distributions,
+    and highlights `chosen` (by id), as an extra bar with its rank if it is outside the top k."""
+    mlp, slp = reference(model, ids, temperature, top_k)
+    ref = mlp.topk(k + 1)
+    n = len(bars.ids)
+    top = bars.ids[:k]
+    # the k most likely tokens, most likely first (ids compared as sets where float32 rounding could swap a near-tie)
+    assert bars.probs[:k] == pytest.approx(ref.values[:k].exp().tolist(), rel=1e-4, abs=1e-9)
+    if ref.values[k - 1] - ref.values[k] > 1e-4:
+        assert set(top) == set(ref.indices[:k].tolist())
+    assert bars.probs[:n] == pytest.approx(mlp[bars.ids].exp().tolist(), rel=1e-4, abs=1e-9)
+    assert bars.sample_probs == pytest.approx(slp[bars.ids].exp().tolist(), rel=1e-4, abs=1e-9)
+    assert bars.labels == [plots.token_label(tok.token_text(i)) for i in bars.ids]
+    # the highlighted bar is the chosen token, matched by id, with its true rank under the model
+    assert bars.ids[bars.chosen] == chosen
+    rank = 1 + int((mlp > mlp[chosen]).sum())
+    assert bars.ranks[bars.chosen] == rank
+    assert bars.extra == (chosen not in top)
+    if bars.extra:
+        assert n == k + 1 and bars.chosen == k and rank > k
+    else:
+        assert n == k
+
+
+def drawn(chart):
+    """What a StepChart shows: (model bar widths, sampling bar widths, highlighted indices, y labels)."""
+    n = len(chart.ax.get_yticks())
+    mw = [b.get_width() for b in chart.model_bars[:n]]
+    sw = [b.get_width() for b in chart.sample_bars[:n]]
+    from matplotlib.colors import to_rgba
+    red = to_rgba(plots.CHOSEN_COLOR)
+    hi = [i for i, b in enumerate(chart.model_bars[:n]) if tuple(b.get_facecolor()) == red]
+    labels = chart.ax.get_yticklabels()
+    assert [i for i, t in enumerate(labels) if to_rgba(t.get_color()) == red] == hi  # the token's label too
+    return mw, sw, hi, [t.get_text() for t in labels]
+
+
+def test_bars_are_the_models_top_k_and_highlight_the_sampled_token(gpt2_tok):
+    model, tok = tiny_model(), gpt2_tok
+    prompt = tok.encode(PROMPT)
+    gen = torch.Generator().manual_seed(0)
+    s, = S.generate_samples(model, nullcontext(), prompt, 1, 6, 0.8, 200, 1.0, details=10, generator=gen)
+    bars = S.step_bars(s, tok, 1, 0.8, 200, 1.0)
+    assert len(bars) == len(s.tokens) == 6
+    chart = plots.StepChart(10)
+    try:
+        for t, b in enumerate(bars):
+            check_bars(b, model, s.ids[:len(prompt) + t], s.tokens[t], 0.8, 200, 10, tok)
+            assert f"step {t + 1}/6" in b.title and 'T=0.8' in b.title and 'top-k 200' in b.title
+            assert plots.text_tail(tok.decode(s.ids[:len(prompt) + t])[-40:], 40)[1:] in b.title  # text so far
+            chart.render(b)  # the drawing shows exactly this data
+            mw, sw, hi, labels = drawn(chart)
+            assert mw == pytest.approx(b.probs) and sw == pytest.approx(b.sample_probs)
+            assert hi == [b.chosen] and labels[b.chosen].startswith(plots.plain(b.labels[b.chosen]))
+    finally:
+        chart.close()
+    # the interactive viewer pages through the same charts with the arrow keys
+    from matplotlib.backend_bases import KeyEvent
+    viewer = plots.step_viewer(bars, 10)
+    try:
+        assert viewer.title.get_text() == bars[0].title
+        for key, want in (('right', 1), ('right', 2), ('left', 1), ('end', 5), ('right', 5), ('home', 0)):
+            viewer.fig.canvas.callbacks.process('key_press_event', KeyEvent('key_press_event', viewer.fig.canvas, key))
+            assert viewer.title.get_text() == bars[want].title
+    finally:
+        viewer.close()
+
+
+def test_chosen_token_outside_top_k_is_an_extra_bar_with_its_rank(gpt2_tok, tmp_path):
+    model, tok = tiny_model(), gpt2_tok
+    prompt = tok.encode(PROMPT)
+    # forced: the least likely token after the prompt, then the most likely one
+    mlp, _ = reference(model, prompt)
+    worst, best = int(mlp.argmin()), int(mlp.argmax())
+    s, = S.generate_samples(model, nullcontext(), prompt, 1, 0, 0.8, 200, 1.0, details=10, response=[worst, best])
+    bars = S.step_bars(s, tok, 1, 0.8, 200, 1.0, forced=True)
+    check_bars(bars[0], model, prompt, worst, 0.8, 200, 10, tok)
+    assert bars[0].extra and bars[0].ranks[-1] == 1 + int((mlp > mlp[worst]).sum()) > 10000
+    assert bars[0].sample_probs[-1] == 0.0  # top-k 200 would never have drawn it
+    check_bars(bars[1], model, prompt + [worst], best, 0.8, 200, 10, tok)
+    chart = plots.StepChart(10)
+    try:
+        chart.draw(bars[0], str(tmp_path / 'extra.png'))
+        mw, sw, hi, labels = drawn(chart)
+        assert len(mw) == 11 and hi == [10] and labels[10].endswith(f"#{bars[0].ranks[-1]}")
+        assert chart.sep.get_visible()
+        assert (tmp_path / 'extra.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    finally:
+        chart.close()
+    # sampled: a high temperature and no top-k draw tokens outside the top 3 (the seed makes it reproducible)
+    gen = torch.Generator().manual_seed(1)
+    s, = S.generate_samples(model, nullcontext(), prompt, 1, 8, 3.0, None, 1.0, details=3, generator=gen)
+    bars = S.step_bars(s, tok, 1, 3.0, None, 1.0)
+    assert any(b.extra for b in bars)
+    for t, b in enumerate(bars):
+        check_bars(b, model, s.ids[:len(prompt) + t], s.tokens[t], 3.0, None, 3, tok)
+
+
+def test_fixed_response_scores_and_highlights_the_forced_tokens(gpt2_tok):
+    model, tok = tiny_model(), gpt2_tok
+    prompt = tok.encode(PROMPT)
+    response, what = S.response_ids("[464, 3290, 318]", tok)
+    assert (response, what) == ([464, 3290, 318], 'token ids')
+    s, = S.generate_samples(model, nullcontext(), prompt, 1, 500, 0.8, 200, 1.0, details=10, response=response)
+    assert s.tokens == response
+    bars = S.step_bars(s, tok, 1, 0.8, 200, 1.0, forced=True)
+    want = 0.0
+    for t, (b, r) in enumerate(zip(bars, response)):
+        assert b.forced
+        check_bars(b, model, prompt + response[:t], r, 0.8, 200, 10, tok)
+        want += float(reference(model, prompt + response[:t])[0][r])
+    assert s.logprob == pytest.approx(want, abs=1e-4)
+    assert S.response_ids(" the dog", tok) == (tok.encode(" the dog"), 'text')
+    assert S.response_ids("[Verse 1]", tok)[1] == 'text'  # not a list of ids: text
+    with pytest.raises(ValueError, match='outside the vocabulary'):
+        S.response_ids("[464, 99999999]", tok)
+    with pytest.raises(ValueError, match='nope.txt'):
+        S.response_ids("FILE:nope.txt", tok)
+
+
+def test_temperature_comparison_panels_and_numbers(gpt2_tok):
+    model, tok = tiny_model(), gpt2_tok
+    ids = tok.encode(PROMPT)
+    temps = S.parse_temperatures("0.5, 1.0,2,0")
+    assert temps == [0.5, 1.0, 2.0, 0.0]
+    cmp = S.temperature_comparison(model, nullcontext(), ids, temps, 200, 1.0, 10, tok)
+    mlp, _ = reference(model, ids)
+    top = mlp.topk(10).indices
+    assert cmp.labels == [plots.token_label(tok.token_text(i)) for i in top.tolist()]
+    for t, probs, ent in zip(temps, cmp.probs, cmp.entropies):
+        if t == 0:  # greedy: all the mass on the most likely token
+            assert probs == [1.0] + [0.0] * 9 and ent == 0.0
+            continue
+        _, slp = reference(model, ids, t, 200)
+        assert probs == pytest.approx(slp[top].exp().tolist(), rel=1e-6)
+        assert ent == pytest.approx(float(-(slp.exp() * slp.nan_to_num(neginf=0.0)).sum()), rel=1e-6)
+    assert cmp.entropies[0] < cmp.entropies[1] < cmp.entropies[2]  # hotter: flatter
+    fig = plots.temperature_figure(cmp)
+    try:
+        assert len(fig.axes) == len(temps)
+        for ax, probs in zip(fig.axes, cmp.probs):
+            assert [p.get_width() for p in ax.patches] == pytest.approx(probs)
+    finally:
+        plots._plt().close(fig)
+    with pytest.raises(ValueError, match="'hot'"):
+        S.parse_temperatures("0.5,hot")
+    with pytest.raises(ValueError, match="'-1'"):
+        S.parse_temperatures("-1")
+
+
+def test_show_probs_accepts_true_in_any_case():
+    for text, want in (('true', True), ('True', True), ('TRUE', True), ('false', False), ('False', False)):
+        g = {k: v for k, v in vars(S).items() if not k.startswith('__')} | {'__annotations__': S.__annotations__}
+        configure(g, [f'--show_probs={text}'])
+        assert g['show_probs'] is want
+
+
+def test_summary_names_both_distributions_and_survives_underflow():
+    s = Sample(prompt=[1], tokens=[2] * 100, logprobs=torch.full((100,), -20.0, dtype=torch.float64),
+               sample_logprobs=torch.full((100,), -15.0, dtype=torch.float64))
+    text = '\n'.join(S.summary(s, 1, 1, 0.8, 200, 1.0))
+    assert 'model distribution' in text and 'sampling distribution' in text and '100 new tokens' in text
+    assert format_prob(-2000.0) in text and 'log-prob -2000.0000' in text  # exp(-2000) == 0.0 in float64
+    assert format_prob(-1500.0) in text and 'e-' in format_prob(-2000.0)
+
+
+def test_overview_lays_out_every_token():
+    tokens = [' Once', ' upon', '\n', 'a\ttime', ' ' + 'x' * 30]
+    cells = plots._overview_cells('The prompt', tokens, cols=20)
+    for i, tok in enumerate(tokens):
+        shown = ''.join(c[2] for c in cells if c[3] == i)
+        assert shown == tok.replace('\t', '⇥').replace('\n', '⏎')
+    assert all(c[1] + len(c[2]) <= 20 for c in cells)
+    assert [c[0] for c in cells] == sorted(c[0] for c in cells)  # lines only go down
+
+
+def pngs(folder):
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob('*.png'))
+
+
+def step_lines(stdout):
+    return [ln for ln in stdout.splitlines() if re.match(r'\s+step\s+\d+ (chose|forced) ', ln)]
+
+
+def test_cli_show_probs_headless_one_png_per_step(tmp_path):
+    write_ckpt(tmp_path / 'out')
+    (tmp_path / 'prompt.txt').write_text(PROMPT, encoding='utf-8')
+    proc = run_script('sample.py', '--out_dir=out', '--start=FILE:prompt.txt', '--num_samples=2', '--max_new_tokens=4',
+                      '--show_probs=true', '--device=cpu', cwd=tmp_path)
+    out = proc.stdout
+    run, = (tmp_path / 'results').iterdir()
+    assert pngs(run) == [f"sample_{i}/{n}" for i in (1, 2) for n in
+                         ['overview.png'] + [f"step_{t:03d}.png" for t in (1, 2, 3, 4)]]
+    assert len(step_lines(out)) == 2 * 4
+    assert out.count('probability under the model distribution') == 2
+    assert out.count('probability under the sampling distribution') == 2
+    assert 'drawing 8 step charts' in out and 's per chart' in out
+    assert str(run.relative_to(tmp_path)) in out
+    assert out.count(PROMPT) >= 2  # each sample's text starts with the prompt read from the file
+
+
+def test_cli_fixed_response_and_temperatures_on_a_hf_folder(tmp_path, gpt2_tok):
+    hf = make_hf_dir(tmp_path / 'hf')  # transformers' GPT2LMHeadModel: the reference for the printed probability
+    prompt, response = gpt2_tok.encode(PROMPT), gpt2_tok.encode(" there was a dog")
+    proc = run_script('sample.py', f'--init_from={tmp_path / "hf"}', f'--start={PROMPT}',
+                      '--fixed_response= there was a dog', '--show_probs=True',
+                      '--compare_temperatures=0.5,1.0,2.0', '--compare_step=1', cwd=tmp_path)
+    out = proc.stdout
+    run, = (tmp_path / 'results').iterdir()
+    n = len(response)
+    assert pngs(run) == ['sample_1/overview.png'] + [f"sample_1/step_{t:03d}.png" for t in range(1, n + 1)] \
+        + ['temperatures.png']
+    assert len(step_lines(out)) == n and all(' forced ' in ln for ln in step_lines(out))
+    with torch.no_grad():
+        lp = hf(torch.tensor([prompt + response])).logits[0].double().log_softmax(-1)  # (T, V)
+    want = sum(float(lp[len(prompt) - 1 + t, r]) for t, r in enumerate(response))
+    got = float(re.search(r'model distribution .*?log-prob (-?[\d.]+)', out).group(1))
+    assert got == pytest.approx(want, abs=2e-4)
+    assert 'Next-token distribution at step 2' in out and 'entropy (nats)' in out
+
+
+def test_cli_bad_setting_is_a_clear_error(tmp_path, monkeypatch):
+    """Run as a script (in-process, to save a Python start): bad input exits with one line naming it."""
+    import runpy
+    monkeypatch.chdir(tmp_path)
+    for args, words in ((['--compare_temperatures=0.5,hot'], ['compare_temperatures', "'hot'"]),
+                        (['--temperature=-1'], ['temperature', '-1']),
+                        (['--out_dir=nowhere'], ['nowhere', 'ckpt.pt'])):
+        monkeypatch.setattr('sys.argv', ['sample.py', *args])
+        with pytest.raises(SystemExit) as e:
+            runpy.run_path(S.__file__, run_name='__main__')
+        msg = str(e.value.code)
+        assert msg.startswith('error: ') and all(w in msg for w in words), msg
+    assert not list(tmp_path.iterdir())  # nothing written
