@@ -1,0 +1,391 @@
+"""eval.py: pair scores against independent computations, join rules, batching, comparison, bad input,
+held-out metrics, and the command line writing its result files."""
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import eval as ev
+from conftest import make_hf_dir, run_script, tiny_model, write_ckpt
+
+PAIRS = [
+    {"prompt": "Once upon a time", "response": " there lived a king.", "kind": "opening"},
+    {"prompt": "Once upon a time ", "response": "there lived a king."},  # trailing space moves
+    {"prompt": "And they lived happily", "response": "ever after."},        # a space is inserted
+    ["The fox said, \"", "Come closer, my friend.\""],                       # list form, quote kept
+    {"prompt": "", "response": "Once upon a time a mouse found a button."},  # scored after <|endoftext|>
+    {"prompt": "The moral is:", "response": " be kind."},
+    {"prompt": "The end", "response": "."},
+]
+
+
+def ref_logprobs(model, ids, start):
+    """Log-probs of ids[start:] from one plain float64 forward pass (a float64 copy of the model)."""
+    m = tiny_copy64(model)
+    with torch.no_grad():
+        logits = m(torch.tensor([ids]), all_logits=True)[0][0]  # (T, V)
+    lp = logits.double().log_softmax(-1)
+    return [float(lp[t - 1, ids[t]]) for t in range(start, len(ids))], lp
+
+
+_copies = {}
+
+
+def tiny_copy64(model):
+    if id(model) not in _copies:
+        import copy
+        _copies[id(model)] = copy.deepcopy(model).double().eval().requires_grad_(False)
+    return _copies[id(model)]
+
+
+@pytest.fixture(scope='module')
+def model():
+    return tiny_model()
+
+
+@pytest.fixture(scope='module')
+def run(model):
+    from load import gpt2_tokenizer
+    try:
+        tok = gpt2_tokenizer()
+    except RuntimeError as e:
+        pytest.skip(str(e))
+    return ev.eval(PAIRS, model, tok, quiet=True), tok
+
+
+# -----------------------------------------------------------------------------
+# the numbers
+
+def test_scores_equal_plain_forward_pass(model, run):
+    r, tok = run
+    assert len(r.pairs) == len(PAIRS) and r.passes == 1
+    for p in r.pairs:
+        ids = p.prompt_ids + p.response_ids
+        ref, lp = ref_logprobs(model, ids, len(p.prompt_ids))
+        assert p.logprobs == pytest.approx(ref, abs=1e-4)
+        assert p.logprob == pytest.approx(math.fsum(ref), abs=1e-3)
+        assert p.mean_logprob == pytest.approx(math.fsum(ref) / len(ref), abs=1e-4)
+        assert p.perplexity == pytest.approx(math.exp(-math.fsum(ref) / len(ref)), rel=1e-4)
+        # greedy iff every response token is the argmax; ranks and the model's expected token
+        am = [int(lp[t - 1].argmax()) for t in range(len(p.prompt_ids), len(ids))]
+        assert p.expected == [tok.token_text(i) for i in am]
+        assert p.greedy == (am == p.response_ids)
+        assert [r_ == 1 for r_ in p.ranks] == [a == t for a, t in zip(am, p.response_ids)]
+        assert p.surprise == int(np.argmin(ref))
+        assert p.sample_logprobs is None  # default settings: the model distribution only
+    # text of the prompt/response tokens is exactly the joined text
+    assert tok.decode(r.pairs[0].response_ids) == " there lived a king."
+    assert tok.decode(r.pairs[4].prompt_ids) == '<|endoftext|>' and 'empty prompt' in r.pairs[4].note
+    assert r.log_sum_prob == pytest.approx(math.log(sum(math.exp(p.logprob) for p in r.pairs)), abs=1e-9)
+
+
+def test_greedy_flag_true_for_the_models_own_greedy_output(model, run):
+    _, tok = run
+    prompt = tok.encode("Once upon a time")
+    out = model.generate(torch.tensor([prompt]), 6, temperature=0)[0]
+    text = tok.decode(out.tokens)
+    r = ev.eval([{"prompt": "Once upon a time", "response": text}], model, tok, join='none', quiet=True)
+    assert r.pairs[0].response_ids == out.tokens  # the greedy text re-encodes to the same tokens
+    assert r.pairs[0].greedy and r.pairs[0].ranks == [1] * 6
+    # change one token: no longer what greedy decoding says
+    r = ev.eval([{"prompt": "Once upon a time", "response": text + " the"}], model, tok, join='none', quiet=True)
+    assert r.pairs[0].ranks[-1] > 1 and not r.pairs[0].greedy
+
+
+def test_scores_equal_transformers(tmp_path, run):
+    _, tok = run
+    hf = make_hf_dir(tmp_path / 'hf', n_positions=48).double()
+    r = ev.eval(PAIRS, str(tmp_path / 'hf'), quiet=True, device='cpu')
+    assert r.model == str(tmp_path / 'hf')
+    for p in r.pairs:
+        ids = p.prompt_ids + p.response_ids
+        with torch.no_grad():
+            lp = hf(torch.tensor([ids])).logits[0].double().log_softmax(-1)
+        ref = [float(lp[t - 1, ids[t]]) for t in range(len(p.prompt_ids), len(ids))]
+        assert p.logprobs == pytest.approx(ref, abs=1e-4)
+
+
+def test_eval_is_generate_with_fixed_response(model, run):
+    r, _ = run
+    for p in r.pairs:
+        s = model.generate(torch.tensor([p.prompt_ids]), 0, fixed_response=p.response_ids)[0]
+        assert s.logprobs.tolist() == pytest.approx(p.logprobs, abs=1e-6)
+
+
+def test_batch_size_invariance(model, run):
+    r1, tok = run
+    for bsz in (1, 3):
+        r = ev.eval(PAIRS, model, tok, batch_size=bsz, quiet=True)
+        assert r.passes == math.ceil(len(PAIRS) / bsz)
+        for a, b in zip(r.pairs, r1.pairs):
+            assert a.response_ids == b.response_ids
+            assert a.logprobs == pytest.approx(b.logprobs, abs=1e-6)
+            assert a.ranks == b.ranks
+
+
+def test_sampling_distribution_only_when_asked(model, run):
+    r0, tok = run
+    r = ev.eval(PAIRS, model, tok, temperature=0.8, top_k=5, quiet=True)
+    assert r.sampling
+    for p, q in zip(r.pairs, r0.pairs):
+        assert p.logprobs == pytest.approx(q.logprobs, abs=1e-9)  # the model's scores do not move
+        ids = p.prompt_ids + p.response_ids
+        logits = tiny_copy64(model)(torch.tensor([ids]), all_logits=True)[0][0] / 0.8
+        for j, t in enumerate(range(len(p.prompt_ids), len(ids))):
+            row = logits[t - 1]
+            if p.ranks[j] <= 5:
+                kept = row.masked_fill(row < row.topk(5).values[-1], float('-inf'))
+                assert p.sample_logprobs[j] == pytest.approx(float(kept.log_softmax(-1)[ids[t]]), abs=1e-4)
+            else:
+                assert p.sample_logprobs[j] == float('-inf')  # outside top-k: probability 0, shown as 0
+    text = ev.pairs_report(r)
+    assert 'sampling p' in text and 'temperature 0.8' in text
+    assert 'sampling p' not in ev.pairs_report(r0)
+
+
+# -----------------------------------------------------------------------------
+# joining prompt and response
+
+@pytest.mark.parametrize('prompt, response, mode, want', [
+    ("Once upon a time ", "there was", 'auto', ("Once upon a time", " there was")),   # trailing space moves
+    ("Once upon a time", "there was", 'auto', ("Once upon a time", " there was")),    # no space: one inserted
+    ("Once upon a time", " there was", 'auto', ("Once upon a time", " there was")),   # leading space kept
+    ("Once upon a time", ", there was", 'auto', ("Once upon a time", ", there was")),  # punctuation: as written
+    ('He said, "', "Come here", 'auto', ('He said, "', "Come here")),                  # opening quote: no space
+    ("The end.", "\nOnce", 'auto', ("The end.", "\nOnce")),
+    ("time\n", "There", 'auto', ("time", "\nThere")),                                  # newline moves too
+    ("", "Once upon", 'auto', ("", "Once upon")),                                      # empty prompt
+    ("café", "au lait", 'auto', ("café", " au lait")),                                 # unicode word chars
+    ("time ", "there", 'none', ("time ", "there")),
+    ("time", "there", 'none', ("time", "there")),
+    ("time  ", "  there", 'space', ("time", " there")),
+    ("time", ",there", 'space', ("time", " ,there")),
+])
+def test_join_rules(prompt, response, mode, want):
+    assert ev.join_texts(prompt, response, mode) == want
+
+
+def test_join_changes_tokens_as_a_reader_expects(run):
+    r, tok = run
+    a, b, c = r.pairs[0], r.pairs[1], r.pairs[2]
+    assert a.prompt_ids == b.prompt_ids and a.response_ids == b.response_ids  # 'time ' + 'there' == 'time' + ' there'
+    assert a.logprobs == b.logprobs
+    assert b.tokens[0] == ' there' and c.tokens[0] == ' ever'
+    # without the join, ' there' spans prompt and response: still split the same way, but reported
+    ctx, resp, note = ev.tokenize_pair(tok, "Once upon a time ", "there lived a king.")
+    assert (ctx, resp) == (a.prompt_ids, a.response_ids) and 'spans the join' in note and not a.note
+    # encoding the two halves separately (what public solutions do) scores other tokens: ' ' then 'there'
+    naive = tok.encode("Once upon a time ") + tok.encode("there lived a king.")
+    assert naive != a.prompt_ids + a.response_ids and tok.token_text(naive[4]) == ' ' 
+
+
+def test_straddling_token_is_reported_and_scored_in_the_response(run, model):
+    _, tok = run
+    ctx, resp, note = ev.tokenize_pair(tok, "I said hel", "lo")
+    assert [tok.token_text(i) for i in ctx] == ['I', ' said'] and [tok.token_text(i) for i in resp] == [' hello']
+    assert 'spans the join' in note and "' hel'" in note
+    ctx, resp, note = ev.tokenize_pair(tok, "Hel", "lo world")
+    assert ctx == [tok.eot] and tok.token_text(resp[0]) == 'Hello' and 'spans the join' in note
+    r = ev.eval([["I said hel", "lo"]], model, tok, join='none', quiet=True)
+    assert 'spans the join' in r.pairs[0].note and 'spans the join' in ev.pairs_report(r)
+
+
+# -----------------------------------------------------------------------------
+# comparison
+
+def _run(lps, name, tokens=None):
+    pairs = [ev.PairResult(index=i + 1, prompt=f"p{i}", response=f" r{i}", prompt_ids=[1], response_ids=[2 + j for j in range(len(x))],
+                           tokens=tokens or [f"t{j}" for j in range(len(x))], logprobs=x, ranks=[1] * len(x),
+                           expected=['x'] * len(x)) for i, x in enumerate(lps)]
+    return ev.EvalRun(name, {'eval_data': 'x.json'}, pairs, source=f"{name}.json")
+
+
+def test_comparison_direction_and_counts():
+    before = _run([[-5.0, -5.0], [-1.0, -2.0], [-3.0], [-900.0, -900.0]], 'before')
+    after = _run([[-2.0, -4.0], [-1.5, -4.0], [-3.0], [-10.0, -10.0]], 'after')
+    c = ev.compare(before, after)
+    assert c.deltas == pytest.approx([4.0, -2.5, 0.0, 1780.0])
+    assert (c.rose, c.fell) == (2, 1)
+    text = ev.compare_report(c)
+    rows = {int(line.split()[0]): line for line in text.splitlines() if line[:3].strip().isdigit()}
+    assert rows[1].rstrip().endswith('↑') and '+4.000' in rows[1] and '×54.6' in rows[1]
+    assert rows[2].rstrip().endswith('↓') and '-2.500' in rows[2] and '×0.0821' in rows[2]
+    assert rows[3].rstrip().endswith('=')
+    assert '×' in rows[4] and 'e+773' in rows[4]  # exp(1780) overflows a float; the ratio does not
+    assert '2 of 4 pairs rose (↑), 1 fell (↓), 1 unchanged' in text
+    gains, losses = c.top_tokens(3, True), c.top_tokens(3, False)
+    assert [(p.index, i) for p, i, _ in gains] == [(4, 0), (4, 1), (1, 0)]
+    assert [(p.index, i, d) for p, i, d in losses] == [(2, 1, -2.0), (2, 0, -0.5)]
+    md = ev.markdown(after, c)
+    assert '| 2 | p1 |' in md and '↓ |' in md and '2 of 4 pairs rose, 1 fell' in md
+    rows = list(csv.reader(ev.csv_text(after, c).splitlines()))
+    assert [r[-1] for r in rows[1:]] == ['↑', '↓', '=', '↑']
+    # different pairs cannot be compared
+    with pytest.raises(ev.EvalDataError, match='pair 1 differs'):
+        other = _run([[-1.0]], 'x')
+        other.pairs[0].prompt = 'something else'
+        ev.compare(_run([[-1.0]], 'y'), other)
+    with pytest.raises(ev.EvalDataError, match='scored 1 pairs'):
+        ev.compare(_run([[-1.0]], 'y'), _run([[-1.0], [-2.0]], 'z'))
+
+
+def test_results_json_round_trip(run):
+    r, _ = run
+    back = ev.EvalRun.from_dict(json.loads(json.dumps(r.to_dict())), 'f.json')
+    assert [p.logprobs for p in back.pairs] == [p.logprobs for p in r.pairs]
+    assert back.logprob == r.logprob and back.pairs[3].extra == {} and back.pairs[0].extra == {'kind': 'opening'}
+    c = ev.compare(back, r)
+    assert c.deltas == [0.0] * len(r.pairs)
+
+
+# -----------------------------------------------------------------------------
+# bad input
+
+@pytest.mark.parametrize('content, match', [
+    (None, r'does not exist.*--eval_data'),
+    ('[{"prompt": "a", "response": "b"},\n {"prompt": "c" "response": "d"}]', r'not valid JSON.*line 2, column 17'),
+    ('{"prompt": "a", "response": "b"}', r'must hold a JSON list.*found a dict'),
+    ('[]', r'empty list'),
+    ('[{"prompt": "a", "response": "b"}, "just text"]', r'pair 2 .*is a str'),
+    ('[{"prompt": "a", "response": "b"}, {"prompt": "c"}]', r'pair 2 .*has no "response" key'),
+    ('[{"prompt": 3, "response": "b"}]', r'pair 1 .*"prompt" must be a string, got int'),
+    ('[{"prompt": "a", "response": "b"}, {"prompt": "a", "response": ""}]', r'pair 2 .*empty response.*remove the pair'),
+])
+def test_bad_eval_data(tmp_path, content, match):
+    path = tmp_path / 'pairs.json'
+    if content is not None:
+        path.write_text(content, encoding='utf-8')
+    with pytest.raises(ev.EvalDataError, match=match):
+        ev.read_pairs(str(path))
+
+
+def test_pair_longer_than_block_size(model, run):
+    _, tok = run
+    with pytest.raises(ev.EvalDataError, match=r'pair 2 is \d+ tokens .*block_size 32: shorten it'):
+        ev.eval([["a", " b"], ["Once upon a time", " there" * 40]], model, tok, quiet=True)
+
+
+def test_bad_input_on_the_command_line_writes_nothing(tmp_path, tiny_ckpt):
+    (tmp_path / 'long.json').write_text(json.dumps([["Once", " upon"], ["Once", " upon a time" * 20]]))
+    p = run_script('eval.py', f'--init_from={tiny_ckpt / "ckpt.pt"}', '--eval_data=long.json', cwd=tmp_path, check=False)
+    assert p.returncode != 0 and 'pair 2 is' in p.stderr and 'block_size 32' in p.stderr
+    assert 'Traceback' not in p.stderr
+    assert not (tmp_path / 'results').exists() or not any((tmp_path / 'results').iterdir())
+
+
+# -----------------------------------------------------------------------------
+# held-out data: perplexity, bits per byte, top-1/top-5 accuracy
+
+TEXT = ("Once upon a time there was a little hen who found a grain of wheat. \"Who will help me plant it?\" "
+        "she asked. \"Not I,\" said the duck. \"Not I,\" said the cat. So she planted it herself, and when "
+        "the wheat was tall and golden she baked a loaf of bread, and ate it all, with her chicks. ") * 2
+
+
+@pytest.mark.parametrize('stride', [0, 31, 7])
+def test_val_metrics_equal_independent_computation(model, run, stride):
+    _, tok = run
+    ids = tok.encode(TEXT)[:75]
+    v = ev.evaluate_val(model, tok, ids, 'text', stride=stride, batch_size=4, progress=False)
+    bs = 32
+    s = stride or bs // 2
+    # reference: each target t predicted in one float64 forward pass over its own context, where the
+    # context is everything before t in the window that predicts t (window ends at min(end + s, N))
+    m = tiny_copy64(model)
+    nll, top1, top5 = 0.0, 0, 0
+    for t in range(1, len(ids)):
+        start = 0 if t < bs else min(bs + ((t - bs) // s + 1) * s, len(ids)) - bs
+        lp = m(torch.tensor([ids[start:t]]))[0][0, -1].double().log_softmax(-1)
+        nll -= float(lp[ids[t]])
+        rank = int((lp > lp[ids[t]]).sum()) + 1
+        top1 += rank == 1
+        top5 += rank <= 5
+        assert t - start <= bs and (t < bs or t - start >= bs - s)
+    assert v.tokens == len(ids) - 1 and v.window == bs and v.stride == s
+    assert v.nll == pytest.approx(nll, abs=1e-3)
+    assert (v.top1, v.top5) == (top1, top5)
+    assert v.bytes == len(tok.decode(ids[1:]).encode('utf-8'))
+    assert v.perplexity == pytest.approx(math.exp(nll / (len(ids) - 1)), rel=1e-5)
+    assert v.bits_per_byte == pytest.approx(nll / math.log(2) / v.bytes, rel=1e-5)
+    assert v.acc1 == top1 / v.tokens and v.acc5 == top5 / v.tokens
+
+
+def test_val_reads_text_and_bin_and_caps_tokens(tmp_path, run):
+    _, tok = run
+    ids = tok.encode(TEXT)
+    (tmp_path / 'val.txt').write_text(TEXT, encoding='utf-8')
+    np.array(ids, dtype=np.uint16).tofile(tmp_path / 'val.bin')
+    assert ev.read_val_ids(str(tmp_path / 'val.txt'), tok, 50) == ids[:51]
+    assert ev.read_val_ids(str(tmp_path / 'val.bin'), tok, 50) == ids[:51]
+    assert ev.read_val_ids(str(tmp_path / 'val.bin'), tok, 0) == ids
+    with pytest.raises(ev.EvalDataError, match='no such file'):
+        ev.read_val_ids(str(tmp_path / 'nope.bin'), tok, 10)
+
+
+# -----------------------------------------------------------------------------
+# the command line, as a user runs it
+
+def test_cli_writes_results_and_compares(tmp_path):
+    pytest.importorskip('transformers')
+    make_hf_dir(tmp_path / 'gpt2-tiny', n_positions=48)
+    write_ckpt(tmp_path / 'out-children', tiny_model(seed=3, block_size=48))
+    (tmp_path / 'pairs.json').write_text(json.dumps(PAIRS), encoding='utf-8')
+    (tmp_path / 'val.txt').write_text(TEXT, encoding='utf-8')
+
+    p = run_script('eval.py', f'--init_from={tmp_path / "gpt2-tiny"}', '--eval_data=pairs.json', '--val_data=val.txt',
+                   '--val_tokens=60', cwd=tmp_path)
+    out = p.stdout
+    assert 'sum of probabilities' in out and 'mean log-prob per token' in out and 'perplexity' in out
+    assert 'top-5 accuracy' in out and 'bits per byte' in out
+    names = {f.name for f in (tmp_path / 'results').iterdir()}
+    assert names == {'eval_gpt2-tiny.json', 'eval_gpt2-tiny.csv', 'eval_gpt2-tiny.md', 'eval_gpt2-tiny.png'}
+    d = json.loads((tmp_path / 'results' / 'eval_gpt2-tiny.json').read_text())
+    assert d['format'] == ev.RESULTS_FORMAT and len(d['pairs']) == len(PAIRS) and d['val']['tokens'] == 60
+    first = ev.EvalRun.from_dict(d)
+    assert (tmp_path / 'results' / 'eval_gpt2-tiny.png').read_bytes()[:4] == b'\x89PNG'
+
+    p = run_script('eval.py', '--init_from=resume', '--out_dir=out-children', '--eval_data=pairs.json',
+                   '--compare_to=results/eval_gpt2-tiny.json', '--val_data=val.txt', '--val_tokens=60', cwd=tmp_path)
+    out = p.stdout
+    assert 'before vs after' in out and 'pairs rose' in out and 'tokens that gained' in out
+    d2 = json.loads((tmp_path / 'results' / 'eval_out-children.json').read_text())
+    second = ev.EvalRun.from_dict(d2)
+    c = ev.compare(first, second)
+    assert d2['comparison']['rose'] == c.rose and d2['comparison']['deltas'] == pytest.approx(c.deltas)
+    assert f"{c.rose} of {len(PAIRS)} pairs rose" in out
+    for p_, d_ in zip(second.pairs, c.deltas):  # every printed row carries the arrow its numbers give
+        assert any(line.startswith(f"{p_.index:>3}  ") and line.rstrip().endswith(ev.arrow(d_))
+                   for line in out.splitlines())
+    for ext in ('.csv', '.md', '.png', '_tokens.png'):
+        assert (tmp_path / 'results' / f'eval_out-children{ext}').stat().st_size > 0
+    md = (tmp_path / 'results' / 'eval_out-children.md').read_text()
+    assert '## Before vs after' in md and '## Held-out data' in md and '| before | after |' in md
+    assert not [f for f in (tmp_path / 'results').iterdir() if '.tmp' in f.name]
+
+
+def test_main_with_two_models_in_one_run(tmp_path, monkeypatch, capsys):
+    write_ckpt(tmp_path / 'a', tiny_model(seed=1))
+    write_ckpt(tmp_path / 'b', tiny_model(seed=2))
+    (tmp_path / 'pairs.json').write_text(json.dumps(PAIRS[:4]), encoding='utf-8')
+    monkeypatch.chdir(tmp_path)
+    for k, v in dict(init_from=str(tmp_path / 'b'), compare_init_from=str(tmp_path / 'a' / 'ckpt.pt'),
+                     eval_data='pairs.json', top_k=3, verbose=True, name='ab').items():
+        monkeypatch.setattr(ev, k, v)
+    ev.main()
+    out = capsys.readouterr().out
+    assert 'before model:' in out and 'sampling p' in out and 'exact tokens' in out and 'every token, Δ log-prob' in out
+    d = json.loads((tmp_path / 'results' / 'eval_ab.json').read_text())
+    assert d['comparison']['before']['model'].endswith('ckpt.pt') and d['settings']['top_k'] == 3
+    assert (tmp_path / 'results' / 'eval_ab_tokens.png').exists()
+    # what can be checked before loading a model is: a clear one-line error, no traceback
+    monkeypatch.setattr(ev, 'compare_init_from', '')
+    for k, v, msg in (('top_k', -3, 'top_k must be an int >= 0'), ('val_data', 'nope.bin', 'val_data=nope.bin: no such file'),
+                      ('compare_to', 'nope.json', 'compare_to=nope.json: no such file'),
+                      ('eval_data', 'missing.json', 'missing.json does not exist')):
+        old = getattr(ev, k)
+        monkeypatch.setattr(ev, k, v)
+        with pytest.raises(SystemExit, match=msg):
+            ev.main()
+        monkeypatch.setattr(ev, k, old)
