@@ -1,0 +1,120 @@
+"""
+Write a model as a Hugging Face GPT-2 folder (config.json, weights, tokenizer files) that transformers'
+GPT2LMHeadModel.from_pretrained loads with the same logits, e.g. to share a fine-tuned model on the hub.
+
+$ python export_hf.py --out_dir=out-children-stories        # its ckpt.pt -> out-children-stories/hf
+$ python export_hf.py --init_from=out-children-stories/ckpt_last.pt --export_dir=stories-gpt2
+then
+>>> from transformers import GPT2LMHeadModel, AutoTokenizer
+>>> model = GPT2LMHeadModel.from_pretrained('out-children-stories/hf')
+>>> tok = AutoTokenizer.from_pretrained('out-children-stories/hf')
+
+- GELU: GPT-2's tanh approximation is transformers' 'gelu_new'; upstream nanoGPT's exact GELU is 'gelu'.
+- Hugging Face stores the attention and MLP matrices as Conv1D, transposed relative to nn.Linear.
+- A model trained with bias=False gets zero biases (the same function); vocab_size stays the model's
+  (50304 for upstream-style models from scratch: ids past 50256 are never produced by the tokenizer).
+- The tokenizer files are GPT-2's own vocab.json/merges.txt, read from tiktoken's cache (downloaded on
+  first use); character-level models (meta.pkl) get config and weights only.
+"""
+
+import os
+import tempfile
+
+import torch
+
+from load import load_model
+
+# -----------------------------------------------------------------------------
+init_from = 'resume'  # 'resume' (out_dir/ckpt.pt), a checkpoint file or folder, 'gpt2*', or a Hugging Face folder
+out_dir = 'out'  # with init_from='resume': the folder holding ckpt.pt
+export_dir = ''  # where to write the Hugging Face folder; '' = <out_dir>/hf
+tokenizer = True  # also write GPT-2's tokenizer files (models with GPT-2's vocabulary)
+check = True  # reload the export with transformers and compare its logits with ours
+# -----------------------------------------------------------------------------
+
+TRANSPOSED = ('attn.c_attn.weight', 'attn.c_proj.weight', 'mlp.c_fc.weight', 'mlp.c_proj.weight')
+GPT2_FILES = 'https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/'  # where tiktoken gets them
+
+
+def to_hf(model, eot=None):
+    """A transformers GPT2LMHeadModel computing the same function as our GPT `model`."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+    c = model.config
+    config = GPT2Config(vocab_size=c.vocab_size, n_positions=c.block_size, n_embd=c.n_embd, n_layer=c.n_layer,
+                        n_head=c.n_head, activation_function='gelu_new' if c.gelu == 'tanh' else 'gelu',
+                        resid_pdrop=c.dropout, embd_pdrop=c.dropout, attn_pdrop=c.dropout, layer_norm_epsilon=1e-5,
+                        bos_token_id=eot, eos_token_id=eot, tie_word_embeddings=True)
+    hf = GPT2LMHeadModel(config)
+    ours = {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
+    sd = {}
+    for k, v in hf.state_dict().items():
+        if k.endswith(('.attn.bias', '.attn.masked_bias')):
+            continue  # causal masks, not weights
+        if k in ours:
+            w = ours.pop(k)
+            sd[k] = w.t() if k.endswith(TRANSPOSED) else w
+        elif k.endswith('.bias') and not c.bias:
+            sd[k] = torch.zeros_like(v)  # bias=False: a zero bias is the same function
+        else:
+            raise ValueError(f"the model has no weight for {k}")
+        if sd[k].shape != v.shape:
+            raise ValueError(f"{k}: {tuple(sd[k].shape)} does not fit Hugging Face's {tuple(v.shape)}")
+    if ours:
+        raise ValueError(f"weights with no place in GPT2LMHeadModel: {sorted(ours)[:5]}")
+    hf.load_state_dict(sd, strict=False)
+    return hf.eval()
+
+
+def write_gpt2_tokenizer(path, max_length):
+    """GPT-2's tokenizer in Hugging Face format, built from the vocab.json/merges.txt tiktoken caches."""
+    from tiktoken.load import read_file_cached
+    from transformers import AutoTokenizer
+    with tempfile.TemporaryDirectory() as tmp:
+        for url, name in (('encoder.json', 'vocab.json'), ('vocab.bpe', 'merges.txt')):
+            with open(os.path.join(tmp, name), 'wb') as f:
+                f.write(read_file_cached(GPT2_FILES + url))
+        with open(os.path.join(tmp, 'config.json'), 'w') as f:
+            f.write('{"model_type": "gpt2"}')
+        tok = AutoTokenizer.from_pretrained(tmp, model_max_length=max_length)
+    tok.save_pretrained(path)
+    return tok
+
+
+def export(model, tok, path, with_tokenizer=True):
+    """Write model (our GPT) and, for GPT-2's vocabulary, its tokenizer to the folder path."""
+    gpt2_vocab = tok is not None and tok.name == 'gpt2'
+    hf = to_hf(model, eot=tok.eot if gpt2_vocab else None)
+    hf.save_pretrained(path)
+    if with_tokenizer and gpt2_vocab:
+        write_gpt2_tokenizer(path, model.config.block_size)
+    return hf
+
+
+def max_logit_diff(model, path, ids):
+    """Largest |logit| difference between our model and the export reloaded by transformers."""
+    from transformers import GPT2LMHeadModel
+    hf = GPT2LMHeadModel.from_pretrained(path).eval()
+    x = torch.tensor([ids])
+    with torch.no_grad():
+        ours = model(x, all_logits=True)[0]
+        theirs = hf(x).logits
+    return (ours - theirs).abs().max().item()
+
+
+if __name__ == '__main__':
+    from configurator import configure
+    configure(globals())
+    loaded = load_model(init_from, out_dir, device='cpu', dtype='float32')
+    model = loaded.model
+    export_dir = export_dir or os.path.join(out_dir, 'hf')
+    print(f"exporting {loaded.source} ({model.get_num_params() / 1e6:.2f}M parameters, GELU {model.config.gelu}, "
+          f"vocab {model.config.vocab_size}) to {export_dir}")
+    export(model, loaded.tok, export_dir, tokenizer)
+    print(f"wrote {', '.join(sorted(os.listdir(export_dir)))}")
+    if check:
+        ids = loaded.tok.encode("Once upon a time there was a little girl who lived in a village near the forest.")
+        diff = max_logit_diff(model, export_dir, ids[:model.config.block_size])
+        print(f"check: transformers' logits match ours to {diff:.2e} (max abs difference over {len(ids)} tokens)")
+        if diff > 1e-3:
+            raise SystemExit(f"error: the export's logits differ from the model's by {diff:.3g}")
+    print(f"load it with GPT2LMHeadModel.from_pretrained({export_dir!r})")

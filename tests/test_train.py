@@ -1,0 +1,333 @@
+"""train.py and export_hf.py: learning, exact resume, kill -9, Ctrl-C, two-process gloo DDP, NaN stop,
+early stopping, upstream's checkpoint format both ways, the Hugging Face export, device/dtype rules."""
+import csv
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from contextlib import nullcontext
+
+import numpy as np
+import pytest
+import torch
+
+import load
+from conftest import ROOT, TINY, run_script, tiny_model
+from model import GPT, GPTConfig, MODEL_ARGS
+
+# a tiny model on a tiny task: small enough that each run is a couple of seconds on 2 CPU cores
+ARGS = dict(n_layer=2, n_head=2, n_embd=32, block_size=16, batch_size=8, gradient_accumulation_steps=2,
+            eval_iters=2, log_interval=1, learning_rate=1e-2, warmup_iters=0, lr_decay_iters=40, min_lr=1e-3,
+            progress=False, plot=False, compile=False, device='cpu')
+
+
+def args(out_dir, data_dir, **kw):
+    return [f'--{k}={v}' for k, v in {**ARGS, 'out_dir': out_dir, 'data_dir': data_dir, **kw}.items()]
+
+
+def cycles(rng, n, offset):
+    """Cycles of 50 tokens, each cycle one of 3 variants: the next token mostly follows from the previous."""
+    return np.concatenate([offset + np.arange(50) + 50 * rng.integers(0, 3) for _ in range(n)]).astype(np.uint16)
+
+
+@pytest.fixture(scope='module')
+def bpe_data(tmp_path_factory):
+    """train.bin/val.bin of GPT-2 token ids (no meta.pkl: models get upstream's vocab_size 50304)."""
+    d = tmp_path_factory.mktemp('bpe')
+    ids = cycles(np.random.default_rng(0), 400, 1000)
+    ids[:16000].tofile(d / 'train.bin')
+    ids[16000:].tofile(d / 'val.bin')
+    return d
+
+
+@pytest.fixture(scope='module')
+def data_dir(tmp_path_factory):
+    """A character-level dataset as upstream's shakespeare_char: 150 symbols, meta.pkl gives vocab_size."""
+    d = tmp_path_factory.mktemp('char')
+    ids = cycles(np.random.default_rng(1), 200, 0)
+    ids[:8000].tofile(d / 'train.bin')
+    ids[8000:].tofile(d / 'val.bin')
+    chars = [chr(0x100 + i) for i in range(150)]
+    with open(d / 'meta.pkl', 'wb') as f:
+        pickle.dump({'vocab_size': 150, 'itos': dict(enumerate(chars)), 'stoi': {c: i for i, c in enumerate(chars)}}, f)
+    return d
+
+
+def read_log(out_dir):
+    with open(os.path.join(out_dir, 'log.csv'), newline='') as f:
+        return list(csv.DictReader(f))
+
+
+def evals(rows):
+    return [(int(r['iter']), float(r['train_loss']), float(r['val_loss'])) for r in rows if r['kind'] == 'eval']
+
+
+def curve(rows):
+    """The log without wall-clock times: what must be identical between two runs of the same training."""
+    return [{k: v for k, v in r.items() if k != 'elapsed_s'} for r in rows]
+
+
+def popen_train(*argv):
+    return subprocess.Popen([sys.executable, str(ROOT / 'train.py'), *argv], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env={**os.environ, 'PYTHONUNBUFFERED': '1'})
+
+
+# -----------------------------------------------------------------------------
+
+STRAIGHT = dict(eval_interval=4, dropout=0.1, always_save_checkpoint=False)
+
+
+@pytest.fixture(scope='module')
+def straight(tmp_path_factory, bpe_data):
+    """8 iterations from scratch on GPT-2 ids (upstream's vocab 50304), evaluated every 4; its output dir."""
+    tmp = tmp_path_factory.mktemp('straight')
+    proc = run_script('train.py', *args(tmp / 'out', bpe_data, max_iters=8, plot=True, **STRAIGHT), cwd=tmp)
+    return tmp / 'out', proc.stdout
+
+
+def test_training_lowers_the_loss_and_writes_upstream_checkpoint(straight):
+    out, stdout = straight
+    ev = evals(read_log(out))
+    assert [e[0] for e in ev] == [0, 4, 8]
+    assert ev[0][2] > 10.0 and ev[-1][2] < ev[0][2] - 1.5, ev  # from ln(50304) ~ 10.8 down
+    assert all(b[2] < a[2] for a, b in zip(ev, ev[1:])), ev
+    assert 'step 8: train loss' in stdout and 'iter 7: loss' in stdout  # upstream's log lines
+    steps = [r for r in read_log(out) if r['kind'] == 'step']
+    assert [int(r['iter']) for r in steps] == list(range(8))
+    assert int(steps[-1]['tokens']) == 8 * 2 * 8 * 16
+    assert (out / 'loss.png').read_bytes()[:4] == b'\x89PNG'
+
+    # the checkpoint: upstream's keys, exactly upstream's model_args, weights_only-readable, plus extras
+    raw = torch.load(out / 'ckpt.pt', map_location='cpu', weights_only=True)
+    assert {'model', 'optimizer', 'model_args', 'iter_num', 'best_val_loss', 'config'} <= set(raw)
+    assert set(raw['model_args']) == set(MODEL_ARGS)
+    assert raw['model_args'] == dict(n_layer=2, n_head=2, n_embd=32, block_size=16, bias=False,
+                                     vocab_size=50304, dropout=0.1)
+    assert raw['iter_num'] == 8 and raw['gelu'] == 'exact'
+    assert abs(float(raw['best_val_loss']) - ev[-1][2]) < 1e-6
+    cfg = raw['config']
+    assert cfg['dataset'] == 'openwebtext' and cfg['max_iters'] == 8 and cfg['learning_rate'] == 1e-2
+    assert all(isinstance(v, (int, float, bool, str)) for v in cfg.values())
+    assert not any(k.startswith('_orig_mod.') for k in raw['model'])
+    # upstream's own loading code path: GPTConfig(**model_args), load_state_dict
+    m = GPT(GPTConfig(**raw['model_args']))
+    m.load_state_dict(raw['model'])
+    ts = raw['train_state']
+    assert ts['evaluated_iter'] == 8 and len(ts['rng']) == 1 and ts['tokens_seen'] == 8 * 256
+    assert not (out / 'ckpt_last.pt').exists()  # every eval improved: ckpt.pt is the latest state too
+
+
+def test_resume_continues_the_same_loss_curve(tmp_path, bpe_data, straight):
+    """8 iterations straight == 4, stop, resume for 4 more: same losses to the last bit (dropout and its
+    RNG, batch sampling, AdamW state and the LR schedule all continue)."""
+    run_script('train.py', *args(tmp_path / 'b', bpe_data, max_iters=4, **STRAIGHT), cwd=tmp_path)
+    proc = run_script('train.py', *args(tmp_path / 'b', bpe_data, max_iters=8, init_from='resume', **STRAIGHT),
+                      cwd=tmp_path)
+    assert 'Resuming training from' in proc.stdout
+    a, b = curve(read_log(straight[0])), curve(read_log(tmp_path / 'b'))
+    assert len(a) == 8 + 3 and a == b
+    sa = torch.load(straight[0] / 'ckpt.pt', weights_only=True)['model']
+    sb = torch.load(tmp_path / 'b' / 'ckpt.pt', weights_only=True)['model']
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_kill_9_during_training_then_resume(tmp_path, data_dir):
+    out = tmp_path / 'out'
+    proc = popen_train(*args(out, data_dir, max_iters=100000, eval_interval=2))
+    try:
+        deadline = time.time() + 60
+        saves = 0
+        for line in proc.stdout:
+            saves += line.startswith('saving checkpoint')
+            if saves >= 2 or time.time() > deadline:
+                break
+        time.sleep(0.3)  # somewhere in the next iterations, maybe in the middle of a save
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert saves >= 2 and proc.returncode == -signal.SIGKILL
+    ckpt = load.load_checkpoint(out)  # the kill left a whole checkpoint
+    it = ckpt['iter_num']
+    assert it >= 4 and it % 2 == 0
+    done = run_script('train.py', *args(out, data_dir, max_iters=it + 3, eval_interval=2, init_from='resume'),
+                      cwd=tmp_path)
+    assert f'(iter {it},' in done.stdout
+    rows = read_log(out)
+    steps = [int(r['iter']) for r in rows if r['kind'] == 'step']
+    assert steps == list(range(it + 3))  # rows logged after the checkpoint were dropped, then redone
+    assert load.load_checkpoint(out)['iter_num'] == it + 3
+
+
+@pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM])  # Ctrl-C, and a job scheduler's stop
+def test_ctrl_c_saves_the_current_state_and_exits_cleanly(tmp_path, data_dir, sig):
+    out = tmp_path / 'out'
+    proc = popen_train(*args(out, data_dir, max_iters=100000, eval_interval=1000, always_save_checkpoint=False))
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith('iter 3:'):
+            proc.send_signal(sig)
+            break
+    rest, _ = proc.communicate(timeout=60)
+    text = ''.join(lines) + rest
+    assert proc.returncode == 0, text
+    assert sig.name in text and 'Traceback' not in text
+    assert 'interrupted at iter' in text
+    assert not (out / 'ckpt.pt').exists()  # no eval improved after iter 0: the best-val slot stays empty
+    ckpt = load.load_checkpoint(out / 'ckpt_last.pt')
+    assert ckpt['iter_num'] >= 4
+    assert f"interrupted at iter {ckpt['iter_num']}" in text
+    assert ckpt['train_state']['rng'][0]['data'].dtype == torch.uint8  # the batch sampler, for an exact resume
+
+
+def test_two_process_gloo_ddp(tmp_path, data_dir):
+    out = tmp_path / 'out'
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
+           str(ROOT / 'train.py'), *args(out, data_dir, max_iters=4, eval_interval=2, dropout=0.1)]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert '2 processes (gloo)' in proc.stdout
+    assert proc.stdout.count('step 4: train loss') == 1  # only the master logs
+    ckpt = load.load_checkpoint(out)
+    assert ckpt['iter_num'] == 4 and ckpt['config']['backend'] == 'gloo'
+    ts = ckpt['train_state']
+    assert ts['world_size'] == 2 and len(ts['rng']) == 2
+    assert not torch.equal(ts['rng'][0]['data'], ts['rng'][1]['data'])  # each rank draws its own batches
+    assert ts['tokens_seen'] == 4 * 2 * 8 * 16  # 2 micro-steps: one per process
+    model = load.model_from_checkpoint(ckpt)
+    assert model.config.n_layer == 2
+
+
+def upstream_checkpoint(path, iter_num=6):
+    """A checkpoint exactly as upstream nanoGPT's train.py writes it (compiled model: '_orig_mod.' keys,
+    a tensor best_val_loss, AdamW state, no 'gelu', no resume extras)."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=16, bias=False, vocab_size=150, dropout=0.0))
+    opt = torch.optim.AdamW([{'params': [p for p in model.parameters() if p.dim() >= 2], 'weight_decay': 0.1},
+                             {'params': [p for p in model.parameters() if p.dim() < 2], 'weight_decay': 0.0}],
+                            lr=1e-3, betas=(0.9, 0.95))
+    model(torch.zeros(1, 4, dtype=torch.long), torch.zeros(1, 4, dtype=torch.long))[1].backward()
+    opt.step()
+    ckpt = {'model': {'_orig_mod.' + k: v for k, v in model.state_dict().items()},
+            'optimizer': opt.state_dict(), 'model_args': model.model_args, 'iter_num': iter_num,
+            'best_val_loss': torch.tensor(7.5), 'config': {'dataset': 'x', 'batch_size': 8}}
+    os.makedirs(path, exist_ok=True)
+    torch.save(ckpt, os.path.join(path, 'ckpt.pt'))
+    return model
+
+
+def test_upstream_checkpoint_resumes_here_and_nan_stops_without_saving(tmp_path, data_dir):
+    out = tmp_path / 'out'
+    model = upstream_checkpoint(out)
+    proc = run_script('train.py', *args(out, data_dir, max_iters=8, eval_interval=2, init_from='resume'),
+                      cwd=tmp_path)
+    assert 'Resuming training from' in proc.stdout and 'no sampling state' in proc.stdout
+    steps = [int(r['iter']) for r in read_log(out) if r['kind'] == 'step']
+    assert steps == [6, 7]  # continues from upstream's iter_num
+    ckpt = load.load_checkpoint(out)
+    assert ckpt['iter_num'] == 8 and set(ckpt['model_args']) == set(MODEL_ARGS)
+    assert ckpt['gelu'] == 'exact'  # upstream trained with exact GELU; it stays so
+    assert not torch.equal(ckpt['model']['lm_head.weight'], model.state_dict()['lm_head.weight'])
+
+    # a diverging run stops before the optimizer step and leaves the good checkpoint as it was
+    before = (out / 'ckpt.pt').read_bytes()
+    proc = run_script('train.py', *args(out, data_dir, max_iters=20, eval_interval=1, init_from='resume',
+                                        learning_rate=1e6, grad_clip=0.0, decay_lr=False), cwd=tmp_path, check=False)
+    assert proc.returncode == 1
+    assert 'nan' in proc.stderr and 'diverged' in proc.stderr and 'nothing saved' in proc.stderr, proc.stderr
+    assert (out / 'ckpt.pt').read_bytes() == before and not (out / 'ckpt_last.pt').exists()
+
+
+def test_early_stopping_keeps_the_best_checkpoint(tmp_path, data_dir):
+    """learning_rate 0: the val loss never beats iter 0's, so no ckpt.pt (best) is written; patience 2 stops
+    the run at the third eval and the latest state goes to ckpt_last.pt."""
+    out = tmp_path / 'out'
+    proc = run_script('train.py', *args(out, data_dir, max_iters=100, eval_interval=2, learning_rate=0.0,
+                                        min_lr=0.0, early_stop_patience=2, always_save_checkpoint=False),
+                      cwd=tmp_path)
+    assert 'early stop: 2 evals without a better val loss' in proc.stdout
+    assert [e[0] for e in evals(read_log(out))] == [0, 2, 4]
+    assert not (out / 'ckpt.pt').exists()
+    assert load.load_checkpoint(out / 'ckpt_last.pt')['iter_num'] == 4
+
+
+def test_missing_data_is_a_clear_error(tmp_path):
+    proc = run_script('train.py', *args(tmp_path / 'out', tmp_path / 'nodata', max_iters=2), cwd=tmp_path,
+                      check=False)
+    assert proc.returncode == 1
+    assert 'nodata/train.bin not found' in proc.stderr and 'prepare_bin.py' in proc.stderr
+    assert 'Traceback' not in proc.stderr
+
+
+# -----------------------------------------------------------------------------
+# export_hf
+
+@pytest.mark.parametrize('gelu,bias,vocab', [('tanh', True, 50257), ('exact', False, 50304)])
+def test_export_hf_logits_match_transformers(tmp_path, gelu, bias, vocab):
+    from transformers import GPT2LMHeadModel
+    import export_hf
+    model = tiny_model(gelu=gelu, bias=bias, vocab_size=vocab)
+    export_hf.to_hf(model).save_pretrained(tmp_path)
+    hf = GPT2LMHeadModel.from_pretrained(tmp_path).eval()
+    assert hf.config.activation_function == {'tanh': 'gelu_new', 'exact': 'gelu'}[gelu]
+    assert hf.config.vocab_size == vocab and hf.config.n_positions == TINY['block_size']
+    x = torch.randint(0, vocab, (2, TINY['block_size']), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ours, theirs = model(x, all_logits=True)[0], hf(x).logits
+    assert ours.abs().max() > 1.0  # not a degenerate comparison
+    torch.testing.assert_close(theirs, ours, atol=2e-5, rtol=1e-5)
+    # and back: our loader reads the export as a local Hugging Face folder
+    back = GPT.from_pretrained(str(tmp_path))
+    assert back.config.gelu == gelu
+    torch.testing.assert_close(back(x, all_logits=True)[0], ours, atol=2e-5, rtol=1e-5)
+
+
+def test_export_hf_script_writes_a_loadable_folder_with_tokenizer(tmp_path, tiny_ckpt, gpt2_tok):
+    from transformers import AutoTokenizer
+    proc = run_script('export_hf.py', f'--out_dir={tiny_ckpt}', cwd=tmp_path)
+    assert 'check: transformers\' logits match ours' in proc.stdout
+    tok = AutoTokenizer.from_pretrained(tiny_ckpt / 'hf')
+    text = "Once upon a time, naïve 🦊 said:\n\n  'hello'  <|endoftext|>The end."
+    assert tok.encode(text) == gpt2_tok.encode(text)
+    assert tok.eos_token == '<|endoftext|>'
+
+
+# -----------------------------------------------------------------------------
+# device, dtype, autocast, GradScaler, compile rules (load.py), without the hardware
+
+@pytest.fixture
+def fake_hw(monkeypatch):
+    def set_hw(cuda=False, bf16=False, mps=False):
+        monkeypatch.setattr(torch.cuda, 'is_available', lambda: cuda)
+        monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda *a, **k: bf16)
+        monkeypatch.setattr(torch.backends.mps, 'is_available', lambda: mps)
+    return set_hw
+
+
+def test_device_and_dtype_rules(fake_hw, monkeypatch):
+    fake_hw(cuda=True, bf16=True)
+    assert load.resolve_device('auto') == 'cuda' and load.resolve_dtype('auto', 'cuda') == 'bfloat16'
+    fake_hw(cuda=True, bf16=False)  # e.g. a V100 or T4: float16, with a GradScaler
+    assert load.resolve_dtype('auto', 'cuda') == 'float16'
+    assert load.use_grad_scaler('cuda', 'float16')
+    assert not load.use_grad_scaler('cuda', 'bfloat16') and not load.use_grad_scaler('cuda', 'float32')
+    assert not load.use_grad_scaler('mps', 'float16') and not load.use_grad_scaler('cpu', 'bfloat16')
+    fake_hw(mps=True)  # a Mac: MPS, float32 by default, its own autocast (not the CPU's)
+    assert load.resolve_device('auto') == 'mps' and load.resolve_dtype('auto', 'mps') == 'float32'
+    ctx = load.autocast_ctx('mps', 'float16')
+    assert isinstance(ctx, torch.autocast) and ctx.device == 'mps'
+    fake_hw()
+    assert load.resolve_device('auto') == 'cpu' and load.resolve_dtype('auto', 'cpu') == 'float32'
+    assert isinstance(load.autocast_ctx('cpu', 'float32'), nullcontext)
+    assert load.autocast_ctx('cpu', 'bfloat16').device == 'cpu'
+    with pytest.raises(ValueError, match='CUDA is not available'):
+        load.resolve_device('cuda')
+    with pytest.raises(ValueError, match='MPS is not available'):
+        load.resolve_device('mps')
+    # compile: only where it helps (CUDA, not Windows)
+    assert load.should_compile(True, 'cuda') and not load.should_compile(False, 'cuda')
+    assert not load.should_compile(True, 'cpu') and not load.should_compile(True, 'mps')
+    monkeypatch.setattr(os, 'name', 'nt')
+    assert not load.should_compile(True, 'cuda')
