@@ -1,0 +1,101 @@
+"""
+Beam search next to greedy decoding: the beams ranked by their length-normalised score, the arithmetic
+of each score shown, and the greedy continuation with its probability.
+
+    python beam.py --init_from=gpt2 --start="The capital of France is" --num_beams=4
+    python beam.py --init_from=resume --out_dir=out-children --start="Once upon a time" --num_beams=8 \
+        --length_penalty=0.6 --no_repeat_ngram_size=3 --max_new_tokens=40
+
+score = (sum of the beam's token log-probs) / (number of tokens) ** length_penalty, natural logs, model
+distribution (beam search is deterministic). length_penalty=1 ranks by mean log-prob per token; 0 by
+total log-prob, which favours short beams. Beams end at <|endoftext|> (--stop_at_eot=False to not stop)
+or after max_new_tokens. See GPT.beam_search in model.py for the exact rules.
+
+print_beams() is what sample.py --num_beams=N calls.
+"""
+
+from model import format_prob
+
+
+def score_text(logprob, n, length_penalty):
+    """The score as arithmetic: '-12.34 / 7^1.0 = -1.763'."""
+    return f"{logprob:.2f} / {n}^{float(length_penalty)} = {logprob / n ** length_penalty:.3f}"
+
+
+def print_beams(beams, greedy, tok, length_penalty=None):
+    """Print beams (GPT.beam_search's list of Beam, best first) ranked with their scores as arithmetic,
+    then the greedy continuation (a Sample from generate(temperature=0), or None) scored the same way."""
+    if not beams:
+        print("beam search: no beam finished (no_repeat_ngram_size banned every continuation)")
+        return
+    alpha = beams[0].length_penalty if length_penalty is None else length_penalty
+    print(f"beam search: {len(beams)} finished beams, ranked by score = sum of log-probs / tokens^{float(alpha)} "
+          f"(natural logs, model distribution)")
+    width = max(len(score_text(b.logprob, len(b.tokens), alpha)) for b in beams)
+    for r, b in enumerate(beams, 1):
+        end = 'stop token' if b.stopped else 'max_new_tokens'
+        print(f"{r:2d}. score {score_text(b.logprob, len(b.tokens), alpha):<{width}}  "
+              f"p = {format_prob(b.logprob)}  ({len(b.tokens)} tokens, ended at {end})")
+        print(f"    {tok.decode(b.tokens)!r}")
+    if greedy is None:
+        return
+    n = len(greedy.tokens)
+    print(f"greedy (temperature 0): p = {format_prob(greedy.logprob)} under the model distribution, "
+          f"score {score_text(greedy.logprob, n, alpha) if n else 'n/a (no tokens)'}")
+    print(f"    {tok.decode(greedy.tokens)!r}")
+    if n:
+        best, g = beams[0].score, greedy.logprob / n ** alpha
+        among = any(b.tokens == greedy.tokens for b in beams)
+        verdict = 'equals' if beams[0].tokens == greedy.tokens else 'beats' if best > g else 'scores below'
+        print(f"the best beam {verdict} greedy ({best:.3f} vs {g:.3f}); greedy is "
+              f"{'' if among else 'not '}among the beams")
+
+
+# -----------------------------------------------------------------------------
+init_from: str = 'gpt2'  # 'resume' (from out_dir), a gpt2 variant, a Hugging Face folder or a ckpt.pt path
+out_dir: str = 'out'  # where init_from='resume' finds ckpt.pt
+start: str = "The capital of France is"  # the prompt, or "FILE:prompt.txt"
+num_beams: int = 4  # beams kept at every step (1 = greedy)
+max_new_tokens: int = 30  # most tokens a beam can have
+length_penalty: float = 1.0  # alpha in score = sum of log-probs / tokens^alpha
+no_repeat_ngram_size: int = 0  # n > 0: no n-gram may occur twice (prompt included)
+stop_at_eot: bool = True  # a beam ends at <|endoftext|> (character-level models have none)
+early_stopping: bool | str = False  # True, False (Hugging Face's heuristic) or 'never' (exact); see model.py
+device: str = 'auto'  # 'auto', 'cpu', 'cuda', 'cuda:1', 'mps'
+dtype: str = 'auto'  # 'auto', 'float32', 'bfloat16', 'float16', 'float64'
+# -----------------------------------------------------------------------------
+
+
+def main():
+    import time
+
+    import torch
+
+    from load import load_model
+
+    m = load_model(init_from, out_dir, device, dtype)
+    text = start
+    if text.startswith('FILE:'):
+        with open(text[5:], 'r', encoding='utf-8') as f:
+            text = f.read()
+    ids = m.tok.encode(text)
+    if not ids:
+        raise SystemExit("error: the prompt is empty: give --start=some text")
+    stop = m.tok.eot if stop_at_eot else None
+    print(f"{m.source}: prompt {text!r} ({len(ids)} tokens)")
+    x = torch.tensor([ids], dtype=torch.long, device=m.device)
+    with m.ctx:
+        t0 = time.time()
+        greedy = m.model.generate(x, max_new_tokens, temperature=0, stop_token=stop)[0]
+        t1 = time.time()
+        beams = m.model.beam_search(ids, max_new_tokens, num_beams, length_penalty, no_repeat_ngram_size,
+                                    stop, early_stopping)
+        t2 = time.time()
+    print_beams(beams, greedy, m.tok)
+    print(f"time: greedy {t1 - t0:.2f}s, beam search {t2 - t1:.2f}s")
+
+
+if __name__ == '__main__':
+    from configurator import configure
+    configure(globals())
+    main()

@@ -1,0 +1,171 @@
+"""
+Token embeddings in 2-D: a PCA of the model's token embeddings (transformer.wte, which GPT-2 also uses
+as its output layer) for a word list or a corpus's most frequent tokens, as a labelled scatter plot.
+With a second model (e.g. after fine-tuning), its embeddings of the same words are drawn in the same
+projection, with arrows showing how each word moved; the moves are also printed.
+
+    python embeddings.py --init_from=gpt2 --words="king,queen,man,woman,cat,dog,red,green,one,two"
+    python embeddings.py --init_from=gpt2 --corpus=data/children_stories/train.bin --num_tokens=80
+    python embeddings.py --init_from=gpt2 --compare_init_from=resume --compare_out_dir=out-children
+
+Words: with GPT-2's BPE each word is embedded as it appears mid-sentence, with its leading space
+(" king"; --space_prefix=False for "king"). A word of several tokens is the mean of its tokens'
+embeddings (--multi_token=first: its first token); the token count is printed. Character-level
+models embed characters, so a word is the mean of its characters; --corpus shows the characters.
+The projection is fitted on the first model (init_from) only, so "after" points are where the second
+model's embeddings fall on the first model's map. Writes results/<name>.png.
+"""
+
+import os
+
+import numpy as np
+import torch
+
+
+def token_groups(tok, words, space_prefix=True):
+    """Each word's token ids (a list per word). BPE words get a leading space when space_prefix."""
+    bpe = tok.name == 'gpt2'
+    groups = []
+    for w in words:
+        try:
+            ids = tok.encode((' ' + w) if bpe and space_prefix else w)
+        except ValueError as e:
+            raise ValueError(f"word {w!r}: {e}") from None
+        if not ids:
+            raise ValueError(f"word {w!r} encodes to no tokens")
+        groups.append(ids)
+    return groups
+
+
+def word_vectors(model, groups, multi_token='mean'):
+    """(N, C) float64 embedding of each group of token ids: the mean of its rows of wte, or the first row."""
+    if multi_token not in ('mean', 'first'):
+        raise ValueError(f"multi_token must be 'mean' or 'first', got {multi_token!r}")
+    wte = model.transformer.wte.weight.detach().double().cpu()  # (V, C)
+    return torch.stack([wte[g].mean(0) if multi_token == 'mean' else wte[g[0]] for g in groups])
+
+
+def pca_2d(x):
+    """Principal components of the rows of x (N, C) by SVD of the centred matrix, in float64.
+    Returns (mean (C,), components (C, 2), explained-variance ratio (2,)); project with (y - mean) @ components.
+    Each component's sign is fixed so that its largest loading is positive (a deterministic picture)."""
+    x = x.double()
+    mean = x.mean(0)
+    _, s, vh = torch.linalg.svd(x - mean, full_matrices=False)
+    comps = vh[:2].T.clone()  # (C, 2)
+    sign = comps.gather(0, comps.abs().argmax(0, keepdim=True)).sign()
+    comps *= sign
+    var = s ** 2
+    return mean, comps, var[:2] / var.sum()
+
+
+def frequent_tokens(path, tok, n):
+    """The n most frequent token ids of a text file (encoded with tok) or a .bin of uint16 token ids
+    (prepare.py's train.bin), most frequent first, with their counts."""
+    if path.endswith('.bin'):
+        ids = np.memmap(path, dtype=np.uint16, mode='r')
+    else:
+        with open(path, 'r', encoding='utf-8') as f:
+            ids = np.array(tok.encode(f.read()), dtype=np.int64)
+    if len(ids) == 0:
+        raise ValueError(f"{path} holds no tokens")
+    counts = np.bincount(ids)
+    if len(counts) > tok.vocab_size:
+        raise ValueError(f"{path} has token id {len(counts) - 1}, outside the {tok.vocab_size}-token vocabulary "
+                         f"of {tok.name}: was it prepared for another tokenizer?")
+    order = np.argsort(-counts, kind='stable')[:n]
+    order = order[counts[order] > 0]
+    return order.tolist(), counts[order].tolist()
+
+
+# -----------------------------------------------------------------------------
+init_from: str = 'gpt2'  # 'resume' (from out_dir), a gpt2 variant, a Hugging Face folder or a ckpt.pt path
+out_dir: str = 'out'  # where init_from='resume' finds ckpt.pt
+words: str = ("king,queen,prince,princess,man,woman,boy,girl,mother,father,cat,dog,wolf,fox,bird,"
+              "castle,forest,house,gold,silver,red,green,blue,one,two,three,happy,sad,Monday,Friday")  # comma-separated
+corpus: str = ''  # a text file or a .bin of token ids: show its num_tokens most frequent tokens instead of words
+num_tokens: int = 60  # how many frequent tokens with --corpus
+multi_token: str = 'mean'  # a word of several tokens: 'mean' of their embeddings, or the 'first' token's
+space_prefix: bool = True  # GPT-2 BPE: embed " king" (the mid-sentence form) rather than "king"
+compare_init_from: str = ''  # a second model (same kinds as init_from; 'resume' reads compare_out_dir): arrows
+compare_out_dir: str = 'out'  # where compare_init_from='resume' finds ckpt.pt
+arrow_scale: float = 1.0  # draw moves this many times longer (fine-tuning moves embeddings little); printed
+results_dir: str = 'results'  # where the PNG goes
+name: str = 'embeddings'  # file name
+device: str = 'cpu'  # only the embedding matrix is read: the CPU is enough
+# -----------------------------------------------------------------------------
+
+
+def main():
+    from load import load_model
+    from plots import embedding_scatter, model_label
+
+    a = load_model(init_from, out_dir, device, 'float32')
+    if corpus:
+        ids, counts = frequent_tokens(corpus, a.tok, num_tokens)
+        groups, labels = [[i] for i in ids], [a.tok.token_text(i) for i in ids]
+        print(f"the {len(ids)} most frequent tokens of {corpus}: "
+              + ', '.join(f"{s!r} {c}" for s, c in zip(labels[:20], counts[:20])) + (' ...' if len(ids) > 20 else ''))
+    else:
+        labels = [w.strip() for w in words.split(',') if w.strip()]
+        if len(labels) < 3:
+            raise SystemExit(f"error: --words needs at least 3 comma-separated words, got {words!r}")
+        groups = token_groups(a.tok, labels, space_prefix)
+    xa = word_vectors(a.model, groups, multi_token)  # (N, C)
+    mean, comps, ratio = pca_2d(xa)
+    pa = (xa - mean) @ comps  # (N, 2)
+    print(f"{a.source}: {len(groups)} points, PCA of their embeddings; PC1 explains {ratio[0]:.1%} of the variance, "
+          f"PC2 {ratio[1]:.1%}")
+
+    pb, b = None, None
+    if compare_init_from:
+        b = load_model(compare_init_from, compare_out_dir, device, 'float32')
+        if b.tok.name != a.tok.name:
+            raise SystemExit(f"error: the two models use different vocabularies ({a.tok.name} vs {b.tok.name}): "
+                             "their token embeddings cannot be compared")
+        xb = word_vectors(b.model, groups, multi_token)
+        pb = (xb - mean) @ comps
+        moved = (xb - xa).norm(dim=1)  # (N,) in the full embedding space
+        rel = moved / xa.norm(dim=1)
+        cos = torch.nn.functional.cosine_similarity(xa, xb, dim=1)
+        # nearest other word by cosine similarity, in each model
+        na = _nearest(xa)
+        nb = _nearest(xb)
+        print(f"how each point moved from {a.source} to {b.source} (full {xa.size(1)}-d space; "
+              "largest relative move first):")
+        print(f"  {'token/word':<16} {'tokens':>6} {'|moved|':>9} {'relative':>9} {'cosine':>8}  nearest word before -> after")
+        for i in sorted(range(len(groups)), key=lambda i: -float(rel[i])):
+            print(f"  {labels[i]!r:<16} {len(groups[i]):>6} {moved[i]:>9.4f} {rel[i]:>9.2%} {cos[i]:>8.4f}  "
+                  f"{labels[na[i]]!r} -> {labels[nb[i]]!r}")
+    else:
+        print(f"  {'token/word':<16} {'tokens':>6} {'PC1':>8} {'PC2':>8}")
+        for lbl, g, (x, y) in zip(labels, groups, pa.tolist()):
+            print(f"  {lbl!r:<16} {len(g):>6} {x:>8.3f} {y:>8.3f}")
+    multi = sum(len(g) > 1 for g in groups)
+    if multi:
+        print(f"{multi} word(s) span several tokens: {'mean of their token embeddings' if multi_token == 'mean' else 'first token only'}")
+
+    what = f"the {len(groups)} most frequent tokens of {os.path.basename(corpus)}" if corpus else f"{len(groups)} words"
+    title = f"token embeddings of {what}: PCA of {model_label(a.source)}"
+    if b is not None:
+        title += f"\nblue: {model_label(a.source)}, red: {model_label(b.source)}"
+    path = embedding_scatter(pa.numpy(), labels, os.path.join(results_dir, f"{name}.png"),
+                             xy_after=None if pb is None else pb.numpy(),
+                             names=(model_label(a.source), model_label(b.source) if b else ''),
+                             arrow_scale=arrow_scale,
+                             axis_labels=(f"PC1 ({ratio[0]:.1%} of variance)", f"PC2 ({ratio[1]:.1%})"), title=title)
+    print(f"saved {path}")
+
+
+def _nearest(x):
+    """Index of each row's most cosine-similar other row."""
+    xn = torch.nn.functional.normalize(x, dim=1)
+    sim = xn @ xn.T
+    sim.fill_diagonal_(-2)
+    return sim.argmax(1).tolist()
+
+
+if __name__ == '__main__':
+    from configurator import configure
+    configure(globals())
+    main()

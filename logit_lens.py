@@ -1,0 +1,107 @@
+"""
+Logit lens: what would the model predict if it stopped after layer k? Each layer's residual stream
+is read the way the model reads its last one, through the final layer norm (ln_f) and the
+unembedding (lm_head), giving a next-token distribution per layer and position. The top token and
+its probability are drawn as a layer x position table coloured by probability, and printed.
+
+    python logit_lens.py --init_from=gpt2 --start="The Eiffel Tower is in the city of"
+    python logit_lens.py --init_from=resume --out_dir=out-children --start="Once upon a time, there"
+
+Writes results/<name>.png. Row 'embeddings' is the input (token + position embeddings); row
+'block k' is the residual stream after block k; the last row is the model's own prediction.
+Probabilities are under the model distribution (softmax of the logits, temperature 1). A blue box
+marks a cell whose top token is the prompt's actual next token.
+"""
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+from model import Capture, f64
+
+
+@dataclass
+class Lens:
+    top_ids: torch.Tensor    # (n_layer + 1, T) the most likely next token of each layer at each position
+    top_probs: torch.Tensor  # (n_layer + 1, T) float64, its probability
+    next_probs: torch.Tensor  # (n_layer + 1, T - 1) float64, probability of the prompt's actual next token
+
+
+def logit_lens(model, idx):
+    """The logit lens of prompt idx (1, T): row 0 reads the embeddings, row k the output of block
+    k - 1; the last row is exactly the model's output distribution."""
+    cap = Capture()
+    tops, top_ps, nexts = [], [], []
+    with torch.inference_mode():
+        model(idx, capture=cap)
+        for r in cap.resid:  # (1, T, C) each
+            lp = f64(model.lm_head(model.transformer.ln_f(r[0]))).log_softmax(-1)  # (T, V)
+            p, i = lp.max(-1)
+            tops.append(i)
+            top_ps.append(p.exp())
+            nexts.append(lp[:-1].gather(-1, idx[0, 1:, None])[:, 0].exp())
+    return Lens(torch.stack(tops).cpu(), torch.stack(top_ps).cpu(), torch.stack(nexts).cpu())
+
+
+def row_names(n_layer):
+    return ['embeddings'] + [f"block {k}" for k in range(n_layer)]
+
+
+# -----------------------------------------------------------------------------
+init_from: str = 'gpt2'  # 'resume' (from out_dir), a gpt2 variant, a Hugging Face folder or a ckpt.pt path
+out_dir: str = 'out'  # where init_from='resume' finds ckpt.pt
+start: str = "The Eiffel Tower is in the city of"  # the prompt, or "FILE:prompt.txt"
+results_dir: str = 'results'  # where the PNG goes
+name: str = 'logit_lens'  # file name
+device: str = 'auto'  # 'auto', 'cpu', 'cuda', 'cuda:1', 'mps'
+dtype: str = 'float32'  # 'auto' = bfloat16/float16 on CUDA
+# -----------------------------------------------------------------------------
+
+
+def main():
+    from load import load_model
+    from plots import logit_lens_table, model_label, prob_text, token_label
+
+    m = load_model(init_from, out_dir, device, dtype)
+    text = start
+    if text.startswith('FILE:'):
+        with open(text[5:], 'r', encoding='utf-8') as f:
+            text = f.read()
+    ids = m.tok.encode(text)
+    bs = m.model.config.block_size
+    if not ids:
+        raise SystemExit("error: the prompt is empty: give --start=some text")
+    if len(ids) > bs:
+        print(f"note: the prompt has {len(ids)} tokens; keeping the last block_size={bs}")
+        ids = ids[-bs:]
+    with m.ctx:
+        lens = logit_lens(m.model, torch.tensor([ids], device=m.device))
+    labels = [m.tok.token_text(i) for i in ids]
+    rows = row_names(m.model.config.n_layer)
+    cells = [[m.tok.token_text(i) for i in row] for row in lens.top_ids.tolist()]
+    hits = [[c < len(ids) - 1 and row[c] == ids[c + 1] for c in range(len(ids))] for row in lens.top_ids.tolist()]
+
+    print(f"{m.source}: logit lens of {text!r}")
+    print("each cell: the top next-token prediction after that layer, and its probability (model distribution); "
+          "* = the prompt's actual next token")
+    w = 15
+    print(f"{'input token':>12} " + ''.join(f"{token_label(s, w - 1):>{w}}" for s in labels))
+    for name_, crow, prow, hrow in zip(rows, cells, lens.top_probs.tolist(), hits):
+        print(f"{name_:>12} " + ''.join(f"{token_label(c, w - 8) + (' *' if h else '') + ' ' + prob_text(p):>{w}}"
+                                        for c, p, h in zip(crow, prow, hrow)))
+    if len(ids) > 1:
+        final = lens.next_probs[-1]
+        print("actual next tokens, their probability after the last layer: " +
+              ', '.join(f"{labels[c + 1]!r} {final[c]:.3g}" for c in range(len(ids) - 1)))
+
+    path = logit_lens_table(cells, lens.top_probs.numpy(), rows, labels, os.path.join(results_dir, f"{name}.png"),
+                            hits=hits, title=f"logit lens of {model_label(m.source)}: top next-token "
+                            "prediction per layer (blue box = the actual next token)")
+    print(f"saved {path}")
+
+
+if __name__ == '__main__':
+    from configurator import configure
+    configure(globals())
+    main()
