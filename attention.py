@@ -56,21 +56,13 @@ dtype: str = 'float32'  # float32 weights read best; 'auto' = bfloat16/float16 o
 
 
 def main():
-    from load import load_model
+    from load import encode_prompt, load_model
     import plots
 
     m = load_model(init_from, out_dir, device, dtype)
-    text = start
-    if text.startswith('FILE:'):
-        with open(text[5:], 'r', encoding='utf-8') as f:
-            text = f.read()
-    ids = m.tok.encode(text)
     bs = m.model.config.block_size
-    if not ids:
-        raise SystemExit("error: the prompt is empty: give --start=some text")
-    if len(ids) > bs:
-        print(f"note: the prompt has {len(ids)} tokens; keeping the last block_size={bs}")
-        ids = ids[-bs:]
+    ids = encode_prompt(m.tok, start, bs)
+    text = m.tok.decode(ids)
     L, H = m.model.config.n_layer, m.model.config.n_head
     lay = layer + L if layer < 0 else layer
     if not 0 <= lay < L or not 0 <= head < H:
@@ -109,6 +101,6 @@ def main():
 
 
 if __name__ == '__main__':
-    from configurator import configure
+    from configurator import configure, run_main
     configure(globals())
-    main()
+    run_main(main)

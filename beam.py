@@ -71,16 +71,11 @@ def main():
 
     import torch
 
-    from load import load_model
+    from load import encode_prompt, load_model
 
     m = load_model(init_from, out_dir, device, dtype)
-    text = start
-    if text.startswith('FILE:'):
-        with open(text[5:], 'r', encoding='utf-8') as f:
-            text = f.read()
-    ids = m.tok.encode(text)
-    if not ids:
-        raise SystemExit("error: the prompt is empty: give --start=some text")
+    ids = encode_prompt(m.tok, start)
+    text = m.tok.decode(ids)
     stop = m.tok.eot if stop_at_eot else None
     print(f"{m.source}: prompt {text!r} ({len(ids)} tokens)")
     x = torch.tensor([ids], dtype=torch.long, device=m.device)
@@ -96,6 +91,6 @@ def main():
 
 
 if __name__ == '__main__':
-    from configurator import configure
+    from configurator import configure, run_main
     configure(globals())
-    main()
+    run_main(main)

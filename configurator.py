@@ -20,9 +20,13 @@ Upstream's type check is exact; this one accepts what a person means and nothing
 - `None` for settings annotated as optional (`top_k: int | None = 200` accepts `--top_k=None`),
 - any text for a str setting (`--start=42` is the prompt "42").
 Anything else fails with a message naming the key, the value and the expected type.
+
+run_main(main) runs a script's main() so that bad input (a ValueError or FileNotFoundError, whose
+messages say what to fix) ends with one line `error: ...` instead of a traceback (TRACEBACK=1 shows it).
 """
 
 import math
+import os
 import sys
 import types
 import typing
@@ -160,3 +164,14 @@ def configure(g, argv=None):
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)  # a usage error, as argparse reports them
         raise
+
+
+def run_main(main):
+    """Run a script's main(); bad input ends the script with a one-line message and exit status 1."""
+    try:
+        return main()
+    except (ValueError, FileNotFoundError) as e:
+        if os.environ.get('TRACEBACK'):
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)

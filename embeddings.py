@@ -166,6 +166,6 @@ def _nearest(x):
 
 
 if __name__ == '__main__':
-    from configurator import configure
+    from configurator import configure, run_main
     configure(globals())
-    main()
+    run_main(main)

@@ -51,6 +51,16 @@ compile: bool = False  # torch.compile the model (CUDA only); scoring is one pas
 start: str = '\n'  # sample.py setting, accepted and unused: the prompts come from eval_data
 num_samples: int = 10  # sample.py setting, accepted and unused
 max_new_tokens: int = 500  # sample.py setting, accepted and unused
+# the rest of sample.py's settings, accepted so that any sample.py command line runs here unchanged (unused)
+show_probs: bool = False
+probs_top_k: int = 10
+stop_at_eot: bool = False
+fixed_response: str = ''
+compare_temperatures: str = ''
+compare_step: int = 0
+num_beams: int = 0
+length_penalty: float = 1.0
+no_repeat_ngram_size: int = 0
 compare_to: str = ''  # results/eval_<x>.json of an earlier run: the "before" of a before/after comparison
 compare_init_from: str = ''  # or a second model (like init_from, not 'resume') scored in this run as "before"
 val_data: str = ''  # held-out text file, or .bin of uint16 token ids: perplexity, bits/byte, top-1/top-5 accuracy

@@ -166,6 +166,31 @@ def tokenizer_for(checkpoint=None, data_dir='data'):
     return gpt2_tokenizer()
 
 
+def read_text(value, setting='start'):
+    """value itself, or the contents of the file it names as FILE:path (upstream's --start=FILE:prompt.txt)."""
+    if not value.startswith('FILE:'):
+        return value
+    path = value[len('FILE:'):]
+    try:
+        with open(path, 'r', encoding='utf-8') as f:
+            return f.read()
+    except OSError as e:
+        raise ValueError(f"{setting}={value!r}: cannot read {path!r} ({e.strerror})") from None
+
+
+def encode_prompt(tok, start, block_size=None):
+    """Token ids of a prompt given as text or FILE:path; at least one token. With block_size, a longer
+    prompt keeps its last block_size tokens (what the model can see), and says so."""
+    ids = tok.encode(read_text(start, 'start'))
+    if not ids:
+        raise ValueError("start is empty: the model needs at least one token to continue "
+                         "(for example --start='<|endoftext|>')")
+    if block_size and len(ids) > block_size:
+        print(f"note: the prompt has {len(ids)} tokens; keeping the last block_size={block_size}")
+        ids = ids[-block_size:]
+    return ids
+
+
 # -----------------------------------------------------------------------------
 # checkpoints
 

@@ -60,21 +60,13 @@ dtype: str = 'float32'  # 'auto' = bfloat16/float16 on CUDA
 
 
 def main():
-    from load import load_model
+    from load import encode_prompt, load_model
     from plots import logit_lens_table, model_label, prob_text, token_label
 
     m = load_model(init_from, out_dir, device, dtype)
-    text = start
-    if text.startswith('FILE:'):
-        with open(text[5:], 'r', encoding='utf-8') as f:
-            text = f.read()
-    ids = m.tok.encode(text)
     bs = m.model.config.block_size
-    if not ids:
-        raise SystemExit("error: the prompt is empty: give --start=some text")
-    if len(ids) > bs:
-        print(f"note: the prompt has {len(ids)} tokens; keeping the last block_size={bs}")
-        ids = ids[-bs:]
+    ids = encode_prompt(m.tok, start, bs)
+    text = m.tok.decode(ids)
     with m.ctx:
         lens = logit_lens(m.model, torch.tensor([ids], device=m.device))
     labels = [m.tok.token_text(i) for i in ids]
@@ -102,6 +94,6 @@ def main():
 
 
 if __name__ == '__main__':
-    from configurator import configure
+    from configurator import configure, run_main
     configure(globals())
-    main()
+    run_main(main)

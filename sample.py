@@ -23,7 +23,6 @@ Charts are drawn after generation, from the numbers generate() collected.
 """
 import math
 import os
-import sys
 import time
 from ast import literal_eval
 from datetime import datetime
@@ -32,7 +31,7 @@ import torch
 
 import load
 import plots
-from configurator import configure
+from configurator import configure, run_main
 from model import check_sampling, f64, format_prob, make_generator, sampling_logprobs
 
 # -----------------------------------------------------------------------------
@@ -64,26 +63,6 @@ no_repeat_ngram_size: int = 0  # beam search: n > 0 bans any n-gram from occurri
 MAX_WINDOWS = 4  # with show, at most this many overview windows (every PNG is saved regardless)
 
 
-def read_text(value, setting):
-    """value itself, or the contents of the file it names as FILE:path."""
-    if not value.startswith('FILE:'):
-        return value
-    path = value[len('FILE:'):]
-    try:
-        with open(path, 'r', encoding='utf-8') as f:
-            return f.read()
-    except OSError as e:
-        raise ValueError(f"{setting}={value!r}: cannot read {path!r} ({e.strerror})") from None
-
-
-def prompt_ids(start, tok):
-    ids = tok.encode(read_text(start, 'start'))
-    if not ids:
-        raise ValueError("start is empty: the model needs at least one token to continue "
-                         "(for example --start='<|endoftext|>')")
-    return ids
-
-
 def response_ids(value, tok):
     """The token ids of fixed_response: text, FILE:path, or a list of ids ("[464, 3290]" or a list).
     Returns (ids, what it was read as)."""
@@ -100,7 +79,7 @@ def response_ids(value, tok):
         if bad:
             raise ValueError(f"fixed_response has token ids outside the vocabulary [0, {tok.vocab_size}): {bad[:5]}")
     else:
-        ids, what = tok.encode(read_text(value, 'fixed_response')), 'text'
+        ids, what = tok.encode(load.read_text(value, 'fixed_response')), 'text'
     if not ids:
         raise ValueError("fixed_response is empty: give the text (or token ids) to score after the prompt")
     return ids, what
@@ -311,7 +290,7 @@ def main():
     if L.device_type == 'cuda':
         torch.backends.cuda.matmul.allow_tf32 = True  # allow tf32 on matmul
         torch.backends.cudnn.allow_tf32 = True  # allow tf32 on cudnn
-    prompt = prompt_ids(start, tok)
+    prompt = load.encode_prompt(tok, start)
     response, forced = None, bool(fixed_response)
     if forced:
         response, what = response_ids(fixed_response, tok)
@@ -369,7 +348,4 @@ def main():
 
 if __name__ == '__main__':
     configure(globals())
-    try:
-        main()
-    except (ValueError, FileNotFoundError) as e:
-        sys.exit(f"error: {e}")
+    run_main(main)

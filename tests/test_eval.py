@@ -389,3 +389,13 @@ def test_main_with_two_models_in_one_run(tmp_path, monkeypatch, capsys):
         with pytest.raises(SystemExit, match=msg):
             ev.main()
         monkeypatch.setattr(ev, k, old)
+
+
+def test_every_sample_py_setting_is_accepted(tmp_path):
+    """The brief: eval.py is called with the same arguments as sample.py."""
+    import sample
+    from configurator import configure
+    names = [k for k in vars(sample) if k in getattr(sample, '__annotations__', {})]
+    assert len(names) > 15
+    g = dict(vars(ev))
+    configure(g, [f"--{k}={getattr(sample, k)}" for k in names if k not in ('fixed_response', 'compare_temperatures')])

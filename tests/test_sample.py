@@ -2,7 +2,6 @@
 
 Every number handed to a chart is checked against an independent float64 log_softmax of a plain
 forward pass (no KV cache, no generate()); the CLI runs headless (Agg) on tiny models."""
-import math
 import re
 from contextlib import nullcontext
 
@@ -252,7 +251,7 @@ def test_cli_fixed_response_and_temperatures_on_a_hf_folder(tmp_path, gpt2_tok):
     assert 'Next-token distribution at step 2' in out and 'entropy (nats)' in out
 
 
-def test_cli_bad_setting_is_a_clear_error(tmp_path, monkeypatch):
+def test_cli_bad_setting_is_a_clear_error(tmp_path, monkeypatch, capsys):
     """Run as a script (in-process, to save a Python start): bad input exits with one line naming it."""
     import runpy
     monkeypatch.chdir(tmp_path)
@@ -262,6 +261,22 @@ def test_cli_bad_setting_is_a_clear_error(tmp_path, monkeypatch):
         monkeypatch.setattr('sys.argv', ['sample.py', *args])
         with pytest.raises(SystemExit) as e:
             runpy.run_path(S.__file__, run_name='__main__')
-        msg = str(e.value.code)
-        assert msg.startswith('error: ') and all(w in msg for w in words), msg
+        msg = capsys.readouterr().err.strip()
+        assert e.value.code == 1 and msg.startswith('error: ') and all(w in msg for w in words), msg
     assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_cli_num_beams_prints_ranked_beams_next_to_greedy(tmp_path):
+    model = tiny_model()
+    write_ckpt(tmp_path / 'out', model)
+    proc = run_script('sample.py', '--out_dir=out', f'--start={PROMPT}', '--num_beams=3', '--max_new_tokens=6',
+                      '--device=cpu', cwd=tmp_path)
+    out = proc.stdout
+    scores = [float(x) for x in re.findall(r'^ ?\d+\. score (-?[\d.]+) / 6\^1\.0 = ', out, re.M)]
+    assert len(scores) == 3
+    import load
+    tok = load.gpt2_tokenizer()
+    beams = model.beam_search(tok.encode(PROMPT), 6, num_beams=3)
+    assert scores == pytest.approx([round(b.logprob, 2) for b in beams], abs=0.011)
+    greedy = model.generate(torch.tensor([tok.encode(PROMPT)]), 6, temperature=0)[0]
+    assert f"p = {format_prob(greedy.logprob)} under the model distribution" in out
