@@ -814,6 +814,9 @@ def main():
         print('\n' + compare_report(c, verbose))
     paths = write_results(run, c, results_dir, name or default_name(init_from, out_dir), show)
     print(f"\nwrote {', '.join(paths)} ({time.time() - t0:.1f}s)")
+    if show:
+        import plots
+        plots.show_windows()  # last: every file is written and every number printed
 
 
 if __name__ == '__main__':

@@ -114,7 +114,10 @@ class Tokenizer:
         return self._token_bytes(i)
 
     def token_text(self, i):
-        """One token as text; bytes that are not whole UTF-8 characters show as \\xNN."""
+        """One token as text; bytes that are not whole UTF-8 characters show as \\xNN, and the ids a
+        padded vocabulary adds beyond the tokenizer's (upstream trains with 50304 > 50257) as <id N>."""
+        if not 0 <= i < self.vocab_size:
+            return f"<id {i}>"
         return self.token_bytes(i).decode('utf-8', errors='backslashreplace')
 
 

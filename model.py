@@ -207,8 +207,26 @@ class Step:
     sample_entropy: float    # of the sampling distribution
 
 
+class _Tokens:
+    """What every result with a prompt, its tokens and their log-probs (model distribution) offers."""
+
+    @property
+    def ids(self):
+        return self.prompt + self.tokens
+
+    @property
+    def logprob(self):
+        """Total log-probability (float64 sum of the per-token logs)."""
+        return float(self.logprobs.sum())
+
+    @property
+    def prob(self):
+        """exp(logprob): may underflow to 0.0, so print format_prob(logprob) instead."""
+        return math.exp(self.logprob)
+
+
 @dataclass
-class Sample:
+class Sample(_Tokens):
     """One sequence's result from GPT.generate() or GPT.score().
 
     logprobs[i] is log p(tokens[i] | prompt, tokens[:i]) under the model distribution; sample_logprobs
@@ -225,20 +243,8 @@ class Sample:
     stopped: bool = False   # generation ended at stop_token (which is included in tokens)
 
     @property
-    def ids(self):
-        return self.prompt + self.tokens
-
-    @property
-    def logprob(self):
-        return float(self.logprobs.sum())
-
-    @property
     def sample_logprob(self):
         return float(self.sample_logprobs.sum())
-
-    @property
-    def prob(self):
-        return math.exp(self.logprob)
 
     @property
     def sample_prob(self):
@@ -774,7 +780,7 @@ def _ngram_bans(seq, n):
 
 
 @dataclass
-class Beam:
+class Beam(_Tokens):
     """One finished hypothesis of GPT.beam_search(). Log-probs are under the model distribution
     (beam search is deterministic: there is no sampling distribution)."""
     prompt: list            # prompt token ids
@@ -783,15 +789,3 @@ class Beam:
     score: float            # logprob / len(tokens) ** length_penalty, what beams are ranked by
     length_penalty: float
     stopped: bool = False   # ended at stop_token (else at max_new_tokens)
-
-    @property
-    def ids(self):
-        return self.prompt + self.tokens
-
-    @property
-    def logprob(self):
-        return float(self.logprobs.sum())
-
-    @property
-    def prob(self):
-        return math.exp(self.logprob)

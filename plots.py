@@ -1,8 +1,9 @@
 """
 Every chart of the project, drawn with matplotlib (imported here only, and only when a chart is drawn).
 
-Charts are always saved as PNG files; when an interactive display exists they can also be shown
-without blocking (see `finish`). Nothing here runs a model: scripts collect the numbers first
+Charts are always saved as PNG files (`save`); when an interactive display exists and a script asks
+for it, figures are also kept open and shown at the very end by `show_windows()`, so showing them
+never holds up a run. Nothing here runs a model: scripts collect the numbers first
 (generate()/score() details, eval results, training logs) and hand them over.
 """
 
@@ -37,16 +38,32 @@ def token_label(text, max_len=14):
     return out if len(out) <= max_len else out[:max_len - 1] + '…'
 
 
-def save(fig, path, show=False):
-    """Save fig as PNG at path (folders created), optionally show it without blocking, then close it."""
-    plt = _plt()
+def _savefig(fig, path, dpi=110):
+    """fig.savefig into path (folders made), without matplotlib's 'Glyph ... missing from font'
+    warnings: generated tokens may be in any script, and the PNG is still written."""
+    import warnings
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=110)
-    if show and interactive_display():
-        plt.show(block=False)
-        plt.pause(0.001)
-    plt.close(fig)
+    with warnings.catch_warnings():
+        warnings.filterwarnings('ignore', message='Glyph .* missing from')
+        fig.savefig(path, dpi=dpi)
     return path
+
+
+def save(fig, path, show=False):
+    """Save fig as a PNG at path. With show on a display, keep it open for show_windows() (which the
+    script calls last); otherwise close it."""
+    _savefig(fig, path)
+    if not (show and interactive_display()):
+        _plt().close(fig)
+    return path
+
+
+def show_windows():
+    """Show the figures kept open by save(show=True) and wait until they are closed.
+    Scripts call this last, when every file is written and every number printed."""
+    plt = _plt()
+    if plt.get_fignums() and interactive_display():
+        plt.show()
 
 
 # ---- eval: before/after per pair, tokens that gained or lost ----
@@ -125,23 +142,6 @@ MODEL_COLOR, MODEL_LIGHT = '#3a6ea5', '#a9c6e8'    # model distribution: dark ba
 CHOSEN_COLOR, CHOSEN_LIGHT = '#d1495b', '#f2b5bd'  # the chosen token, same two shades
 
 
-def token_text(tok, i):
-    """Token i as text (load.Tokenizer.token_text); '<id i>' for the ids of a padded vocabulary (50304)
-    that the tokenizer does not have."""
-    return tok.token_text(i) if i < tok.vocab_size else f"<id {i}>"
-
-
-def _savefig(fig, path, dpi):
-    """fig.savefig into path (folders made), without matplotlib's 'Glyph ... missing from font'
-    warnings: generated tokens may be in any script, and the PNG is still written."""
-    import warnings
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with warnings.catch_warnings():
-        warnings.filterwarnings('ignore', message='Glyph .* missing from')
-        fig.savefig(path, dpi=dpi)
-    return path
-
-
 def plain(text):
     """Text that matplotlib draws as it is: '$' would otherwise start mathtext."""
     return text.replace('$', r'\$')
@@ -199,7 +199,7 @@ def step_bars(step, tok, title='', sampling='', forced=False):
         ranks.append(step.chosen_rank)
     chosen = ids.index(step.chosen)
     ranks[chosen] = step.chosen_rank  # equal unless tied probabilities
-    labels = [token_label(token_text(tok, i)) for i in ids]
+    labels = [token_label(tok.token_text(i)) for i in ids]
     return StepBars(ids, labels, ranks, probs, sprobs, chosen, extra, title, sampling, forced)
 
 
@@ -409,7 +409,7 @@ def step_viewer(bars_list, k):
 
 def draw_overview(ov, path, show=False):
     """Save the overview figure of one sample as a PNG; with show, keep it open for show_windows()."""
-    return _save_or_keep(overview_figure(ov), path, show)
+    return save(overview_figure(ov), path, show)
 
 
 @dataclass
@@ -460,23 +460,7 @@ def temperature_figure(cmp):
 
 def draw_temperature_comparison(cmp, path, show=False):
     """Save the temperature comparison as a PNG; with show, keep it open for show_windows()."""
-    return _save_or_keep(temperature_figure(cmp), path, show)
-
-
-def _save_or_keep(fig, path, show):
-    """Save fig as a PNG; keep it open for show_windows() when showing on a display, else close it."""
-    _savefig(fig, path, 110)
-    if not (show and interactive_display()):
-        _plt().close(fig)
-    return path
-
-
-def show_windows():
-    """Show the figures kept open (show=True on a display) and wait until they are closed.
-    Scripts call this last, when every file is written and every number printed."""
-    plt = _plt()
-    if plt.get_fignums() and interactive_display():
-        plt.show()
+    return save(temperature_figure(cmp), path, show)
 
 
 # ---- inspect: attention maps, logit lens, token embeddings ----

@@ -121,8 +121,8 @@ def generate_samples(model, ctx, prompt, n, max_new_tokens, temperature, top_k, 
 
 def step_line(t, step, tok, forced=False, alternatives=4):
     """One compact terminal line for step t (1-based): chosen token, its probability and rank, the top few."""
-    label = plots.token_label(plots.token_text(tok, step.chosen), 16)
-    top = ' '.join(f"{plots.token_label(plots.token_text(tok, i), 12)} {p:.3f}"
+    label = plots.token_label(tok.token_text(step.chosen), 16)
+    top = ' '.join(f"{plots.token_label(tok.token_text(i), 12)} {p:.3f}"
                    for i, p in zip(step.top_ids[:alternatives], step.top_probs[:alternatives]))
     verb = 'forced' if forced else 'chose'
     return (f"  step {t:>3} {verb} {label:<16} p {fmt(step.chosen_prob):>9} "
@@ -173,7 +173,7 @@ def overview(sample, tok, i, temperature, top_k, top_p, forced=False):
              f"probability of the whole response: {format_prob(lp)} (log {lp:.2f}) under the model distribution, "
              f"{format_prob(slp)} (log {slp:.2f}) under the sampling distribution")
     return plots.SampleOverview(prompt=tok.decode(sample.prompt),
-                                tokens=[plots.token_text(tok, t) for t in sample.tokens],
+                                tokens=[tok.token_text(t) for t in sample.tokens],
                                 probs=sample.logprobs.exp().tolist(),
                                 sample_probs=sample.sample_logprobs.exp().tolist(),
                                 title=title, sampling=sampling, forced=forced)
@@ -197,7 +197,7 @@ def temperature_comparison(model, ctx, ids, temps, top_k, top_p, k, tok, step=0)
     filt = plots.sampling_text(1, top_k, top_p).partition(', ')[2]  # the top-k/top-p part only
     title = (f"Next-token distribution at step {step + 1}, after \"{plots.text_tail(tok.decode(ids[-24:]), 50)}\": "
              f"the model's {len(top)} most likely tokens under each temperature")
-    return plots.TemperatureComparison(labels=[plots.token_label(plots.token_text(tok, i)) for i in top.tolist()],
+    return plots.TemperatureComparison(labels=[plots.token_label(tok.token_text(i)) for i in top.tolist()],
                                        temperatures=list(temps), probs=probs, entropies=entropies, title=title,
                                        sampling=filt)
 

@@ -139,6 +139,7 @@ def test_tokenizer_token_text(gpt2_tok):
     ids = gpt2_tok.encode('Once upon a time\n<|endoftext|>')
     assert ids[-1] == 50256 and gpt2_tok.decode(ids) == 'Once upon a time\n<|endoftext|>'
     assert [gpt2_tok.token_text(i) for i in ids[:3]] == ['Once', ' upon', ' a']
+    assert gpt2_tok.token_text(50300) == '<id 50300>'  # padded vocabulary (50304) ids the tokenizer lacks
     partial = gpt2_tok.encode('é')  # may be one token or split bytes; never raises
     assert ''.join(gpt2_tok.token_text(i) for i in partial)
 
