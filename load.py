@@ -323,7 +323,13 @@ def load_model(init_from='resume', out_dir='out', device='auto', dtype='auto', c
         model = model_from_checkpoint(ckpt, dropout, where)
         tok = tokenizer_for(ckpt)
     else:
-        model = GPT.from_pretrained(where, dict(dropout=dropout) if dropout is not None else None)
+        try:
+            model = GPT.from_pretrained(where, dict(dropout=dropout) if dropout is not None else None)
+        except OSError as e:  # no network, no such hub model, or a folder without weights
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ValueError(f"transformers could not load {where!r}: {first} "
+                             f"{'GPT-2 weights download from the Hugging Face hub on first use; offline, ' if kind == 'gpt2' else ''}"
+                             "give a local Hugging Face GPT-2 folder (config.json + weights) as --init_from=path") from None
         tok = gpt2_tokenizer()
     if tok.vocab_size > model.config.vocab_size:
         raise ValueError(f"{where}: the model has vocab_size {model.config.vocab_size} but its tokenizer "

@@ -220,3 +220,14 @@ def test_from_pretrained_gpt2_names_go_through_transformers(monkeypatch, tmp_pat
     monkeypatch.setattr(transformers.GPT2LMHeadModel, 'from_pretrained', classmethod(fake))
     model = GPT.from_pretrained('gpt2', dict(dropout=0.1))
     assert asked == ['gpt2'] and model.config.dropout == 0.1 and model.config.gelu == 'tanh'
+
+
+def test_offline_gpt2_is_a_clear_error(monkeypatch):
+    import transformers
+
+    def offline(cls, name, *a, **k):
+        raise OSError("We couldn't connect to 'https://huggingface.co' to load the files")
+
+    monkeypatch.setattr(transformers.GPT2LMHeadModel, 'from_pretrained', classmethod(offline))
+    with pytest.raises(ValueError, match=r"could not load 'gpt2'.*offline, give a local Hugging Face GPT-2 folder"):
+        load.load_model('gpt2', device='cpu')
