@@ -69,6 +69,8 @@ def coerce(key, raw, current, types_=None, optional=False, source='command line'
         value = raw
     want = _type_name(types_, optional)
     bad = ConfigError(f"{source}: {key}={raw!r} is not a valid {want} (the default is {current!r})")
+    if from_cli and not optional and types_ == (str,):
+        return value if isinstance(value, str) else raw  # any text: --start=None is the prompt "None"
     if value is None or (from_cli and isinstance(value, str) and value.strip().lower() == 'none'):
         if optional:
             return None

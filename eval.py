@@ -26,14 +26,13 @@ import json
 import math
 import os
 import re
-import sys
 import time
 from dataclasses import dataclass, field
 
 import torch
 
 from load import load_model
-from model import check_sampling, format_prob
+from model import check_sampling, format_prob, format_ratio, is_model_distribution
 
 # -----------------------------------------------------------------------------
 init_from: str = 'resume'  # 'resume' (out_dir/ckpt.pt), 'gpt2'...'gpt2-xl', a Hugging Face folder, or a ckpt file
@@ -76,6 +75,11 @@ JOIN_MODES = ('auto', 'none', 'space')
 RESULTS_FORMAT = 'nanogpt-eval/1'
 
 
+def perplexity(mean_logprob):
+    """exp(-mean log-prob per token); inf rather than an OverflowError for absurdly unlikely text."""
+    return math.exp(-mean_logprob) if mean_logprob > -700 else float('inf')
+
+
 class EvalDataError(ValueError):
     """eval_data (or a results file) that cannot be used; the message says which entry and what to do."""
 
@@ -83,19 +87,24 @@ class EvalDataError(ValueError):
 # -----------------------------------------------------------------------------
 # reading pairs, joining prompt and response, tokenizing
 
-def read_pairs(path):
-    """The pairs of a JSON file as [{'prompt', 'response', 'extra'}], or EvalDataError naming the problem."""
+def read_json(path, missing):
+    """The JSON value in path, or EvalDataError naming the file, the spot and the fix (`missing` if absent)."""
     if not os.path.exists(path):
-        raise EvalDataError(f"{path} does not exist: write a JSON list of {{\"prompt\": ..., \"response\": ...}} "
-                            "pairs there, or point --eval_data at one")
+        raise EvalDataError(f"{path} does not exist: {missing}")
     try:
         with open(path, encoding='utf-8') as f:
-            data = json.load(f)
+            return json.load(f)
     except json.JSONDecodeError as e:
         raise EvalDataError(f"{path} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}. "
                             "Fix that spot (a trailing comma or an unescaped \" inside a string are the usual causes)") from None
     except UnicodeDecodeError as e:
         raise EvalDataError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8") from None
+
+
+def read_pairs(path):
+    """The pairs of a JSON file as [{'prompt', 'response', 'extra'}], or EvalDataError naming the problem."""
+    data = read_json(path, 'write a JSON list of {"prompt": ..., "response": ...} pairs there, or point '
+                           '--eval_data at one')
     return check_pairs(data, path)
 
 
@@ -218,7 +227,7 @@ class PairResult:
 
     @property
     def perplexity(self):
-        return math.exp(-self.mean_logprob)
+        return perplexity(self.mean_logprob)
 
     @property
     def greedy(self):
@@ -259,7 +268,7 @@ class ValResult:
 
     @property
     def perplexity(self):
-        return math.exp(self.nll / self.tokens)
+        return perplexity(-self.nll / self.tokens)
 
     @property
     def bits_per_byte(self):
@@ -345,17 +354,14 @@ class EvalRun:
 
 def read_results(path):
     """An EvalRun from a results/eval_<name>.json written by an earlier run."""
-    if not os.path.exists(path):
-        raise EvalDataError(f"--compare_to={path}: no such file. Run eval.py on the 'before' model first "
-                            "(it writes results/eval_<name>.json), or use --compare_init_from=<model>")
+    d = read_json(path, "--compare_to needs the results of an earlier run: run eval.py on the 'before' model "
+                        "first (it writes results/eval_<name>.json), or use --compare_init_from=<model>")
+    if not isinstance(d, dict) or d.get('format') != RESULTS_FORMAT:
+        raise EvalDataError(f"--compare_to={path} is not a results file of eval.py (format "
+                            f"{d.get('format') if isinstance(d, dict) else type(d).__name__!r}, expected "
+                            f"{RESULTS_FORMAT!r}); give it a results/eval_<name>.json")
     try:
-        with open(path, encoding='utf-8') as f:
-            d = json.load(f)
-        if d.get('format') != RESULTS_FORMAT:
-            raise KeyError('format')
         return EvalRun.from_dict(d, source=path)
-    except json.JSONDecodeError as e:
-        raise EvalDataError(f"--compare_to={path} is not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
     except (KeyError, TypeError, AttributeError) as e:
         raise EvalDataError(f"--compare_to={path} is not a results file of eval.py (missing {e}); "
                             "give it a results/eval_<name>.json") from None
@@ -407,20 +413,19 @@ def eval(eval_data='eval_data.json', model='resume', tok=None, *, join='auto', b
         responses.append(resp_ids)
         notes.append(note)
 
-    sampling = temperature != 1.0 or bool(top_k) or (top_p is not None and top_p < 1.0)
+    sampling = not is_model_distribution(temperature, top_k, top_p)
     results, passes = [], 0
     with ctx:
         for b in range(0, len(pairs), batch_size):
-            # details=1: each token's rank and the model's top choice, from the same pass
-            results += model.score(prompts[b:b + batch_size], responses[b:b + batch_size],
-                                   temperature, top_k, top_p, details=1)
+            # each token's rank and the model's top choice come from the same pass
+            results += model.score(prompts[b:b + batch_size], responses[b:b + batch_size], temperature, top_k, top_p)
             passes += 1
     run_pairs = []
     for i, (p, s, note, jt) in enumerate(zip(pairs, results, notes, joined), 1):
         run_pairs.append(PairResult(
             index=i, prompt=p['prompt'], response=p['response'], prompt_ids=s.prompt, response_ids=s.tokens,
             tokens=[tok.token_text(t) for t in s.tokens], logprobs=s.logprobs.tolist(),
-            ranks=s.ranks.tolist(), expected=[tok.token_text(st.top_ids[0]) for st in s.steps],
+            ranks=s.ranks.tolist(), expected=[tok.token_text(t) for t in s.top1.tolist()],
             sample_logprobs=s.sample_logprobs.tolist() if sampling else None, note=note, extra=p['extra'],
             joined=jt))
     settings = dict(eval_data=path, join=join, temperature=temperature, top_k=top_k, top_p=top_p,
@@ -447,9 +452,13 @@ def read_val_ids(path, tok, max_tokens):
         import numpy as np
         ids = np.memmap(path, dtype=np.uint16, mode='r')[:n].tolist()
     else:
-        with open(path, encoding='utf-8', errors='replace') as f:
-            # ~4 characters per GPT-2 token: read generously, never the whole of a huge file
-            text = f.read(n * 16 if n else -1)
+        try:
+            with open(path, encoding='utf-8') as f:
+                # ~4 characters per GPT-2 token: read generously, never the whole of a huge file
+                text = f.read(n * 16 if n else -1)
+        except UnicodeDecodeError as e:  # replacing bytes would change the byte count of bits per byte
+            raise EvalDataError(f"--val_data={path} is not UTF-8 text ({e.reason} at byte {e.start}); "
+                                "save it as UTF-8, or give a .bin of token ids") from None
         ids = tok.encode(text)[:n]
     if len(ids) < 2:
         raise EvalDataError(f"--val_data={path} holds {len(ids)} token(s); at least 2 are needed to predict one")
@@ -485,7 +494,8 @@ def evaluate_val(model, tok, ids, path='', stride=0, batch_size=16, ctx=None, pr
                 top1 += int((s.ranks == 1).sum())
                 top5 += int((s.ranks <= 5).sum())
     n = len(ids) - 1
-    nbytes = sum(len(tok.token_bytes(t)) for t in ids[1:])
+    # UTF-8 bytes of the predicted text; a document separator (<|endoftext|>) is not text
+    nbytes = sum(len(tok.token_bytes(t)) for t in ids[1:] if t != tok.eot)
     return ValResult(path, n, nbytes, nll, top1, top5, bs, stride)
 
 
@@ -524,6 +534,10 @@ def compare(before, after):
         if (a.prompt, a.response) != (b.prompt, b.response):
             raise EvalDataError(f"pair {a.index} differs between {before.source} ({b.label()!r}) and this run "
                                 f"({a.label()!r}): compare runs over the same eval_data")
+        if a.joined and b.joined and tuple(a.joined) != tuple(b.joined):  # a missing space changes everything
+            raise EvalDataError(f"pair {a.index}: {before.source} scored {tuple(b.joined)!r} (join="
+                                f"{before.settings.get('join')}), this run {tuple(a.joined)!r} (join="
+                                f"{after.settings.get('join')}): compare runs with the same --join")
         same = a.prompt_ids == b.prompt_ids and a.response_ids == b.response_ids
         token_deltas.append([x - y for x, y in zip(a.logprobs, b.logprobs)] if same else None)
     deltas = [a.logprob - b.logprob for a, b in zip(after.pairs, before.pairs)]
@@ -532,15 +546,6 @@ def compare(before, after):
 
 def arrow(d):
     return '↑' if d > 0 else '↓' if d < 0 else '='
-
-
-def format_ratio(d):
-    """exp(d) as '×27.6' (rose) or '×3.2e-05' (fell), without overflow for any d (nats)."""
-    l10 = d / math.log(10)
-    if abs(l10) < 4:
-        return f"×{math.exp(d):.3g}"
-    e = math.floor(l10)
-    return f"×{10 ** (l10 - e):.2f}e{e:+d}"
 
 
 # -----------------------------------------------------------------------------
@@ -562,7 +567,7 @@ def pairs_report(run, verbose=False, tok=None):
     for p in run.pairs:
         i = p.surprise
         line = f"{p.index:>3}  {p.label():<30} {p.n:>6} {p.logprob:>9.3f} {format_prob(p.logprob):>11} " \
-               f"{p.mean_logprob:>8.3f} {p.perplexity:>7.2f} {'yes' if p.greedy else 'no':>6}"
+               f"{p.mean_logprob:>8.3f} {p.perplexity:>7.6g} {'yes' if p.greedy else 'no':>6}"
         if run.sampling:
             line += f" {format_prob(p.sample_logprob):>11}"
         line += f"  {repr(p.tokens[i])} p={format_prob(p.logprobs[i])} (rank {p.ranks[i]}"
@@ -572,7 +577,7 @@ def pairs_report(run, verbose=False, tok=None):
               f"  sum of probabilities       {format_prob(run.log_sum_prob):>11}   (the brief's number: "
               "dominated by the single likeliest pair)",
               f"  sum of log-probabilities   {run.logprob:>11.3f}   (log of the product: all pairs together)",
-              f"  mean log-prob per token    {run.mean_logprob:>11.4f}   (perplexity {math.exp(-run.mean_logprob):.2f}; "
+              f"  mean log-prob per token    {run.mean_logprob:>11.4f}   (perplexity {perplexity(run.mean_logprob):.6g}; "
               "compares across lengths)",
               f"  greedy decoding reproduces {sum(p.greedy for p in run.pairs)} of {len(run.pairs)} responses"]
     notes = [f"  pair {p.index}: {p.note}" for p in run.pairs if p.note]
@@ -594,7 +599,7 @@ def val_report(runs):
     if not runs:
         return ''
     v0 = runs[0][1]
-    lines = [f"held-out data {v0.path}: {v0.tokens:,} tokens predicted ({v0.bytes:,} UTF-8 bytes), windows of "
+    lines = [f"held-out data {v0.path}: {v0.tokens:,} tokens predicted ({v0.bytes:,} UTF-8 bytes of text), windows of "
              f"{v0.window} tokens, {v0.stride} predicted per window",
              f"  {'':<16}" + ''.join(f"{label:>14}" for label, _ in runs)]
     rows = [('perplexity', lambda v: f"{v.perplexity:.3f}"), ('bits per byte', lambda v: f"{v.bits_per_byte:.4f}"),
@@ -619,7 +624,7 @@ def compare_report(c, verbose=False):
               f"  sum of log-probabilities  {b.logprob:.3f} → {a.logprob:.3f}  ({a.logprob - b.logprob:+.3f} nats, "
               f"{format_ratio(a.logprob - b.logprob)})",
               f"  mean log-prob per token   {b.mean_logprob:.4f} → {a.mean_logprob:.4f}  (perplexity "
-              f"{math.exp(-b.mean_logprob):.2f} → {math.exp(-a.mean_logprob):.2f})",
+              f"{perplexity(b.mean_logprob):.6g} → {perplexity(a.mean_logprob):.6g})",
               f"  sum of probabilities      {format_prob(b.log_sum_prob)} → {format_prob(a.log_sum_prob)}"]
     missing = [p.index for p, ds in zip(a.pairs, c.token_deltas) if ds is None]
     for gains in (True, False):
@@ -655,12 +660,12 @@ def markdown(run, c=None):
     for p in run.pairs:
         i = p.surprise
         out.append(f"| {p.index} | {esc(p.prompt) or '*(empty)*'} | {esc(p.response)} | {p.n} | {p.logprob:.3f} | {format_prob(p.logprob)} | "
-                   f"{p.mean_logprob:.3f} | {p.perplexity:.2f} | {'yes' if p.greedy else 'no'} |"
+                   f"{p.mean_logprob:.3f} | {p.perplexity:.6g} | {'yes' if p.greedy else 'no'} |"
                    + (f" {format_prob(p.sample_logprob)} |" if run.sampling else '')
                    + f" `{esc(repr(p.tokens[i]))}` {format_prob(p.logprobs[i])} (rank {p.ranks[i]}) |")
     out += ['', f"Totals over {run.n_tokens} response tokens: sum of probabilities {format_prob(run.log_sum_prob)}, "
             f"sum of log-probabilities {run.logprob:.3f}, mean log-prob per token {run.mean_logprob:.4f} "
-            f"(perplexity {math.exp(-run.mean_logprob):.2f}).", '']
+            f"(perplexity {perplexity(run.mean_logprob):.6g}).", '']
     if c is not None:
         b = c.before
         out += ['## Before vs after', '', f"Before: `{b.model}` ({b.source}). After: `{run.model}`. "
@@ -680,7 +685,7 @@ def markdown(run, c=None):
     vals = [(lbl, r) for lbl, r in ((('before', c.before), ('after', run)) if c else (('model', run),)) if r.val]
     if vals:
         v0 = vals[0][1].val
-        out += ['## Held-out data', '', f"`{v0.path}`: {v0.tokens:,} tokens predicted ({v0.bytes:,} bytes), "
+        out += ['## Held-out data', '', f"`{v0.path}`: {v0.tokens:,} tokens predicted ({v0.bytes:,} UTF-8 bytes of text), "
                 f"windows of {v0.window}, {v0.stride} predicted per window.", '',
                 '| | ' + ' | '.join(lbl for lbl, _ in vals) + ' |', '|---|' + '---:|' * len(vals)]
         for title, f in (('perplexity', lambda v: f"{v.perplexity:.3f}"), ('bits per byte', lambda v: f"{v.bits_per_byte:.4f}"),
@@ -732,7 +737,7 @@ def write_results(run, c, results_dir, name, show=False):
     if c is not None:
         d['comparison'] = dict(before=c.before.to_dict(), before_source=c.before.source, deltas=c.deltas,
                                rose=c.rose, fell=c.fell)
-    texts = {'.json': json.dumps(d, indent=1, ensure_ascii=False), '.csv': csv_text(run, c), '.md': markdown(run, c)}
+    texts = {'.json': json.dumps(d, indent=1, ensure_ascii=False, allow_nan=False), '.csv': csv_text(run, c), '.md': markdown(run, c)}
     tmps, final = [], []
     try:
         for ext, text in texts.items():
@@ -752,7 +757,7 @@ def write_results(run, c, results_dir, name, show=False):
         title = f"P(response | prompt), {len(run.pairs)} pairs of {os.path.basename(run.settings.get('eval_data', ''))}"
         plots.eval_pairs(labels, series, tmp, title, show=show)
         final.append((tmp, base + '.png'))
-        if c is not None and any(c.token_deltas):
+        if c is not None and (c.top_tokens(1, True) or c.top_tokens(1, False)):  # some token changed
             items = [(p.tokens[i], p.index, dd) for p, i, dd in c.top_tokens(12, True) + c.top_tokens(12, False)]
             tmp = f"{base}_tokens.tmp{os.getpid()}.png"
             tmps.append(tmp)
@@ -775,39 +780,36 @@ def main():
         print("note: start, num_samples and max_new_tokens are sample.py settings; eval.py scores the pairs of "
               f"{eval_data} and does not use them")
     if compare_to and compare_init_from:
-        sys.exit("error: give either --compare_to (an earlier results file) or --compare_init_from (a model), not both")
+        raise ValueError("give either --compare_to (an earlier results file) or --compare_init_from (a model), not both")
     if compare_init_from == 'resume':
-        sys.exit("error: --compare_init_from=resume would load the same out_dir as init_from; give the checkpoint's "
-                 "folder or file instead (e.g. --compare_init_from=out/ckpt.pt)")
+        raise ValueError("--compare_init_from=resume would load the same out_dir as init_from; give the checkpoint's "
+                         "folder or file instead (e.g. --compare_init_from=out/ckpt.pt)")
     if join not in JOIN_MODES:
-        sys.exit(f"error: join={join!r}: use one of {', '.join(JOIN_MODES)}")
+        raise ValueError(f"join={join!r}: use one of {', '.join(JOIN_MODES)}")
     t0 = time.time()
-    try:
-        # everything that can be checked before loading a model is checked first
-        check_sampling(temperature, top_k, top_p)
-        read_pairs(eval_data)
-        if val_data:
-            check_val_path(val_data)
-        before = read_results(compare_to) if compare_to else None
-        kw = dict(join=join, batch_size=batch_size, temperature=temperature, top_k=top_k, top_p=top_p)
-        ld = load_model(init_from, out_dir, device, dtype, compile, seed=seed)
-        print(f"model: {ld.source} on {ld.device} ({ld.dtype})")
-        run = eval(eval_data, ld, verbose=verbose, **kw)
-        models = [(run, ld)]
-        if compare_init_from:
-            ld0 = load_model(compare_init_from, out_dir, device, dtype, compile, seed=seed)
-            print(f"\nbefore model: {ld0.source} on {ld0.device} ({ld0.dtype})")
-            before = eval(eval_data, ld0, verbose=verbose, **kw)
-            models.insert(0, (before, ld0))
-        c = compare(before, run) if before is not None else None  # same pairs? checked before the slow part
-        if val_data:
-            for r, m in models:
-                ids = read_val_ids(val_data, m.tok, val_tokens)
-                t1 = time.time()
-                r.val = evaluate_val(m.model, m.tok, ids, val_data, val_stride, batch_size, m.ctx)
-                print(f"\n{r.model}: held-out data scored in {time.time() - t1:.1f}s")
-    except (EvalDataError, ValueError, FileNotFoundError) as e:  # messages written for the user
-        sys.exit(f"error: {e}")
+    # everything that can be checked before loading a model is checked first
+    check_sampling(temperature, top_k, top_p)
+    read_pairs(eval_data)
+    if val_data:
+        check_val_path(val_data)
+    before = read_results(compare_to) if compare_to else None
+    kw = dict(join=join, batch_size=batch_size, temperature=temperature, top_k=top_k, top_p=top_p)
+    ld = load_model(init_from, out_dir, device, dtype, compile, seed=seed)
+    print(f"model: {ld.source} on {ld.device} ({ld.dtype})")
+    run = eval(eval_data, ld, verbose=verbose, **kw)
+    models = [(run, ld)]
+    if compare_init_from:
+        ld0 = load_model(compare_init_from, out_dir, device, dtype, compile, seed=seed)
+        print(f"\nbefore model: {ld0.source} on {ld0.device} ({ld0.dtype})")
+        before = eval(eval_data, ld0, verbose=verbose, **kw)
+        models.insert(0, (before, ld0))
+    c = compare(before, run) if before is not None else None  # same pairs? checked before the slow part
+    if val_data:
+        for r, m in models:
+            ids = read_val_ids(val_data, m.tok, val_tokens)
+            t1 = time.time()
+            r.val = evaluate_val(m.model, m.tok, ids, val_data, val_stride, batch_size, m.ctx)
+            print(f"\n{r.model}: held-out data scored in {time.time() - t1:.1f}s")
     if c is None and run.val is not None:
         print('\n' + val_report([('model', run)]))
     if c is not None:
@@ -820,6 +822,6 @@ def main():
 
 
 if __name__ == '__main__':
-    from configurator import configure
+    from configurator import configure, run_main
     configure(globals())
-    main()
+    run_main(main)

@@ -21,6 +21,11 @@ import torch
 from model import GPT, GPTConfig, GPT2_SIZES, MODEL_ARGS
 
 UNWANTED_PREFIX = '_orig_mod.'  # keys saved from a torch.compile'd model
+
+
+class LoadError(ValueError):
+    """A model or tokenizer that cannot be loaded; the message says why and what to do instead."""
+
 EOT = '<|endoftext|>'
 
 
@@ -63,6 +68,8 @@ def resolve_dtype(dtype, device_type):
         return 'float32'
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}: use auto, float32, bfloat16, float16 or float64")
+    if dtype == 'float64' and device_type == 'mps':
+        raise ValueError("dtype=float64: Apple MPS has no float64; use float32 on mps, or --device=cpu")
     return dtype
 
 
@@ -127,7 +134,7 @@ def gpt2_tokenizer():
     try:
         enc = tiktoken.get_encoding('gpt2')
     except Exception as e:
-        raise RuntimeError(
+        raise LoadError(
             f"could not load tiktoken's GPT-2 vocabulary ({type(e).__name__}: {e}). It is downloaded on "
             "first use; offline, point TIKTOKEN_CACHE_DIR at a folder holding the cached files") from None
     return Tokenizer('gpt2', lambda s: enc.encode(s, allowed_special={EOT}), enc.decode,
@@ -145,6 +152,9 @@ def char_tokenizer(meta_path):
     """Character-level vocabulary from a nanoGPT meta.pkl ({'vocab_size', 'stoi', 'itos'})."""
     with open(meta_path, 'rb') as f:
         meta = _PlainUnpickler(f).load()  # upstream's format, read without running code
+    if not isinstance(meta, dict) or not {'stoi', 'itos'} <= set(meta):
+        raise LoadError(f"{meta_path} is not a character vocabulary: expected a dict with 'vocab_size', 'stoi' "
+                        "and 'itos' (as data/<dataset>/prepare.py writes it)")
     stoi, itos = meta['stoi'], meta['itos']
 
     def encode(s):
@@ -286,7 +296,6 @@ class Loaded:
     dtype: str           # 'float32' | 'bfloat16' | 'float16' | 'float64'
     ctx: object          # autocast context (or nullcontext) to run the model under
     source: str          # what was loaded, for printing and result files
-    checkpoint: dict = None  # the checkpoint dict when init_from was one
 
 
 def describe_init_from(init_from, out_dir='out'):
@@ -326,8 +335,8 @@ def load_model(init_from='resume', out_dir='out', device='auto', dtype='auto', c
         try:
             model = GPT.from_pretrained(where, dict(dropout=dropout) if dropout is not None else None)
         except OSError as e:  # no network, no such hub model, or a folder without weights
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ValueError(f"transformers could not load {where!r}: {first} "
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0].rstrip('.')
+            raise LoadError(f"transformers could not load {where!r}: {first}. "
                              f"{'GPT-2 weights download from the Hugging Face hub on first use; offline, ' if kind == 'gpt2' else ''}"
                              "give a local Hugging Face GPT-2 folder (config.json + weights) as --init_from=path") from None
         tok = gpt2_tokenizer()
@@ -341,4 +350,5 @@ def load_model(init_from='resume', out_dir='out', device='auto', dtype='auto', c
         model.eval()
     if should_compile(compile, device_type):
         model = torch.compile(model)
-    return Loaded(model, tok, device, device_type, dtype, autocast_ctx(device_type, dtype), where, ckpt)
+    del ckpt  # the optimizer state and the second copy of the weights are not kept while the model runs
+    return Loaded(model, tok, device, device_type, dtype, autocast_ctx(device_type, dtype), where)

@@ -195,16 +195,33 @@ class Step:
     """One generation (or scoring) step of one sample: the model's top-k candidates and the chosen token.
 
     Candidates are ranked by the model distribution; ranks are 1-based. `chosen` may lie outside the
-    top k (then chosen_rank > k). Entropies are in nats."""
+    top k (then chosen_rank > k). Numbers are kept as float64 natural logs (a probability can underflow;
+    print it with format_prob); the *_prob properties give the probabilities. Entropies are in nats."""
     top_ids: list            # k candidate token ids, most likely first
-    top_probs: list          # their probabilities under the model distribution
-    top_sample_probs: list   # their probabilities under the sampling distribution
+    top_logprobs: list       # their log-probabilities under the model distribution
+    top_sample_logprobs: list  # ... under the sampling distribution (-inf: top-k/top-p excluded it)
     chosen: int              # the token taken (sampled, or forced by fixed_response)
-    chosen_prob: float       # under the model distribution
-    chosen_sample_prob: float  # under the sampling distribution
+    chosen_logprob: float    # under the model distribution
+    chosen_sample_logprob: float  # under the sampling distribution
     chosen_rank: int         # 1 + number of tokens the model found strictly more likely
     entropy: float           # of the model distribution
     sample_entropy: float    # of the sampling distribution
+
+    @property
+    def top_probs(self):
+        return [math.exp(x) for x in self.top_logprobs]
+
+    @property
+    def top_sample_probs(self):
+        return [math.exp(x) for x in self.top_sample_logprobs]
+
+    @property
+    def chosen_prob(self):
+        return math.exp(self.chosen_logprob)
+
+    @property
+    def chosen_sample_prob(self):
+        return math.exp(self.chosen_sample_logprob)
 
 
 class _Tokens:
@@ -239,6 +256,7 @@ class Sample(_Tokens):
     logprobs: torch.Tensor  # (T,) float64, model distribution
     sample_logprobs: torch.Tensor  # (T,) float64, sampling distribution
     ranks: torch.Tensor = None  # (T,) int64: 1-based rank of each token under the model distribution
+    top1: torch.Tensor = None   # (T,) int64: the model's most likely token at each position (greedy's choice)
     steps: list = None      # list[Step], one per token, when generate(details=k) asked for them
     stopped: bool = False   # generation ended at stop_token (which is included in tokens)
 
@@ -261,19 +279,33 @@ def format_prob(logprob, digits=4):
         return 'nan'
     if logprob > -6.9:  # p > ~0.001: plain decimal
         return f"{math.exp(logprob):.{digits}f}"
-    log10 = logprob / math.log(10)
+    return _sci(logprob / math.log(10), digits)
+
+
+def format_ratio(logratio, digits=3):
+    """exp(logratio) as a factor, for any logratio in nats: '×27.6', '×0.0821', '×3.20e-05', '×1.05e+20'."""
+    if math.isnan(logratio):
+        return '×nan'
+    if abs(logratio) < 4 * math.log(10):
+        return f"×{math.exp(logratio):.{digits}g}"
+    return '×' + _sci(logratio / math.log(10), digits)
+
+
+def _sci(log10, digits):
+    """10**log10 in scientific notation with `digits` significant digits, for any log10 (no overflow)."""
     exp10 = math.floor(log10)
     mant = 10 ** (log10 - exp10)
-    if round(mant, digits - 1) >= 10:
+    if round(mant, digits - 1) >= 10:  # 9.9996 rounds up to 10.000: carry into the exponent
         mant, exp10 = mant / 10, exp10 + 1
-    return f"{mant:.{digits - 1}f}e{exp10:+04d}".replace('e+', 'e').replace('e-0', 'e-')
+    return f"{mant:.{digits - 1}f}e{exp10:+03d}"
 
 
 # -----------------------------------------------------------------------------
 # Sampling: one small function and its distribution
 
 def f64(x):
-    """x as float64 for log-space math. Apple MPS has no float64, so there the values move to the CPU."""
+    """x as float64 for log-space math (no copy if it already is). Apple MPS has no float64, so there
+    the values move to the CPU."""
     return x.to('cpu', torch.float64) if x.device.type == 'mps' else x.double()
 
 
@@ -293,6 +325,11 @@ def check_sampling(temperature=1.0, top_k=None, top_p=None):
     if top_p is not None and (not isinstance(top_p, (int, float)) or math.isnan(top_p)
                               or not 0 < top_p <= 1):
         raise ValueError(f"top_p must be in (0, 1] (1 or None = off), got {top_p!r}")
+
+
+def is_model_distribution(temperature=1.0, top_k=None, top_p=None):
+    """True when these settings sample from the model distribution itself (T=1, no top-k, no top-p)."""
+    return temperature == 1 and not top_k and (top_p is None or top_p >= 1)
 
 
 def sampling_logprobs(logits, temperature=1.0, top_k=None, top_p=None):
@@ -332,16 +369,18 @@ def sample(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
     return torch.searchsorted(cdf, u, right=True).squeeze(-1), lp
 
 
+def entropy(lp):
+    """Entropy in nats of the distributions whose log-probs are lp (..., V); 0 log 0 counts as 0."""
+    return (-(lp.exp() * lp.nan_to_num(neginf=0.0)).sum(-1)).clamp_min(0.0)
+
+
 def _steps(model_lp, sample_lp, chosen, k):
     """Per-row Step records from log-probs (N, V) float64 of both distributions and chosen ids (N,)."""
     top_lp, top_ids = model_lp.topk(min(k, model_lp.size(-1)), dim=-1)  # (N, k)
     chosen_lp = model_lp.gather(-1, chosen[:, None])  # (N, 1)
     rank = (model_lp > chosen_lp).sum(-1) + 1  # (N,)
-    p, sp = model_lp.exp(), sample_lp.exp()
-    ent = -(p * model_lp.nan_to_num(neginf=0.0)).sum(-1)
-    sent = -(sp * sample_lp.nan_to_num(neginf=0.0)).sum(-1)
-    cols = [top_ids, top_lp.exp(), sample_lp.gather(-1, top_ids).exp(), chosen, chosen_lp[:, 0].exp(),
-            sample_lp.gather(-1, chosen[:, None])[:, 0].exp(), rank, ent, sent]
+    cols = [top_ids, top_lp, sample_lp.gather(-1, top_ids), chosen, chosen_lp[:, 0],
+            sample_lp.gather(-1, chosen[:, None])[:, 0], rank, entropy(model_lp), entropy(sample_lp)]
     cols = [c.cpu().tolist() for c in cols]
     return [Step(*row) for row in zip(*cols)]
 
@@ -529,6 +568,9 @@ class GPT(nn.Module):
             context every step, as upstream does (the reference the KV cache is tested against).
         Most likely you'll want the model in eval() mode."""
         check_sampling(temperature, top_k, top_p)
+        if not torch.is_tensor(idx) or idx.dim() != 2 or idx.size(1) == 0:
+            raise ValueError(f"idx must be a (batch, time) tensor with at least one token, got "
+                             f"{tuple(idx.shape) if torch.is_tensor(idx) else type(idx).__name__}")
         if fixed_response is not None:
             if torch.is_tensor(fixed_response):
                 fixed_response = fixed_response.tolist()
@@ -538,8 +580,6 @@ class GPT(nn.Module):
             if len(rows) != B:
                 raise ValueError(f"fixed_response has {len(rows)} responses for a batch of {B} prompts")
             return self.score([r.tolist() for r in idx], rows, temperature, top_k, top_p, details)
-        if idx.dim() != 2 or idx.size(1) == 0:
-            raise ValueError(f"idx must be a (batch, time) tensor with at least one token, got shape {tuple(idx.shape)}")
         if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
             raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
 
@@ -548,17 +588,18 @@ class GPT(nn.Module):
         dev64 = 'cpu' if idx.device.type == 'mps' else idx.device  # where the float64 math runs (f64)
         done = torch.zeros(B, dtype=torch.bool, device=dev64)
         lengths = torch.full((B,), max_new_tokens, dtype=torch.long)
-        lps, slps, ranks, steps = [], [], [], []
+        lps, slps, ranks, top1, steps = [], [], [], [], []
         for t in range(max_new_tokens):
-            logits = self._next_logits(idx, cache)  # (B, V)
+            logits = f64(self._next_logits(idx, cache))  # (B, V), converted once
             idx_next, slp = sample(logits, temperature, top_k, top_p, generator)  # (B,), (B, V) float64
             if stop_token is not None:
                 idx_next = idx_next.masked_fill(done, stop_token)  # finished rows: padding
-            mlp = f64(logits).log_softmax(-1)  # (B, V) model distribution
+            mlp = slp if is_model_distribution(temperature, top_k, top_p) else logits.log_softmax(-1)  # (B, V)
             chosen = mlp.gather(-1, idx_next[:, None])  # (B, 1)
             lps.append(chosen[:, 0])
             slps.append(slp.gather(-1, idx_next[:, None])[:, 0])
             ranks.append((mlp > chosen).sum(-1) + 1)
+            top1.append(mlp.argmax(-1))
             if details:
                 steps.append(_steps(mlp, slp, idx_next, details))
             idx = torch.cat((idx, idx_next.to(idx.device)[:, None]), dim=1)
@@ -572,12 +613,14 @@ class GPT(nn.Module):
         lps = torch.stack(lps, 1).cpu() if lps else torch.zeros(B, 0, dtype=torch.float64)  # (B, T)
         slps = torch.stack(slps, 1).cpu() if slps else torch.zeros(B, 0, dtype=torch.float64)
         ranks = torch.stack(ranks, 1).cpu() if ranks else torch.zeros(B, 0, dtype=torch.long)
+        top1 = torch.stack(top1, 1).cpu() if top1 else torch.zeros(B, 0, dtype=torch.long)
         out = []
         for b in range(B):
             n = int(lengths[b].clamp(max=lps.size(1)))
             out.append(Sample(prompt=idx[b, :T0].tolist(), tokens=idx[b, T0:T0 + n].tolist(),
                               logprobs=lps[b, :n].clone(), sample_logprobs=slps[b, :n].clone(),
-                              ranks=ranks[b, :n].clone(), steps=[s[b] for s in steps[:n]] if details else None,
+                              ranks=ranks[b, :n].clone(), top1=top1[b, :n].clone(),
+                              steps=[s[b] for s in steps[:n]] if details else None,
                               stopped=bool(done[b]) and stop_token is not None))
         return out
 
@@ -628,7 +671,7 @@ class GPT(nn.Module):
         hs = torch.cat(parts)  # (N, C): the state that predicts each response token, rows in order
         targets = torch.tensor([t for r in responses for t in r], device=device)
 
-        lps, slps, ranks, steps = [], [], [], []
+        lps, slps, ranks, top1, steps = [], [], [], [], []
         for c in range(0, hs.size(0), 256):  # float64 log-softmax over V, a chunk at a time
             logits = self.lm_head(hs[c:c + 256])  # (n, V)
             mlp = f64(logits).log_softmax(-1)  # (n, V) model distribution
@@ -636,7 +679,8 @@ class GPT(nn.Module):
             chosen = mlp.gather(-1, tg[:, None])  # (n, 1)
             lps.append(chosen[:, 0])
             ranks.append((mlp > chosen).sum(-1) + 1)
-            if temperature == 1 and not top_k and (top_p is None or top_p == 1):
+            top1.append(mlp.argmax(-1))
+            if is_model_distribution(temperature, top_k, top_p):
                 slps.append(lps[-1])  # the sampling distribution is the model's own
                 slp = mlp
             else:
@@ -644,12 +688,12 @@ class GPT(nn.Module):
                 slps.append(slp.gather(-1, tg[:, None])[:, 0])
             if details:
                 steps += _steps(mlp, slp, tg, details)
-        lps, slps, ranks = torch.cat(lps).cpu(), torch.cat(slps).cpu(), torch.cat(ranks).cpu()
+        lps, slps, ranks, top1 = (torch.cat(x).cpu() for x in (lps, slps, ranks, top1))
         out, k = [], 0
         for p, r in zip(prompts, responses):
             n = len(r)
             out.append(Sample(prompt=list(p), tokens=list(r), logprobs=lps[k:k + n], sample_logprobs=slps[k:k + n],
-                              ranks=ranks[k:k + n], steps=steps[k:k + n] if details else None))
+                              ranks=ranks[k:k + n], top1=top1[k:k + n], steps=steps[k:k + n] if details else None))
             k += n
         return out
 

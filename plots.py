@@ -7,7 +7,11 @@ never holds up a run. Nothing here runs a model: scripts collect the numbers fir
 (generate()/score() details, eval results, training logs) and hand them over.
 """
 
+import math
 import os
+from dataclasses import dataclass
+
+from model import format_prob, format_ratio
 
 # -----------------------------------------------------------------------------
 # shared helpers
@@ -75,7 +79,6 @@ def eval_pairs(labels, series, path, title='', show=False):
     Bars are drawn as log10 values with 10^k tick labels rather than on matplotlib's log axis, so a
     probability below float64's range (1e-308, common for long responses) still gets its bar. With two
     series each pair is marked with the ratio after/before, green when it rose, red when it fell."""
-    import math
     plt = _plt()
     from matplotlib.ticker import FuncFormatter, MaxNLocator
     names, n = list(series), len(labels)
@@ -91,9 +94,8 @@ def eval_pairs(labels, series, path, title='', show=False):
         ax.bar(xs, [v - lo for v in l10[k]], width, bottom=lo, label=k, color=colors[j % len(colors)])
     if len(names) == 2:
         for i, (b, a) in enumerate(zip(*l10.values())):
-            d = a - b
-            txt = f"×{10 ** d:.3g}" if abs(d) < 3 else f"×1e{d:+.0f}"
-            ax.annotate(txt, (i, max(a, b)), xytext=(0, 3), textcoords='offset points', ha='center',
+            d = a - b  # log10 of the ratio
+            ax.annotate(format_ratio(d * math.log(10)), (i, max(a, b)), xytext=(0, 3), textcoords='offset points', ha='center',
                         fontsize=7, rotation=90, color='#2ca02c' if d > 0 else '#d62728' if d < 0 else 'black')
     ax.set_ylim(lo, max(0.0, vmax + (0.18 if len(names) == 2 else 0.05) * span))
     ax.yaxis.set_major_locator(MaxNLocator(integer=True, nbins=10))
@@ -113,7 +115,6 @@ def eval_pairs(labels, series, path, title='', show=False):
 def eval_token_changes(items, path, title='', show=False):
     """Horizontal bars of the response tokens whose log-probability changed the most between two
     models. items: [(token text, pair number, delta in nats = after - before)]; gains green, losses red."""
-    import math
     plt = _plt()
     items = [(f"pair {i}: '{token_label(t, 20)}'", d) for t, i, d in sorted(items, key=lambda x: x[2])]
     fig, ax = plt.subplots(figsize=(8.0, max(3.0, 0.28 * len(items) + 1.4)))
@@ -122,7 +123,7 @@ def eval_token_changes(items, path, title='', show=False):
     ax.set_yticks(list(ys))
     ax.set_yticklabels([lbl for lbl, _ in items], fontsize=8)
     for y, (_, d) in zip(ys, items):
-        ax.annotate(f"×{math.exp(min(d, 700)):.3g}", (d, y), xytext=(3 if d > 0 else -3, 0), textcoords='offset points',
+        ax.annotate(format_ratio(d), (d, y), xytext=(3 if d > 0 else -3, 0), textcoords='offset points',
                     ha='left' if d > 0 else 'right', va='center', fontsize=7)
     ax.axvline(0, color='black', linewidth=0.6)
     lim = max([abs(d) for _, d in items] + [1e-9]) * 1.3
@@ -136,7 +137,6 @@ def eval_token_changes(items, path, title='', show=False):
 
 # ---- sample.py: step bar charts, the per-sample overview, the temperature comparison ----
 
-from dataclasses import dataclass  # noqa: E402
 
 MODEL_COLOR, MODEL_LIGHT = '#3a6ea5', '#a9c6e8'    # model distribution: dark bar; sampling distribution: light bar
 CHOSEN_COLOR, CHOSEN_LIGHT = '#d1495b', '#f2b5bd'  # the chosen token, same two shades
@@ -178,29 +178,37 @@ class StepBars:
     ids: list           # token id of each bar
     labels: list        # token text, whitespace made visible
     ranks: list         # 1-based rank under the model distribution
-    probs: list         # model distribution: softmax(logits), T=1, no top-k/top-p
-    sample_probs: list  # sampling distribution (temperature, top-k, top-p)
+    logprobs: list      # model distribution: log softmax(logits), T=1, no top-k/top-p
+    sample_logprobs: list  # sampling distribution (temperature, top-k, top-p); -inf: excluded
     chosen: int         # index of the chosen token's bar (matched by token id)
     extra: bool         # the chosen token is outside the top k: its bar is the last one
     title: str
     sampling: str       # the sampling settings, for the legend
     forced: bool = False  # the token was forced by fixed_response, not sampled
 
+    @property
+    def probs(self):  # bar lengths
+        return [math.exp(x) for x in self.logprobs]
+
+    @property
+    def sample_probs(self):
+        return [math.exp(x) for x in self.sample_logprobs]
+
 
 def step_bars(step, tok, title='', sampling='', forced=False):
     """StepBars from one model.Step (generate()/score() with details=k) and the tokenizer."""
-    ids, probs, sprobs = list(step.top_ids), list(step.top_probs), list(step.top_sample_probs)
+    ids, lps, slps = list(step.top_ids), list(step.top_logprobs), list(step.top_sample_logprobs)
     ranks = list(range(1, len(ids) + 1))
     extra = step.chosen not in ids
     if extra:
         ids.append(step.chosen)
-        probs.append(step.chosen_prob)
-        sprobs.append(step.chosen_sample_prob)
+        lps.append(step.chosen_logprob)
+        slps.append(step.chosen_sample_logprob)
         ranks.append(step.chosen_rank)
     chosen = ids.index(step.chosen)
     ranks[chosen] = step.chosen_rank  # equal unless tied probabilities
     labels = [token_label(tok.token_text(i)) for i in ids]
-    return StepBars(ids, labels, ranks, probs, sprobs, chosen, extra, title, sampling, forced)
+    return StepBars(ids, labels, ranks, lps, slps, chosen, extra, title, sampling, forced)
 
 
 class StepChart:
@@ -221,7 +229,7 @@ class StepChart:
         mono = dict(family='DejaVu Sans Mono', fontsize=8.5, va='center', ha='left', parse_math=False,
                     transform=ax.get_yaxis_transform(), clip_on=False)
         self.values = [ax.text(1.02, v, '', **mono) for v in y]
-        self.header = ax.text(1.02, -0.9, f"{'model':>8} {'sampling':>8}", **{**mono, 'color': '0.35'})
+        self.header = ax.text(1.02, -0.9, f"{'model':>9} {'sampling':>9}", **{**mono, 'color': '0.35'})
         self.sep = ax.axhline(k - 0.5, color='0.5', lw=0.8, ls=(0, (4, 3)))
         # monospace token labels on grey chips (see render), so that '.' and ',' stay visible
         ax.tick_params(axis='y', length=0, pad=6, labelsize=10.5)
@@ -251,7 +259,7 @@ class StepChart:
             mb.set_facecolor(CHOSEN_COLOR if hit else MODEL_COLOR)
             sb.set_facecolor(CHOSEN_LIGHT if hit else MODEL_LIGHT)
             note = f" \u2190 {'forced' if bars.forced else 'chosen'}, rank {bars.ranks[i]}" if hit else ''
-            txt.set_text(f"{prob_text(bars.probs[i]):>8} {prob_text(bars.sample_probs[i]):>8}{note}")
+            txt.set_text(f"{format_prob(bars.logprobs[i], 3):>9} {format_prob(bars.sample_logprobs[i], 3):>9}{note}")
             txt.set_color(CHOSEN_COLOR if hit else '0.15')
             txt.set_fontweight('bold' if hit else 'normal')
         ax = self.ax
@@ -291,11 +299,15 @@ class SampleOverview:
     """One sample at a glance: its tokens shaded by probability, and the chosen-token probability per step."""
     prompt: str         # the prompt text (drawn grey, unshaded; long prompts keep their tail)
     tokens: list        # text of each generated (or forced) token
-    probs: list         # model-distribution probability of each token
-    sample_probs: list  # sampling-distribution probability of each token (0 where top-k/top-p excluded it)
+    logprobs: list      # model-distribution log-probability of each token
+    sample_logprobs: list  # sampling-distribution log-probability of each token (-inf: top-k/top-p excluded it)
     title: str
     sampling: str = ''  # the sampling settings, for the legend
     forced: bool = False
+
+    @property
+    def probs(self):
+        return [math.exp(x) for x in self.logprobs]
 
 
 def _overview_cells(prompt, tokens, cols, max_prompt=300):
@@ -369,10 +381,11 @@ def overview_figure(ov, width=12.0, cols=110, max_lines=60):
     # chosen-token probability per step, both distributions, log scale
     pax = fig.add_axes([0.06, 0.45 / H, 0.92, (plot_h - 0.85) / H])
     steps = np.arange(1, len(ov.probs) + 1)
-    sp = np.array(ov.sample_probs, dtype=float)
-    sp[sp <= 0] = np.nan  # excluded by top-k/top-p: nothing to draw on a log scale
+    slp = np.array(ov.sample_logprobs, dtype=float)
+    sp = np.exp(slp).clip(min=1e-300)  # below float64's range: drawn at the bottom, not dropped
+    sp[np.isneginf(slp)] = np.nan  # excluded by top-k/top-p: nothing to draw on a log scale
     mk = dict(marker='o', ms=3) if len(steps) <= 120 else {}
-    pax.plot(steps, ov.probs, color=MODEL_COLOR, lw=1.2, label='model distribution (T=1, no top-k/top-p)', **mk)
+    pax.plot(steps, np.exp(ov.logprobs).clip(min=1e-300), color=MODEL_COLOR, lw=1.2, label='model distribution (T=1, no top-k/top-p)', **mk)
     pax.plot(steps, sp, color='#e08a3c', lw=1.0, alpha=0.9, label=f"sampling distribution ({ov.sampling})", **mk)
     pax.set_yscale('log')
     lo = min([p for p in list(ov.probs) + list(sp[~np.isnan(sp)]) if p > 0] + [1e-3])

@@ -32,7 +32,7 @@ import torch
 import load
 import plots
 from configurator import configure, run_main
-from model import check_sampling, f64, format_prob, make_generator, sampling_logprobs
+from model import check_sampling, entropy, f64, format_prob, make_generator, sampling_logprobs
 
 # -----------------------------------------------------------------------------
 init_from: str = 'resume'  # 'resume' (from out_dir), a gpt2 variant (e.g. 'gpt2-xl'), a Hugging Face folder, a .pt
@@ -46,7 +46,7 @@ top_p: float = 1.0  # nucleus sampling: keep the most likely tokens holding top_
 seed: int = 1337
 device: str = 'auto'  # 'auto' (cuda, then mps, then cpu), or 'cpu', 'cuda', 'cuda:0', 'cuda:1', 'mps', etc.
 dtype: str = 'auto'  # 'auto' (bfloat16 or float16 on CUDA, float32 elsewhere), 'float32', 'bfloat16' or 'float16'
-compile: bool = False  # use PyTorch 2.0 to compile the model to be faster (CUDA only)
+compile: bool = False  # torch.compile the model (CUDA only); as upstream, generate() itself runs uncompiled
 stop_at_eot: bool = False  # end a sample once it produces <|endoftext|> (counted in its probability)
 show_probs: bool = False  # per step: a terminal line and a bar chart of the probs_top_k most likely tokens
 probs_top_k: int = 10  # how many of the most likely tokens each step's chart and line show
@@ -74,10 +74,7 @@ def response_ids(value, tok):
         if isinstance(parsed, list) and all(isinstance(t, int) and not isinstance(t, bool) for t in parsed):
             value = parsed  # a list of token ids; anything else starting with '[' is text
     if isinstance(value, (list, tuple)):
-        ids, what = list(value), 'token ids'
-        bad = [t for t in ids if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < tok.vocab_size]
-        if bad:
-            raise ValueError(f"fixed_response has token ids outside the vocabulary [0, {tok.vocab_size}): {bad[:5]}")
+        ids, what = list(value), 'token ids'  # checked against the vocabulary by model.score()
     else:
         ids, what = tok.encode(load.read_text(value, 'fixed_response')), 'text'
     if not ids:
@@ -100,11 +97,6 @@ def parse_temperatures(value):
     return temps
 
 
-def fmt(p):
-    """A probability (from a Step) as text, 0 stays 0."""
-    return format_prob(math.log(p)) if p > 0 else '0'
-
-
 def generate_samples(model, ctx, prompt, n, max_new_tokens, temperature, top_k, top_p, details=0,
                      response=None, stop_token=None, generator=None):
     """Yield n model.Sample results for the prompt (token ids), one at a time, as upstream draws them.
@@ -122,11 +114,11 @@ def generate_samples(model, ctx, prompt, n, max_new_tokens, temperature, top_k, 
 def step_line(t, step, tok, forced=False, alternatives=4):
     """One compact terminal line for step t (1-based): chosen token, its probability and rank, the top few."""
     label = plots.token_label(tok.token_text(step.chosen), 16)
-    top = ' '.join(f"{plots.token_label(tok.token_text(i), 12)} {p:.3f}"
-                   for i, p in zip(step.top_ids[:alternatives], step.top_probs[:alternatives]))
+    top = ' '.join(f"{plots.token_label(tok.token_text(i), 12)} {format_prob(lp, 3)}"
+                   for i, lp in zip(step.top_ids[:alternatives], step.top_logprobs[:alternatives]))
     verb = 'forced' if forced else 'chose'
-    return (f"  step {t:>3} {verb} {label:<16} p {fmt(step.chosen_prob):>9} "
-            f"(sampling {fmt(step.chosen_sample_prob):>9})  rank {step.chosen_rank:<5} top: {top}")
+    return (f"  step {t:>3} {verb} {label:<16} p {format_prob(step.chosen_logprob):>9} "
+            f"(sampling {format_prob(step.chosen_sample_logprob):>9})  rank {step.chosen_rank:<5} top: {top}")
 
 
 def summary(sample, i, n, temperature, top_k, top_p, forced=False):
@@ -174,8 +166,8 @@ def overview(sample, tok, i, temperature, top_k, top_p, forced=False):
              f"{format_prob(slp)} (log {slp:.2f}) under the sampling distribution")
     return plots.SampleOverview(prompt=tok.decode(sample.prompt),
                                 tokens=[tok.token_text(t) for t in sample.tokens],
-                                probs=sample.logprobs.exp().tolist(),
-                                sample_probs=sample.sample_logprobs.exp().tolist(),
+                                logprobs=sample.logprobs.tolist(),
+                                sample_logprobs=sample.sample_logprobs.tolist(),
                                 title=title, sampling=sampling, forced=forced)
 
 
@@ -191,9 +183,8 @@ def temperature_comparison(model, ctx, ids, temps, top_k, top_p, k, tok, step=0)
     probs, entropies = [], []
     for t in temps:
         lp = sampling_logprobs(logits, t, top_k, top_p)  # (V,) float64
-        p = lp.exp()
-        probs.append(p[top].tolist())
-        entropies.append(max(0.0, float(-(p * lp.nan_to_num(neginf=0.0)).sum())))  # never -0.0 for greedy
+        probs.append(lp[top].exp().tolist())
+        entropies.append(float(entropy(lp)))
     filt = plots.sampling_text(1, top_k, top_p).partition(', ')[2]  # the top-k/top-p part only
     title = (f"Next-token distribution at step {step + 1}, after \"{plots.text_tail(tok.decode(ids[-24:]), 50)}\": "
              f"the model's {len(top)} most likely tokens under each temperature")
@@ -287,9 +278,7 @@ def main():
 
     L = load.load_model(init_from, out_dir, device, dtype, compile, seed=seed)
     model, tok = L.model, L.tok
-    if L.device_type == 'cuda':
-        torch.backends.cuda.matmul.allow_tf32 = True  # allow tf32 on matmul
-        torch.backends.cudnn.allow_tf32 = True  # allow tf32 on cudnn
+    # no TF32 here (upstream enables it): the printed probabilities stay float32-exact, as in eval.py
     prompt = load.encode_prompt(tok, start)
     response, forced = None, bool(fixed_response)
     if forced:

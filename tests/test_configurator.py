@@ -31,6 +31,7 @@ def settings():
     ('--start=a=b', 'start', 'a=b'),                    # only the first '=' splits
     ('--start="quoted"', 'start', 'quoted'),            # upstream unquotes Python literals
     ('--init_from=gpt2-xl', 'init_from', 'gpt2-xl'),
+    ('--start=None', 'start', 'None'),                  # text, for a str setting that is not optional
 ])
 def test_values_people_mean(arg, key, value):
     g = settings()
@@ -42,6 +43,7 @@ def test_values_people_mean(arg, key, value):
     ('--learning_rate=fast', "learning_rate='fast' is not a valid float"),
     ('--max_iters=2.5', "max_iters='2.5' is not a valid int"),
     ('--show_probs=maybe', "show_probs='maybe' is not a valid bool"),
+    ('--show_probs=2', "show_probs='2' is not a valid bool"),
     ('--top_p=None', 'top_p cannot be None'),
     ('--max_iters=None', 'max_iters cannot be None'),
     ('--top_k=lots', "top_k='lots' is not a valid int or None"),

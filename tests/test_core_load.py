@@ -231,3 +231,18 @@ def test_offline_gpt2_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(transformers.GPT2LMHeadModel, 'from_pretrained', classmethod(offline))
     with pytest.raises(ValueError, match=r"could not load 'gpt2'.*offline, give a local Hugging Face GPT-2 folder"):
         load.load_model('gpt2', device='cpu')
+
+
+def test_missing_bpe_files_offline_is_a_one_line_error(tmp_path):
+    """No tiktoken cache and no network: the script says what to do, without a traceback."""
+    import subprocess
+    import sys
+    from conftest import ROOT
+    write_ckpt(tmp_path / 'out')
+    env = {**os.environ, 'TIKTOKEN_CACHE_DIR': str(tmp_path / 'empty_cache'), 'HTTPS_PROXY': 'http://127.0.0.1:9',
+           'https_proxy': 'http://127.0.0.1:9'}
+    proc = subprocess.run([sys.executable, str(ROOT / 'sample.py'), '--out_dir=out', '--num_samples=1',
+                           '--max_new_tokens=2'], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 1 and 'Traceback' not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: could not load tiktoken's GPT-2 vocabulary")
+    assert 'TIKTOKEN_CACHE_DIR' in proc.stderr

@@ -3,6 +3,7 @@ held-out metrics, and the command line writing its result files."""
 import csv
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -51,7 +52,7 @@ def run(model):
     from load import gpt2_tokenizer
     try:
         tok = gpt2_tokenizer()
-    except RuntimeError as e:
+    except ValueError as e:  # load.LoadError: the BPE files are not cached and there is no network
         pytest.skip(str(e))
     return ev.eval(PAIRS, model, tok, quiet=True), tok
 
@@ -219,10 +220,13 @@ def test_comparison_direction_and_counts():
     gains, losses = c.top_tokens(3, True), c.top_tokens(3, False)
     assert [(p.index, i) for p, i, _ in gains] == [(4, 0), (4, 1), (1, 0)]
     assert [(p.index, i, d) for p, i, d in losses] == [(2, 1, -2.0), (2, 0, -0.5)]
+    assert rows[2].split()[3:6] == ['0.0498', '0.0041', '×0.0821']  # before, after, ratio: in that order
+    assert 'sum of log-probabilities  -1816.000 → -34.500  (+1781.500 nats' in text
     md = ev.markdown(after, c)
-    assert '| 2 | p1 |' in md and '↓ |' in md and '2 of 4 pairs rose, 1 fell' in md
-    rows = list(csv.reader(ev.csv_text(after, c).splitlines()))
-    assert [r[-1] for r in rows[1:]] == ['↑', '↓', '=', '↑']
+    assert '| 2 | p1 | 0.0498 | 0.0041 | ×0.0821 | -2.500 | ↓ |' in md and '2 of 4 pairs rose, 1 fell' in md
+    rows = list(csv.DictReader(ev.csv_text(after, c).splitlines()))
+    assert [r['direction'] for r in rows] == ['↑', '↓', '=', '↑']
+    assert (rows[1]['logprob'], rows[1]['before_logprob'], rows[1]['delta_logprob']) == ('-5.500000', '-3.000000', '-2.500000')
     # different pairs cannot be compared
     with pytest.raises(ev.EvalDataError, match='pair 1 differs'):
         other = _run([[-1.0]], 'x')
@@ -230,6 +234,25 @@ def test_comparison_direction_and_counts():
         ev.compare(_run([[-1.0]], 'y'), other)
     with pytest.raises(ev.EvalDataError, match='scored 1 pairs'):
         ev.compare(_run([[-1.0]], 'y'), _run([[-1.0], [-2.0]], 'z'))
+    # the same pairs joined differently (a missing space) cannot be compared either
+    a, b = _run([[-1.0]], 'a'), _run([[-1.0]], 'b')
+    a.pairs[0].joined, b.pairs[0].joined = ('And they lived happily', ' ever after.'), ('And they lived happily', 'ever after.')
+    with pytest.raises(ev.EvalDataError, match='same --join'):
+        ev.compare(b, a)
+
+
+def test_flags_of_a_pair_and_a_run():
+    p = _run([[-1.0, -2.0]], 'x').pairs[0]
+    assert p.greedy
+    p.ranks = [2, 1]
+    assert not p.greedy  # every token must be the model's first choice, not just the last
+    assert ev.perplexity(-800.0) == float('inf') and ev.perplexity(-1.0) == pytest.approx(math.e)
+
+
+def test_sampling_score_for_top_p_alone(model, run):
+    _, tok = run
+    r = ev.eval(PAIRS, model, tok, top_p=0.5, quiet=True)
+    assert r.sampling and all(p.sample_logprobs is not None for p in r.pairs)
 
 
 def test_results_json_round_trip(run):
@@ -312,6 +335,54 @@ def test_val_metrics_equal_independent_computation(model, run, stride):
     assert v.acc1 == top1 / v.tokens and v.acc5 == top5 / v.tokens
 
 
+def test_bits_per_byte_count_text_bytes_not_document_separators(model, run):
+    _, tok = run
+    docs = ["Once upon a time there was a hen.", "The duck said no.", "The end."]
+    ids = [t for d in docs for t in tok.encode(d) + [tok.eot]]
+    v = ev.evaluate_val(model, tok, ids, 'docs', progress=False)
+    assert v.tokens == len(ids) - 1  # separators are predicted (and cost nats)...
+    assert v.bytes == len(''.join(docs).encode('utf-8')) - len(tok.decode(ids[:1]).encode('utf-8'))  # ...but are not text
+
+
+def test_top5_counts_a_rank_5_token(model, run):
+    """top-5 accuracy includes rank 5 exactly (a `< 5` slip would drop it)."""
+    _, tok = run
+    ctx = tok.encode(TEXT)[:20]
+    with torch.no_grad():
+        order = model(torch.tensor([ctx]))[0][0, -1].argsort(descending=True).tolist()
+    v = ev.evaluate_val(model, tok, ctx + [order[4]], 'x', progress=False)  # the last target is rank 5
+    head = ev.evaluate_val(model, tok, ctx, 'x', progress=False)
+    assert v.top5 == head.top5 + 1 and v.top1 == head.top1
+
+
+def test_result_files_are_all_or_nothing(tmp_path, monkeypatch, run):
+    import plots
+    r, _ = run
+    first = ev.write_results(r, None, str(tmp_path), 'x')
+    before = {p: open(p, 'rb').read() for p in first}
+
+    def broken(*a, **k):
+        raise RuntimeError('disk full while drawing')
+
+    monkeypatch.setattr(plots, 'eval_pairs', broken)
+    with pytest.raises(RuntimeError):
+        ev.write_results(_run([[-9.0]], 'other'), None, str(tmp_path), 'x')
+    assert {p: open(p, 'rb').read() for p in first} == before  # the earlier results are intact
+    assert sorted(os.listdir(tmp_path)) == sorted(os.path.basename(p) for p in first)  # no temp files left
+
+
+def test_json_results_are_strict_json_with_impossible_tokens(tmp_path, model, run):
+    _, tok = run
+    r = ev.eval(PAIRS, model, tok, top_k=1, quiet=True)  # most response tokens are impossible under top-1
+    assert any(x == float('-inf') for p in r.pairs for x in p.sample_logprobs)
+    path, = [p for p in ev.write_results(r, None, str(tmp_path), 'k1') if p.endswith('.json')]
+
+    def no_constants(c):
+        raise AssertionError(f"{c} is not JSON")
+
+    json.loads(open(path).read(), parse_constant=no_constants)
+
+
 def test_val_reads_text_and_bin_and_caps_tokens(tmp_path, run):
     _, tok = run
     ids = tok.encode(TEXT)
@@ -379,14 +450,14 @@ def test_main_with_two_models_in_one_run(tmp_path, monkeypatch, capsys):
     d = json.loads((tmp_path / 'results' / 'eval_ab.json').read_text())
     assert d['comparison']['before']['model'].endswith('ckpt.pt') and d['settings']['top_k'] == 3
     assert (tmp_path / 'results' / 'eval_ab_tokens.png').exists()
-    # what can be checked before loading a model is: a clear one-line error, no traceback
+    # what can be checked before loading a model is, before loading it: errors that name the fix
     monkeypatch.setattr(ev, 'compare_init_from', '')
     for k, v, msg in (('top_k', -3, 'top_k must be an int >= 0'), ('val_data', 'nope.bin', 'val_data=nope.bin: no such file'),
-                      ('compare_to', 'nope.json', 'compare_to=nope.json: no such file'),
+                      ('compare_to', 'nope.json', 'nope.json does not exist: --compare_to needs the results'),
                       ('eval_data', 'missing.json', 'missing.json does not exist')):
         old = getattr(ev, k)
         monkeypatch.setattr(ev, k, v)
-        with pytest.raises(SystemExit, match=msg):
+        with pytest.raises(ValueError, match=msg):  # run_main prints it as one line, exit status 1
             ev.main()
         monkeypatch.setattr(ev, k, old)
 

@@ -441,6 +441,13 @@ def test_children_download_mocked(tmp_path, monkeypatch, enc):
     assert 'ConnectionError' in msg and '--input=path/to/children_stories.txt' in msg
     assert not (out2 / 'input.txt').exists() and not (out2 / 'train.bin').exists()
 
+    # a 200 answer that is not a book (rate limit, captive portal) is an error and is never cached
+    page = b'<html>Too many requests, try again later</html>'
+    monkeypatch.setattr(requests, 'get', lambda url, timeout=None, headers=None: FakeResponse(page, 200, url))
+    with pytest.raises(pb.PrepareError, match=r"pg101\.txt answered with 47 bytes that are not a Project Gutenberg text"):
+        cs.run(out_dir=str(out2), books=books)
+    assert not (out2 / 'raw' / 'pg101.txt').exists()  # the next run downloads it again
+
     monkeypatch.setattr(requests, 'get', lambda url, timeout=None, headers=None: FakeResponse(b'', 404, url))
     with pytest.raises(pb.PrepareError, match=r'(?s)download failed: https://mirror.example/202\.txt.*404'):
         cs.run(out_dir=str(out2), books=books[1:], url='https://mirror.example/{id}.txt')

@@ -84,8 +84,22 @@ def test_bars_are_the_models_top_k_and_highlight_the_sampled_token(gpt2_tok):
             mw, sw, hi, labels = drawn(chart)
             assert mw == pytest.approx(b.probs) and sw == pytest.approx(b.sample_probs)
             assert hi == [b.chosen] and labels[b.chosen].startswith(plots.plain(b.labels[b.chosen]))
+            # the numbers beside the bars: model, then sampling, and the chosen one's rank
+            for i in range(len(b.ids)):
+                cells = chart.values[i].get_text().split()
+                assert cells[:2] == [format_prob(b.logprobs[i], 3), format_prob(b.sample_logprobs[i], 3)]
+            assert chart.values[b.chosen].get_text().endswith(f"chosen, rank {b.ranks[b.chosen]}")
+            # the terminal line says the same: chosen token, p under the model, under sampling, rank
+            step = s.steps[t]
+            line = S.step_line(t + 1, step, tok)
+            assert f"p {format_prob(step.chosen_logprob):>9} (sampling {format_prob(step.chosen_sample_logprob):>9})" in line
+            assert f"rank {step.chosen_rank} " in line
     finally:
         chart.close()
+    # the overview shades each token by its model probability, and plots both distributions
+    ov = S.overview(s, tok, 1, 0.8, 200, 1.0)
+    assert ov.logprobs == pytest.approx(s.logprobs.tolist()) and ov.sample_logprobs == pytest.approx(s.sample_logprobs.tolist())
+    assert ov.tokens == [tok.token_text(i) for i in s.tokens]
     # the interactive viewer pages through the same charts with the arrow keys
     from matplotlib.backend_bases import KeyEvent
     viewer = plots.step_viewer(bars, 10)
@@ -144,8 +158,10 @@ def test_fixed_response_scores_and_highlights_the_forced_tokens(gpt2_tok):
     assert s.logprob == pytest.approx(want, abs=1e-4)
     assert S.response_ids(" the dog", tok) == (tok.encode(" the dog"), 'text')
     assert S.response_ids("[Verse 1]", tok)[1] == 'text'  # not a list of ids: text
-    with pytest.raises(ValueError, match='outside the vocabulary'):
-        S.response_ids("[464, 99999999]", tok)
+    ids, what = S.response_ids("[464, 99999999]", tok)
+    assert what == 'token ids'
+    with pytest.raises(ValueError, match='outside the vocabulary'):  # checked once, where it is scored
+        model.generate(torch.tensor([prompt]), 0, fixed_response=ids)
     with pytest.raises(ValueError, match='nope.txt'):
         S.response_ids("FILE:nope.txt", tok)
 
@@ -280,3 +296,19 @@ def test_cli_num_beams_prints_ranked_beams_next_to_greedy(tmp_path):
     assert scores == pytest.approx([round(b.logprob, 2) for b in beams], abs=0.011)
     greedy = model.generate(torch.tensor([tok.encode(PROMPT)]), 6, temperature=0)[0]
     assert f"p = {format_prob(greedy.logprob)} under the model distribution" in out
+
+
+def test_tiny_probabilities_are_printed_never_as_zero(gpt2_tok):
+    """At temperature 0.001 a forced token's sampling probability is far below float64's range: the
+    step line, the chart numbers and the summary all give it as a number, consistent with its log."""
+    model, tok = tiny_model(), gpt2_tok
+    prompt = tok.encode(PROMPT)
+    s, = S.generate_samples(model, nullcontext(), prompt, 1, 0, 0.001, None, 1.0, details=10,
+                            response=tok.encode(" the end of the story"))
+    tiny = [st for st in s.steps if st.chosen_rank > 1]
+    assert tiny and all(st.chosen_sample_prob == 0.0 and st.chosen_sample_logprob > -float('inf') for st in tiny)
+    for t, st in enumerate(s.steps, 1):
+        line = S.step_line(t, st, tok, forced=True)
+        assert '(sampling         0)' not in line and f"(sampling {format_prob(st.chosen_sample_logprob):>9})" in line
+    b = S.step_bars(s, tok, 1, 0.001, None, 1.0, forced=True)[s.steps.index(tiny[0])]
+    assert format_prob(b.sample_logprobs[b.chosen], 3) != '0' and 'e-' in format_prob(b.sample_logprobs[b.chosen], 3)

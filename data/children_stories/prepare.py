@@ -91,6 +91,11 @@ def download(book_id, raw_dir, url=url):
                 "later to continue, or point --url at a Project Gutenberg mirror. To continue offline with a corpus "
                 "file you already have (e.g. the Kaggle \"Children Stories Text Corpus\"):\n"
                 "  python data/children_stories/prepare.py --input=path/to/children_stories.txt") from None
+        head = r.content.decode('utf-8-sig', errors='replace')
+        if not (START.search(head) and END.search(head)):  # a rate-limit or portal page, not a book: never cache it
+            raise PrepareError(f"download failed: {link} answered with {len(r.content):,} bytes that are not a "
+                               f"Project Gutenberg text (they start {r.content[:60]!r}); try again later, point "
+                               "--url at a mirror, or use --input=path/to/children_stories.txt")
         os.makedirs(raw_dir, exist_ok=True)
         tmp = path + '.tmp'
         with open(tmp, 'wb') as f:
