@@ -19,6 +19,7 @@ import os
 
 import torch
 
+from load import encode_prompt
 from model import format_prob, make_generator
 
 
@@ -39,9 +40,7 @@ def draw(loaded, prompts, num_samples, max_new_tokens, temperature, top_k, top_p
     m = loaded
     out = []
     for i, p in enumerate(prompts):
-        ids = m.tok.encode(p)
-        if not ids:
-            raise ValueError(f"prompt {i + 1} is empty")
+        ids = encode_prompt(m.tok, p)
         g = make_generator(m.device, seed + i)
         x = torch.tensor([ids] * num_samples, dtype=torch.long, device=m.device)
         with m.ctx:

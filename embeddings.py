@@ -41,8 +41,9 @@ def word_vectors(model, groups, multi_token='mean'):
     """(N, C) float64 embedding of each group of token ids: the mean of its rows of wte, or the first row."""
     if multi_token not in ('mean', 'first'):
         raise ValueError(f"multi_token must be 'mean' or 'first', got {multi_token!r}")
-    wte = model.transformer.wte.weight.detach().double().cpu()  # (V, C)
-    return torch.stack([wte[g].mean(0) if multi_token == 'mean' else wte[g[0]] for g in groups])
+    wte = model.transformer.wte.weight.detach()  # (V, C); only the rows needed go to float64
+    return torch.stack([wte[g].double().mean(0) if multi_token == 'mean' else wte[g[0]].double()
+                        for g in groups]).cpu()
 
 
 def pca_2d(x):

@@ -32,37 +32,7 @@ tokenizer = True  # also write GPT-2's tokenizer files (models with GPT-2's voca
 check = True  # reload the export with transformers and compare its logits with ours
 # -----------------------------------------------------------------------------
 
-TRANSPOSED = ('attn.c_attn.weight', 'attn.c_proj.weight', 'mlp.c_fc.weight', 'mlp.c_proj.weight')
 GPT2_FILES = 'https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/'  # where tiktoken gets them
-
-
-def to_hf(model, eot=None):
-    """A transformers GPT2LMHeadModel computing the same function as our GPT `model`."""
-    from transformers import GPT2Config, GPT2LMHeadModel
-    c = model.config
-    config = GPT2Config(vocab_size=c.vocab_size, n_positions=c.block_size, n_embd=c.n_embd, n_layer=c.n_layer,
-                        n_head=c.n_head, activation_function='gelu_new' if c.gelu == 'tanh' else 'gelu',
-                        resid_pdrop=c.dropout, embd_pdrop=c.dropout, attn_pdrop=c.dropout, layer_norm_epsilon=1e-5,
-                        bos_token_id=eot, eos_token_id=eot, tie_word_embeddings=True)
-    hf = GPT2LMHeadModel(config)
-    ours = {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
-    sd = {}
-    for k, v in hf.state_dict().items():
-        if k.endswith(('.attn.bias', '.attn.masked_bias')):
-            continue  # causal masks, not weights
-        if k in ours:
-            w = ours.pop(k)
-            sd[k] = w.t() if k.endswith(TRANSPOSED) else w
-        elif k.endswith('.bias') and not c.bias:
-            sd[k] = torch.zeros_like(v)  # bias=False: a zero bias is the same function
-        else:
-            raise ValueError(f"the model has no weight for {k}")
-        if sd[k].shape != v.shape:
-            raise ValueError(f"{k}: {tuple(sd[k].shape)} does not fit Hugging Face's {tuple(v.shape)}")
-    if ours:
-        raise ValueError(f"weights with no place in GPT2LMHeadModel: {sorted(ours)[:5]}")
-    hf.load_state_dict(sd, strict=False)
-    return hf.eval()
 
 
 def write_gpt2_tokenizer(path, max_length):
@@ -83,7 +53,7 @@ def write_gpt2_tokenizer(path, max_length):
 def export(model, tok, path, with_tokenizer=True):
     """Write model (our GPT) and, for GPT-2's vocabulary, its tokenizer to the folder path."""
     gpt2_vocab = tok is not None and tok.name == 'gpt2'
-    hf = to_hf(model, eot=tok.eot if gpt2_vocab else None)
+    hf = model.to_hf(eot=tok.eot if gpt2_vocab else None)  # the weight mapping lives in model.py
     hf.save_pretrained(path)
     if with_tokenizer and gpt2_vocab:
         write_gpt2_tokenizer(path, model.config.block_size)
@@ -101,20 +71,25 @@ def max_logit_diff(model, path, ids):
     return (ours - theirs).abs().max().item()
 
 
-if __name__ == '__main__':
-    from configurator import configure
-    configure(globals())
+def main():
     loaded = load_model(init_from, out_dir, device='cpu', dtype='float32')
     model = loaded.model
-    export_dir = export_dir or os.path.join(out_dir, 'hf')
+    path = export_dir or os.path.join(out_dir, 'hf')
     print(f"exporting {loaded.source} ({model.get_num_params() / 1e6:.2f}M parameters, GELU {model.config.gelu}, "
-          f"vocab {model.config.vocab_size}) to {export_dir}")
-    export(model, loaded.tok, export_dir, tokenizer)
-    print(f"wrote {', '.join(sorted(os.listdir(export_dir)))}")
-    if check:
-        ids = loaded.tok.encode("Once upon a time there was a little girl who lived in a village near the forest.")
-        diff = max_logit_diff(model, export_dir, ids[:model.config.block_size])
-        print(f"check: transformers' logits match ours to {diff:.2e} (max abs difference over {len(ids)} tokens)")
+          f"vocab {model.config.vocab_size}) to {path}")
+    export(model, loaded.tok, path, tokenizer)
+    print(f"wrote {', '.join(sorted(os.listdir(path)))}")
+    if check:  # random token ids: any vocabulary, character-level included
+        n = min(64, model.config.block_size)
+        ids = torch.randint(0, model.config.vocab_size, (n,), generator=torch.Generator().manual_seed(0)).tolist()
+        diff = max_logit_diff(model, path, ids)
+        print(f"check: transformers' logits match ours to {diff:.2e} (max abs difference over {n} tokens)")
         if diff > 1e-3:
-            raise SystemExit(f"error: the export's logits differ from the model's by {diff:.3g}")
-    print(f"load it with GPT2LMHeadModel.from_pretrained({export_dir!r})")
+            raise ValueError(f"the export's logits differ from the model's by {diff:.3g}")
+    print(f"load it with GPT2LMHeadModel.from_pretrained({path!r})")
+
+
+if __name__ == '__main__':
+    from configurator import configure, run_main
+    configure(globals())
+    run_main(main)

@@ -60,11 +60,13 @@ DTYPES = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch
 
 
 def resolve_dtype(dtype, device_type):
-    """'auto' -> bfloat16 on CUDA GPUs that support it, else float16 on CUDA; float32 on CPU and MPS
-    (MPS float16 training has no loss scaling to keep small gradients alive; ask for it explicitly)."""
+    """'auto' -> bfloat16 on CUDA GPUs with bfloat16 tensor cores (Ampere, compute capability 8, and newer),
+    float16 on older ones (T4, V100: trained with a GradScaler); float32 on CPU and MPS (MPS float16
+    training has no loss scaling to keep small gradients alive; ask for it explicitly)."""
     if dtype == 'auto':
         if device_type == 'cuda':
-            return 'bfloat16' if torch.cuda.is_bf16_supported() else 'float16'
+            # not torch.cuda.is_bf16_supported(): newer torch says True where bfloat16 is only emulated
+            return 'bfloat16' if torch.cuda.get_device_capability()[0] >= 8 else 'float16'
         return 'float32'
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}: use auto, float32, bfloat16, float16 or float64")

@@ -179,6 +179,11 @@ class GPTConfig:
 # checkpoint['model_args'] holds exactly these keys, so upstream's GPTConfig(**model_args) keeps working
 MODEL_ARGS = ('n_layer', 'n_head', 'n_embd', 'block_size', 'bias', 'vocab_size', 'dropout')
 
+# Hugging Face's GPT-2 keeps these four matrices as Conv1D: transposed relative to nn.Linear
+HF_CONV1D = ('attn.c_attn.weight', 'attn.c_proj.weight', 'mlp.c_fc.weight', 'mlp.c_proj.weight')
+HF_MASKS = ('.attn.bias', '.attn.masked_bias')  # causal-mask buffers in older transformers, not weights
+HF_ACTIVATION = {'tanh': 'gelu_new', 'exact': 'gelu'}  # our GPTConfig.gelu -> transformers' activation_function
+
 GPT2_SIZES = {
     'gpt2':        dict(n_layer=12, n_head=12, n_embd=768),   # 124M params
     'gpt2-medium': dict(n_layer=24, n_head=16, n_embd=1024),  # 350M params
@@ -486,7 +491,7 @@ class GPT(nn.Module):
         hf = GPT2LMHeadModel.from_pretrained(model_type)
         c = hf.config
         unsupported = {
-            'activation_function': (c.activation_function, ('gelu_new', 'gelu_pytorch_tanh', 'gelu')),
+            'activation_function': (c.activation_function, ('gelu_new', 'gelu_pytorch_tanh', 'gelu')),  # tanh | exact
             'layer_norm_epsilon': (c.layer_norm_epsilon, (1e-5,)),
             'scale_attn_weights': (c.scale_attn_weights, (True,)),
             'scale_attn_by_inverse_layer_idx': (c.scale_attn_by_inverse_layer_idx, (False,)),
@@ -499,19 +504,45 @@ class GPT(nn.Module):
                            gelu='exact' if c.activation_function == 'gelu' else 'tanh')
         model = cls(config)
         sd = model.state_dict()
-        sd_hf = {k: v for k, v in hf.state_dict().items()
-                 if not k.endswith(('.attn.bias', '.attn.masked_bias'))}  # masks, not weights
+        sd_hf = {k: v for k, v in hf.state_dict().items() if not k.endswith(HF_MASKS)}
         missing = set(sd) - set(sd_hf)
         if missing:
             raise ValueError(f"{model_type}: weights lack {sorted(missing)[:5]}; is it a GPT-2 model?")
-        # Hugging Face's Conv1D stores these transposed relative to nn.Linear
-        transposed = ('attn.c_attn.weight', 'attn.c_proj.weight', 'mlp.c_fc.weight', 'mlp.c_proj.weight')
         with torch.no_grad():
             for k in sd:
-                w = sd_hf[k].t() if k.endswith(transposed) else sd_hf[k]
+                w = sd_hf[k].t() if k.endswith(HF_CONV1D) else sd_hf[k]
                 assert w.shape == sd[k].shape, f"{k}: {tuple(w.shape)} != {tuple(sd[k].shape)}"
                 sd[k].copy_(w)
         return model
+
+    def to_hf(self, eot=None):
+        """The inverse of from_pretrained: a transformers GPT2LMHeadModel computing the same function.
+        bias=False becomes zero biases (the same function); vocab_size stays the model's."""
+        from transformers import GPT2Config, GPT2LMHeadModel
+        c = self.config
+        config = GPT2Config(vocab_size=c.vocab_size, n_positions=c.block_size, n_embd=c.n_embd, n_layer=c.n_layer,
+                            n_head=c.n_head, activation_function=HF_ACTIVATION[c.gelu], resid_pdrop=c.dropout,
+                            embd_pdrop=c.dropout, attn_pdrop=c.dropout, layer_norm_epsilon=1e-5,
+                            bos_token_id=eot, eos_token_id=eot, tie_word_embeddings=True)
+        hf = GPT2LMHeadModel(config)
+        ours = {k: v.detach().float().cpu() for k, v in self.state_dict().items()}
+        sd = {}
+        for k, v in hf.state_dict().items():
+            if k.endswith(HF_MASKS):
+                continue
+            if k in ours:
+                w = ours.pop(k)
+                sd[k] = w.t() if k.endswith(HF_CONV1D) else w
+            elif k.endswith('.bias') and not c.bias:
+                sd[k] = torch.zeros_like(v)
+            else:
+                raise ValueError(f"the model has no weight for {k}")
+            if sd[k].shape != v.shape:
+                raise ValueError(f"{k}: {tuple(sd[k].shape)} does not fit Hugging Face's {tuple(v.shape)}")
+        if ours:
+            raise ValueError(f"weights with no place in GPT2LMHeadModel: {sorted(ours)[:5]}")
+        hf.load_state_dict(sd, strict=False)
+        return hf.eval()
 
     def configure_optimizers(self, weight_decay, learning_rate, betas, device_type, fused=None):
         """AdamW with weight decay on every 2-D tensor (matmuls, embeddings), none on biases and norms.

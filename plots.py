@@ -624,8 +624,12 @@ def plot_loss(steps, evals, path, title='', show=False):
         ax.plot(it, loss, color='tab:blue', alpha=0.25, lw=0.8, label='train, each logged iteration')
         if len(loss) >= 20:
             h = max(2, len(loss) // 40)  # centred moving average over ~5% of the run: no lag
-            r = [min(h, i, len(loss) - 1 - i) for i in range(len(loss))]  # narrower at the ends, still centred
-            avg = [sum(loss[i - r[i]:i + r[i] + 1]) / (2 * r[i] + 1) for i in range(len(loss))]
+            import numpy as np
+            y = np.asarray(loss, dtype=float)
+            i = np.arange(len(y))
+            r = np.minimum(np.minimum(i, len(y) - 1 - i), h)  # narrower at the ends, still centred
+            c = np.concatenate([[0.0], np.cumsum(y)])  # prefix sums: O(n), drawn at every eval of a long run
+            avg = (c[i + r + 1] - c[i - r]) / (2 * r + 1)
             ax.plot(it, avg, color='tab:blue', alpha=0.6, lw=1.0, label=f'train, moving average of {2 * h + 1}')
     if evals:
         it, tr, va = zip(*evals)

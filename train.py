@@ -150,6 +150,10 @@ if master_process:
     print(f"tokens per iteration will be: {tokens_per_iter:,}")
     print(f"device: {device}, dtype: {dtype}" + (f", {ddp_world_size} processes ({backend})" if ddp else ""))
     os.makedirs(out_dir, exist_ok=True)
+    for _f in os.listdir(out_dir):  # half-written saves of a run that was killed (kill -9, power loss)
+        if _f.startswith(('ckpt.pt.tmp', 'ckpt_last.pt.tmp')):
+            os.remove(os.path.join(out_dir, _f))
+            print(f"removed {_f}: an unfinished save of an earlier run that was killed (the checkpoint itself is intact)")
 torch.manual_seed(seed + seed_offset)
 random.seed(seed + seed_offset)
 np.random.seed(seed + seed_offset)

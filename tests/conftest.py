@@ -85,8 +85,9 @@ def tiny_hf_dir(tmp_path):
 
 def run_script(script, *args, cwd, check=True, timeout=300, env=None):
     """Run one of the project's scripts as a user would: python <script> --key=value ..., in cwd."""
+    # one thread: tiny models gain nothing from two, and threads that wait on a busy machine cost seconds
     proc = subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
+                          text=True, timeout=timeout, env={**os.environ, 'OMP_NUM_THREADS': '1', **(env or {})})
     if check and proc.returncode != 0:
         raise AssertionError(f"{script} {' '.join(map(str, args))} failed ({proc.returncode}):\n"
                              f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")

@@ -147,15 +147,17 @@ def test_tokenizer_token_text(gpt2_tok):
 # -----------------------------------------------------------------------------
 # device, dtype, autocast, GradScaler rules (no GPU here: availability is monkeypatched)
 
-def fake_hardware(monkeypatch, cuda=False, bf16=False, mps=False):
+def fake_hardware(monkeypatch, cuda=False, capability=(8, 0), mps=False):
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: cuda)
-    monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda *a, **k: bf16)
+    monkeypatch.setattr(torch.cuda, 'get_device_capability', lambda *a, **k: capability)
+    # newer torch says True here even on GPUs that only emulate bfloat16: the rule must not rely on it
+    monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda *a, **k: True)
     monkeypatch.setattr(torch.backends.mps, 'is_available', lambda: mps)
 
 
 @pytest.mark.parametrize('hw,device,dtype,scaler', [
-    (dict(cuda=True, bf16=True), 'cuda', 'bfloat16', False),
-    (dict(cuda=True, bf16=False), 'cuda', 'float16', True),
+    (dict(cuda=True, capability=(8, 0)), 'cuda', 'bfloat16', False),  # A100 and newer: bfloat16 tensor cores
+    (dict(cuda=True, capability=(7, 5)), 'cuda', 'float16', True),    # T4, V100: float16 with a GradScaler
     (dict(mps=True), 'mps', 'float32', False),
     (dict(), 'cpu', 'float32', False),
 ])
@@ -178,6 +180,10 @@ def test_explicit_device_rules(monkeypatch):
         load.resolve_device('tpu')
     assert load.device_type_of('cuda:1') == 'cuda'
     assert not load.use_grad_scaler('mps', 'float16')  # GradScaler is for CUDA float16 only
+    ctx = load.autocast_ctx('mps', 'float16')  # a Mac: its own autocast, not the CPU's
+    assert isinstance(ctx, torch.autocast) and ctx.device == 'mps'
+    with pytest.raises(ValueError, match='MPS has no float64'):
+        load.resolve_dtype('float64', 'mps')
     assert not load.use_grad_scaler('cuda', 'bfloat16')
     with pytest.raises(ValueError, match='unknown dtype'):
         load.resolve_dtype('fp8', 'cpu')
