@@ -14,7 +14,7 @@ or after max_new_tokens. See GPT.beam_search in model.py for the exact rules.
 print_beams() is what sample.py --num_beams=N calls.
 """
 
-from model import format_prob
+from formatting import format_prob
 
 
 def score_text(logprob, n, length_penalty):

@@ -20,7 +20,8 @@ import os
 import torch
 
 from load import encode_prompt
-from model import format_prob, make_generator
+from decoding import make_generator
+from formatting import format_prob
 
 
 def read_prompts(spec):
@@ -36,7 +37,7 @@ def read_prompts(spec):
 
 
 def draw(loaded, prompts, num_samples, max_new_tokens, temperature, top_k, top_p, seed, stop_at_eot):
-    """num_samples samples (model.Sample) per prompt, prompt i with a generator seeded seed + i."""
+    """num_samples samples (decoding.Sample) per prompt, prompt i with a generator seeded seed + i."""
     m = loaded
     out = []
     for i, p in enumerate(prompts):
@@ -111,7 +112,7 @@ dtype: str = 'float32'  # probabilities are most exact in float32; 'auto' = bflo
 
 def main():
     from load import load_model
-    from model import check_sampling
+    from decoding import check_sampling
     from plots import model_label
 
     check_sampling(temperature, top_k, top_p)

@@ -37,6 +37,11 @@ class ConfigError(ValueError):
     """A command-line or config-file override that cannot be applied."""
 
 
+class UserError(Exception):
+    """Bad input a person can fix (a file, a key or a value): the message names it and the fix.
+    Every script raises this; run_main turns it into one line `error: ...` and exit status 1."""
+
+
 _BOOLS = {'true': True, 'false': False, '1': True, '0': False, 'yes': True, 'no': False}
 
 
@@ -172,7 +177,7 @@ def run_main(main):
     """Run a script's main(); bad input ends the script with a one-line message and exit status 1."""
     try:
         return main()
-    except (ValueError, FileNotFoundError) as e:
+    except (UserError, ValueError, FileNotFoundError) as e:
         if os.environ.get('TRACEBACK'):
             raise
         print(f"error: {e}", file=sys.stderr)

@@ -32,7 +32,8 @@ from dataclasses import dataclass, field
 import torch
 
 from load import load_model
-from model import check_sampling, format_prob, format_ratio, is_model_distribution
+from decoding import check_sampling, is_model_distribution
+from formatting import format_prob, format_ratio
 
 # -----------------------------------------------------------------------------
 init_from: str = 'resume'  # 'resume' (out_dir/ckpt.pt), 'gpt2'...'gpt2-xl', a Hugging Face folder, or a ckpt file

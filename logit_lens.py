@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
-from model import Capture, f64
+from decoding import f64
+from model import Capture
 
 
 @dataclass

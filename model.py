@@ -1,22 +1,17 @@
 """
-The GPT language model (nanoGPT's, faithful to GPT-2) and the math of generating and scoring with it.
+The GPT language model (nanoGPT's, faithful to GPT-2), with the generate() that reports probabilities.
 
-Nothing here reads files, draws, or parses arguments: see load.py, plots.py and the scripts.
+Nothing here reads files, draws, or parses arguments: see load.py, plots.py and the scripts. The
+decoding machinery (result types, sampling math, scoring, beam search) lives in decoding.py.
 
 What this file adds to upstream nanoGPT's model.py:
 - GELU choice: GPT-2 was trained with the tanh approximation ('tanh', what transformers calls
   gelu_new); upstream nanoGPT uses exact GELU ('exact'), and checkpoints trained that way keep it.
 - GPT.from_pretrained() also takes a local Hugging Face GPT-2 directory.
-- A KV cache for fast incremental decoding.
-- generate() returns, for every sample, the log-probability of every token it produced, under two
-  distributions (see `Sample`), and optionally the top-k candidates of every step (see `Step`).
-- generate(fixed_response=...) / score() compute the same for a given response in one forward pass.
-
-Two distributions, always named the same way:
-- the *model* distribution: softmax(logits), temperature 1, no top-k/top-p: what the model believes.
-- the *sampling* distribution: softmax(logits / temperature) after top-k / top-p filtering: what the
-  token was actually drawn from. temperature=0 means greedy (all mass on the argmax).
-Log-probabilities are natural logs, computed and summed in float64.
+- A KV cache for fast incremental decoding, and a capture mode for the inspection scripts.
+- generate() returns, for every sample, the log-probability of every token it produced, under the
+  model distribution and under the sampling distribution (see decoding.Sample), and optionally the
+  top-k candidates of every step; generate(fixed_response=...) scores a given response instead.
 """
 
 import inspect
@@ -190,204 +185,6 @@ GPT2_SIZES = {
     'gpt2-large':  dict(n_layer=36, n_head=20, n_embd=1280),  # 774M params
     'gpt2-xl':     dict(n_layer=48, n_head=25, n_embd=1600),  # 1558M params
 }
-
-
-# -----------------------------------------------------------------------------
-# What generate() and score() return
-
-@dataclass
-class Step:
-    """One generation (or scoring) step of one sample: the model's top-k candidates and the chosen token.
-
-    Candidates are ranked by the model distribution; ranks are 1-based. `chosen` may lie outside the
-    top k (then chosen_rank > k). Numbers are kept as float64 natural logs (a probability can underflow;
-    print it with format_prob); the *_prob properties give the probabilities. Entropies are in nats."""
-    top_ids: list            # k candidate token ids, most likely first
-    top_logprobs: list       # their log-probabilities under the model distribution
-    top_sample_logprobs: list  # ... under the sampling distribution (-inf: top-k/top-p excluded it)
-    chosen: int              # the token taken (sampled, or forced by fixed_response)
-    chosen_logprob: float    # under the model distribution
-    chosen_sample_logprob: float  # under the sampling distribution
-    chosen_rank: int         # 1 + number of tokens the model found strictly more likely
-    entropy: float           # of the model distribution
-    sample_entropy: float    # of the sampling distribution
-
-    @property
-    def top_probs(self):
-        return [math.exp(x) for x in self.top_logprobs]
-
-    @property
-    def top_sample_probs(self):
-        return [math.exp(x) for x in self.top_sample_logprobs]
-
-    @property
-    def chosen_prob(self):
-        return math.exp(self.chosen_logprob)
-
-    @property
-    def chosen_sample_prob(self):
-        return math.exp(self.chosen_sample_logprob)
-
-
-class _Tokens:
-    """What every result with a prompt, its tokens and their log-probs (model distribution) offers."""
-
-    @property
-    def ids(self):
-        return self.prompt + self.tokens
-
-    @property
-    def logprob(self):
-        """Total log-probability (float64 sum of the per-token logs)."""
-        return float(self.logprobs.sum())
-
-    @property
-    def prob(self):
-        """exp(logprob): may underflow to 0.0, so print format_prob(logprob) instead."""
-        return math.exp(self.logprob)
-
-
-@dataclass
-class Sample(_Tokens):
-    """One sequence's result from GPT.generate() or GPT.score().
-
-    logprobs[i] is log p(tokens[i] | prompt, tokens[:i]) under the model distribution; sample_logprobs
-    under the sampling distribution (with fixed_response, the distribution sampling would have used;
-    -inf where top-k/top-p would have excluded the token). Both are float64 CPU tensors.
-    Totals are float64 sums of logs; `prob` may underflow to 0.0 for long responses, so print
-    probabilities with format_prob(logprob), which never shows a silent 0."""
-    prompt: list            # prompt token ids
-    tokens: list            # generated (or forced) token ids, after the prompt
-    logprobs: torch.Tensor  # (T,) float64, model distribution
-    sample_logprobs: torch.Tensor  # (T,) float64, sampling distribution
-    ranks: torch.Tensor = None  # (T,) int64: 1-based rank of each token under the model distribution
-    top1: torch.Tensor = None   # (T,) int64: the model's most likely token at each position (greedy's choice)
-    steps: list = None      # list[Step], one per token, when generate(details=k) asked for them
-    stopped: bool = False   # generation ended at stop_token (which is included in tokens)
-
-    @property
-    def sample_logprob(self):
-        return float(self.sample_logprobs.sum())
-
-    @property
-    def sample_prob(self):
-        return math.exp(self.sample_logprob)
-
-
-def format_prob(logprob, digits=4):
-    """A probability given by its natural log, as text, without float64 underflow.
-
-    format_prob(-2.3) -> '0.1003'; format_prob(-1000) -> '5.076e-435' (exp(-1000) is 0.0 in float64)."""
-    if logprob == float('-inf'):
-        return '0'
-    if math.isnan(logprob):
-        return 'nan'
-    if logprob > -6.9:  # p > ~0.001: plain decimal
-        return f"{math.exp(logprob):.{digits}f}"
-    return _sci(logprob / math.log(10), digits)
-
-
-def format_ratio(logratio, digits=3):
-    """exp(logratio) as a factor, for any logratio in nats: '×27.6', '×0.0821', '×3.20e-05', '×1.05e+20'."""
-    if math.isnan(logratio):
-        return '×nan'
-    if abs(logratio) < 4 * math.log(10):
-        return f"×{math.exp(logratio):.{digits}g}"
-    return '×' + _sci(logratio / math.log(10), digits)
-
-
-def _sci(log10, digits):
-    """10**log10 in scientific notation with `digits` significant digits, for any log10 (no overflow)."""
-    exp10 = math.floor(log10)
-    mant = 10 ** (log10 - exp10)
-    if round(mant, digits - 1) >= 10:  # 9.9996 rounds up to 10.000: carry into the exponent
-        mant, exp10 = mant / 10, exp10 + 1
-    return f"{mant:.{digits - 1}f}e{exp10:+03d}"
-
-
-# -----------------------------------------------------------------------------
-# Sampling: one small function and its distribution
-
-def f64(x):
-    """x as float64 for log-space math (no copy if it already is). Apple MPS has no float64, so there
-    the values move to the CPU."""
-    return x.to('cpu', torch.float64) if x.device.type == 'mps' else x.double()
-
-
-def make_generator(device, seed):
-    """A seeded torch.Generator for generate(): on the model's device, on the CPU for MPS (see f64)."""
-    dev = torch.device(device)
-    return torch.Generator(device='cpu' if dev.type == 'mps' else dev).manual_seed(seed)
-
-
-def check_sampling(temperature=1.0, top_k=None, top_p=None):
-    """Raise ValueError naming the setting if a sampling value makes no sense."""
-    if temperature is None or not isinstance(temperature, (int, float)) or math.isnan(temperature) \
-            or temperature < 0 or math.isinf(temperature):
-        raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy), got {temperature!r}")
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0):
-        raise ValueError(f"top_k must be an int >= 0 (0 or None = off), got {top_k!r}")
-    if top_p is not None and (not isinstance(top_p, (int, float)) or math.isnan(top_p)
-                              or not 0 < top_p <= 1):
-        raise ValueError(f"top_p must be in (0, 1] (1 or None = off), got {top_p!r}")
-
-
-def is_model_distribution(temperature=1.0, top_k=None, top_p=None):
-    """True when these settings sample from the model distribution itself (T=1, no top-k, no top-p)."""
-    return temperature == 1 and not top_k and (top_p is None or top_p >= 1)
-
-
-def sampling_logprobs(logits, temperature=1.0, top_k=None, top_p=None):
-    """Log-probabilities (float64) of the sampling distribution for logits (..., V).
-
-    temperature 0 = greedy (log 1 on the argmax, -inf elsewhere); top_k 0/None = off (clamped to V);
-    top_p 1/None = off, else keep the smallest set of most likely tokens whose mass reaches top_p."""
-    logits = f64(logits)
-    if temperature == 0:
-        lp = torch.full_like(logits, float('-inf'))
-        return lp.scatter_(-1, logits.argmax(-1, keepdim=True), 0.0)
-    logits = logits / temperature
-    if top_k:
-        v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
-        logits = logits.masked_fill(logits < v[..., [-1]], float('-inf'))
-    lp = logits.log_softmax(-1)
-    if top_p is not None and top_p < 1:
-        sorted_lp, order = lp.sort(-1, descending=True)
-        cum = sorted_lp.exp().cumsum(-1)
-        drop = (cum - sorted_lp.exp()) >= top_p  # mass before this token already reaches top_p
-        drop = torch.zeros_like(drop).scatter(-1, order, drop)  # back to vocabulary order
-        lp = lp.masked_fill(drop, float('-inf')).log_softmax(-1)
-    return lp
-
-
-def sample(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
-    """Draw one token id per row of logits (B, V). Returns (ids (B,), sampling log-probs (B, V) float64)."""
-    lp = sampling_logprobs(logits, temperature, top_k, top_p)
-    if temperature == 0:
-        return lp.argmax(-1), lp
-    # inverse-CDF draw: the first token whose cumulative probability exceeds a uniform u. Same
-    # distribution as torch.multinomial, ~10x cheaper on CPU over a 50k vocabulary; a token of
-    # probability 0 is never drawn (its CDF step is empty)
-    cdf = lp.exp().cumsum(-1)  # (B, V)
-    u = torch.rand(cdf.size(0), 1, generator=generator, dtype=cdf.dtype, device=cdf.device)  # (B, 1)
-    u = torch.minimum(u * cdf[:, -1:], cdf[:, -1:] * (1 - 1e-12))  # never at or past the total
-    return torch.searchsorted(cdf, u, right=True).squeeze(-1), lp
-
-
-def entropy(lp):
-    """Entropy in nats of the distributions whose log-probs are lp (..., V); 0 log 0 counts as 0."""
-    return (-(lp.exp() * lp.nan_to_num(neginf=0.0)).sum(-1)).clamp_min(0.0)
-
-
-def _steps(model_lp, sample_lp, chosen, k):
-    """Per-row Step records from log-probs (N, V) float64 of both distributions and chosen ids (N,)."""
-    top_lp, top_ids = model_lp.topk(min(k, model_lp.size(-1)), dim=-1)  # (N, k)
-    chosen_lp = model_lp.gather(-1, chosen[:, None])  # (N, 1)
-    rank = (model_lp > chosen_lp).sum(-1) + 1  # (N,)
-    cols = [top_ids, top_lp, sample_lp.gather(-1, top_ids), chosen, chosen_lp[:, 0],
-            sample_lp.gather(-1, chosen[:, None])[:, 0], rank, entropy(model_lp), entropy(sample_lp)]
-    cols = [c.cpu().tolist() for c in cols]
-    return [Step(*row) for row in zip(*cols)]
 
 
 # -----------------------------------------------------------------------------
@@ -572,295 +369,37 @@ class GPT(nn.Module):
         return flops_per_iter * (1.0 / dt) / 312e12  # A100 GPU bfloat16 peak flops is 312 TFLOPS
 
     # -------------------------------------------------------------------------
-    # Generation and scoring
+    # Generation, scoring and beam search: the machinery lives in decoding.py
 
-    def _next_logits(self, idx, cache):
-        """Logits (B, V) for the token after idx (B, L), the context upstream's generate would use:
-        the last block_size tokens at positions 0..block_size-1. Within block_size only the tokens
-        not yet in the cache are fed; past it, absolute positions shift every step, so the cropped
-        window is recomputed (exactly what upstream does every step)."""
-        L, bs = idx.size(1), self.config.block_size
-        if cache is None or L > bs:
-            return self(idx[:, -bs:])[0][:, -1, :]
-        return self(idx[:, cache.pos:], cache=cache)[0][:, -1, :]
-
-    @torch.inference_mode()
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, fixed_response=None,
                  stop_token=None, details=0, generator=None, use_cache=True):
-        """Continue each row of idx (LongTensor (B, T)) and return one `Sample` per row.
+        """Continue each row of idx (LongTensor (B, T)) and return one `decoding.Sample` per row: the
+        tokens and the log-probability of each under the model and the sampling distribution.
 
         temperature: 0 = greedy; top_k: 0/None = off; top_p: 1/None = off (nucleus sampling).
         fixed_response: a list of token ids (or one list per row) to force instead of sampling;
             scored in one forward pass (see score()); max_new_tokens is then ignored.
         stop_token: end a row once it produces this id (e.g. 50256, <|endoftext|>); it is included.
-        details: k > 0 records a `Step` (top-k candidates, chosen token and rank) per token.
-        generator: a torch.Generator for reproducible draws (make_generator(device, seed) puts it where
-            the draws happen); use_cache=False recomputes the whole
-            context every step, as upstream does (the reference the KV cache is tested against).
+        details: k > 0 records a `decoding.Step` (top-k candidates, chosen token and rank) per token.
+        generator: a torch.Generator for reproducible draws (decoding.make_generator(device, seed) puts
+            it where the draws happen); use_cache=False recomputes the whole context every step, as
+            upstream does (the reference the KV cache is tested against).
         Most likely you'll want the model in eval() mode."""
-        check_sampling(temperature, top_k, top_p)
-        if not torch.is_tensor(idx) or idx.dim() != 2 or idx.size(1) == 0:
-            raise ValueError(f"idx must be a (batch, time) tensor with at least one token, got "
-                             f"{tuple(idx.shape) if torch.is_tensor(idx) else type(idx).__name__}")
-        if fixed_response is not None:
-            if torch.is_tensor(fixed_response):
-                fixed_response = fixed_response.tolist()
-            B = idx.size(0)
-            rows = fixed_response if fixed_response and isinstance(fixed_response[0], (list, tuple)) \
-                else [fixed_response] * B
-            if len(rows) != B:
-                raise ValueError(f"fixed_response has {len(rows)} responses for a batch of {B} prompts")
-            return self.score([r.tolist() for r in idx], rows, temperature, top_k, top_p, details)
-        if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
-            raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
+        from decoding import generate  # decoding.py builds on this file, so it is imported when used
+        return generate(self, idx, max_new_tokens, temperature, top_k, top_p, fixed_response,
+                        stop_token, details, generator, use_cache)
 
-        B, T0 = idx.shape
-        cache = KVCache(self.config, B, idx.device, self.lm_head.weight.dtype) if use_cache else None
-        dev64 = 'cpu' if idx.device.type == 'mps' else idx.device  # where the float64 math runs (f64)
-        done = torch.zeros(B, dtype=torch.bool, device=dev64)
-        lengths = torch.full((B,), max_new_tokens, dtype=torch.long)
-        lps, slps, ranks, top1, steps = [], [], [], [], []
-        for t in range(max_new_tokens):
-            logits = f64(self._next_logits(idx, cache))  # (B, V), converted once
-            idx_next, slp = sample(logits, temperature, top_k, top_p, generator)  # (B,), (B, V) float64
-            if stop_token is not None:
-                idx_next = idx_next.masked_fill(done, stop_token)  # finished rows: padding
-            mlp = slp if is_model_distribution(temperature, top_k, top_p) else logits.log_softmax(-1)  # (B, V)
-            chosen = mlp.gather(-1, idx_next[:, None])  # (B, 1)
-            lps.append(chosen[:, 0])
-            slps.append(slp.gather(-1, idx_next[:, None])[:, 0])
-            ranks.append((mlp > chosen).sum(-1) + 1)
-            top1.append(mlp.argmax(-1))
-            if details:
-                steps.append(_steps(mlp, slp, idx_next, details))
-            idx = torch.cat((idx, idx_next.to(idx.device)[:, None]), dim=1)
-            if stop_token is not None:
-                newly = (idx_next == stop_token) & ~done
-                lengths[newly.cpu()] = t + 1
-                done |= newly
-                if bool(done.all()):
-                    break
+    def score(self, prompts, responses, temperature=1.0, top_k=None, top_p=None, details=0):
+        """Log-probability of each response (token-id list) after its prompt, one `Sample` per pair,
+        in one forward pass: see decoding.score."""
+        from decoding import score
+        return score(self, prompts, responses, temperature, top_k, top_p, details)
 
-        lps = torch.stack(lps, 1).cpu() if lps else torch.zeros(B, 0, dtype=torch.float64)  # (B, T)
-        slps = torch.stack(slps, 1).cpu() if slps else torch.zeros(B, 0, dtype=torch.float64)
-        ranks = torch.stack(ranks, 1).cpu() if ranks else torch.zeros(B, 0, dtype=torch.long)
-        top1 = torch.stack(top1, 1).cpu() if top1 else torch.zeros(B, 0, dtype=torch.long)
-        out = []
-        for b in range(B):
-            n = int(lengths[b].clamp(max=lps.size(1)))
-            out.append(Sample(prompt=idx[b, :T0].tolist(), tokens=idx[b, T0:T0 + n].tolist(),
-                              logprobs=lps[b, :n].clone(), sample_logprobs=slps[b, :n].clone(),
-                              ranks=ranks[b, :n].clone(), top1=top1[b, :n].clone(),
-                              steps=[s[b] for s in steps[:n]] if details else None,
-                              stopped=bool(done[b]) and stop_token is not None))
-        return out
-
-    @torch.inference_mode()
-    def score(self, prompts, responses, temperature=1.0, top_k=None, top_p=None, details=0, chunk=16):
-        """Log-probability of each response after its prompt: one forward pass over all rows
-        (teacher forcing, right padding: causal attention never looks at the padding after a row).
-
-        prompts, responses: lists of token-id lists (one pair per row). Returns one `Sample` per row,
-        equal to what generate() would report token by token if it had drawn these tokens. A pair
-        longer than block_size is scored with a sliding window: each token after position block_size
-        sees the block_size tokens before it, as generation would give it (one extra window each)."""
-        check_sampling(temperature, top_k, top_p)
-        V, bs = self.config.vocab_size, self.config.block_size
-        if not isinstance(prompts, (list, tuple)) or not isinstance(responses, (list, tuple)) \
-                or len(prompts) != len(responses):
-            raise ValueError("score() takes two lists of equal length: prompts and responses (token-id lists)")
-        for i, (p, r) in enumerate(zip(prompts, responses)):
-            for name, ids, empty_ok in (('prompt', p, False), ('fixed_response', r, False)):
-                if not isinstance(ids, (list, tuple)) or isinstance(ids, str):
-                    raise ValueError(f"{name} of row {i} must be a list of token ids, got {type(ids).__name__}")
-                if not ids and not empty_ok:
-                    raise ValueError(f"{name} of row {i} is empty: give at least one token id")
-                bad = [t for t in ids if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < V]
-                if bad:
-                    raise ValueError(f"{name} of row {i} has ids outside the vocabulary [0, {V}): {bad[:5]}")
-        device = self.lm_head.weight.device
-        seqs = [list(p) + list(r) for p, r in zip(prompts, responses)]
-
-        # 1) every target whose context fits in one block: one padded forward pass over all rows
-        L = min(max(len(s) for s in seqs), bs)
-        x = torch.zeros(len(seqs), L, dtype=torch.long, device=device)
-        for b, s in enumerate(seqs):
-            x[b, :min(len(s), L)] = torch.tensor(s[:L], device=device)
-        h = self.hidden(x)  # (B, L, C)
-        # 2) targets past block_size: each sees the block_size tokens before it, in a window of its own
-        windows = [s[i - bs:i] for p, s in zip(prompts, seqs) for i in range(max(len(p), bs + 1), len(s))]
-        wh = [self.hidden(torch.tensor(windows[w:w + chunk], device=device))[:, -1]  # (n, C)
-              for w in range(0, len(windows), chunk)]
-        wh = torch.cat(wh) if wh else h.new_zeros(0, h.size(-1))
-        parts, w = [], 0
-        for b, (p, s) in enumerate(zip(prompts, seqs)):
-            end = min(len(s), bs + 1)  # targets [len(p), end) are predicted inside the block, at i-1
-            parts.append(h[b, len(p) - 1:end - 1])
-            n_out = len(s) - max(len(p), end)
-            parts.append(wh[w:w + n_out])
-            w += n_out
-        hs = torch.cat(parts)  # (N, C): the state that predicts each response token, rows in order
-        targets = torch.tensor([t for r in responses for t in r], device=device)
-
-        lps, slps, ranks, top1, steps = [], [], [], [], []
-        for c in range(0, hs.size(0), 256):  # float64 log-softmax over V, a chunk at a time
-            logits = self.lm_head(hs[c:c + 256])  # (n, V)
-            mlp = f64(logits).log_softmax(-1)  # (n, V) model distribution
-            tg = targets[c:c + 256].to(mlp.device)  # (n,)
-            chosen = mlp.gather(-1, tg[:, None])  # (n, 1)
-            lps.append(chosen[:, 0])
-            ranks.append((mlp > chosen).sum(-1) + 1)
-            top1.append(mlp.argmax(-1))
-            if is_model_distribution(temperature, top_k, top_p):
-                slps.append(lps[-1])  # the sampling distribution is the model's own
-                slp = mlp
-            else:
-                slp = sampling_logprobs(logits, temperature, top_k, top_p)
-                slps.append(slp.gather(-1, tg[:, None])[:, 0])
-            if details:
-                steps += _steps(mlp, slp, tg, details)
-        lps, slps, ranks, top1 = (torch.cat(x).cpu() for x in (lps, slps, ranks, top1))
-        out, k = [], 0
-        for p, r in zip(prompts, responses):
-            n = len(r)
-            out.append(Sample(prompt=list(p), tokens=list(r), logprobs=lps[k:k + n], sample_logprobs=slps[k:k + n],
-                              ranks=ranks[k:k + n], top1=top1[k:k + n], steps=steps[k:k + n] if details else None))
-            k += n
-        return out
-
-    # -------------------------------------------------------------------------
-    # Beam search
-
-    @torch.inference_mode()
     def beam_search(self, idx, max_new_tokens, num_beams=4, length_penalty=1.0, no_repeat_ngram_size=0,
                     stop_token=None, early_stopping=False):
-        """Deterministic beam search from one prompt. Returns the finished beams (list of `Beam`), best first.
+        """Deterministic beam search from one prompt; the finished `decoding.Beam`s, best first:
+        see decoding.beam_search."""
+        from decoding import beam_search
+        return beam_search(self, idx, max_new_tokens, num_beams, length_penalty,
+                           no_repeat_ngram_size, stop_token, early_stopping)
 
-        idx: the prompt, a (1, T) LongTensor or a list of token ids.
-        Every step extends each live beam by every token and keeps the num_beams extensions with the
-        highest total log-probability (model distribution, float64). A beam finishes when it produces
-        stop_token (kept in its tokens, as generate() does) or after max_new_tokens tokens.
-        Finished beams are ranked by
-            score = sum of the generated tokens' log-probs / (number of generated tokens) ** length_penalty
-        (a stop token counts in both): length_penalty 1 ranks by mean log-prob per token, 0 by total
-        log-prob (which favours short beams), > 1 favours longer ones still.
-        no_repeat_ngram_size n > 0: no n-gram occurs twice in prompt + beam (tokens that would repeat
-            one are banned), as Hugging Face does.
-
-        Finished hypotheses and stopping are Hugging Face's (transformers' generate(num_beams=...),
-        whose beams this returns token for token; tests/test_inspect.py checks it):
-        - each step ranks the 2 * num_beams best candidates; a stop token among the best num_beams of
-          them finishes that beam; the num_beams best other candidates live on;
-        - at the last step (max_new_tokens) the best num_beams candidates all finish;
-        - at most num_beams finished beams are kept, the best by score;
-        - early_stopping=True: stop once num_beams beams have finished. False (the default): also stop
-          once the best live beam, scored at its current length, cannot beat the worst finished one
-          (a heuristic). 'never': stop only when no live beam can beat it at any length (exact).
-        The length in the score counts generated tokens (not the prompt), the stop token included, as
-        in transformers' current beam search: score is exactly sum(logprobs) / len(tokens) ** length_penalty.
-        Fewer than num_beams beams come back only when no_repeat_ngram_size bans every continuation.
-        num_beams=1 is greedy decoding: the same tokens as generate(temperature=0).
-
-        Uses the KV cache (num_beams rows, reordered as beams move); past block_size the cropped
-        window is recomputed every step, as generate() does."""
-        if torch.is_tensor(idx):
-            if idx.dim() == 2 and idx.size(0) != 1:
-                raise ValueError(f"beam_search takes one prompt, got a batch of {idx.size(0)}: idx must be (1, T)")
-            prompt = idx.reshape(-1).tolist()
-        else:
-            prompt = list(idx)
-        V = self.config.vocab_size
-        if not prompt or any(isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < V for t in prompt):
-            raise ValueError(f"the prompt must be a non-empty list of token ids in [0, {V}), got {prompt[:10]}")
-        for name, val, lo in (('max_new_tokens', max_new_tokens, 1), ('num_beams', num_beams, 1),
-                              ('no_repeat_ngram_size', no_repeat_ngram_size, 0)):
-            if isinstance(val, bool) or not isinstance(val, int) or val < lo:
-                raise ValueError(f"{name} must be an int >= {lo}, got {val!r}")
-        if isinstance(length_penalty, bool) or not isinstance(length_penalty, (int, float)) \
-                or not math.isfinite(length_penalty):
-            raise ValueError(f"length_penalty must be a finite number, got {length_penalty!r}")
-        if early_stopping not in (True, False, 'never'):
-            raise ValueError(f"early_stopping must be True, False or 'never', got {early_stopping!r}")
-
-        device = self.lm_head.weight.device
-        T0, bs = len(prompt), self.config.block_size
-        seqs = torch.tensor([prompt], device=device)  # (nb, T0 + t): live beams, one at first
-        dev64 = 'cpu' if device.type == 'mps' else device  # where the float64 math runs (f64)
-        lps = torch.zeros(1, 0, dtype=torch.float64, device=dev64)  # (nb, t) per-token log-probs
-        sums = torch.zeros(1, dtype=torch.float64, device=dev64)  # (nb,) total log-prob of each beam
-        cache = KVCache(self.config, 1, device, self.lm_head.weight.dtype)
-        finished = []  # Beams, best first, at most num_beams
-
-        def finish(row_lps, tokens, stopped):
-            n = len(tokens)
-            b = Beam(prompt=list(prompt), tokens=tokens, logprobs=row_lps.cpu(),
-                     score=float(row_lps.sum()) / n ** length_penalty, length_penalty=length_penalty,
-                     stopped=stopped)
-            finished.append(b)
-            finished.sort(key=lambda h: -h.score)  # stable: on a tie the earlier beam stays ahead
-            del finished[num_beams:]
-
-        for t in range(max_new_tokens):
-            logits = self._next_logits(seqs, cache)  # (nb, V)
-            lp = f64(logits).log_softmax(-1)  # (nb, V) model distribution
-            cand = sums[:, None] + lp  # (nb, V) total log-prob of every extension
-            if no_repeat_ngram_size:
-                for b, row in enumerate(seqs.tolist()):
-                    banned = _ngram_bans(row, no_repeat_ngram_size)
-                    if banned:
-                        cand[b, banned] = float('-inf')
-            top, flat = cand.view(-1).topk(min(2 * num_beams, cand.numel()))  # best first
-            last = t == max_new_tokens - 1  # every candidate ends here
-            keep_b, keep_t = [], []
-            for rank, (s, f) in enumerate(zip(top.tolist(), flat.tolist())):
-                if s == float('-inf') or (last and rank == num_beams):
-                    break
-                b, tk = divmod(f, V)
-                if tk == stop_token or last:
-                    if rank < num_beams:  # an ending below the top num_beams candidates is dropped, as in HF
-                        finish(torch.cat((lps[b], lp[b, tk:tk + 1])), seqs[b, T0:].tolist() + [tk], tk == stop_token)
-                    continue
-                keep_b.append(b)
-                keep_t.append(tk)
-                if len(keep_b) == num_beams:
-                    break
-            if not keep_b:  # the last step, or every extension banned or stopped
-                break
-            bi, ti = torch.tensor(keep_b, device=dev64), torch.tensor(keep_t, device=dev64)
-            new_lp = lp[bi, ti]  # (nb,)
-            lps = torch.cat((lps[bi], new_lp[:, None]), dim=1)
-            sums = sums[bi] + new_lp
-            bi, ti = bi.to(device), ti.to(device)
-            seqs = torch.cat((seqs[bi], ti[:, None]), dim=1)
-            if seqs.size(1) <= bs:
-                cache.reorder(bi)  # each beam takes its parent's keys and values along
-            if len(finished) == num_beams:
-                if early_stopping is True:
-                    break
-                # can a live beam still beat the worst finished one? Its total log-prob can only fall, so
-                # 'never' bounds its score at the length that maximises it (exact); False assumes the
-                # current length (Hugging Face's heuristic)
-                n = max_new_tokens if early_stopping == 'never' and length_penalty > 0 else t + 1
-                if finished[-1].score >= float(sums.max()) / n ** length_penalty:
-                    break
-        return finished
-
-
-def _ngram_bans(seq, n):
-    """Token ids that would complete an n-gram already in seq (a list of ids): what no_repeat_ngram bans."""
-    if len(seq) < n - 1:
-        return []
-    prefix = seq[len(seq) - n + 1:]
-    return [seq[i + n - 1] for i in range(len(seq) - n + 1) if seq[i:i + n - 1] == prefix]
-
-
-@dataclass
-class Beam(_Tokens):
-    """One finished hypothesis of GPT.beam_search(). Log-probs are under the model distribution
-    (beam search is deterministic: there is no sampling distribution)."""
-    prompt: list            # prompt token ids
-    tokens: list            # generated token ids (the stop token last, when stopped)
-    logprobs: torch.Tensor  # (T,) float64: log p(tokens[i] | prompt, tokens[:i])
-    score: float            # logprob / len(tokens) ** length_penalty, what beams are ranked by
-    length_penalty: float
-    stopped: bool = False   # ended at stop_token (else at max_new_tokens)

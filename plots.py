@@ -11,7 +11,7 @@ import math
 import os
 from dataclasses import dataclass
 
-from model import format_prob, format_ratio
+from formatting import format_prob, format_ratio
 
 # -----------------------------------------------------------------------------
 # shared helpers
@@ -196,7 +196,7 @@ class StepBars:
 
 
 def step_bars(step, tok, title='', sampling='', forced=False):
-    """StepBars from one model.Step (generate()/score() with details=k) and the tokenizer."""
+    """StepBars from one decoding.Step (generate()/score() with details=k) and the tokenizer."""
     ids, lps, slps = list(step.top_ids), list(step.top_logprobs), list(step.top_sample_logprobs)
     ranks = list(range(1, len(ids) + 1))
     extra = step.chosen not in ids

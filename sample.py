@@ -32,7 +32,8 @@ import torch
 import load
 import plots
 from configurator import configure, run_main
-from model import check_sampling, entropy, f64, format_prob, make_generator, sampling_logprobs
+from decoding import check_sampling, entropy, f64, make_generator, sampling_logprobs
+from formatting import format_prob
 
 # -----------------------------------------------------------------------------
 init_from: str = 'resume'  # 'resume' (from out_dir), a gpt2 variant (e.g. 'gpt2-xl'), a Hugging Face folder, a .pt
@@ -99,7 +100,7 @@ def parse_temperatures(value):
 
 def generate_samples(model, ctx, prompt, n, max_new_tokens, temperature, top_k, top_p, details=0,
                      response=None, stop_token=None, generator=None):
-    """Yield n model.Sample results for the prompt (token ids), one at a time, as upstream draws them.
+    """Yield n decoding.Sample results for the prompt (token ids), one at a time, as upstream draws them.
     With response (token ids), that response is forced and scored instead of sampled."""
     device = model.lm_head.weight.device
     x = torch.tensor([prompt], dtype=torch.long, device=device)  # (1, T)

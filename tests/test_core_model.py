@@ -5,7 +5,9 @@ import pytest
 import torch
 
 from conftest import make_hf_dir, tiny_model
-from model import GPT, format_prob, sample, sampling_logprobs
+from decoding import sample, sampling_logprobs
+from formatting import format_prob
+from model import GPT
 
 V = 97  # small vocabulary for the pure-math tests
 

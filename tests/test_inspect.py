@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from conftest import run_script, tiny_model, write_ckpt
-from model import Capture, format_prob
+from formatting import format_prob
+from model import Capture
 
 ONE_THREAD = {'OMP_NUM_THREADS': '1'}  # tiny models: threads only wait for each other on 2 busy cores
 PROMPT = [464, 3290, 318, 257]  # "The dog is a"

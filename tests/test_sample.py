@@ -12,7 +12,8 @@ import plots
 import sample as S
 from conftest import make_hf_dir, run_script, tiny_model, write_ckpt
 from configurator import configure
-from model import Sample, format_prob
+from decoding import Sample
+from formatting import format_prob
 
 PROMPT = "Once upon a time"
 
