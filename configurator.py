@@ -21,6 +21,9 @@ Upstream's type check is exact; this one accepts what a person means and nothing
 - any text for a str setting (`--start=42` is the prompt "42").
 Anything else fails with a message naming the key, the value and the expected type.
 
+A script that takes another script's command lines lists the keys it accepts and does not use in a
+global IGNORED_SETTINGS (eval.py takes sample.py's): those are skipped with a note, not set.
+
 run_main(main) runs a script's main() so that bad input (a ValueError or FileNotFoundError, whose
 messages say what to fix) ends with one line `error: ...` instead of a traceback (TRACEBACK=1 shows it).
 """
@@ -129,6 +132,9 @@ def apply_file(g, path):
     for key, value in ns.items():
         if key.startswith('_') or key == '__builtins__' or isinstance(value, (types.ModuleType, types.FunctionType, type)):
             continue
+        if key in g.get('IGNORED_SETTINGS', ()):
+            _note_ignored(g, key, value)
+            continue
         if key not in g:
             raise ConfigError(f"config file {path!r} sets unknown key {key!r}")
         if value is g[key]:
@@ -143,6 +149,8 @@ def apply_arg(g, arg):
         raise ConfigError(f"argument {arg!r}: settings are written --key=value")
     key, _, raw = arg[2:].partition('=')  # only the first '=' splits: values may contain '='
     key = key.replace('-', '_') if key not in g else key
+    if key in g.get('IGNORED_SETTINGS', ()):
+        return _note_ignored(g, key, raw)
     if key not in g or key.startswith('_'):
         close = [k for k in g if not k.startswith('_') and isinstance(g[k], (int, float, bool, str, type(None)))
                  and (k.startswith(key[:3]) or key in k)]
@@ -151,6 +159,11 @@ def apply_arg(g, arg):
     types_, optional = _allowed_types(g, key)
     g[key] = coerce(key, raw, g[key], types_, optional)
     print(f"Overriding: {key} = {g[key]!r}")
+
+
+def _note_ignored(g, key, value):
+    script = os.path.basename(g.get('__file__') or 'this script')
+    print(f"Ignoring: {key} = {value!r} ({script} does not use this setting)")
 
 
 def configure(g, argv=None):

@@ -11,6 +11,10 @@ import torch
 
 import eval as ev
 from conftest import make_hf_dir, run_script, tiny_model, write_ckpt
+from heldout import evaluate_val, read_val_ids
+from pairs import join_texts, read_pairs, tokenize_pair
+from report import arrow, compare_report, csv_text, markdown, pairs_report, write_results
+from scores import EvalDataError, EvalRun, PairResult, RESULTS_FORMAT, compare, perplexity
 
 PAIRS = [
     {"prompt": "Once upon a time", "response": " there lived a king.", "kind": "opening"},
@@ -54,7 +58,7 @@ def run(model):
         tok = gpt2_tokenizer()
     except ValueError as e:  # load.LoadError: the BPE files are not cached and there is no network
         pytest.skip(str(e))
-    return ev.eval(PAIRS, model, tok, quiet=True), tok
+    return ev.score_pairs(PAIRS, model, tok, quiet=True), tok
 
 
 # -----------------------------------------------------------------------------
@@ -88,18 +92,18 @@ def test_greedy_flag_true_for_the_models_own_greedy_output(model, run):
     prompt = tok.encode("Once upon a time")
     out = model.generate(torch.tensor([prompt]), 6, temperature=0)[0]
     text = tok.decode(out.tokens)
-    r = ev.eval([{"prompt": "Once upon a time", "response": text}], model, tok, join='none', quiet=True)
+    r = ev.score_pairs([{"prompt": "Once upon a time", "response": text}], model, tok, join='none', quiet=True)
     assert r.pairs[0].response_ids == out.tokens  # the greedy text re-encodes to the same tokens
     assert r.pairs[0].greedy and r.pairs[0].ranks == [1] * 6
     # change one token: no longer what greedy decoding says
-    r = ev.eval([{"prompt": "Once upon a time", "response": text + " the"}], model, tok, join='none', quiet=True)
+    r = ev.score_pairs([{"prompt": "Once upon a time", "response": text + " the"}], model, tok, join='none', quiet=True)
     assert r.pairs[0].ranks[-1] > 1 and not r.pairs[0].greedy
 
 
 def test_scores_equal_transformers(tmp_path, run):
     _, tok = run
     hf = make_hf_dir(tmp_path / 'hf', n_positions=48).double()
-    r = ev.eval(PAIRS, str(tmp_path / 'hf'), quiet=True, device='cpu')
+    r = ev.score_pairs(PAIRS, str(tmp_path / 'hf'), quiet=True, device='cpu')
     assert r.model == str(tmp_path / 'hf')
     for p in r.pairs:
         ids = p.prompt_ids + p.response_ids
@@ -119,7 +123,7 @@ def test_eval_is_generate_with_fixed_response(model, run):
 def test_batch_size_invariance(model, run):
     r1, tok = run
     for bsz in (1, 3):
-        r = ev.eval(PAIRS, model, tok, batch_size=bsz, quiet=True)
+        r = ev.score_pairs(PAIRS, model, tok, batch_size=bsz, quiet=True)
         assert r.passes == math.ceil(len(PAIRS) / bsz)
         for a, b in zip(r.pairs, r1.pairs):
             assert a.response_ids == b.response_ids
@@ -129,7 +133,7 @@ def test_batch_size_invariance(model, run):
 
 def test_sampling_distribution_only_when_asked(model, run):
     r0, tok = run
-    r = ev.eval(PAIRS, model, tok, temperature=0.8, top_k=5, quiet=True)
+    r = ev.score_pairs(PAIRS, model, tok, temperature=0.8, top_k=5, quiet=True)
     assert r.sampling
     for p, q in zip(r.pairs, r0.pairs):
         assert p.logprobs == pytest.approx(q.logprobs, abs=1e-9)  # the model's scores do not move
@@ -142,9 +146,9 @@ def test_sampling_distribution_only_when_asked(model, run):
                 assert p.sample_logprobs[j] == pytest.approx(float(kept.log_softmax(-1)[ids[t]]), abs=1e-4)
             else:
                 assert p.sample_logprobs[j] == float('-inf')  # outside top-k: probability 0, shown as 0
-    text = ev.pairs_report(r)
+    text = pairs_report(r)
     assert 'sampling p' in text and 'temperature 0.8' in text
-    assert 'sampling p' not in ev.pairs_report(r0)
+    assert 'sampling p' not in pairs_report(r0)
 
 
 # -----------------------------------------------------------------------------
@@ -166,7 +170,7 @@ def test_sampling_distribution_only_when_asked(model, run):
     ("time", ",there", 'space', ("time", " ,there")),
 ])
 def test_join_rules(prompt, response, mode, want):
-    assert ev.join_texts(prompt, response, mode) == want
+    assert join_texts(prompt, response, mode) == want
 
 
 def test_join_changes_tokens_as_a_reader_expects(run):
@@ -176,7 +180,7 @@ def test_join_changes_tokens_as_a_reader_expects(run):
     assert a.logprobs == b.logprobs
     assert b.tokens[0] == ' there' and c.tokens[0] == ' ever'
     # without the join, ' there' spans prompt and response: still split the same way, but reported
-    ctx, resp, note = ev.tokenize_pair(tok, "Once upon a time ", "there lived a king.")
+    ctx, resp, note = tokenize_pair(tok, "Once upon a time ", "there lived a king.")
     assert (ctx, resp) == (a.prompt_ids, a.response_ids) and 'spans the join' in note and not a.note
     # encoding the two halves separately (what public solutions do) scores other tokens: ' ' then 'there'
     naive = tok.encode("Once upon a time ") + tok.encode("there lived a king.")
@@ -185,32 +189,32 @@ def test_join_changes_tokens_as_a_reader_expects(run):
 
 def test_straddling_token_is_reported_and_scored_in_the_response(run, model):
     _, tok = run
-    ctx, resp, note = ev.tokenize_pair(tok, "I said hel", "lo")
+    ctx, resp, note = tokenize_pair(tok, "I said hel", "lo")
     assert [tok.token_text(i) for i in ctx] == ['I', ' said'] and [tok.token_text(i) for i in resp] == [' hello']
     assert 'spans the join' in note and "' hel'" in note
-    ctx, resp, note = ev.tokenize_pair(tok, "Hel", "lo world")
+    ctx, resp, note = tokenize_pair(tok, "Hel", "lo world")
     assert ctx == [tok.eot] and tok.token_text(resp[0]) == 'Hello' and 'spans the join' in note
-    r = ev.eval([["I said hel", "lo"]], model, tok, join='none', quiet=True)
-    assert 'spans the join' in r.pairs[0].note and 'spans the join' in ev.pairs_report(r)
+    r = ev.score_pairs([["I said hel", "lo"]], model, tok, join='none', quiet=True)
+    assert 'spans the join' in r.pairs[0].note and 'spans the join' in pairs_report(r)
 
 
 # -----------------------------------------------------------------------------
 # comparison
 
 def _run(lps, name, tokens=None):
-    pairs = [ev.PairResult(index=i + 1, prompt=f"p{i}", response=f" r{i}", prompt_ids=[1], response_ids=[2 + j for j in range(len(x))],
+    pairs = [PairResult(index=i + 1, prompt=f"p{i}", response=f" r{i}", prompt_ids=[1], response_ids=[2 + j for j in range(len(x))],
                            tokens=tokens or [f"t{j}" for j in range(len(x))], logprobs=x, ranks=[1] * len(x),
                            expected=['x'] * len(x)) for i, x in enumerate(lps)]
-    return ev.EvalRun(name, {'eval_data': 'x.json'}, pairs, source=f"{name}.json")
+    return EvalRun(name, {'eval_data': 'x.json'}, pairs, source=f"{name}.json")
 
 
 def test_comparison_direction_and_counts():
     before = _run([[-5.0, -5.0], [-1.0, -2.0], [-3.0], [-900.0, -900.0]], 'before')
     after = _run([[-2.0, -4.0], [-1.5, -4.0], [-3.0], [-10.0, -10.0]], 'after')
-    c = ev.compare(before, after)
+    c = compare(before, after)
     assert c.deltas == pytest.approx([4.0, -2.5, 0.0, 1780.0])
     assert (c.rose, c.fell) == (2, 1)
-    text = ev.compare_report(c)
+    text = compare_report(c)
     rows = {int(line.split()[0]): line for line in text.splitlines() if line[:3].strip().isdigit()}
     assert rows[1].rstrip().endswith('↑') and '+4.000' in rows[1] and '×54.6' in rows[1]
     assert rows[2].rstrip().endswith('↓') and '-2.500' in rows[2] and '×0.0821' in rows[2]
@@ -222,23 +226,23 @@ def test_comparison_direction_and_counts():
     assert [(p.index, i, d) for p, i, d in losses] == [(2, 1, -2.0), (2, 0, -0.5)]
     assert rows[2].split()[3:6] == ['0.0498', '0.0041', '×0.0821']  # before, after, ratio: in that order
     assert 'sum of log-probabilities  -1816.000 → -34.500  (+1781.500 nats' in text
-    md = ev.markdown(after, c)
+    md = markdown(after, c)
     assert '| 2 | p1 | 0.0498 | 0.0041 | ×0.0821 | -2.500 | ↓ |' in md and '2 of 4 pairs rose, 1 fell' in md
-    rows = list(csv.DictReader(ev.csv_text(after, c).splitlines()))
+    rows = list(csv.DictReader(csv_text(after, c).splitlines()))
     assert [r['direction'] for r in rows] == ['↑', '↓', '=', '↑']
     assert (rows[1]['logprob'], rows[1]['before_logprob'], rows[1]['delta_logprob']) == ('-5.500000', '-3.000000', '-2.500000')
     # different pairs cannot be compared
-    with pytest.raises(ev.EvalDataError, match='pair 1 differs'):
+    with pytest.raises(EvalDataError, match='pair 1 differs'):
         other = _run([[-1.0]], 'x')
         other.pairs[0].prompt = 'something else'
-        ev.compare(_run([[-1.0]], 'y'), other)
-    with pytest.raises(ev.EvalDataError, match='scored 1 pairs'):
-        ev.compare(_run([[-1.0]], 'y'), _run([[-1.0], [-2.0]], 'z'))
+        compare(_run([[-1.0]], 'y'), other)
+    with pytest.raises(EvalDataError, match='scored 1 pairs'):
+        compare(_run([[-1.0]], 'y'), _run([[-1.0], [-2.0]], 'z'))
     # the same pairs joined differently (a missing space) cannot be compared either
     a, b = _run([[-1.0]], 'a'), _run([[-1.0]], 'b')
     a.pairs[0].joined, b.pairs[0].joined = ('And they lived happily', ' ever after.'), ('And they lived happily', 'ever after.')
-    with pytest.raises(ev.EvalDataError, match='same --join'):
-        ev.compare(b, a)
+    with pytest.raises(EvalDataError, match='same --join'):
+        compare(b, a)
 
 
 def test_flags_of_a_pair_and_a_run():
@@ -246,21 +250,21 @@ def test_flags_of_a_pair_and_a_run():
     assert p.greedy
     p.ranks = [2, 1]
     assert not p.greedy  # every token must be the model's first choice, not just the last
-    assert ev.perplexity(-800.0) == float('inf') and ev.perplexity(-1.0) == pytest.approx(math.e)
+    assert perplexity(-800.0) == float('inf') and perplexity(-1.0) == pytest.approx(math.e)
 
 
 def test_sampling_score_for_top_p_alone(model, run):
     _, tok = run
-    r = ev.eval(PAIRS, model, tok, top_p=0.5, quiet=True)
+    r = ev.score_pairs(PAIRS, model, tok, top_p=0.5, quiet=True)
     assert r.sampling and all(p.sample_logprobs is not None for p in r.pairs)
 
 
 def test_results_json_round_trip(run):
     r, _ = run
-    back = ev.EvalRun.from_dict(json.loads(json.dumps(r.to_dict())), 'f.json')
+    back = EvalRun.from_dict(json.loads(json.dumps(r.to_dict())), 'f.json')
     assert [p.logprobs for p in back.pairs] == [p.logprobs for p in r.pairs]
     assert back.logprob == r.logprob and back.pairs[3].extra == {} and back.pairs[0].extra == {'kind': 'opening'}
-    c = ev.compare(back, r)
+    c = compare(back, r)
     assert c.deltas == [0.0] * len(r.pairs)
 
 
@@ -281,14 +285,14 @@ def test_bad_eval_data(tmp_path, content, match):
     path = tmp_path / 'pairs.json'
     if content is not None:
         path.write_text(content, encoding='utf-8')
-    with pytest.raises(ev.EvalDataError, match=match):
-        ev.read_pairs(str(path))
+    with pytest.raises(EvalDataError, match=match):
+        read_pairs(str(path))
 
 
 def test_pair_longer_than_block_size(model, run):
     _, tok = run
-    with pytest.raises(ev.EvalDataError, match=r'pair 2 is \d+ tokens .*block_size 32: shorten it'):
-        ev.eval([["a", " b"], ["Once upon a time", " there" * 40]], model, tok, quiet=True)
+    with pytest.raises(EvalDataError, match=r'pair 2 is \d+ tokens .*block_size 32: shorten it'):
+        ev.score_pairs([["a", " b"], ["Once upon a time", " there" * 40]], model, tok, quiet=True)
 
 
 def test_bad_input_on_the_command_line_writes_nothing(tmp_path, tiny_ckpt):
@@ -311,7 +315,7 @@ TEXT = ("Once upon a time there was a little hen who found a grain of wheat. \"W
 def test_val_metrics_equal_independent_computation(model, run, stride):
     _, tok = run
     ids = tok.encode(TEXT)[:75]
-    v = ev.evaluate_val(model, tok, ids, 'text', stride=stride, batch_size=4, progress=False)
+    v = evaluate_val(model, tok, ids, 'text', stride=stride, batch_size=4, progress=False)
     bs = 32
     s = stride or bs // 2
     # reference: each target t predicted in one float64 forward pass over its own context, where the
@@ -339,7 +343,7 @@ def test_bits_per_byte_count_text_bytes_not_document_separators(model, run):
     _, tok = run
     docs = ["Once upon a time there was a hen.", "The duck said no.", "The end."]
     ids = [t for d in docs for t in tok.encode(d) + [tok.eot]]
-    v = ev.evaluate_val(model, tok, ids, 'docs', progress=False)
+    v = evaluate_val(model, tok, ids, 'docs', progress=False)
     assert v.tokens == len(ids) - 1  # separators are predicted (and cost nats)...
     assert v.bytes == len(''.join(docs).encode('utf-8')) - len(tok.decode(ids[:1]).encode('utf-8'))  # ...but are not text
 
@@ -350,15 +354,15 @@ def test_top5_counts_a_rank_5_token(model, run):
     ctx = tok.encode(TEXT)[:20]
     with torch.no_grad():
         order = model(torch.tensor([ctx]))[0][0, -1].argsort(descending=True).tolist()
-    v = ev.evaluate_val(model, tok, ctx + [order[4]], 'x', progress=False)  # the last target is rank 5
-    head = ev.evaluate_val(model, tok, ctx, 'x', progress=False)
+    v = evaluate_val(model, tok, ctx + [order[4]], 'x', progress=False)  # the last target is rank 5
+    head = evaluate_val(model, tok, ctx, 'x', progress=False)
     assert v.top5 == head.top5 + 1 and v.top1 == head.top1
 
 
 def test_result_files_are_all_or_nothing(tmp_path, monkeypatch, run):
     import plots
     r, _ = run
-    first = ev.write_results(r, None, str(tmp_path), 'x')
+    first = write_results(r, None, str(tmp_path), 'x')
     before = {p: open(p, 'rb').read() for p in first}
 
     def broken(*a, **k):
@@ -366,16 +370,16 @@ def test_result_files_are_all_or_nothing(tmp_path, monkeypatch, run):
 
     monkeypatch.setattr(plots, 'eval_pairs', broken)
     with pytest.raises(RuntimeError):
-        ev.write_results(_run([[-9.0]], 'other'), None, str(tmp_path), 'x')
+        write_results(_run([[-9.0]], 'other'), None, str(tmp_path), 'x')
     assert {p: open(p, 'rb').read() for p in first} == before  # the earlier results are intact
     assert sorted(os.listdir(tmp_path)) == sorted(os.path.basename(p) for p in first)  # no temp files left
 
 
 def test_json_results_are_strict_json_with_impossible_tokens(tmp_path, model, run):
     _, tok = run
-    r = ev.eval(PAIRS, model, tok, top_k=1, quiet=True)  # most response tokens are impossible under top-1
+    r = ev.score_pairs(PAIRS, model, tok, top_k=1, quiet=True)  # most response tokens are impossible under top-1
     assert any(x == float('-inf') for p in r.pairs for x in p.sample_logprobs)
-    path, = [p for p in ev.write_results(r, None, str(tmp_path), 'k1') if p.endswith('.json')]
+    path, = [p for p in write_results(r, None, str(tmp_path), 'k1') if p.endswith('.json')]
 
     def no_constants(c):
         raise AssertionError(f"{c} is not JSON")
@@ -388,11 +392,11 @@ def test_val_reads_text_and_bin_and_caps_tokens(tmp_path, run):
     ids = tok.encode(TEXT)
     (tmp_path / 'val.txt').write_text(TEXT, encoding='utf-8')
     np.array(ids, dtype=np.uint16).tofile(tmp_path / 'val.bin')
-    assert ev.read_val_ids(str(tmp_path / 'val.txt'), tok, 50) == ids[:51]
-    assert ev.read_val_ids(str(tmp_path / 'val.bin'), tok, 50) == ids[:51]
-    assert ev.read_val_ids(str(tmp_path / 'val.bin'), tok, 0) == ids
-    with pytest.raises(ev.EvalDataError, match='no such file'):
-        ev.read_val_ids(str(tmp_path / 'nope.bin'), tok, 10)
+    assert read_val_ids(str(tmp_path / 'val.txt'), tok, 50) == ids[:51]
+    assert read_val_ids(str(tmp_path / 'val.bin'), tok, 50) == ids[:51]
+    assert read_val_ids(str(tmp_path / 'val.bin'), tok, 0) == ids
+    with pytest.raises(EvalDataError, match='no such file'):
+        read_val_ids(str(tmp_path / 'nope.bin'), tok, 10)
 
 
 # -----------------------------------------------------------------------------
@@ -413,8 +417,8 @@ def test_cli_writes_results_and_compares(tmp_path):
     names = {f.name for f in (tmp_path / 'results').iterdir()}
     assert names == {'eval_gpt2-tiny.json', 'eval_gpt2-tiny.csv', 'eval_gpt2-tiny.md', 'eval_gpt2-tiny.png'}
     d = json.loads((tmp_path / 'results' / 'eval_gpt2-tiny.json').read_text())
-    assert d['format'] == ev.RESULTS_FORMAT and len(d['pairs']) == len(PAIRS) and d['val']['tokens'] == 60
-    first = ev.EvalRun.from_dict(d)
+    assert d['format'] == RESULTS_FORMAT and len(d['pairs']) == len(PAIRS) and d['val']['tokens'] == 60
+    first = EvalRun.from_dict(d)
     assert (tmp_path / 'results' / 'eval_gpt2-tiny.png').read_bytes()[:4] == b'\x89PNG'
 
     p = run_script('eval.py', '--init_from=resume', '--out_dir=out-children', '--eval_data=pairs.json',
@@ -422,12 +426,12 @@ def test_cli_writes_results_and_compares(tmp_path):
     out = p.stdout
     assert 'before vs after' in out and 'pairs rose' in out and 'tokens that gained' in out
     d2 = json.loads((tmp_path / 'results' / 'eval_out-children.json').read_text())
-    second = ev.EvalRun.from_dict(d2)
-    c = ev.compare(first, second)
+    second = EvalRun.from_dict(d2)
+    c = compare(first, second)
     assert d2['comparison']['rose'] == c.rose and d2['comparison']['deltas'] == pytest.approx(c.deltas)
     assert f"{c.rose} of {len(PAIRS)} pairs rose" in out
     for p_, d_ in zip(second.pairs, c.deltas):  # every printed row carries the arrow its numbers give
-        assert any(line.startswith(f"{p_.index:>3}  ") and line.rstrip().endswith(ev.arrow(d_))
+        assert any(line.startswith(f"{p_.index:>3}  ") and line.rstrip().endswith(arrow(d_))
                    for line in out.splitlines())
     for ext in ('.csv', '.md', '.png', '_tokens.png'):
         assert (tmp_path / 'results' / f'eval_out-children{ext}').stat().st_size > 0

@@ -1,0 +1,134 @@
+"""
+Prompt/response pairs: eval_data.json and earlier results files read and validated, pairs joined and tokenized.
+
+Every JSON file goes through read_json, so a broken file gets the same one-line message naming the spot.
+"""
+import json
+import os
+import re
+
+from scores import RESULTS_FORMAT, EvalDataError, EvalRun
+
+JOIN_MODES = ('auto', 'none', 'space')
+
+
+def read_json(path, missing):
+    """The JSON value in path, or EvalDataError naming the file, the spot and the fix (`missing` if absent)."""
+    if not os.path.exists(path):
+        raise EvalDataError(f"{path} does not exist: {missing}")
+    try:
+        with open(path, encoding='utf-8') as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise EvalDataError(f"{path} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}. Fix that "
+                            "spot (a trailing comma or an unescaped \" inside a string are the usual causes)") from None
+    except UnicodeDecodeError as e:
+        raise EvalDataError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8") from None
+
+
+def read_pairs(path):
+    """The pairs of a JSON file as [{'prompt', 'response', 'extra'}], or EvalDataError naming the problem."""
+    data = read_json(path, 'write a JSON list of {"prompt": ..., "response": ...} pairs there, or point '
+                           '--eval_data at one')
+    return check_pairs(data, path)
+
+
+def check_pairs(data, path='eval_data'):
+    """Validate loaded JSON (or a list built in Python). An entry is {"prompt": str, "response": str, ...}
+    (other keys kept as 'extra') or [prompt, response]."""
+    if not isinstance(data, list):
+        raise EvalDataError(f"{path} must hold a JSON list of pairs [{{\"prompt\": ..., \"response\": ...}}, ...], "
+                            f"found a {type(data).__name__}")
+    if not data:
+        raise EvalDataError(f"{path} holds an empty list: add at least one prompt/response pair")
+    pairs = []
+    for i, e in enumerate(data, 1):
+        where = f"{path}: pair {i} (entry {i} of the list)"
+        if isinstance(e, list) and len(e) == 2:
+            e = {'prompt': e[0], 'response': e[1]}
+        if not isinstance(e, dict):
+            raise EvalDataError(f"{where} is a {type(e).__name__}; "
+                                "write it as {\"prompt\": \"...\", \"response\": \"...\"}")
+        for key in ('prompt', 'response'):
+            if key not in e:
+                raise EvalDataError(f"{where} has no \"{key}\" key (it has {sorted(e)}); add one")
+            if not isinstance(e[key], str):
+                raise EvalDataError(f"{where}: \"{key}\" must be a string, got {type(e[key]).__name__} {e[key]!r}")
+        if e['response'] == '':
+            raise EvalDataError(f"{where} has an empty response: there is nothing to score. "
+                                "Write the continuation to score, or remove the pair")
+        pairs.append({'prompt': e['prompt'], 'response': e['response'],
+                      'extra': {k: v for k, v in e.items() if k not in ('prompt', 'response')}})
+    return pairs
+
+
+def read_results(path):
+    """An EvalRun from a results/eval_<name>.json written by an earlier run (the "before" of --compare_to)."""
+    d = read_json(path, "--compare_to needs the results of an earlier run: run eval.py on the 'before' model "
+                        "first (it writes results/eval_<name>.json), or use --compare_init_from=<model>")
+    if not isinstance(d, dict) or d.get('format') != RESULTS_FORMAT:
+        raise EvalDataError(f"--compare_to={path} is not a results file of eval.py (format "
+                            f"{d.get('format') if isinstance(d, dict) else type(d).__name__!r}, expected "
+                            f"{RESULTS_FORMAT!r}); give it a results/eval_<name>.json")
+    try:
+        return EvalRun.from_dict(d, source=path)
+    except (KeyError, TypeError, AttributeError) as e:
+        raise EvalDataError(f"--compare_to={path} is not a results file of eval.py (missing {e}); "
+                            "give it a results/eval_<name>.json") from None
+
+
+def join_texts(prompt, response, mode='auto'):
+    """(prompt, response) as they will be tokenized: the response is the continuation of the prompt.
+
+    'auto':  trailing whitespace of the prompt moves to the start of the response (GPT-2 writes a space
+             as part of the next word: ' there'); if neither side has whitespace at the join and both
+             sides are word characters, one space is inserted ('happily' + 'ever' -> 'happily ever').
+             Anything else (punctuation, quotes) is kept as written.
+    'space': exactly one space at the join (whitespace on both sides replaced by it).
+    'none':  as written, concatenated.
+    An empty prompt is left empty (the response is scored after <|endoftext|>, as a document start)."""
+    if mode not in JOIN_MODES:
+        raise EvalDataError(f"join={mode!r}: use one of {', '.join(JOIN_MODES)}")
+    if mode == 'none' or prompt == '':
+        return prompt, response
+    p = prompt.rstrip()
+    if mode == 'space':
+        return p, ' ' + response.lstrip()
+    r = prompt[len(p):] + response
+    if p and not r[0].isspace() and re.match(r'\w', p[-1]) and re.match(r'\w', r[0]):
+        r = ' ' + r
+    return p, r
+
+
+def tokenize_pair(tok, prompt, response):
+    """(prompt_ids, response_ids, note): encode prompt+response together and split at the prompt.
+
+    The split is the largest number of leading tokens whose bytes lie wholly inside the prompt. If a
+    token spans the join (BPE merged the prompt's last characters with the response's first), it goes
+    to the response and the note says so: the score then also covers those few prompt characters.
+    An empty context becomes <|endoftext|>, GPT-2's document separator."""
+    ids = tok.encode(prompt + response)
+    plen = len(prompt.encode('utf-8'))
+    k = n = 0
+    while k < len(ids) and n + len(tok.token_bytes(ids[k])) <= plen:
+        n += len(tok.token_bytes(ids[k]))
+        k += 1
+    note = ''
+    if n != plen:
+        b = tok.token_bytes(ids[k])
+        head = b[:plen - n].decode('utf-8', 'backslashreplace')
+        tail = b[plen - n:].decode('utf-8', 'backslashreplace')
+        note = (f"token {tok.token_text(ids[k])!r} spans the join (prompt's {head!r} + response's {tail!r}); "
+                f"it is scored as part of the response, after the {k} prompt token{'s' if k != 1 else ''} "
+                "before it" + (" (after <|endoftext|>)" if k == 0 else ''))
+    elif not prompt:
+        note = "empty prompt: the response is scored after <|endoftext|>, as the start of a document"
+    elif ids[:k] != tok.encode(prompt):
+        note = "the prompt tokenizes differently before this response than alone; its joint tokens are used"
+    context = ids[:k]
+    if not context:
+        if tok.eot is None:
+            raise EvalDataError(f"an empty prompt needs an <|endoftext|> token to start from, and {tok.name} has "
+                                "none; give the pair a prompt")
+        context = [tok.eot]
+    return context, ids[k:], note

@@ -1,0 +1,326 @@
+"""
+Eval's result table and reports: one column spec drives the console, Markdown and CSV; result files written atomically.
+
+    print(pairs_report(run))                       # the console table and totals
+    write_results(run, comparison, 'results', 'gpt2')  # results/eval_gpt2.json/.csv/.md/.png, all or nothing
+
+A pairs table row is a Row(p, q, d): a scored pair, the same pair before (or None) and the change in
+log-prob (after - before, nats; or None). COLUMNS says, for each column, its header and its cell in
+each rendering; the console and Markdown show rounded text, the CSV full precision.
+"""
+import csv
+import io
+import json
+import math
+import os
+from dataclasses import dataclass
+from typing import Callable, NamedTuple
+
+from formatting import format_prob, format_ratio
+from scores import PairResult, perplexity
+
+
+def arrow(d):
+    return '↑' if d > 0 else '↓' if d < 0 else '='
+
+
+def md_escape(s):
+    return s.replace('|', '\\|').replace('\n', '\\n')
+
+
+class Row(NamedTuple):
+    p: PairResult             # the pair, scored by this run (the "after")
+    q: PairResult = None      # the same pair before, when comparing
+    d: float = None           # p.logprob - q.logprob (nats), when comparing
+
+
+@dataclass(frozen=True)
+class Column:
+    title: str                # header in the console and in Markdown
+    text: Callable            # Row -> the cell as text, in the console and in Markdown
+    width: int = 0            # console: > 0 right-aligned, < 0 left-aligned, 0 as is (a last column)
+    csv: tuple = ()           # CSV field names ((): not in the CSV)
+    values: Callable = None   # Row -> one CSV value per field name
+    tables: str = 'pairs'     # the tables it is in: 'pairs' (one run), 'compare' (before vs after) or both
+    sampling: bool = False    # only when the run has sampling-distribution scores
+    gap: int = 1              # spaces before it in the console
+    console: bool = True      # in the console table
+    md: str = '---:'          # Markdown alignment; '' = not in Markdown
+    md_title: str = None      # Markdown header, when it differs from title
+    md_text: Callable = None  # Markdown cell, when it differs from text
+
+    def shown(self, tables, sampling):
+        """In any of these tables ('pairs', 'compare' or both, space-separated), given the run's sampling."""
+        return bool(set(tables.split()) & set(self.tables.split())) and (sampling or not self.sampling)
+
+
+def _surprise(r):
+    """Console cell: the least likely response token, its probability and rank, what the model expected."""
+    p, i = r.p, r.p.surprise
+    expected = f", model expected {repr(p.expected[i])})" if p.ranks[i] > 1 else ")"
+    return f"{repr(p.tokens[i])} p={format_prob(p.logprobs[i])} (rank {p.ranks[i]}" + expected
+
+
+def _md_surprise(r):
+    p, i = r.p, r.p.surprise
+    return f"`{md_escape(repr(p.tokens[i]))}` {format_prob(p.logprobs[i])} (rank {p.ranks[i]})"
+
+
+COLUMNS = [
+    Column('#', lambda r: str(r.p.index), 3, ('pair',), lambda r: [r.p.index], 'pairs compare', gap=0),
+    Column('prompt|response', lambda r: r.p.label(), -30, tables='pairs compare', gap=2, md=''),
+    Column('prompt', lambda r: md_escape(r.p.prompt) or '*(empty)*', csv=('prompt',),
+           values=lambda r: [r.p.prompt], tables='pairs compare', console=False, md='---'),
+    Column('response', lambda r: md_escape(r.p.response), csv=('response',), values=lambda r: [r.p.response],
+           console=False, md='---'),
+    Column('tokens', lambda r: str(r.p.n), 6, ('tokens',), lambda r: [r.p.n]),
+    Column('log-prob', lambda r: f"{r.p.logprob:.3f}", 9, ('logprob',), lambda r: [f"{r.p.logprob:.6f}"]),
+    Column('probability', lambda r: format_prob(r.p.logprob), 11, ('probability',),
+           lambda r: [format_prob(r.p.logprob)]),
+    Column('lp/token', lambda r: f"{r.p.mean_logprob:.3f}", 8, ('mean_logprob',),
+           lambda r: [f"{r.p.mean_logprob:.6f}"], md_title='log-prob/token'),
+    Column('ppl', lambda r: f"{r.p.perplexity:.6g}", 7, ('perplexity',), lambda r: [f"{r.p.perplexity:.4f}"],
+           md_title='perplexity'),
+    Column('greedy', lambda r: 'yes' if r.p.greedy else 'no', 6, ('greedy',), lambda r: [r.p.greedy], md=':---:'),
+    Column('sampling p', lambda r: format_prob(r.p.sample_logprob), 11, ('sample_logprob',),
+           lambda r: [f"{r.p.sample_logprob:.6f}"], sampling=True),
+    Column('most surprising token', _surprise, csv=('surprising_token', 'surprising_logprob'),
+           values=lambda r: [r.p.tokens[r.p.surprise], f"{r.p.logprobs[r.p.surprise]:.6f}"], gap=2, md='---',
+           md_text=_md_surprise),
+    # before vs after: only with a comparison
+    Column('before', lambda r: format_prob(r.q.logprob), 11, ('before_logprob', 'before_probability'),
+           lambda r: [f"{r.q.logprob:.6f}", format_prob(r.q.logprob)], 'compare'),
+    Column('after', lambda r: format_prob(r.p.logprob), 11, tables='compare'),
+    Column('ratio', lambda r: format_ratio(r.d), 12, tables='compare'),  # in the CSV as log10_ratio
+    Column('Δ log-prob', lambda r: f"{r.d:+.3f}", 10, ('delta_logprob', 'log10_ratio'),
+           lambda r: [f"{r.d:.6f}", f"{r.d / math.log(10):.6f}"], 'compare'),
+    Column('', lambda r: arrow(r.d), csv=('direction',), values=lambda r: [arrow(r.d)], tables='compare',
+           md=':---:'),
+]
+
+
+def rows(run, c=None):
+    if c is None:
+        return [Row(p) for p in run.pairs]
+    return [Row(p, q, d) for p, q, d in zip(run.pairs, c.before.pairs, c.deltas)]
+
+
+def console_table(table, rows_, sampling):
+    """The header line and one line per row of the console's 'pairs' or 'compare' table."""
+    cols = [c for c in COLUMNS if c.console and c.shown(table, sampling)]
+
+    def line(cells):
+        return ''.join(' ' * c.gap + (x.rjust(c.width) if c.width > 0 else x.ljust(-c.width))
+                       for c, x in zip(cols, cells))
+    return [line([c.title for c in cols]).rstrip()] + [line([c.text(r) for c in cols]) for r in rows_]
+
+
+def markdown_table(table, rows_, sampling):
+    cols = [c for c in COLUMNS if c.md and c.shown(table, sampling)]
+
+    def line(cells):
+        return '|' + '|'.join(f" {x} " if x else ' ' for x in cells) + '|'
+    return [line([c.title if c.md_title is None else c.md_title for c in cols]),
+            '|' + ''.join(c.md + '|' for c in cols)] + \
+        [line([(c.md_text or c.text)(r) for c in cols]) for r in rows_]
+
+
+def csv_text(run, c=None):
+    """Every pair with full-precision numbers; with a comparison, the before and the change too."""
+    cols = [col for col in COLUMNS if col.csv and col.shown('pairs' if c is None else 'pairs compare',
+                                                          run.sampling)]
+    f = io.StringIO()
+    w = csv.writer(f)
+    w.writerow([name for col in cols for name in col.csv])
+    for r in rows(run, c):
+        w.writerow([v for col in cols for v in col.values(r)])
+    return f.getvalue()
+
+
+# -----------------------------------------------------------------------------
+# console reports
+
+def pairs_report(run, verbose=False, tok=None):
+    s = run.settings
+    lines = [f"{len(run.pairs)} pairs from {s.get('eval_data')}, model {run.model}, scored in "
+             f"{run.passes} forward pass{'es' if run.passes != 1 else ''} (batch_size {s.get('batch_size')}), "
+             f"join={s.get('join')}",
+             "probabilities under the model distribution (temperature 1, no top-k/top-p)"]
+    if run.sampling:
+        lines.append(f"'sampling p' = under the sampling distribution (temperature {s['temperature']}, "
+                     f"top_k {s['top_k']}, top_p {s['top_p']}); 0 = a token sampling could never draw")
+    lines += [''] + console_table('pairs', rows(run), run.sampling)
+    lines += ['', f"totals over {len(run.pairs)} pairs ({run.n_tokens} response tokens):",
+              f"  sum of probabilities       {format_prob(run.log_sum_prob):>11}   (the plain sum: dominated "
+              "by the single likeliest pair)",
+              f"  sum of log-probabilities   {run.logprob:>11.3f}   (log of the product: all pairs together)",
+              f"  mean log-prob per token    {run.mean_logprob:>11.4f}   (perplexity "
+              f"{perplexity(run.mean_logprob):.6g}; compares across lengths)",
+              f"  greedy decoding reproduces {sum(p.greedy for p in run.pairs)} of {len(run.pairs)} responses"]
+    notes = [f"  pair {p.index}: {p.note}" for p in run.pairs if p.note]
+    if notes:
+        lines += ['', 'notes:'] + notes
+    if verbose:
+        lines += ['', 'exact tokens: the context (its last 8 tokens), then each response token, its log-prob '
+                  'and rank:']
+        for p in run.pairs:
+            n = len(p.prompt_ids)
+            last = [tok.token_text(t) for t in p.prompt_ids[-8:]] if tok else p.prompt_ids[-8:]
+            lines.append(f"{p.index:>3}  context of {n} token{'s' if n != 1 else ''}: {'... ' if n > 8 else ''}"
+                         + ' '.join(map(repr, last)))
+            lines.append('     ' + '  '.join(f"{repr(t)} {lp:.2f} r{r}"
+                                             for t, lp, r in zip(p.tokens, p.logprobs, p.ranks)))
+    return '\n'.join(lines)
+
+
+def held_out(runs):
+    """[(label, ValResult)] of the labelled runs that have held-out metrics."""
+    return [(label, r.val) for label, r in runs if r.val is not None]
+
+
+def val_report(runs):
+    """Held-out data metrics of one or more runs (columns), e.g. before and after."""
+    vals = held_out(runs)
+    if not vals:
+        return ''
+    v0 = vals[0][1]
+    lines = [f"held-out data {v0.path}: {v0.tokens:,} tokens predicted ({v0.bytes:,} UTF-8 bytes of text), "
+             f"windows of {v0.window} tokens, {v0.stride} predicted per window",
+             f"  {'':<16}" + ''.join(f"{label:>14}" for label, _ in vals)]
+    columns = [v.metrics() for _, v in vals]
+    for k, (title, _) in enumerate(columns[0]):
+        lines.append(f"  {title:<16}" + ''.join(f"{m[k][1]:>14}" for m in columns))
+    if len(vals) == 2 and (vals[0][1].path, vals[0][1].tokens) != (vals[1][1].path, vals[1][1].tokens):
+        lines.append("  note: the two columns were measured on different data or token counts: not comparable")
+    return '\n'.join(lines)
+
+
+def compare_report(c, verbose=False):
+    b, a = c.before, c.after
+    lines = ["before vs after (probabilities under the model distribution; ratio = after / before):",
+             f"  before: {b.model}  [{b.source}]", f"  after:  {a.model}  [{a.source}]", '']
+    lines += console_table('compare', rows(a, c), a.sampling)
+    same = len(c.deltas) - c.rose - c.fell
+    change = a.logprob - b.logprob
+    lines += ['', f"{c.rose} of {len(c.deltas)} pairs rose (↑), {c.fell} fell (↓)"
+              + (f", {same} unchanged" if same else ''),
+              f"  sum of log-probabilities  {b.logprob:.3f} → {a.logprob:.3f}  ({change:+.3f} nats, "
+              f"{format_ratio(change)})",
+              f"  mean log-prob per token   {b.mean_logprob:.4f} → {a.mean_logprob:.4f}  (perplexity "
+              f"{perplexity(b.mean_logprob):.6g} → {perplexity(a.mean_logprob):.6g})",
+              f"  sum of probabilities      {format_prob(b.log_sum_prob)} → {format_prob(a.log_sum_prob)}"]
+    missing = [p.index for p, ds in zip(a.pairs, c.token_deltas) if ds is None]
+    for gains in (True, False):
+        top = c.top_tokens(8, gains)
+        if top:
+            lines += ['', f"tokens that {'gained' if gains else 'lost'} the most probability:"]
+            for p, i, d in top:
+                q = b.pairs[p.index - 1]
+                lines.append(f"  pair {p.index:>2}  {repr(p.tokens[i]):<16} {format_prob(q.logprobs[i]):>10} → "
+                             f"{format_prob(p.logprobs[i]):<10} {d:+.3f} {arrow(d)}")
+    if missing:
+        lines.append(f"  (pairs {missing} are tokenized differently in the two runs: no per-token view)")
+    if verbose:
+        lines += ['', 'every token, Δ log-prob (after − before):']
+        for p, ds in zip(a.pairs, c.token_deltas):
+            if ds:
+                lines.append(f"{p.index:>3}  " + '  '.join(f"{repr(t)} {d:+.2f}" for t, d in zip(p.tokens, ds)))
+    v = val_report([('before', b), ('after', a)])
+    return '\n'.join(lines + (['', v] if v else []))
+
+
+# -----------------------------------------------------------------------------
+# Markdown
+
+def markdown(run, c=None):
+    """A Markdown report: pairs, totals, held-out metrics, and the comparison when there is one."""
+    s = run.settings
+    sampling = (f"; 'sampling p' under temperature {s['temperature']}, top_k {s['top_k']}, top_p {s['top_p']}."
+                if run.sampling else '.')
+    out = [f"# eval: {run.model}", '',
+           f"{len(run.pairs)} pairs from `{s.get('eval_data')}`, join={s.get('join')}, dtype {s.get('dtype')}. "
+           "Probabilities are under the model distribution (temperature 1, no top-k/top-p)" + sampling, '']
+    out += markdown_table('pairs', rows(run), run.sampling)
+    out += ['', f"Totals over {run.n_tokens} response tokens: sum of probabilities {format_prob(run.log_sum_prob)}, "
+            f"sum of log-probabilities {run.logprob:.3f}, mean log-prob per token {run.mean_logprob:.4f} "
+            f"(perplexity {perplexity(run.mean_logprob):.6g}).", '']
+    if c is not None:
+        b = c.before
+        out += ['## Before vs after', '', f"Before: `{b.model}` ({b.source}). After: `{run.model}`. "
+                f"{c.rose} of {len(c.deltas)} pairs rose, {c.fell} fell.", '']
+        out += markdown_table('compare', rows(run, c), run.sampling)
+        out += ['', f"Sum of log-probabilities {b.logprob:.3f} → {run.logprob:.3f}; mean per token "
+                f"{b.mean_logprob:.4f} → {run.mean_logprob:.4f}.", '',
+                '### Tokens that gained and lost the most', '', '| pair | token | before | after | Δ log-prob |',
+                '|---:|---|---:|---:|---:|']
+        for p, i, d in c.top_tokens(10, True) + c.top_tokens(10, False):
+            out.append(f"| {p.index} | `{md_escape(repr(p.tokens[i]))}` | "
+                       f"{format_prob(b.pairs[p.index - 1].logprobs[i])} | "
+                       f"{format_prob(p.logprobs[i])} | {d:+.3f} {arrow(d)} |")
+        out.append('')
+    vals = held_out((('before', c.before), ('after', run)) if c else (('model', run),))
+    if vals:
+        v0 = vals[0][1]
+        out += ['## Held-out data', '', f"`{v0.path}`: {v0.tokens:,} tokens predicted ({v0.bytes:,} UTF-8 bytes "
+                f"of text), windows of {v0.window}, {v0.stride} predicted per window.", '',
+                '| | ' + ' | '.join(label for label, _ in vals) + ' |', '|---|' + '---:|' * len(vals)]
+        columns = [v.metrics() for _, v in vals]
+        for k, (title, _) in enumerate(columns[0]):
+            out.append(f"| {title} | " + ' | '.join(m[k][1] for m in columns) + ' |')
+        out.append('')
+    return '\n'.join(out)
+
+
+# -----------------------------------------------------------------------------
+# result files
+
+def write_all(writers):
+    """{path: write(tmp_path)}: each file is written to a temporary name first and all are renamed into
+    place only once every one is ready, so an error (a full disk, a failing chart) replaces none."""
+    tmps = {}
+    for path in writers:
+        root, ext = os.path.splitext(path)
+        tmps[path] = f"{root}.tmp{os.getpid()}{ext}"  # same folder: the rename cannot cross file systems
+    try:
+        for path, write in writers.items():
+            write(tmps[path])
+        for path, tmp in tmps.items():
+            os.replace(tmp, path)
+    finally:
+        for tmp in tmps.values():
+            if os.path.exists(tmp):
+                os.remove(tmp)
+    return list(writers)
+
+
+def write_results(run, c, results_dir, name, show=False):
+    """results/eval_<name>.json/.csv/.md/.png (+ _tokens.png when comparing), all or nothing."""
+    import plots
+    os.makedirs(results_dir, exist_ok=True)
+    base = os.path.join(results_dir, f"eval_{name}")
+    d = run.to_dict()
+    if c is not None:
+        d['comparison'] = c.to_dict()
+    texts = {'.json': json.dumps(d, indent=1, ensure_ascii=False, allow_nan=False), '.csv': csv_text(run, c),
+             '.md': markdown(run, c)}
+
+    def text_file(text):
+        def write(path):
+            with open(path, 'w', encoding='utf-8', newline='') as f:
+                f.write(text)
+        return write
+    writers = {base + ext: text_file(text) for ext, text in texts.items()}
+
+    labels = [f"{p.index}  {p.label(26)}" for p in run.pairs]
+    if c is None:
+        series = {run.model: [p.logprob for p in run.pairs]}
+    else:
+        series = {'before: ' + c.before.model: [p.logprob for p in c.before.pairs],
+                  'after: ' + run.model: [p.logprob for p in run.pairs]}
+    title = f"P(response | prompt), {len(run.pairs)} pairs of {os.path.basename(run.settings.get('eval_data', ''))}"
+    writers[base + '.png'] = lambda path: plots.eval_pairs(labels, series, path, title, show=show)
+    if c is not None and (c.top_tokens(1, True) or c.top_tokens(1, False)):  # some token changed
+        items = [(p.tokens[i], p.index, dd) for p, i, dd in c.top_tokens(12, True) + c.top_tokens(12, False)]
+        writers[base + '_tokens.png'] = lambda path: plots.eval_token_changes(
+            items, path, f"tokens whose probability changed most: {c.before.model} → {run.model}", show=show)
+    return write_all(writers)
