@@ -19,7 +19,7 @@ In a notebook:
 
 Probabilities are under the model's own distribution (temperature 1, no top-k/top-p). Setting
 temperature, top_k or top_p adds the probability under that sampling distribution, labelled as such.
-Pair files: pairs.py; result data: scores.py; tables and result files: report.py; held-out metrics: heldout.py.
+Pair files: pairs.py; result data: scores.py; tables and result files: report.py; held-out: heldout.py.
 """
 import os
 import re
@@ -35,10 +35,10 @@ from report import compare_report, pairs_report, val_report, write_results
 from scores import EvalDataError, EvalRun, PairResult, compare
 
 # -----------------------------------------------------------------------------
-init_from: str = 'resume'  # 'resume' (out_dir/ckpt.pt), 'gpt2'...'gpt2-xl', a Hugging Face folder, or a ckpt file
+init_from: str = 'resume'  # 'resume' (out_dir/ckpt.pt), 'gpt2'...'gpt2-xl', a Hugging Face folder, a .pt
 out_dir: str = 'out'  # where init_from='resume' finds ckpt.pt
 eval_data: str = 'eval_data.json'  # JSON list of {"prompt": ..., "response": ...} (extra keys ignored)
-join: str = 'auto'  # how prompt and response meet: 'auto' (as a person reads them), 'none' (as written), 'space'
+join: str = 'auto'  # how prompt and response meet: 'auto' (as a person reads), 'none' (as written), 'space'
 batch_size: int = 16  # pairs (or val windows) per forward pass
 temperature: float = 1.0  # 1.0 = the model's own distribution; other values add a sampling-distribution score
 top_k: int | None = None  # None/0 = off; set: also report the score under top-k sampling
@@ -48,9 +48,9 @@ dtype: str = 'float32'  # 'auto' = bfloat16/float16 on CUDA: faster, but every l
 compile: bool = False  # torch.compile the model (CUDA only); scoring is one pass, so it rarely pays off
 compare_to: str = ''  # results/eval_<x>.json of an earlier run: the "before" of a before/after comparison
 compare_init_from: str = ''  # or a second model (like init_from, not 'resume') scored in this run as "before"
-val_data: str = ''  # held-out text file, or .bin of uint16 token ids: perplexity, bits/byte, top-1/top-5 accuracy
-val_tokens: int = 20000  # predict at most this many tokens of val_data (0 = all); GPT-2 124M: ~4 min on 2 CPU cores
-val_stride: int = 0  # tokens predicted per window of block_size; 0 = block_size // 2 (each sees >= half a block)
+val_data: str = ''  # held-out text file or .bin of uint16 token ids: perplexity, bits/byte, top-1/5 accuracy
+val_tokens: int = 20000  # predict at most this many tokens of val_data (0 = all); GPT-2 124M: ~4 min, 2 CPUs
+val_stride: int = 0  # tokens predicted per window of block_size; 0 = block_size // 2 (each sees >= half)
 name: str = ''  # results/eval_<name>.*; '' = named after the model
 results_dir: str = 'results'  # where the result files go
 verbose: bool = False  # print every pair's exact response tokens with their log-probs
@@ -59,26 +59,27 @@ show: bool = False  # also open the charts in a window, when a display exists
 
 # sample.py settings that eval.py accepts and ignores, so that any sample.py command line runs here unchanged
 # (the configurator skips them with a note; scoring draws no random numbers, so seed is among them)
-IGNORED_SETTINGS = ('start', 'num_samples', 'max_new_tokens', 'seed', 'show_probs', 'probs_top_k', 'stop_at_eot',
-                    'fixed_response', 'compare_temperatures', 'compare_step', 'num_beams', 'length_penalty',
-                    'no_repeat_ngram_size')
+IGNORED_SETTINGS = ('start', 'num_samples', 'max_new_tokens', 'seed', 'show_probs', 'probs_top_k',
+                    'stop_at_eot', 'fixed_response', 'compare_temperatures', 'compare_step', 'num_beams',
+                    'length_penalty', 'no_repeat_ngram_size')
 
 
 def _model_and_tokenizer(model, tok, **load_kw):
-    """(model, tok, description, autocast ctx, dtype) from a GPT + tokenizer, a load.Loaded, or an init_from."""
+    """(model, tok, description, autocast ctx, dtype) of a GPT + tokenizer, a load.Loaded or an init_from."""
     if isinstance(model, str):
         model = load_model(model, **load_kw)
     if hasattr(model, 'tok') and hasattr(model, 'model'):  # load.Loaded
         return model.model, model.tok, model.source, model.ctx, model.dtype
     if tok is None:
-        raise ValueError("score_pairs(model=<GPT>) needs tok=<load.Tokenizer> too (or pass a load.Loaded / an "
-                         "init_from)")
-    return model, tok, type(model).__name__, nullcontext(), str(model.lm_head.weight.dtype).replace('torch.', '')
+        raise ValueError("score_pairs(model=<GPT>) needs tok=<load.Tokenizer> too (or pass a load.Loaded "
+                         "or an init_from)")
+    dtype = str(model.lm_head.weight.dtype).replace('torch.', '')
+    return model, tok, type(model).__name__, nullcontext(), dtype
 
 
 def score_pairs(eval_data='eval_data.json', model='resume', tok=None, *, join='auto', batch_size=16,
-                temperature=1.0, top_k=None, top_p=1.0, verbose=False, quiet=False, out_dir='out', device='auto',
-                dtype='float32'):
+                temperature=1.0, top_k=None, top_p=1.0, verbose=False, quiet=False, out_dir='out',
+                device='auto', dtype='float32'):
     """Score every prompt/response pair of eval_data with a model; print the table and return an EvalRun.
 
     eval_data: a JSON file path, or a list of pairs already in memory (dicts or [prompt, response]).
@@ -88,7 +89,8 @@ def score_pairs(eval_data='eval_data.json', model='resume', tok=None, *, join='a
     For each pair this is exactly model.generate(prompt_ids, fixed_response=response_ids): generate()
     hands a fixed response to model.score(), which is called here directly for batch_size pairs at a
     time, so N pairs take ceil(N / batch_size) padded forward passes."""
-    model, tok, source, ctx, dtype = _model_and_tokenizer(model, tok, out_dir=out_dir, device=device, dtype=dtype)
+    model, tok, source, ctx, dtype = _model_and_tokenizer(model, tok, out_dir=out_dir, device=device,
+                                                          dtype=dtype)
     if isinstance(eval_data, str):
         path, pairs = eval_data, read_pairs(eval_data)
     else:
@@ -114,7 +116,8 @@ def score_pairs(eval_data='eval_data.json', model='resume', tok=None, *, join='a
     with ctx:
         for b in range(0, len(pairs), batch_size):
             # each token's rank and the model's top choice come from the same pass
-            scored += model.score(prompts[b:b + batch_size], responses[b:b + batch_size], temperature, top_k, top_p)
+            batch = slice(b, b + batch_size)
+            scored += model.score(prompts[batch], responses[batch], temperature, top_k, top_p)
             passes += 1
     results = []
     for i, (p, s, note, texts) in enumerate(zip(pairs, scored, notes, joined), 1):
@@ -146,8 +149,8 @@ def default_name(init_from, out_dir='out'):
 
 def main():
     if compare_to and compare_init_from:
-        raise UserError("give either --compare_to (an earlier results file) or --compare_init_from (a model), "
-                        "not both")
+        raise UserError("give either --compare_to (an earlier results file) or --compare_init_from "
+                        "(a model), not both")
     if compare_init_from == 'resume':
         raise UserError("--compare_init_from=resume would load the same out_dir as init_from; give the "
                         "checkpoint's folder or file instead (e.g. --compare_init_from=out/ckpt.pt)")

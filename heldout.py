@@ -35,10 +35,12 @@ def read_val_ids(path, tok, max_tokens):
                                 "save it as UTF-8, or give a .bin of token ids") from None
         ids = tok.encode(text)[:n]
     if len(ids) < 2:
-        raise EvalDataError(f"--val_data={path} holds {len(ids)} token(s); at least 2 are needed to predict one")
+        raise EvalDataError(f"--val_data={path} holds {len(ids)} token(s); "
+                            "at least 2 are needed to predict one")
     if max(ids) >= tok.vocab_size:
-        raise EvalDataError(f"--val_data={path} holds token id {max(ids)}, beyond the {tok.vocab_size} tokens "
-                            f"of the model's tokenizer ({tok.name}): was it made with another tokenizer?")
+        raise EvalDataError(f"--val_data={path} holds token id {max(ids)}, beyond the {tok.vocab_size} "
+                            f"tokens of the model's tokenizer ({tok.name}): was it made with another "
+                            "tokenizer?")
     return ids
 
 

@@ -1,5 +1,5 @@
 """
-Prompt/response pairs: eval_data.json and earlier results files read and validated, pairs joined and tokenized.
+Prompt/response pairs: eval_data.json and earlier results read and validated, pairs joined and tokenized.
 
 Every JSON file goes through read_json, so a broken file gets the same one-line message naming the spot.
 """
@@ -13,17 +13,19 @@ JOIN_MODES = ('auto', 'none', 'space')
 
 
 def read_json(path, missing):
-    """The JSON value in path, or EvalDataError naming the file, the spot and the fix (`missing` if absent)."""
+    """The JSON value in path, or EvalDataError naming the file, the spot and the fix (`missing`: absent)."""
     if not os.path.exists(path):
         raise EvalDataError(f"{path} does not exist: {missing}")
     try:
         with open(path, encoding='utf-8') as f:
             return json.load(f)
     except json.JSONDecodeError as e:
-        raise EvalDataError(f"{path} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}. Fix that "
-                            "spot (a trailing comma or an unescaped \" inside a string are the usual causes)") from None
+        raise EvalDataError(f"{path} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}. "
+                            "Fix that spot (a trailing comma or an unescaped \" inside a string are "
+                            "the usual causes)") from None
     except UnicodeDecodeError as e:
-        raise EvalDataError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8") from None
+        raise EvalDataError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start}); "
+                            "save it as UTF-8") from None
 
 
 def read_pairs(path):
@@ -37,8 +39,8 @@ def check_pairs(data, path='eval_data'):
     """Validate loaded JSON (or a list built in Python). An entry is {"prompt": str, "response": str, ...}
     (other keys kept as 'extra') or [prompt, response]."""
     if not isinstance(data, list):
-        raise EvalDataError(f"{path} must hold a JSON list of pairs [{{\"prompt\": ..., \"response\": ...}}, ...], "
-                            f"found a {type(data).__name__}")
+        raise EvalDataError(f"{path} must hold a JSON list of pairs "
+                            f"[{{\"prompt\": ..., \"response\": ...}}, ...], found a {type(data).__name__}")
     if not data:
         raise EvalDataError(f"{path} holds an empty list: add at least one prompt/response pair")
     pairs = []
@@ -53,7 +55,8 @@ def check_pairs(data, path='eval_data'):
             if key not in e:
                 raise EvalDataError(f"{where} has no \"{key}\" key (it has {sorted(e)}); add one")
             if not isinstance(e[key], str):
-                raise EvalDataError(f"{where}: \"{key}\" must be a string, got {type(e[key]).__name__} {e[key]!r}")
+                raise EvalDataError(f"{where}: \"{key}\" must be a string, "
+                                    f"got {type(e[key]).__name__} {e[key]!r}")
         if e['response'] == '':
             raise EvalDataError(f"{where} has an empty response: there is nothing to score. "
                                 "Write the continuation to score, or remove the pair")
@@ -128,7 +131,7 @@ def tokenize_pair(tok, prompt, response):
     context = ids[:k]
     if not context:
         if tok.eot is None:
-            raise EvalDataError(f"an empty prompt needs an <|endoftext|> token to start from, and {tok.name} has "
-                                "none; give the pair a prompt")
+            raise EvalDataError(f"an empty prompt needs an <|endoftext|> token to start from, and {tok.name} "
+                                "has none; give the pair a prompt")
         context = [tok.eot]
     return context, ids[k:], note

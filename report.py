@@ -1,5 +1,5 @@
 """
-Eval's result table and reports: one column spec drives the console, Markdown and CSV; result files written atomically.
+Eval's reports: one column spec for console, Markdown and CSV tables; result files written atomically.
 
     print(pairs_report(run))                       # the console table and totals
     write_results(run, comparison, 'results', 'gpt2')  # results/eval_gpt2.json/.csv/.md/.png, all or nothing
@@ -36,12 +36,13 @@ class Row(NamedTuple):
 
 @dataclass(frozen=True)
 class Column:
+    """One column of the pairs tables: its header and its cell in the console, in Markdown and in the CSV."""
     title: str                # header in the console and in Markdown
     text: Callable            # Row -> the cell as text, in the console and in Markdown
     width: int = 0            # console: > 0 right-aligned, < 0 left-aligned, 0 as is (a last column)
     csv: tuple = ()           # CSV field names ((): not in the CSV)
     values: Callable = None   # Row -> one CSV value per field name
-    tables: str = 'pairs'     # the tables it is in: 'pairs' (one run), 'compare' (before vs after) or both
+    tables: tuple = ('pairs',)  # the tables it is in: 'pairs' (one run's scores), 'compare' (before vs after)
     sampling: bool = False    # only when the run has sampling-distribution scores
     gap: int = 1              # spaces before it in the console
     console: bool = True      # in the console table
@@ -50,8 +51,8 @@ class Column:
     md_text: Callable = None  # Markdown cell, when it differs from text
 
     def shown(self, tables, sampling):
-        """In any of these tables ('pairs', 'compare' or both, space-separated), given the run's sampling."""
-        return bool(set(tables.split()) & set(self.tables.split())) and (sampling or not self.sampling)
+        """In any of these tables, for a run with (or without) sampling-distribution scores."""
+        return any(t in self.tables for t in tables) and (sampling or not self.sampling)
 
 
 def _surprise(r):
@@ -66,11 +67,12 @@ def _md_surprise(r):
     return f"`{md_escape(repr(p.tokens[i]))}` {format_prob(p.logprobs[i])} (rank {p.ranks[i]})"
 
 
+BOTH = ('pairs', 'compare')
 COLUMNS = [
-    Column('#', lambda r: str(r.p.index), 3, ('pair',), lambda r: [r.p.index], 'pairs compare', gap=0),
-    Column('prompt|response', lambda r: r.p.label(), -30, tables='pairs compare', gap=2, md=''),
+    Column('#', lambda r: str(r.p.index), 3, ('pair',), lambda r: [r.p.index], tables=BOTH, gap=0),
+    Column('prompt|response', lambda r: r.p.label(), -30, tables=BOTH, gap=2, md=''),
     Column('prompt', lambda r: md_escape(r.p.prompt) or '*(empty)*', csv=('prompt',),
-           values=lambda r: [r.p.prompt], tables='pairs compare', console=False, md='---'),
+           values=lambda r: [r.p.prompt], tables=BOTH, console=False, md='---'),
     Column('response', lambda r: md_escape(r.p.response), csv=('response',), values=lambda r: [r.p.response],
            console=False, md='---'),
     Column('tokens', lambda r: str(r.p.n), 6, ('tokens',), lambda r: [r.p.n]),
@@ -81,58 +83,61 @@ COLUMNS = [
            lambda r: [f"{r.p.mean_logprob:.6f}"], md_title='log-prob/token'),
     Column('ppl', lambda r: f"{r.p.perplexity:.6g}", 7, ('perplexity',), lambda r: [f"{r.p.perplexity:.4f}"],
            md_title='perplexity'),
-    Column('greedy', lambda r: 'yes' if r.p.greedy else 'no', 6, ('greedy',), lambda r: [r.p.greedy], md=':---:'),
+    Column('greedy', lambda r: 'yes' if r.p.greedy else 'no', 6, ('greedy',), lambda r: [r.p.greedy],
+           md=':---:'),
     Column('sampling p', lambda r: format_prob(r.p.sample_logprob), 11, ('sample_logprob',),
            lambda r: [f"{r.p.sample_logprob:.6f}"], sampling=True),
     Column('most surprising token', _surprise, csv=('surprising_token', 'surprising_logprob'),
            values=lambda r: [r.p.tokens[r.p.surprise], f"{r.p.logprobs[r.p.surprise]:.6f}"], gap=2, md='---',
            md_text=_md_surprise),
-    # before vs after: only with a comparison
+    # before vs after: only with a comparison (the CSV's after is logprob and probability above)
     Column('before', lambda r: format_prob(r.q.logprob), 11, ('before_logprob', 'before_probability'),
-           lambda r: [f"{r.q.logprob:.6f}", format_prob(r.q.logprob)], 'compare'),
-    Column('after', lambda r: format_prob(r.p.logprob), 11, tables='compare'),
-    Column('ratio', lambda r: format_ratio(r.d), 12, tables='compare'),  # in the CSV as log10_ratio
+           lambda r: [f"{r.q.logprob:.6f}", format_prob(r.q.logprob)], tables=('compare',)),
+    Column('after', lambda r: format_prob(r.p.logprob), 11, tables=('compare',)),
+    Column('ratio', lambda r: format_ratio(r.d), 12, tables=('compare',)),  # CSV: log10_ratio, with the Δ
     Column('Δ log-prob', lambda r: f"{r.d:+.3f}", 10, ('delta_logprob', 'log10_ratio'),
-           lambda r: [f"{r.d:.6f}", f"{r.d / math.log(10):.6f}"], 'compare'),
-    Column('', lambda r: arrow(r.d), csv=('direction',), values=lambda r: [arrow(r.d)], tables='compare',
+           lambda r: [f"{r.d:.6f}", f"{r.d / math.log(10):.6f}"], tables=('compare',)),
+    Column('', lambda r: arrow(r.d), csv=('direction',), values=lambda r: [arrow(r.d)], tables=('compare',),
            md=':---:'),
 ]
 
 
-def rows(run, c=None):
+def table_rows(run, c=None):
+    """A Row per pair of run; with a comparison c, each with its before and its change."""
     if c is None:
         return [Row(p) for p in run.pairs]
     return [Row(p, q, d) for p, q, d in zip(run.pairs, c.before.pairs, c.deltas)]
 
 
-def console_table(table, rows_, sampling):
-    """The header line and one line per row of the console's 'pairs' or 'compare' table."""
-    cols = [c for c in COLUMNS if c.console and c.shown(table, sampling)]
+def console_table(table, rows, sampling):
+    """The lines of the console's 'pairs' or 'compare' table: the header, then one per row."""
+    cols = [col for col in COLUMNS if col.console and col.shown((table,), sampling)]
 
     def line(cells):
-        return ''.join(' ' * c.gap + (x.rjust(c.width) if c.width > 0 else x.ljust(-c.width))
-                       for c, x in zip(cols, cells))
-    return [line([c.title for c in cols]).rstrip()] + [line([c.text(r) for c in cols]) for r in rows_]
+        return ''.join(' ' * col.gap + (x.rjust(col.width) if col.width > 0 else x.ljust(-col.width))
+                       for col, x in zip(cols, cells))
+    return [line([col.title for col in cols]).rstrip()] + [line([col.text(r) for col in cols]) for r in rows]
 
 
-def markdown_table(table, rows_, sampling):
-    cols = [c for c in COLUMNS if c.md and c.shown(table, sampling)]
+def markdown_table(table, rows, sampling):
+    """The lines of a Markdown 'pairs' or 'compare' table."""
+    cols = [col for col in COLUMNS if col.md and col.shown((table,), sampling)]
 
     def line(cells):
         return '|' + '|'.join(f" {x} " if x else ' ' for x in cells) + '|'
-    return [line([c.title if c.md_title is None else c.md_title for c in cols]),
-            '|' + ''.join(c.md + '|' for c in cols)] + \
-        [line([(c.md_text or c.text)(r) for c in cols]) for r in rows_]
+    head = line([col.title if col.md_title is None else col.md_title for col in cols])
+    align = '|' + ''.join(col.md + '|' for col in cols)
+    return [head, align] + [line([(col.md_text or col.text)(r) for col in cols]) for r in rows]
 
 
 def csv_text(run, c=None):
-    """Every pair with full-precision numbers; with a comparison, the before and the change too."""
-    cols = [col for col in COLUMNS if col.csv and col.shown('pairs' if c is None else 'pairs compare',
-                                                          run.sampling)]
+    """Every pair with full-precision numbers; with a comparison c, the before and the change too."""
+    tables = ('pairs',) if c is None else BOTH
+    cols = [col for col in COLUMNS if col.csv and col.shown(tables, run.sampling)]
     f = io.StringIO()
     w = csv.writer(f)
     w.writerow([name for col in cols for name in col.csv])
-    for r in rows(run, c):
+    for r in table_rows(run, c):
         w.writerow([v for col in cols for v in col.values(r)])
     return f.getvalue()
 
@@ -142,21 +147,22 @@ def csv_text(run, c=None):
 
 def pairs_report(run, verbose=False, tok=None):
     s = run.settings
-    lines = [f"{len(run.pairs)} pairs from {s.get('eval_data')}, model {run.model}, scored in "
-             f"{run.passes} forward pass{'es' if run.passes != 1 else ''} (batch_size {s.get('batch_size')}), "
-             f"join={s.get('join')}",
+    passes = f"{run.passes} forward pass{'es' if run.passes != 1 else ''}"
+    lines = [f"{len(run.pairs)} pairs from {s.get('eval_data')}, model {run.model}, scored in {passes} "
+             f"(batch_size {s.get('batch_size')}), join={s.get('join')}",
              "probabilities under the model distribution (temperature 1, no top-k/top-p)"]
     if run.sampling:
         lines.append(f"'sampling p' = under the sampling distribution (temperature {s['temperature']}, "
                      f"top_k {s['top_k']}, top_p {s['top_p']}); 0 = a token sampling could never draw")
-    lines += [''] + console_table('pairs', rows(run), run.sampling)
+    lines += [''] + console_table('pairs', table_rows(run), run.sampling)
     lines += ['', f"totals over {len(run.pairs)} pairs ({run.n_tokens} response tokens):",
               f"  sum of probabilities       {format_prob(run.log_sum_prob):>11}   (the plain sum: dominated "
               "by the single likeliest pair)",
               f"  sum of log-probabilities   {run.logprob:>11.3f}   (log of the product: all pairs together)",
               f"  mean log-prob per token    {run.mean_logprob:>11.4f}   (perplexity "
               f"{perplexity(run.mean_logprob):.6g}; compares across lengths)",
-              f"  greedy decoding reproduces {sum(p.greedy for p in run.pairs)} of {len(run.pairs)} responses"]
+              f"  greedy decoding reproduces {sum(p.greedy for p in run.pairs)} of {len(run.pairs)} "
+              "responses"]
     notes = [f"  pair {p.index}: {p.note}" for p in run.pairs if p.note]
     if notes:
         lines += ['', 'notes:'] + notes
@@ -166,8 +172,8 @@ def pairs_report(run, verbose=False, tok=None):
         for p in run.pairs:
             n = len(p.prompt_ids)
             last = [tok.token_text(t) for t in p.prompt_ids[-8:]] if tok else p.prompt_ids[-8:]
-            lines.append(f"{p.index:>3}  context of {n} token{'s' if n != 1 else ''}: {'... ' if n > 8 else ''}"
-                         + ' '.join(map(repr, last)))
+            lines.append(f"{p.index:>3}  context of {n} token{'s' if n != 1 else ''}: "
+                         + ('... ' if n > 8 else '') + ' '.join(map(repr, last)))
             lines.append('     ' + '  '.join(f"{repr(t)} {lp:.2f} r{r}"
                                              for t, lp, r in zip(p.tokens, p.logprobs, p.ranks)))
     return '\n'.join(lines)
@@ -191,7 +197,8 @@ def val_report(runs):
     for k, (title, _) in enumerate(columns[0]):
         lines.append(f"  {title:<16}" + ''.join(f"{m[k][1]:>14}" for m in columns))
     if len(vals) == 2 and (vals[0][1].path, vals[0][1].tokens) != (vals[1][1].path, vals[1][1].tokens):
-        lines.append("  note: the two columns were measured on different data or token counts: not comparable")
+        lines.append("  note: the two columns were measured on different data or token counts: "
+                     "not comparable")
     return '\n'.join(lines)
 
 
@@ -199,7 +206,7 @@ def compare_report(c, verbose=False):
     b, a = c.before, c.after
     lines = ["before vs after (probabilities under the model distribution; ratio = after / before):",
              f"  before: {b.model}  [{b.source}]", f"  after:  {a.model}  [{a.source}]", '']
-    lines += console_table('compare', rows(a, c), a.sampling)
+    lines += console_table('compare', table_rows(a, c), a.sampling)
     same = len(c.deltas) - c.rose - c.fell
     change = a.logprob - b.logprob
     lines += ['', f"{c.rose} of {len(c.deltas)} pairs rose (↑), {c.fell} fell (↓)"
@@ -216,15 +223,16 @@ def compare_report(c, verbose=False):
             lines += ['', f"tokens that {'gained' if gains else 'lost'} the most probability:"]
             for p, i, d in top:
                 q = b.pairs[p.index - 1]
-                lines.append(f"  pair {p.index:>2}  {repr(p.tokens[i]):<16} {format_prob(q.logprobs[i]):>10} → "
-                             f"{format_prob(p.logprobs[i]):<10} {d:+.3f} {arrow(d)}")
+                lines.append(f"  pair {p.index:>2}  {repr(p.tokens[i]):<16} {format_prob(q.logprobs[i]):>10}"
+                             f" → {format_prob(p.logprobs[i]):<10} {d:+.3f} {arrow(d)}")
     if missing:
         lines.append(f"  (pairs {missing} are tokenized differently in the two runs: no per-token view)")
     if verbose:
         lines += ['', 'every token, Δ log-prob (after − before):']
         for p, ds in zip(a.pairs, c.token_deltas):
             if ds:
-                lines.append(f"{p.index:>3}  " + '  '.join(f"{repr(t)} {d:+.2f}" for t, d in zip(p.tokens, ds)))
+                changes = '  '.join(f"{repr(t)} {d:+.2f}" for t, d in zip(p.tokens, ds))
+                lines.append(f"{p.index:>3}  {changes}")
     v = val_report([('before', b), ('after', a)])
     return '\n'.join(lines + (['', v] if v else []))
 
@@ -235,24 +243,26 @@ def compare_report(c, verbose=False):
 def markdown(run, c=None):
     """A Markdown report: pairs, totals, held-out metrics, and the comparison when there is one."""
     s = run.settings
-    sampling = (f"; 'sampling p' under temperature {s['temperature']}, top_k {s['top_k']}, top_p {s['top_p']}."
-                if run.sampling else '.')
+    sampling = (f"; 'sampling p' under temperature {s['temperature']}, top_k {s['top_k']}, "
+                f"top_p {s['top_p']}." if run.sampling else '.')
     out = [f"# eval: {run.model}", '',
-           f"{len(run.pairs)} pairs from `{s.get('eval_data')}`, join={s.get('join')}, dtype {s.get('dtype')}. "
-           "Probabilities are under the model distribution (temperature 1, no top-k/top-p)" + sampling, '']
-    out += markdown_table('pairs', rows(run), run.sampling)
-    out += ['', f"Totals over {run.n_tokens} response tokens: sum of probabilities {format_prob(run.log_sum_prob)}, "
-            f"sum of log-probabilities {run.logprob:.3f}, mean log-prob per token {run.mean_logprob:.4f} "
+           f"{len(run.pairs)} pairs from `{s.get('eval_data')}`, join={s.get('join')}, "
+           f"dtype {s.get('dtype')}. Probabilities are under the model distribution (temperature 1, "
+           "no top-k/top-p)" + sampling, '']
+    out += markdown_table('pairs', table_rows(run), run.sampling)
+    out += ['', f"Totals over {run.n_tokens} response tokens: sum of probabilities "
+            f"{format_prob(run.log_sum_prob)}, sum of log-probabilities {run.logprob:.3f}, "
+            f"mean log-prob per token {run.mean_logprob:.4f} "
             f"(perplexity {perplexity(run.mean_logprob):.6g}).", '']
     if c is not None:
         b = c.before
         out += ['## Before vs after', '', f"Before: `{b.model}` ({b.source}). After: `{run.model}`. "
                 f"{c.rose} of {len(c.deltas)} pairs rose, {c.fell} fell.", '']
-        out += markdown_table('compare', rows(run, c), run.sampling)
+        out += markdown_table('compare', table_rows(run, c), run.sampling)
         out += ['', f"Sum of log-probabilities {b.logprob:.3f} → {run.logprob:.3f}; mean per token "
                 f"{b.mean_logprob:.4f} → {run.mean_logprob:.4f}.", '',
-                '### Tokens that gained and lost the most', '', '| pair | token | before | after | Δ log-prob |',
-                '|---:|---|---:|---:|---:|']
+                '### Tokens that gained and lost the most', '',
+                '| pair | token | before | after | Δ log-prob |', '|---:|---|---:|---:|---:|']
         for p, i, d in c.top_tokens(10, True) + c.top_tokens(10, False):
             out.append(f"| {p.index} | `{md_escape(repr(p.tokens[i]))}` | "
                        f"{format_prob(b.pairs[p.index - 1].logprobs[i])} | "
@@ -261,8 +271,9 @@ def markdown(run, c=None):
     vals = held_out((('before', c.before), ('after', run)) if c else (('model', run),))
     if vals:
         v0 = vals[0][1]
-        out += ['## Held-out data', '', f"`{v0.path}`: {v0.tokens:,} tokens predicted ({v0.bytes:,} UTF-8 bytes "
-                f"of text), windows of {v0.window}, {v0.stride} predicted per window.", '',
+        out += ['## Held-out data', '', f"`{v0.path}`: {v0.tokens:,} tokens predicted "
+                f"({v0.bytes:,} UTF-8 bytes of text), windows of {v0.window}, "
+                f"{v0.stride} predicted per window.", '',
                 '| | ' + ' | '.join(label for label, _ in vals) + ' |', '|---|' + '---:|' * len(vals)]
         columns = [v.metrics() for _, v in vals]
         for k, (title, _) in enumerate(columns[0]):
@@ -317,7 +328,8 @@ def write_results(run, c, results_dir, name, show=False):
     else:
         series = {'before: ' + c.before.model: [p.logprob for p in c.before.pairs],
                   'after: ' + run.model: [p.logprob for p in run.pairs]}
-    title = f"P(response | prompt), {len(run.pairs)} pairs of {os.path.basename(run.settings.get('eval_data', ''))}"
+    data = os.path.basename(run.settings.get('eval_data', ''))
+    title = f"P(response | prompt), {len(run.pairs)} pairs of {data}"
     writers[base + '.png'] = lambda path: plots.eval_pairs(labels, series, path, title, show=show)
     if c is not None and (c.top_tokens(1, True) or c.top_tokens(1, False)):  # some token changed
         items = [(p.tokens[i], p.index, dd) for p, i, dd in c.top_tokens(12, True) + c.top_tokens(12, False)]

@@ -73,7 +73,7 @@ class PairResult:
         return None if self.sample_logprobs is None else math.fsum(self.sample_logprobs)
 
     def label(self, width=30):
-        """'…upon a time| there lived a…': the end of the prompt, '|', the start of the response, as joined."""
+        """'…upon a time| there lived a…': the end of the prompt, '|', the start of the response (joined)."""
         a = width * 2 // 5
         p, r = self.joined or (self.prompt, self.response)
         p, r = p.replace('\n', '\\n'), r.replace('\n', '\\n')
@@ -119,7 +119,7 @@ class ValResult:
 
 @dataclass
 class EvalRun:
-    """A model's scores on every pair (and optionally on held-out text), as saved in results/eval_<name>.json."""
+    """A model's scores on every pair (and optionally held-out text), as saved in results/eval_<name>.json."""
     model: str               # what was loaded (init_from, resolved)
     settings: dict           # eval_data, join, temperature, top_k, top_p, device, dtype, batch_size
     pairs: list              # list[PairResult]
@@ -204,7 +204,8 @@ class Comparison:
 
     def top_tokens(self, n=8, gains=True):
         """The n tokens whose log-prob rose (gains) or fell the most: (pair, position, delta)."""
-        items = [(p, i, d) for p, ds in zip(self.after.pairs, self.token_deltas) if ds for i, d in enumerate(ds)]
+        items = [(p, i, d) for p, ds in zip(self.after.pairs, self.token_deltas) if ds
+                 for i, d in enumerate(ds)]
         items = [x for x in items if (x[2] > 0 if gains else x[2] < 0)]
         return sorted(items, key=lambda x: -abs(x[2]))[:n]
 
@@ -217,13 +218,13 @@ class Comparison:
 def compare(before, after):
     """Pair-by-pair comparison of two EvalRuns over the same eval_data (checked)."""
     if len(before.pairs) != len(after.pairs):
-        raise EvalDataError(f"{before.source} scored {len(before.pairs)} pairs and this run {len(after.pairs)}: "
-                            "compare runs over the same eval_data")
+        raise EvalDataError(f"{before.source} scored {len(before.pairs)} pairs and this run "
+                            f"{len(after.pairs)}: compare runs over the same eval_data")
     token_deltas = []
     for a, b in zip(after.pairs, before.pairs):
         if (a.prompt, a.response) != (b.prompt, b.response):
-            raise EvalDataError(f"pair {a.index} differs between {before.source} ({b.label()!r}) and this run "
-                                f"({a.label()!r}): compare runs over the same eval_data")
+            raise EvalDataError(f"pair {a.index} differs between {before.source} ({b.label()!r}) and this "
+                                f"run ({a.label()!r}): compare runs over the same eval_data")
         if a.joined and b.joined and tuple(a.joined) != tuple(b.joined):  # a missing space changes everything
             raise EvalDataError(f"pair {a.index}: {before.source} scored {tuple(b.joined)!r} (join="
                                 f"{before.settings.get('join')}), this run {tuple(a.joined)!r} (join="

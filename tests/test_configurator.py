@@ -86,3 +86,19 @@ def test_command_line_error_is_one_line_and_exit_code_2(tmp_path):
     assert ok.returncode == 0 and 'lr 1.0' in ok.stdout
     bad = subprocess.run([sys.executable, str(script), '--lr=x'], capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.strip() == "error: command line: lr='x' is not a valid float (the default is 0.1)"
+
+
+def test_ignored_settings_are_accepted_but_not_set(tmp_path, capsys):
+    """A script's IGNORED_SETTINGS (eval.py: sample.py's) are taken from the command line or a config
+    file with a note, and never become settings; every other key is as strict as before."""
+    g = settings()
+    g['IGNORED_SETTINGS'] = ('num_samples', 'seed')
+    cfg = tmp_path / 'sample_cfg.py'
+    cfg.write_text("seed = 7\nmax_iters = 3\n")
+    configure(g, ['--num_samples=5', '--num-samples=not a number', str(cfg), '--top_k=4'])
+    assert 'num_samples' not in g and 'seed' not in g
+    assert (g['max_iters'], g['top_k']) == (3, 4)
+    out = capsys.readouterr().out
+    assert "Ignoring: num_samples = '5'" in out and "Ignoring: seed = 7" in out
+    with pytest.raises(ConfigError, match="unknown config key: 'num_sample'"):
+        configure(g, ['--num_sample=5'])
