@@ -21,8 +21,9 @@ Upstream's type check is exact; this one accepts what a person means and nothing
 - any text for a str setting (`--start=42` is the prompt "42").
 Anything else fails with a message naming the key, the value and the expected type.
 
-run_main(main) runs a script's main() so that bad input (a ValueError or FileNotFoundError, whose
-messages say what to fix) ends with one line `error: ...` instead of a traceback (TRACEBACK=1 shows it).
+run_main(main) runs a script's main() so that bad input (a UserError, ValueError or FileNotFoundError,
+whose messages say what to fix) ends with one line `error: ...` instead of a traceback (TRACEBACK=1 shows
+it); one_line_errors() does the same for a script that runs at module level (train.py).
 """
 
 import math
@@ -173,12 +174,26 @@ def configure(g, argv=None):
         raise
 
 
+ONE_LINE = (UserError, ValueError, FileNotFoundError)  # errors whose message says what to fix
+
+
 def run_main(main):
     """Run a script's main(); bad input ends the script with a one-line message and exit status 1."""
     try:
         return main()
-    except (UserError, ValueError, FileNotFoundError) as e:
+    except ONE_LINE as e:
         if os.environ.get('TRACEBACK'):
             raise
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
+
+
+def one_line_errors():
+    """run_main's rule for a script that runs at module level, as upstream's train.py: an uncaught
+    UserError (ValueError, FileNotFoundError) prints as one line `error: ...`; the exit status is 1."""
+    def hook(kind, e, tb):
+        if issubclass(kind, ONE_LINE) and not os.environ.get('TRACEBACK'):
+            print(f"error: {e}", file=sys.stderr)
+        else:
+            sys.__excepthook__(kind, e, tb)
+    sys.excepthook = hook
