@@ -181,7 +181,7 @@ class LossLog:
     def start(self, resume, iter_num, evaluated):
         """A fresh log, or on resume the rows before iter_num (and iter_num's eval if evaluated): the rows
         logged after the checkpoint are dropped, so the curve continues as if the run had never stopped."""
-        rows = []
+        rows, self.history = [], {'step': [], 'eval': []}
         if resume and os.path.exists(self.path):
             with open(self.path, newline='') as f:
                 for r in csv.DictReader(f):
