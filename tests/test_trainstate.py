@@ -32,7 +32,7 @@ def test_rng_snapshot_restores_every_generator_through_a_checkpoint(tmp_path):
 
 def test_resume_path_takes_the_newer_file_and_stale_saves_go(tmp_path, capsys):
     ckpt, last = tmp_path / trainstate.CKPT, tmp_path / trainstate.LAST
-    assert trainstate.resume_path(tmp_path) == str(ckpt)  # nothing yet: the missing-checkpoint error names ckpt.pt
+    assert trainstate.resume_path(tmp_path) == str(ckpt)  # none yet: the error names ckpt.pt
     last.write_bytes(b'x')
     assert trainstate.resume_path(tmp_path) == str(last)
     ckpt.write_bytes(b'x')
