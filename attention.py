@@ -15,6 +15,7 @@ import os
 
 import torch
 
+from configurator import UserError
 from model import Capture
 
 
@@ -59,27 +60,28 @@ def main():
     from load import encode_prompt, load_model
     import plots
 
-    m = load_model(init_from, out_dir, device, dtype)
-    bs = m.model.config.block_size
-    ids = encode_prompt(m.tok, start, bs)
-    text = m.tok.decode(ids)
-    L, H = m.model.config.n_layer, m.model.config.n_head
-    lay = layer + L if layer < 0 else layer
-    if not 0 <= lay < L or not 0 <= head < H:
-        raise SystemExit(f"error: --layer={layer} --head={head} is outside the model's {L} layers x {H} heads")
-    with m.ctx:
-        att = attention_maps(m.model, torch.tensor([ids], device=m.device))  # (L, H, T, T)
-    labels = [m.tok.token_text(i) for i in ids]
-    print(f"{m.source}: {len(ids)} tokens: {' | '.join(labels)}")
+    loaded = load_model(init_from, out_dir, device, dtype)
+    bs = loaded.model.config.block_size
+    ids = encode_prompt(loaded.tok, start, bs)
+    text = loaded.tok.decode(ids)
+    n_layer, n_head = loaded.model.config.n_layer, loaded.model.config.n_head
+    lay = layer + n_layer if layer < 0 else layer
+    if not 0 <= lay < n_layer or not 0 <= head < n_head:
+        raise UserError(f"--layer={layer} --head={head} is outside the model's {n_layer} layers x "
+                        f"{n_head} heads")
+    with loaded.ctx:
+        att = attention_maps(loaded.model, torch.tensor([ids], device=loaded.device))  # (L, H, T, T)
+    labels = [loaded.tok.token_text(i) for i in ids]
+    print(f"{loaded.source}: {len(ids)} tokens: {' | '.join(labels)}")
 
     # text: each head's main habit, then the close-up head's strongest links
     roles = head_roles(att)
     if len(ids) >= 3:
         print("mean attention of each head on: first token / previous token / itself / the rest "
               "(queries from the 3rd token on); the largest is shown")
-        for l in range(L):
+        for l in range(n_layer):
             cells = []
-            for h in range(H):
+            for h in range(n_head):
                 r = int(roles[l, h].argmax())
                 cells.append(f"H{h} {ROLES[r]} {roles[l, h, r]:.2f}")
             print(f"  L{l:<2d} " + ' | '.join(cells))
@@ -92,7 +94,7 @@ def main():
 
     short = text if len(text) <= 60 else text[:57] + '...'
     grid = plots.attention_grid(att.numpy(), os.path.join(results_dir, f"{name}_grid.png"),
-                                title=f"attention of {plots.model_label(m.source)} on {short!r}\n"
+                                title=f"attention of {plots.model_label(loaded.source)} on {short!r}\n"
                                       f"rows: layers, columns: heads; in each map query down, key across")
     close = plots.attention_head(a.numpy(), labels, os.path.join(results_dir, f"{name}_L{lay}H{head}.png"),
                                  title=f"layer {lay}, head {head}: row = query token, column = key token")

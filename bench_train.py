@@ -37,7 +37,7 @@ n_embd = 768
 bf16 = 'auto'  # also time ours with bfloat16 autocast: 'auto' (if the CPU has native bf16), 'yes', 'no'
 data_dir = ''  # a folder with train.bin/val.bin; '' = random GPT-2 token ids in a temporary folder
 # -----------------------------------------------------------------------------
-from configurator import configure  # noqa: E402
+from configurator import UserError, configure, run_main  # noqa: E402
 configure(globals())
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -88,15 +88,15 @@ def run(label, script_dir, extra, out_dir):
         proc.send_signal(signal.SIGKILL)  # stop at once: no checkpoint, no final eval
         proc.wait()
     if len(walls) < iters:
-        raise SystemExit(f"error: {label} stopped early:\n{''.join(tail)}")
+        raise UserError(f"{label} stopped early:\n{''.join(tail)}")
     return walls, own[:iters]
 
 
 def main():
     cpu, native_bf16 = cpu_info()
     import torch
-    print(f"CPU: {cpu}; {os.cpu_count()} logical cores, torch threads {torch.get_num_threads()}, native bf16: "
-          f"{'yes' if native_bf16 else 'no'}; torch {torch.__version__}")
+    print(f"CPU: {cpu}; {os.cpu_count()} logical cores, torch threads {torch.get_num_threads()}, "
+          f"native bf16: {'yes' if native_bf16 else 'no'}; torch {torch.__version__}")
     tokens = batch_size * block_size
     print(f"model: {n_layer} layers, {n_head} heads, {n_embd} channels, vocab 50304 (GPT-2 124M shape); "
           f"batch {batch_size} x {block_size} = {tokens:,} tokens per iteration; {warmup} warmup + {iters} "
@@ -117,7 +117,8 @@ def main():
         else:
             print(f"upstream: no train.py in {upstream_dir}; skipped (clone karpathy/nanoGPT there, or set "
                   "--upstream_dir)")
-        runs.append(('ours float32', ROOT, ['--dtype=float32', f'--data_dir={data}', '--progress=False', '--plot=False']))
+        runs.append(('ours float32', ROOT, ['--dtype=float32', f'--data_dir={data}', '--progress=False',
+                                            '--plot=False']))
         if bf16 == 'yes' or (bf16 == 'auto' and native_bf16):
             runs.append(('ours bfloat16', ROOT, ['--dtype=bfloat16', f'--data_dir={data}', '--progress=False',
                                                  '--plot=False']))
@@ -129,7 +130,8 @@ def main():
                 walls, mine = run(label, where, extra, os.path.join(tmp, 'out'))
                 results[label] += walls
                 own[label] += mine
-                print(f"  round {r + 1} {label:17s} s/iter: {' '.join(f'{w:.2f}' for w in walls)}", flush=True)
+                print(f"  round {r + 1} {label:17s} s/iter: {' '.join(f'{w:.2f}' for w in walls)}",
+                      flush=True)
         load1 = os.getloadavg()[0] if hasattr(os, 'getloadavg') else float('nan')
 
     print(f"\n{'':17s} {'s/iter':>7s} {'tokens/s':>9s} {'(own log)':>9s}  vs upstream")
@@ -145,4 +147,4 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    run_main(main)

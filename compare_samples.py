@@ -19,34 +19,35 @@ import os
 
 import torch
 
+from configurator import UserError
 from load import encode_prompt
 from decoding import make_generator
 from formatting import format_prob
 
 
 def read_prompts(spec):
-    """'a|b|c' -> ['a', 'b', 'c']; 'FILE:path' -> the file's non-empty lines (use \\n inside a line for a newline)."""
+    """'a|b|c' -> ['a', 'b', 'c']; 'FILE:path' -> the file's non-empty lines (\\n in a line: a newline)."""
     if spec.startswith('FILE:'):
         with open(spec[5:], 'r', encoding='utf-8') as f:
             prompts = [line.rstrip('\n').replace('\\n', '\n') for line in f if line.strip()]
     else:
         prompts = [p for p in spec.split('|') if p]
     if not prompts:
-        raise ValueError(f"no prompts in {spec!r}: give --prompts='first|second' or --prompts=FILE:prompts.txt")
+        raise ValueError(f"no prompts in {spec!r}: give --prompts='first|second' "
+                         "or --prompts=FILE:prompts.txt")
     return prompts
 
 
 def draw(loaded, prompts, num_samples, max_new_tokens, temperature, top_k, top_p, seed, stop_at_eot):
     """num_samples samples (decoding.Sample) per prompt, prompt i with a generator seeded seed + i."""
-    m = loaded
     out = []
     for i, p in enumerate(prompts):
-        ids = encode_prompt(m.tok, p)
-        g = make_generator(m.device, seed + i)
-        x = torch.tensor([ids] * num_samples, dtype=torch.long, device=m.device)
-        with m.ctx:
-            out.append(m.model.generate(x, max_new_tokens, temperature, top_k, top_p, generator=g,
-                                        stop_token=m.tok.eot if stop_at_eot else None))
+        ids = encode_prompt(loaded.tok, p)
+        g = make_generator(loaded.device, seed + i)
+        x = torch.tensor([ids] * num_samples, dtype=torch.long, device=loaded.device)
+        with loaded.ctx:
+            out.append(loaded.model.generate(x, max_new_tokens, temperature, top_k, top_p, generator=g,
+                                             stop_token=loaded.tok.eot if stop_at_eot else None))
     return out
 
 
@@ -91,11 +92,12 @@ def markdown(prompts, names, samples, decoders, cross, settings):
 
 
 # -----------------------------------------------------------------------------
-init_from: str = 'gpt2'  # model A ("before"): 'resume' (from out_dir), a gpt2 variant, a Hugging Face folder or a ckpt.pt
+init_from: str = 'gpt2'  # model A ("before"): 'resume' (from out_dir), a gpt2 variant, HF folder or ckpt.pt
 out_dir: str = 'out'  # where init_from='resume' finds ckpt.pt
 compare_init_from: str = 'resume'  # model B ("after"), same kinds; 'resume' reads compare_out_dir
 compare_out_dir: str = 'out'  # where compare_init_from='resume' finds ckpt.pt
-prompts: str = "Once upon a time|The little girl looked at the|The king said to his son"  # '|'-separated, or FILE:path
+prompts: str = ("Once upon a time|The little girl looked at the|"
+                "The king said to his son")  # '|'-separated, or FILE:path
 num_samples: int = 2  # samples per prompt and model
 max_new_tokens: int = 40  # tokens per sample (fewer when it ends at <|endoftext|>)
 temperature: float = 0.8  # 1.0 = the model's own distribution, < 1 sharper, 0 = greedy
@@ -117,24 +119,27 @@ def main():
 
     check_sampling(temperature, top_k, top_p)
     if num_samples < 1 or max_new_tokens < 1:
-        raise SystemExit(f"error: num_samples and max_new_tokens must be >= 1, got {num_samples}, {max_new_tokens}")
+        raise UserError(f"num_samples and max_new_tokens must be >= 1, got {num_samples}, {max_new_tokens}")
     ps = read_prompts(prompts)
-    models = [load_model(init_from, out_dir, device, dtype), load_model(compare_init_from, compare_out_dir, device, dtype)]
-    names = [model_label(m.source) for m in models]
+    models = [load_model(init_from, out_dir, device, dtype),
+              load_model(compare_init_from, compare_out_dir, device, dtype)]
+    names = [model_label(loaded.source) for loaded in models]
     if names[0] == names[1]:
         names = ['A: ' + names[0], 'B: ' + names[1]]
     samples = []
-    for m, n in zip(models, names):
+    for loaded, n in zip(models, names):
         print(f"sampling {len(ps)} prompts x {num_samples} from {n} ...")
-        samples.append(draw(m, ps, num_samples, max_new_tokens, temperature, top_k, top_p, seed, stop_at_eot))
+        samples.append(draw(loaded, ps, num_samples, max_new_tokens, temperature, top_k, top_p, seed,
+                            stop_at_eot))
     same_vocab = models[0].tok.name == models[1].tok.name
-    cross = [cross_logprobs(models[1], samples[0]), cross_logprobs(models[0], samples[1])] if same_vocab else [None, None]
+    cross = ([cross_logprobs(models[1], samples[0]), cross_logprobs(models[0], samples[1])] if same_vocab
+             else [None, None])
     if not same_vocab:
         print(f"note: the models use different vocabularies ({models[0].tok.name} vs {models[1].tok.name}): "
               "no cross-model probabilities")
     settings = (f"temperature={temperature}, top_k={top_k}, top_p={top_p}, max_new_tokens={max_new_tokens}, "
                 f"seed={seed} (prompt i: seed + i), {num_samples} sample(s) per prompt")
-    table = markdown(ps, names, samples, [m.tok.decode for m in models], cross, settings)
+    table = markdown(ps, names, samples, [loaded.tok.decode for loaded in models], cross, settings)
     path = os.path.join(results_dir, f"{name}.md")
     os.makedirs(results_dir, exist_ok=True)
     with open(path, 'w', encoding='utf-8') as f:

@@ -24,8 +24,9 @@ Anything else fails with a message naming the key, the value and the expected ty
 A script that takes another script's command lines lists the keys it accepts and does not use in a
 global IGNORED_SETTINGS (eval.py takes sample.py's): those are skipped with a note, not set.
 
-run_main(main) runs a script's main() so that bad input (a ValueError or FileNotFoundError, whose
-messages say what to fix) ends with one line `error: ...` instead of a traceback (TRACEBACK=1 shows it).
+run_main(main) runs a script's main() so that bad input (a UserError, ValueError or FileNotFoundError,
+whose messages say what to fix) ends with one line `error: ...` instead of a traceback (TRACEBACK=1 shows
+it); one_line_errors() does the same for a script that runs at module level (train.py).
 """
 
 import math
@@ -186,12 +187,26 @@ def configure(g, argv=None):
         raise
 
 
+ONE_LINE = (UserError, ValueError, FileNotFoundError)  # errors whose message says what to fix
+
+
 def run_main(main):
     """Run a script's main(); bad input ends the script with a one-line message and exit status 1."""
     try:
         return main()
-    except (UserError, ValueError, FileNotFoundError) as e:
+    except ONE_LINE as e:
         if os.environ.get('TRACEBACK'):
             raise
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
+
+
+def one_line_errors():
+    """run_main's rule for a script that runs at module level, as upstream's train.py: an uncaught
+    UserError (ValueError, FileNotFoundError) prints as one line `error: ...`; the exit status is 1."""
+    def hook(kind, e, tb):
+        if issubclass(kind, ONE_LINE) and not os.environ.get('TRACEBACK'):
+            print(f"error: {e}", file=sys.stderr)
+        else:
+            sys.__excepthook__(kind, e, tb)
+    sys.excepthook = hook

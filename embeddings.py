@@ -21,6 +21,8 @@ import os
 import numpy as np
 import torch
 
+from configurator import UserError
+
 
 def token_groups(tok, words, space_prefix=True):
     """Each word's token ids (a list per word). BPE words get a leading space when space_prefix."""
@@ -48,7 +50,8 @@ def word_vectors(model, groups, multi_token='mean'):
 
 def pca_2d(x):
     """Principal components of the rows of x (N, C) by SVD of the centred matrix, in float64.
-    Returns (mean (C,), components (C, 2), explained-variance ratio (2,)); project with (y - mean) @ components.
+    Returns (mean (C,), components (C, 2), explained-variance ratio (2,));
+    project with (y - mean) @ components.
     Each component's sign is fixed so that its largest loading is positive (a deterministic picture)."""
     x = x.double()
     mean = x.mean(0)
@@ -72,8 +75,8 @@ def frequent_tokens(path, tok, n):
         raise ValueError(f"{path} holds no tokens")
     counts = np.bincount(ids)
     if len(counts) > tok.vocab_size:
-        raise ValueError(f"{path} has token id {len(counts) - 1}, outside the {tok.vocab_size}-token vocabulary "
-                         f"of {tok.name}: was it prepared for another tokenizer?")
+        raise ValueError(f"{path} has token id {len(counts) - 1}, outside the {tok.vocab_size}-token "
+                         f"vocabulary of {tok.name}: was it prepared for another tokenizer?")
     order = np.argsort(-counts, kind='stable')[:n]
     order = order[counts[order] > 0]
     return order.tolist(), counts[order].tolist()
@@ -82,13 +85,14 @@ def frequent_tokens(path, tok, n):
 # -----------------------------------------------------------------------------
 init_from: str = 'gpt2'  # 'resume' (from out_dir), a gpt2 variant, a Hugging Face folder or a ckpt.pt path
 out_dir: str = 'out'  # where init_from='resume' finds ckpt.pt
-words: str = ("king,queen,prince,princess,man,woman,boy,girl,mother,father,cat,dog,wolf,fox,bird,"
-              "castle,forest,house,gold,silver,red,green,blue,one,two,three,happy,sad,Monday,Friday")  # comma-separated
-corpus: str = ''  # a text file or a .bin of token ids: show its num_tokens most frequent tokens instead of words
+words: str = ("king,queen,prince,princess,man,woman,boy,girl,mother,father,cat,dog,wolf,fox,bird,castle,"
+              "forest,house,gold,silver,red,green,blue,one,two,three,happy,sad,"
+              "Monday,Friday")  # comma-separated
+corpus: str = ''  # a text file or a .bin of token ids: its num_tokens most frequent tokens instead of words
 num_tokens: int = 60  # how many frequent tokens with --corpus
 multi_token: str = 'mean'  # a word of several tokens: 'mean' of their embeddings, or the 'first' token's
 space_prefix: bool = True  # GPT-2 BPE: embed " king" (the mid-sentence form) rather than "king"
-compare_init_from: str = ''  # a second model (same kinds as init_from; 'resume' reads compare_out_dir): arrows
+compare_init_from: str = ''  # a second model (kinds as init_from; 'resume' reads compare_out_dir): arrows
 compare_out_dir: str = 'out'  # where compare_init_from='resume' finds ckpt.pt
 arrow_scale: float = 1.0  # draw moves this many times longer (fine-tuning moves embeddings little); printed
 results_dir: str = 'results'  # where the PNG goes
@@ -106,24 +110,25 @@ def main():
         ids, counts = frequent_tokens(corpus, a.tok, num_tokens)
         groups, labels = [[i] for i in ids], [a.tok.token_text(i) for i in ids]
         print(f"the {len(ids)} most frequent tokens of {corpus}: "
-              + ', '.join(f"{s!r} {c}" for s, c in zip(labels[:20], counts[:20])) + (' ...' if len(ids) > 20 else ''))
+              + ', '.join(f"{s!r} {c}" for s, c in zip(labels[:20], counts[:20]))
+              + (' ...' if len(ids) > 20 else ''))
     else:
         labels = [w.strip() for w in words.split(',') if w.strip()]
         if len(labels) < 3:
-            raise SystemExit(f"error: --words needs at least 3 comma-separated words, got {words!r}")
+            raise UserError(f"--words needs at least 3 comma-separated words, got {words!r}")
         groups = token_groups(a.tok, labels, space_prefix)
     xa = word_vectors(a.model, groups, multi_token)  # (N, C)
     mean, comps, ratio = pca_2d(xa)
     pa = (xa - mean) @ comps  # (N, 2)
-    print(f"{a.source}: {len(groups)} points, PCA of their embeddings; PC1 explains {ratio[0]:.1%} of the variance, "
-          f"PC2 {ratio[1]:.1%}")
+    print(f"{a.source}: {len(groups)} points, PCA of their embeddings; PC1 explains {ratio[0]:.1%} of the "
+          f"variance, PC2 {ratio[1]:.1%}")
 
     pb, b = None, None
     if compare_init_from:
         b = load_model(compare_init_from, compare_out_dir, device, 'float32')
         if b.tok.name != a.tok.name:
-            raise SystemExit(f"error: the two models use different vocabularies ({a.tok.name} vs {b.tok.name}): "
-                             "their token embeddings cannot be compared")
+            raise UserError(f"the two models use different vocabularies ({a.tok.name} vs {b.tok.name}): "
+                            "their token embeddings cannot be compared")
         xb = word_vectors(b.model, groups, multi_token)
         pb = (xb - mean) @ comps
         moved = (xb - xa).norm(dim=1)  # (N,) in the full embedding space
@@ -134,7 +139,8 @@ def main():
         nb = _nearest(xb)
         print(f"how each point moved from {a.source} to {b.source} (full {xa.size(1)}-d space; "
               "largest relative move first):")
-        print(f"  {'token/word':<16} {'tokens':>6} {'|moved|':>9} {'relative':>9} {'cosine':>8}  nearest word before -> after")
+        print(f"  {'token/word':<16} {'tokens':>6} {'|moved|':>9} {'relative':>9} {'cosine':>8}  "
+              "nearest word before -> after")
         for i in sorted(range(len(groups)), key=lambda i: -float(rel[i])):
             print(f"  {labels[i]!r:<16} {len(groups[i]):>6} {moved[i]:>9.4f} {rel[i]:>9.2%} {cos[i]:>8.4f}  "
                   f"{labels[na[i]]!r} -> {labels[nb[i]]!r}")
@@ -144,9 +150,11 @@ def main():
             print(f"  {lbl!r:<16} {len(g):>6} {x:>8.3f} {y:>8.3f}")
     multi = sum(len(g) > 1 for g in groups)
     if multi:
-        print(f"{multi} word(s) span several tokens: {'mean of their token embeddings' if multi_token == 'mean' else 'first token only'}")
+        how = 'mean of their token embeddings' if multi_token == 'mean' else 'first token only'
+        print(f"{multi} word(s) span several tokens: {how}")
 
-    what = f"the {len(groups)} most frequent tokens of {os.path.basename(corpus)}" if corpus else f"{len(groups)} words"
+    what = (f"the {len(groups)} most frequent tokens of {os.path.basename(corpus)}" if corpus
+            else f"{len(groups)} words")
     title = f"token embeddings of {what}: PCA of {model_label(a.source)}"
     if b is not None:
         title += f"\nblue: {model_label(a.source)}, red: {model_label(b.source)}"
@@ -154,7 +162,8 @@ def main():
                              xy_after=None if pb is None else pb.numpy(),
                              names=(model_label(a.source), model_label(b.source) if b else ''),
                              arrow_scale=arrow_scale,
-                             axis_labels=(f"PC1 ({ratio[0]:.1%} of variance)", f"PC2 ({ratio[1]:.1%})"), title=title)
+                             axis_labels=(f"PC1 ({ratio[0]:.1%} of variance)", f"PC2 ({ratio[1]:.1%})"),
+                             title=title)
     print(f"saved {path}")
 
 

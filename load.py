@@ -270,22 +270,6 @@ def checkpoint_dict(model, optimizer=None, iter_num=0, best_val_loss=1e9, config
     return ckpt
 
 
-def save_checkpoint(ckpt, path):
-    """Write atomically: to a temp file in the same folder, then rename over the old one, so a crash
-    or kill at any moment leaves either the previous checkpoint or the new one, never half a file."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, 'wb') as f:
-            torch.save(ckpt, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 # -----------------------------------------------------------------------------
 # the one entry point
 

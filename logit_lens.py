@@ -64,32 +64,35 @@ def main():
     from load import encode_prompt, load_model
     from plots import logit_lens_table, model_label, prob_text, token_label
 
-    m = load_model(init_from, out_dir, device, dtype)
-    bs = m.model.config.block_size
-    ids = encode_prompt(m.tok, start, bs)
-    text = m.tok.decode(ids)
-    with m.ctx:
-        lens = logit_lens(m.model, torch.tensor([ids], device=m.device))
-    labels = [m.tok.token_text(i) for i in ids]
-    rows = row_names(m.model.config.n_layer)
-    cells = [[m.tok.token_text(i) for i in row] for row in lens.top_ids.tolist()]
-    hits = [[c < len(ids) - 1 and row[c] == ids[c + 1] for c in range(len(ids))] for row in lens.top_ids.tolist()]
+    loaded = load_model(init_from, out_dir, device, dtype)
+    bs = loaded.model.config.block_size
+    ids = encode_prompt(loaded.tok, start, bs)
+    text = loaded.tok.decode(ids)
+    with loaded.ctx:
+        lens = logit_lens(loaded.model, torch.tensor([ids], device=loaded.device))
+    labels = [loaded.tok.token_text(i) for i in ids]
+    rows = row_names(loaded.model.config.n_layer)
+    cells = [[loaded.tok.token_text(i) for i in row] for row in lens.top_ids.tolist()]
+    hits = [[c < len(ids) - 1 and row[c] == ids[c + 1] for c in range(len(ids))]
+            for row in lens.top_ids.tolist()]
 
-    print(f"{m.source}: logit lens of {text!r}")
-    print("each cell: the top next-token prediction after that layer, and its probability (model distribution); "
-          "* = the prompt's actual next token")
+    print(f"{loaded.source}: logit lens of {text!r}")
+    print("each cell: the top next-token prediction after that layer, and its probability "
+          "(model distribution); * = the prompt's actual next token")
     w = 15
     print(f"{'input token':>12} " + ''.join(f"{token_label(s, w - 1):>{w}}" for s in labels))
     for name_, crow, prow, hrow in zip(rows, cells, lens.top_probs.tolist(), hits):
-        print(f"{name_:>12} " + ''.join(f"{token_label(c, w - 8) + (' *' if h else '') + ' ' + prob_text(p):>{w}}"
-                                        for c, p, h in zip(crow, prow, hrow)))
+        cells_text = (token_label(c, w - 8) + (' *' if h else '') + ' ' + prob_text(p)
+                      for c, p, h in zip(crow, prow, hrow))
+        print(f"{name_:>12} " + ''.join(f"{t:>{w}}" for t in cells_text))
     if len(ids) > 1:
         final = lens.next_probs[-1]
         print("actual next tokens, their probability after the last layer: " +
               ', '.join(f"{labels[c + 1]!r} {final[c]:.3g}" for c in range(len(ids) - 1)))
 
-    path = logit_lens_table(cells, lens.top_probs.numpy(), rows, labels, os.path.join(results_dir, f"{name}.png"),
-                            hits=hits, title=f"logit lens of {model_label(m.source)}: top next-token "
+    path = logit_lens_table(cells, lens.top_probs.numpy(), rows, labels,
+                            os.path.join(results_dir, f"{name}.png"), hits=hits,
+                            title=f"logit lens of {model_label(loaded.source)}: top next-token "
                             "prediction per layer (blue box = the actual next token)")
     print(f"saved {path}")
 

@@ -3,9 +3,9 @@ Train a GPT from scratch, fine-tune GPT-2, or resume a run: upstream nanoGPT's l
 CUDA or Apple MPS, on one device or many (DistributedDataParallel through torchrun).
 
 Fine-tune GPT-2 on children's stories (make the data first: python data/children_stories/prepare.py):
-$ python train.py config/finetune_children_stories.py                   # device=auto: CUDA, else MPS, else CPU
+$ python train.py config/finetune_children_stories.py                 # device=auto: CUDA, else MPS, else CPU
 $ python train.py config/finetune_children_stories.py --device=mps --batch_size=4
-$ python train.py config/finetune_children_stories.py --init_from=resume   # after Ctrl-C, a crash, or for more iters
+$ python train.py config/finetune_children_stories.py --init_from=resume  # after Ctrl-C, a crash, more iters
 A small model from scratch, to watch one learn (about two minutes on 2 CPU cores):
 $ python train.py config/train_stories_tiny.py
 
@@ -28,10 +28,10 @@ same iteration, optimizer, learning-rate schedule, RNG and batch sampling, so th
 never stopped. A NaN/inf loss stops the run before the optimizer step, without saving.
 """
 
+
 import math
 import os
 import random
-import signal
 import sys
 import time
 
@@ -39,88 +39,80 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from load import (autocast_ctx, char_tokenizer, checkpoint_dict, describe_init_from, device_type_of,
-                  load_checkpoint, model_from_checkpoint, resolve_device, resolve_dtype, save_checkpoint,
-                  should_compile, use_grad_scaler)
+import trainstate
+from configurator import UserError, configure, one_line_errors
+from load import (autocast_ctx, char_tokenizer, describe_init_from, device_type_of, load_checkpoint,
+                  model_from_checkpoint, resolve_device, resolve_dtype, should_compile, use_grad_scaler)
 from model import GPT, GPTConfig
 
 # -----------------------------------------------------------------------------
 # default config values designed to train a gpt2 (124M) on OpenWebText, as upstream
 # I/O
-out_dir = 'out'
-eval_interval = 2000
-log_interval = 1
-eval_iters = 200
-eval_only = False  # if True, script exits right after the first eval
-always_save_checkpoint = True  # if True, always save a checkpoint after each eval (else only when val loss improves)
-init_from = 'scratch'  # 'scratch', 'resume', 'gpt2*', a Hugging Face GPT-2 folder, or a checkpoint file/folder
-early_stop_patience = 0  # stop after this many evals in a row without a better val loss (0 = never)
+out_dir: str = 'out'
+eval_interval: int = 2000
+log_interval: int = 1
+eval_iters: int = 200
+eval_only: bool = False  # if True, script exits right after the first eval
+always_save_checkpoint: bool = True  # save after every eval (False: only when the val loss improves)
+init_from: str = 'scratch'  # 'scratch', 'resume', 'gpt2*', a Hugging Face GPT-2 folder, or a checkpoint
+early_stop_patience: int = 0  # stop after this many evals in a row without a better val loss (0 = never)
 # wandb logging
-wandb_log = False  # disabled by default
-wandb_project = 'owt'
-wandb_run_name = 'gpt2'  # 'run' + str(time.time())
+wandb_log: bool = False  # disabled by default
+wandb_project: str = 'owt'
+wandb_run_name: str = 'gpt2'  # 'run' + str(time.time())
 # data
-dataset = 'openwebtext'
-data_dir = ''  # folder holding train.bin and val.bin; '' = data/<dataset>
-gradient_accumulation_steps = 5 * 8  # used to simulate larger batch sizes
-batch_size = 12  # if gradient_accumulation_steps > 1, this is the micro-batch size
-block_size = 1024
+dataset: str = 'openwebtext'
+data_dir: str = ''  # folder holding train.bin and val.bin; '' = data/<dataset>
+gradient_accumulation_steps: int = 5 * 8  # used to simulate larger batch sizes
+batch_size: int = 12  # if gradient_accumulation_steps > 1, this is the micro-batch size
+block_size: int = 1024
 # model
-n_layer = 12
-n_head = 12
-n_embd = 768
-dropout = 0.0  # for pretraining 0 is good, for finetuning try 0.1+
-bias = False  # do we use bias inside LayerNorm and Linear layers?
-gelu = 'exact'  # from scratch: 'exact' (upstream nanoGPT) or 'tanh' (GPT-2); other models keep their own
+n_layer: int = 12
+n_head: int = 12
+n_embd: int = 768
+dropout: float = 0.0  # for pretraining 0 is good, for finetuning try 0.1+
+bias: bool = False  # do we use bias inside LayerNorm and Linear layers?
+gelu: str = 'exact'  # from scratch: 'exact' (upstream nanoGPT) or 'tanh' (GPT-2); other models keep their own
 # adamw optimizer
-learning_rate = 6e-4  # max learning rate
-max_iters = 600000  # total number of training iterations
-weight_decay = 1e-1
-beta1 = 0.9
-beta2 = 0.95
-grad_clip = 1.0  # clip gradients at this value, or disable if == 0.0
+learning_rate: float = 6e-4  # max learning rate
+max_iters: int = 600000  # total number of training iterations
+weight_decay: float = 1e-1
+beta1: float = 0.9
+beta2: float = 0.95
+grad_clip: float = 1.0  # clip gradients at this value, or disable if == 0.0
 # learning rate decay settings
-decay_lr = True  # whether to decay the learning rate
-warmup_iters = 2000  # how many steps to warm up for
-lr_decay_iters = 600000  # should be ~= max_iters per Chinchilla
-min_lr = 6e-5  # minimum learning rate, should be ~= learning_rate/10 per Chinchilla
+decay_lr: bool = True  # whether to decay the learning rate
+warmup_iters: int = 2000  # how many steps to warm up for
+lr_decay_iters: int = 600000  # should be ~= max_iters per Chinchilla
+min_lr: float = 6e-5  # minimum learning rate, should be ~= learning_rate/10 per Chinchilla
 # DDP settings
-backend = 'auto'  # 'nccl', 'gloo', etc.; 'auto' = nccl on CUDA, gloo on CPU
+backend: str = 'auto'  # 'nccl', 'gloo', etc.; 'auto' = nccl on CUDA, gloo on CPU
 # system
-device = 'auto'  # 'auto' (CUDA, else MPS, else CPU), 'cpu', 'cuda', 'cuda:1', 'mps'
-dtype = 'auto'  # 'auto' (bfloat16 on recent CUDA GPUs, float16 on older ones, float32 elsewhere), 'float32', 'bfloat16', 'float16'
-compile = True  # torch.compile the model where it helps (CUDA, not Windows); ignored elsewhere
-seed = 1337  # each DDP rank adds its rank
-progress = True  # show a progress bar with ETA and tokens/s
-plot = True  # redraw out_dir/loss.png at each eval
+device: str = 'auto'  # 'auto' (CUDA, else MPS, else CPU), 'cpu', 'cuda', 'cuda:1', 'mps'
+dtype: str = 'auto'  # 'auto' (bfloat16/float16 on CUDA, float32 elsewhere), 'float32', 'bfloat16', 'float16'
+compile: bool = True  # torch.compile the model where it helps (CUDA, not Windows); ignored elsewhere
+seed: int = 1337  # each DDP rank adds its rank
+progress: bool = True  # show a progress bar with ETA and tokens/s
+plot: bool = True  # redraw out_dir/loss.png at each eval
 # -----------------------------------------------------------------------------
-config_keys = [k for k, v in globals().items() if not k.startswith('_') and isinstance(v, (int, float, bool, str))]
-from configurator import configure  # noqa: E402
+config_keys = [k for k, v in globals().items()
+               if not k.startswith('_') and isinstance(v, (int, float, bool, str))]
 configure(globals())  # overrides from command line or config file
+one_line_errors()  # bad input (a UserError) ends the run with one line `error: ...`, as run_main elsewhere
 # -----------------------------------------------------------------------------
 
-
-def fail(msg, code=1):
-    """End the run with a one-line message (no traceback: the message says what to do)."""
-    tqdm.write(f"error: {msg}", file=sys.stderr)
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
-    sys.exit(code)
-
-
-try:
-    device = resolve_device(device)
-    dtype = resolve_dtype(dtype, device_type_of(device))
-except ValueError as e:
-    fail(e)
+device = resolve_device(device)  # a ValueError that names the fix: one line, as a UserError
+dtype = resolve_dtype(dtype, device_type_of(device))
 device_type = device_type_of(device)
-for _k in ('eval_interval', 'log_interval', 'eval_iters', 'gradient_accumulation_steps', 'batch_size', 'block_size'):
+for _k in ('eval_interval', 'log_interval', 'eval_iters', 'gradient_accumulation_steps', 'batch_size',
+           'block_size'):
     if globals()[_k] < 1:
-        fail(f"{_k}={globals()[_k]} must be at least 1")
+        raise UserError(f"{_k}={globals()[_k]} must be at least 1")
 ddp = int(os.environ.get('RANK', -1)) != -1  # is this a ddp run (launched by torchrun)?
 if ddp:
     if device_type == 'mps':
-        fail("DistributedDataParallel does not run on Apple MPS; train with one process (python train.py)")
+        raise UserError("DistributedDataParallel does not run on Apple MPS; "
+                        "train with one process (python train.py)")
     backend = backend if backend != 'auto' else ('nccl' if device_type == 'cuda' else 'gloo')
     torch.distributed.init_process_group(backend=backend)
     ddp_rank = int(os.environ['RANK'])
@@ -136,8 +128,8 @@ if ddp:
     # world_size number of processes will be training simultaneously, so we can scale
     # down the desired gradient accumulation iterations per process proportionally
     if gradient_accumulation_steps % ddp_world_size:
-        fail(f"gradient_accumulation_steps={gradient_accumulation_steps} must be a multiple of the number of "
-             f"processes ({ddp_world_size}): each process takes an equal share")
+        raise UserError(f"gradient_accumulation_steps={gradient_accumulation_steps} must be a multiple of "
+                        f"the number of processes ({ddp_world_size}): each process takes an equal share")
     gradient_accumulation_steps //= ddp_world_size
 else:
     master_process = True
@@ -146,14 +138,13 @@ else:
     backend = backend if backend != 'auto' else 'none'
 config = {k: globals()[k] for k in config_keys}  # every setting, resolved; saved in the checkpoint
 tokens_per_iter = gradient_accumulation_steps * ddp_world_size * batch_size * block_size
+ckpt_path = os.path.join(out_dir, trainstate.CKPT)
+last_path = os.path.join(out_dir, trainstate.LAST)
 if master_process:
     print(f"tokens per iteration will be: {tokens_per_iter:,}")
     print(f"device: {device}, dtype: {dtype}" + (f", {ddp_world_size} processes ({backend})" if ddp else ""))
     os.makedirs(out_dir, exist_ok=True)
-    for _f in os.listdir(out_dir):  # half-written saves of a run that was killed (kill -9, power loss)
-        if _f.startswith(('ckpt.pt.tmp', 'ckpt_last.pt.tmp')):
-            os.remove(os.path.join(out_dir, _f))
-            print(f"removed {_f}: an unfinished save of an earlier run that was killed (the checkpoint itself is intact)")
+    trainstate.remove_stale_saves(out_dir)
 torch.manual_seed(seed + seed_offset)
 random.seed(seed + seed_offset)
 np.random.seed(seed + seed_offset)
@@ -166,39 +157,24 @@ data_dir = data_dir or os.path.join('data', dataset)
 bin_paths = {split: os.path.join(data_dir, f'{split}.bin') for split in ('train', 'val')}
 for split, path in bin_paths.items():
     if not os.path.exists(path):
-        fail(f"{path} not found: make train.bin and val.bin with prepare_bin.py --out_dir={data_dir} "
-             f"(or data/<name>/prepare.py), or point --dataset / --data_dir at the folder that has them")
+        raise UserError(f"{path} not found: make train.bin and val.bin with prepare_bin.py "
+                        f"--out_dir={data_dir} (or data/<name>/prepare.py), or point --dataset / --data_dir "
+                        f"at the folder that has them")
     n_tokens = os.path.getsize(path) // 2
     if n_tokens <= block_size + 1:
-        fail(f"{path} holds {n_tokens} tokens, fewer than block_size + 2 = {block_size + 2}; "
-             f"use more text or a smaller --block_size")
-
-
-def get_batch(split, generator):
-    """A batch (x, y), each (batch_size, block_size), of random windows of split, drawn with generator."""
-    # reopen the memmap every batch, as upstream: keeping one open makes memory grow over a long run
-    data = np.memmap(bin_paths[split], dtype=np.uint16, mode='r')
-    ix = torch.randint(len(data) - block_size, (batch_size,), generator=generator).numpy()
-    xy = torch.from_numpy(data[ix[:, None] + np.arange(block_size + 1)].astype(np.int64))  # (B, T+1), one gather
-    x, y = xy[:, :-1].contiguous(), xy[:, 1:].contiguous()
-    if device_type == 'cuda':
-        # pin arrays x,y, which allows us to move them to GPU asynchronously (non_blocking=True)
-        return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
-    return x.to(device), y.to(device)
-
+        raise UserError(f"{path} holds {n_tokens} tokens, fewer than block_size + 2 = {block_size + 2}; "
+                        f"use more text or a smaller --block_size")
 
 # -----------------------------------------------------------------------------
-# model init: scratch, resume (architecture from the checkpoint, dropout from here), gpt2* / HF folder, checkpoint
+# model init: scratch, resume (architecture from the checkpoint, dropout from here), gpt2* / HF folder,
+# checkpoint
 iter_num = 0
 best_val_loss = 1e9
-state = {}  # train_state of the checkpoint we resume (RNG and sampling state etc.)
-ckpt_path = os.path.join(out_dir, 'ckpt.pt')
-last_path = os.path.join(out_dir, 'ckpt_last.pt')
+checkpoint = None  # the checkpoint we resume: optimizer, GradScaler, train_state (RNG, sampler, counters)
 meta_path = os.path.join(data_dir, 'meta.pkl')
 meta_vocab_size = char_tokenizer(meta_path).vocab_size if os.path.exists(meta_path) else None
 if meta_vocab_size is not None and master_process:
     print(f"found vocab_size = {meta_vocab_size} (inside {meta_path})")
-checkpoint = None
 try:
     if init_from == 'scratch':
         if master_process:
@@ -207,22 +183,21 @@ try:
                 print("defaulting to vocab_size of GPT-2 to 50304 (50257 rounded up for efficiency)")
             for p in (ckpt_path, last_path):
                 if os.path.exists(p):
-                    print(f"note: {p} exists and will be overwritten (--init_from=resume continues it instead)")
+                    print(f"note: {p} exists and will be overwritten "
+                          "(--init_from=resume continues it instead)")
         model = GPT(GPTConfig(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size, bias=bias,
                               vocab_size=meta_vocab_size or 50304, dropout=dropout, gelu=gelu))
     elif init_from == 'resume':
-        # the newer of the two: saving ckpt.pt removes ckpt_last.pt, so one that exists is the latest state
-        path = last_path if os.path.exists(last_path) and (not os.path.exists(ckpt_path) or
-                                                            os.path.getmtime(last_path) >= os.path.getmtime(ckpt_path)) else ckpt_path
+        path = trainstate.resume_path(out_dir)
         checkpoint = load_checkpoint(path, map_location='cpu')
         model = model_from_checkpoint(checkpoint, dropout, path)
         iter_num = int(checkpoint.get('iter_num', 0))
         best_val_loss = float(checkpoint.get('best_val_loss', 1e9))
-        state = checkpoint.get('train_state') or {}
         if master_process:
             print(f"Resuming training from {path} (iter {iter_num}, best val loss {best_val_loss:.4f})")
+            per_run = ('init_from', 'max_iters', 'device', 'dtype', 'backend')
             changed = {k: (v, config[k]) for k, v in (checkpoint.get('config') or {}).items()
-                       if k in config and v != config[k] and k not in ('init_from', 'max_iters', 'device', 'dtype', 'backend')}
+                       if k in config and v != config[k] and k not in per_run}
             if changed:
                 print("note: settings differ from the checkpoint's: " +
                       ', '.join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()))
@@ -237,7 +212,7 @@ try:
 except (ValueError, FileNotFoundError, OSError) as e:
     hint = ("\n(without internet, pass a local Hugging Face GPT-2 folder: --init_from=path/to/folder)"
             if init_from.startswith('gpt2') else "")
-    fail(f"{e}{hint}")
+    raise UserError(f"{e}{hint}") from None
 # crop down the model block size if desired, using model surgery
 if block_size < model.config.block_size:
     model.crop_block_size(block_size)
@@ -248,8 +223,8 @@ elif block_size > model.config.block_size:
     block_size = config['block_size'] = model.config.block_size
     tokens_per_iter = gradient_accumulation_steps * ddp_world_size * batch_size * block_size
 if meta_vocab_size is None and model.config.vocab_size < 50257:
-    fail(f"the model has vocab_size {model.config.vocab_size} but {data_dir} has no meta.pkl: its .bin files "
-         "hold GPT-2 token ids (up to 50256)")
+    raise UserError(f"the model has vocab_size {model.config.vocab_size} but {data_dir} has no meta.pkl: its "
+                    ".bin files hold GPT-2 token ids (up to 50256)")
 if dtype == 'float64':
     model.double()
 model.to(device)
@@ -289,14 +264,9 @@ def cpu_fused_adamw():
 # optimizer
 optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type,
                                        fused=True if device_type == 'cpu' and cpu_fused_adamw() else None)
+state = (checkpoint or {}).get('train_state') or {}  # what train.py adds to upstream's checkpoint
 if checkpoint is not None:
-    if checkpoint.get('optimizer'):
-        how = {k: optimizer.param_groups[0].get(k) for k in ('fused', 'foreach')}
-        optimizer.load_state_dict(checkpoint['optimizer'])
-        for group in optimizer.param_groups:
-            group.update(how)  # the hyperparameters come from the checkpoint; which kernel runs them is ours
-    elif master_process:
-        print("note: the checkpoint has no optimizer state; AdamW starts afresh")
+    trainstate.restore_optimizer(optimizer, checkpoint, verbose=master_process)
     if state.get('scaler') and scaler.is_enabled():
         scaler.load_state_dict(state['scaler'])
 checkpoint = None  # free up memory
@@ -313,154 +283,56 @@ if ddp:
     from torch.nn.parallel import DistributedDataParallel as DDP
     model = DDP(model, device_ids=[ddp_local_rank] if device_type == 'cuda' else None)
 
-
-# -----------------------------------------------------------------------------
-# resumable state: every RNG, and the batch sampler's generator as it was before the pending batch
-
+# resumable state: the run's counters, every RNG, and the batch sampler as it was before the pending batch
 data_gen = torch.Generator()  # draws the training batches; its state goes into checkpoints
 data_gen.manual_seed(seed + seed_offset)
-
-
-def rng_snapshot():
-    """Every random state this process uses, as tensors and plain values (weights_only loading reads them)."""
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    snap = {'torch': torch.get_rng_state(), 'python': random.getstate(),
-            'numpy': [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
-            'data': data_state}  # the sampler before the pending batch X, Y was drawn
-    if device_type == 'cuda':
-        snap['cuda'] = torch.cuda.get_rng_state(device)
-    elif device_type == 'mps' and hasattr(torch, 'mps') and hasattr(torch.mps, 'get_rng_state'):
-        snap['mps'] = torch.mps.get_rng_state()
-    return snap
-
-
-def restore_rng(snap):
-    torch.set_rng_state(snap['torch'])
-    v, internal, gauss = snap['python']
-    random.setstate((v, tuple(internal), gauss))
-    name, keys, pos, has_gauss, cached = snap['numpy']
-    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    data_gen.set_state(snap['data'])
-    if 'cuda' in snap and device_type == 'cuda':
-        torch.cuda.set_rng_state(snap['cuda'], device)
-    if 'mps' in snap and device_type == 'mps':
-        torch.mps.set_rng_state(snap['mps'])
-
-
-evaluated_iter = state.get('evaluated_iter', -1)  # the eval at this iter is already done (and logged)
-evals_without_improvement = state.get('evals_without_improvement', 0)
-best_iter = state.get('best_iter', -1)
-tokens_seen = state.get('tokens_seen', iter_num * tokens_per_iter)
-elapsed = state.get('elapsed', 0.0)  # training seconds of all sessions of this run
+run = trainstate.Progress.from_state(state, tokens_seen=iter_num * tokens_per_iter)
 saved_iter = iter_num if init_from == 'resume' else -1  # the latest state on disk is from this iteration
-rng_states = state.get('rng') or []
-if init_from == 'resume' and len(rng_states) == ddp_world_size:
-    restore_rng(rng_states[seed_offset])
+if init_from == 'resume' and len(state.get('rng') or []) == ddp_world_size:
+    trainstate.restore_rng(state['rng'][seed_offset], data_gen, device)
 elif init_from == 'resume':
     if master_process:
-        print("note: the checkpoint has no sampling state for this number of processes (upstream's format, or "
-              "another world size): batches are drawn afresh")
+        print("note: the checkpoint has no sampling state for this number of processes "
+              "(upstream's format, or another world size): batches are drawn afresh")
     data_gen.manual_seed(seed + seed_offset + 1000 * iter_num)
 
 
 # -----------------------------------------------------------------------------
-# loss log: log.csv (and loss.png); on resume, rows past the checkpoint are dropped, so the curve continues
+# helpers
 
-LOG_FIELDS = ['iter', 'tokens', 'train_loss', 'val_loss', 'lr', 'kind', 'elapsed_s']
-log_path = os.path.join(out_dir, 'log.csv')
-history = {'step': [], 'eval': []}  # (iter, loss) and (iter, train, val), for the chart
+def get_batch(split, generator):
+    """A batch (x, y), each (batch_size, block_size), of random windows of split, drawn with generator."""
+    # reopen the memmap every batch, as upstream: keeping one open makes memory grow over a long run
+    data = np.memmap(bin_paths[split], dtype=np.uint16, mode='r')
+    ix = torch.randint(len(data) - block_size, (batch_size,), generator=generator).numpy()
+    xy = torch.from_numpy(data[ix[:, None] + np.arange(block_size + 1)].astype(np.int64))  # (B, T+1)
+    x, y = xy[:, :-1].contiguous(), xy[:, 1:].contiguous()
+    if device_type == 'cuda':
+        # pin arrays x,y, which allows us to move them to GPU asynchronously (non_blocking=True)
+        return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
+    return x.to(device), y.to(device)
 
-
-def start_log():
-    import csv
-    rows = []
-    if init_from == 'resume' and os.path.exists(log_path):
-        with open(log_path, newline='') as f:
-            for r in csv.DictReader(f):
-                i = int(r['iter'])
-                if i < iter_num or (i == iter_num and r['kind'] == 'eval' and evaluated_iter == iter_num):
-                    rows.append(r)
-    tmp = log_path + '.tmp'
-    with open(tmp, 'w', newline='') as f:
-        w = csv.DictWriter(f, LOG_FIELDS)
-        w.writeheader()
-        w.writerows(rows)
-    os.replace(tmp, log_path)
-    for r in rows:
-        if r['kind'] == 'eval':
-            history['eval'].append((int(r['iter']), float(r['train_loss']), float(r['val_loss'])))
-        else:
-            history['step'].append((int(r['iter']), float(r['train_loss'])))
-
-
-def log(kind, lr, train_loss, val_loss=''):
-    row = dict(iter=iter_num, tokens=tokens_seen, train_loss=f"{train_loss:.6f}",
-               val_loss=f"{val_loss:.6f}" if val_loss != '' else '', lr=f"{lr:.6g}", kind=kind,
-               elapsed_s=f"{elapsed:.1f}")
-    with open(log_path, 'a', newline='') as f:
-        f.write(','.join(str(row[k]) for k in LOG_FIELDS) + '\n')
-    if kind == 'eval':
-        history['eval'].append((iter_num, train_loss, val_loss))
-    else:
-        history['step'].append((iter_num, train_loss))
-
-
-def draw():
-    global plot
-    try:
-        from plots import plot_loss
-        plot_loss(history['step'], history['eval'], os.path.join(out_dir, 'loss.png'),
-                  title=f"{os.path.basename(os.path.abspath(out_dir))}: {init_from if init_from != 'resume' else 'resumed'}")
-    except Exception as e:  # a chart is not worth a training run
-        tqdm.write(f"warning: could not draw loss.png ({type(e).__name__}: {e}); plot=False from here on")
-        plot = False
-
-
-def save(path, snaps):
-    """Write the current state (with every rank's RNG snapshot) atomically to path."""
-    global saved_iter
-    extra = dict(evaluated_iter=evaluated_iter, evals_without_improvement=evals_without_improvement,
-                 best_iter=best_iter, tokens_seen=tokens_seen, elapsed=elapsed, world_size=ddp_world_size,
-                 rng=snaps, scaler=scaler.state_dict() if scaler.is_enabled() else {})
-    ckpt = checkpoint_dict(raw_model, optimizer, iter_num, best_val_loss, config, train_state=extra)
-    tqdm.write(f"saving checkpoint to {path}")
-    save_checkpoint(ckpt, path)
-    if path == ckpt_path and os.path.exists(last_path):
-        os.remove(last_path)  # ckpt.pt is now the latest state
-    saved_iter = iter_num
-
-
-def gather(snap):
-    """Every rank's snapshot (DDP), so a resume restores each rank's own RNG and sampler."""
-    if not ddp:
-        return [snap]
-    out = [None] * ddp_world_size
-    torch.distributed.all_gather_object(out, snap)
-    return out
-
-
-# -----------------------------------------------------------------------------
 
 @torch.no_grad()
-def estimate_loss():
+def estimate_loss(model, ctx, eval_iters, seed, stop):
     """Mean loss over eval_iters batches of each split: the same batches at every eval, so evals compare
     like with like. Returns None if a stop was requested meanwhile."""
     out = {}
-    eval_model.eval()
+    model.eval()
     for i, split in enumerate(('train', 'val')):
         gen = torch.Generator()
         gen.manual_seed(seed + 1_000_000 + i)  # apart from every rank's training sampler
         losses = torch.zeros(eval_iters)
         for k in range(eval_iters):
             if stop.signum:
-                eval_model.train()
+                model.train()
                 return None
             X, Y = get_batch(split, gen)
             with ctx:
-                logits, loss = eval_model(X, Y)
+                logits, loss = model(X, Y)
             losses[k] = loss.item()
         out[split] = losses.mean().item()
-    eval_model.train()
+    model.train()
     return out
 
 
@@ -479,44 +351,42 @@ def get_lr(it):
     return min_lr + coeff * (learning_rate - min_lr)
 
 
-def diverged(what):
-    """NaN/inf: stop before the optimizer step (or a save) would spread it, keeping the checkpoints on disk."""
-    kept = [p for p in (ckpt_path, last_path) if os.path.exists(p)]
-    fail(f"{what} at iter {iter_num} (lr {lr:.3g}): training diverged and stopped; nothing saved"
-         f"{' (' + ' and '.join(kept) + ' are as they were)' if kept else ''}. "
-         f"Try a lower learning_rate, grad_clip=1.0, or dtype=float32")
+def diverged(what, iter_num, lr, paths):
+    """NaN/inf: the error that stops the run before the optimizer step (or a save) would spread it; the
+    checkpoints at paths stay as they are."""
+    kept = [p for p in paths if os.path.exists(p)]
+    return UserError(f"{what} at iter {iter_num} (lr {lr:.3g}): training diverged and stopped; nothing saved"
+                     f"{' (' + ' and '.join(kept) + ' are as they were)' if kept else ''}. "
+                     f"Try a lower learning_rate, grad_clip=1.0, or dtype=float32")
 
 
-class StopRequest:
-    """Ctrl-C / SIGTERM: remember it, let the loop stop at the next safe point and save. A second one,
-    a few seconds later, quits at once (a signal arriving with the first, as torchrun forwards them, is
-    the same request)."""
-
-    def __init__(self):
-        self.signum, self.at = 0, 0.0
-
-    def __call__(self, signum, frame):
-        if self.signum and time.time() - self.at > 2.0:
-            raise KeyboardInterrupt
-        if not self.signum:
-            self.signum, self.at = signum, time.time()
-            if master_process:
-                tqdm.write(f"\n{signal.Signals(signum).name}: stopping at the next safe point to save a checkpoint "
-                           "(press Ctrl-C again to quit at once without saving)")
+def draw_loss(history, path, title):
+    """Redraw loss.png from the log's history; False when it cannot be drawn (a chart is not worth a run)."""
+    try:
+        from plots import plot_loss
+        plot_loss(history['step'], history['eval'], path, title=title)
+        return True
+    except Exception as e:
+        tqdm.write(f"warning: could not draw loss.png ({type(e).__name__}: {e}); plot=False from here on")
+        return False
 
 
-stop = StopRequest()
-signal.signal(signal.SIGINT, stop)
-signal.signal(signal.SIGTERM, stop)
+# -----------------------------------------------------------------------------
+
+stop = trainstate.StopRequest(announce=master_process)  # Ctrl-C / SIGTERM: stop at a safe point and save
 
 # logging
 if wandb_log and master_process:
     import wandb
     wandb.init(project=wandb_project, name=wandb_run_name, config=config)
+loss_log = trainstate.LossLog(os.path.join(out_dir, 'log.csv'))  # and loss.png, drawn from its history
+loss_png = os.path.join(out_dir, 'loss.png')
+loss_title = (f"{os.path.basename(os.path.abspath(out_dir))}: "
+              f"{init_from if init_from != 'resume' else 'resumed'}")
 if master_process and not eval_only:  # an eval_only run measures; it leaves the run's log alone
-    start_log()
-    if plot and history['eval']:
-        draw()
+    loss_log.start(init_from == 'resume', iter_num, evaluated=run.evaluated_iter == iter_num)
+    if plot and loss_log.history['eval']:
+        plot = draw_loss(loss_log.history, loss_png, loss_title)
 
 # training loop
 data_state = data_gen.get_state()
@@ -530,7 +400,7 @@ bar = tqdm(total=max_iters, initial=min(iter_num, max_iters), unit='it', dynamic
            disable=not (progress and master_process))
 try:
     while True:
-        snap = rng_snapshot()  # this iteration's starting state: what a save during it records
+        snap = trainstate.rng_snapshot(data_state, device)  # this iteration's start, what a save records
 
         # determine and set the learning rate for this iteration
         lr = get_lr(iter_num) if decay_lr else learning_rate
@@ -538,34 +408,39 @@ try:
             param_group['lr'] = lr
 
         # evaluate the loss on train/val sets and write checkpoints
-        if eval_only or ((iter_num % eval_interval == 0 or iter_num >= max_iters) and evaluated_iter != iter_num):
-            snaps = gather(snap)
-            losses = estimate_loss() if master_process else None
+        due = (iter_num % eval_interval == 0 or iter_num >= max_iters) and run.evaluated_iter != iter_num
+        if eval_only or due:
+            snaps = trainstate.gather(snap, ddp_world_size)
+            losses = estimate_loss(eval_model, ctx, eval_iters, seed, stop) if master_process else None
             if losses is not None:
                 if not all(map(math.isfinite, losses.values())):
-                    diverged(f"eval loss {losses}")
-                evaluated_iter = iter_num
+                    raise diverged(f"eval loss {losses}", iter_num, lr, (ckpt_path, last_path))
+                run.evaluated_iter = iter_num
                 improved = losses['val'] < best_val_loss
                 tqdm.write(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}"
                            + ("" if improved or iter_num == 0 else f" (best {best_val_loss:.4f}"
-                              + (f" at iter {best_iter})" if best_iter >= 0 else ")")))
+                              + (f" at iter {run.best_iter})" if run.best_iter >= 0 else ")")))
                 if not eval_only:
-                    log('eval', lr, losses['train'], losses['val'])
+                    loss_log.add('eval', iter_num, run.tokens_seen, lr, run.elapsed, losses['train'],
+                                 losses['val'])
                     if plot:
-                        draw()
+                        plot = draw_loss(loss_log.history, loss_png, loss_title)
                 if wandb_log:
                     wandb.log({"iter": iter_num, "train/loss": losses['train'], "val/loss": losses['val'],
-                               "lr": lr, "mfu": running_mfu * 100, "tokens": tokens_seen})
+                               "lr": lr, "mfu": running_mfu * 100, "tokens": run.tokens_seen})
                 if improved:
-                    best_val_loss, best_iter, evals_without_improvement = losses['val'], iter_num, 0
+                    best_val_loss, run.best_iter, run.evals_without_improvement = losses['val'], iter_num, 0
                 elif not eval_only:
-                    evals_without_improvement += 1
+                    run.evals_without_improvement += 1
                 if iter_num > 0 and not eval_only:
-                    save(ckpt_path if improved or always_save_checkpoint else last_path, snaps)
-                if early_stop_patience and evals_without_improvement >= early_stop_patience:
+                    trainstate.save(ckpt_path if improved or always_save_checkpoint else last_path, raw_model,
+                                    optimizer, iter_num, best_val_loss, config, run, snaps, scaler)
+                    saved_iter = iter_num
+                if early_stop_patience and run.evals_without_improvement >= early_stop_patience:
                     early_stop = True
-                    tqdm.write(f"early stop: {evals_without_improvement} evals without a better val loss than "
-                               f"{best_val_loss:.4f} (iter {best_iter}); early_stop_patience={early_stop_patience}")
+                    tqdm.write(f"early stop: {run.evals_without_improvement} evals without a better val loss "
+                               f"than {best_val_loss:.4f} (iter {run.best_iter}); "
+                               f"early_stop_patience={early_stop_patience}")
         if eval_only:
             end = 'eval_only'
             break
@@ -586,7 +461,7 @@ try:
                 model.require_backward_grad_sync = (micro_step == gradient_accumulation_steps - 1)
             with ctx:
                 logits, loss = model(X, Y)
-                loss = loss / gradient_accumulation_steps  # scale the loss to account for gradient accumulation
+                loss = loss / gradient_accumulation_steps  # scale the loss to account for gradient accum
             # immediately async prefetch next batch while model is doing the forward pass on the GPU
             data_state = data_gen.get_state()
             X, Y = get_batch('train', data_gen)
@@ -600,14 +475,16 @@ try:
             norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         lossf = loss_sum.item() if not aborted else 0.0  # mean loss of the iteration; a sync point
         # with float16 the scaler skips steps with inf gradients; elsewhere they mean divergence
-        bad = not math.isfinite(lossf) or (norm is not None and not scaler.is_enabled() and not torch.isfinite(norm))
+        bad = not math.isfinite(lossf) or (norm is not None and not scaler.is_enabled()
+                                           and not torch.isfinite(norm))
         flags = [bool(stop.signum), early_stop, bad]
         if ddp:  # every rank stops at the same iteration
             t = torch.tensor(flags, dtype=torch.float32, device=device)
             torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
             flags = [bool(v) for v in t.tolist()]
         if flags[2]:
-            diverged(f"loss {lossf}" if not math.isfinite(lossf) else f"gradient norm {float(norm)}")
+            what = f"loss {lossf}" if not math.isfinite(lossf) else f"gradient norm {float(norm)}"
+            raise diverged(what, iter_num, lr, (ckpt_path, last_path))
         if aborted or flags[0] or flags[1]:
             optimizer.zero_grad(set_to_none=True)  # this iteration is dropped: a resume redoes it
             end = 'early_stop' if flags[1] else 'interrupted'
@@ -621,15 +498,16 @@ try:
         # timing and logging
         t1 = time.time()
         dt = t1 - t0
-        elapsed += dt
-        tokens_seen += tokens_per_iter
+        run.elapsed += dt
+        run.tokens_seen += tokens_per_iter
         tok_per_s = tokens_per_iter / dt if tok_per_s == 0 else 0.9 * tok_per_s + 0.1 * tokens_per_iter / dt
         if iter_num % log_interval == 0 and master_process:
             if local_iter_num >= 5:  # let the training loop settle a bit
                 mfu = raw_model.estimate_mfu(batch_size * gradient_accumulation_steps, dt)
                 running_mfu = mfu if running_mfu == -1.0 else 0.9 * running_mfu + 0.1 * mfu
-            tqdm.write(f"iter {iter_num}: loss {lossf:.4f}, time {dt * 1000:.2f}ms, mfu {running_mfu * 100:.2f}%")
-            log('step', lr, lossf)
+            tqdm.write(f"iter {iter_num}: loss {lossf:.4f}, time {dt * 1000:.2f}ms, "
+                       f"mfu {running_mfu * 100:.2f}%")
+            loss_log.add('step', iter_num, run.tokens_seen, lr, run.elapsed, lossf)
         bar.set_postfix_str(f"loss {lossf:.4f}, lr {lr:.2e}, {tok_per_s:,.0f} tok/s", refresh=False)
         bar.update(1)
         iter_num += 1
@@ -639,17 +517,21 @@ except KeyboardInterrupt:  # the second Ctrl-C
     if master_process:
         print(f"\nquit without saving; the checkpoints on disk are intact (last saved: iter {saved_iter})")
     sys.exit(130)
-bar.close()
+finally:
+    bar.close()  # before the summary, or the one-line error of a diverged run
 
 # keep the latest state on disk: after Ctrl-C, early stopping, or the end of the run
 if end != 'eval_only':
-    snaps = gather(snap)  # the state at the start of the iteration the run stopped at
+    snaps = trainstate.gather(snap, ddp_world_size)  # the start of the iteration the run stopped at
     if master_process:
         if iter_num > 0 and saved_iter != iter_num:  # (nothing trained yet, or this very state is saved)
-            save(ckpt_path if always_save_checkpoint else last_path, snaps)
+            trainstate.save(ckpt_path if always_save_checkpoint else last_path, raw_model, optimizer,
+                            iter_num, best_val_loss, config, run, snaps, scaler)
+            saved_iter = iter_num
         how = {'done': 'finished', 'early_stop': 'stopped early', 'interrupted': 'interrupted'}[end]
-        print(f"{how} at iter {iter_num} ({tokens_seen:,} tokens, {elapsed / 60:.1f} min of training); best val "
-              f"loss {best_val_loss:.4f}" + (f" at iter {best_iter}" if best_iter >= 0 else ""))
+        print(f"{how} at iter {iter_num} ({run.tokens_seen:,} tokens, {run.elapsed / 60:.1f} min of "
+              f"training); best val loss {best_val_loss:.4f}"
+              + (f" at iter {run.best_iter}" if run.best_iter >= 0 else ""))
         if os.path.exists(ckpt_path):
             print(f"  {ckpt_path}: {'the latest state' if always_save_checkpoint else 'the best val loss'}; "
                   f"python sample.py --out_dir={out_dir}")
@@ -662,5 +544,5 @@ if end != 'eval_only':
                   + (" --max_iters=<more>" if end == 'done' else ""))
 
 if ddp:
-    torch.distributed.barrier()  # leave together, once the master has saved (gloo aborts a process that quits early)
+    torch.distributed.barrier()  # leave together once the master has saved (gloo aborts one that quits early)
     torch.distributed.destroy_process_group()

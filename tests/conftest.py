@@ -18,6 +18,7 @@ os.environ.setdefault('TRANSFORMERS_VERBOSITY', 'error')
 
 from model import GPT, GPTConfig  # noqa: E402
 import load  # noqa: E402
+from trainstate import save_checkpoint  # noqa: E402
 
 TINY = dict(n_layer=2, n_head=4, n_embd=32, block_size=32, bias=True, dropout=0.0)
 
@@ -51,7 +52,7 @@ def write_ckpt(out_dir, model=None, config=None, **extra):
     model = model or tiny_model()
     ckpt = load.checkpoint_dict(model, config=config or {'dataset': 'none'}, **extra)
     os.makedirs(out_dir, exist_ok=True)
-    load.save_checkpoint(ckpt, os.path.join(out_dir, 'ckpt.pt'))
+    save_checkpoint(ckpt, os.path.join(out_dir, 'ckpt.pt'))
     return os.path.join(out_dir, 'ckpt.pt')
 
 

@@ -8,6 +8,7 @@ import torch
 import load
 from conftest import make_hf_dir, tiny_model, write_ckpt
 from model import GPT, MODEL_ARGS
+from trainstate import save_checkpoint
 
 UPSTREAM_MODEL_ARGS = {'n_layer', 'n_head', 'n_embd', 'block_size', 'bias', 'vocab_size', 'dropout'}
 
@@ -130,7 +131,7 @@ def test_save_checkpoint_is_atomic(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, 'save', crash)
     with pytest.raises(KeyboardInterrupt):
-        load.save_checkpoint(load.checkpoint_dict(tiny_model(seed=1)), path)
+        save_checkpoint(load.checkpoint_dict(tiny_model(seed=1)), path)
     assert open(path, 'rb').read() == before  # the previous good checkpoint is intact
     assert os.listdir(tmp_path / 'out') == ['ckpt.pt']  # and no temp file is left behind
 

@@ -1,0 +1,60 @@
+"""trainstate.py: RNG snapshots that survive a weights_only checkpoint, which file a resume reads, stale
+temp files, the loss log cut back to the checkpoint."""
+import os
+import random
+import time
+
+import numpy as np
+import torch
+
+import trainstate
+
+
+def draws(gen):
+    return (torch.rand(3).tolist(), random.random(), np.random.rand(2).tolist(),
+            torch.randint(1000, (4,), generator=gen).tolist())
+
+
+def test_rng_snapshot_restores_every_generator_through_a_checkpoint(tmp_path):
+    gen = torch.Generator().manual_seed(5)
+    torch.manual_seed(1)
+    random.seed(2)
+    np.random.seed(3)
+    draws(gen)  # somewhere in the middle of a run
+    snap = trainstate.rng_snapshot(gen.get_state(), 'cpu')
+    torch.save({'rng': [snap]}, tmp_path / 's.pt')
+    expected = draws(gen)
+    draws(gen)  # the run goes on, then is resumed elsewhere
+    other = torch.Generator().manual_seed(99)
+    trainstate.restore_rng(torch.load(tmp_path / 's.pt', weights_only=True)['rng'][0], other, 'cpu')
+    assert draws(other) == expected
+
+
+def test_resume_path_takes_the_newer_file_and_stale_saves_go(tmp_path, capsys):
+    ckpt, last = tmp_path / trainstate.CKPT, tmp_path / trainstate.LAST
+    assert trainstate.resume_path(tmp_path) == str(ckpt)  # none yet: the error names ckpt.pt
+    last.write_bytes(b'x')
+    assert trainstate.resume_path(tmp_path) == str(last)
+    ckpt.write_bytes(b'x')
+    os.utime(last, (time.time() - 60, time.time() - 60))
+    assert trainstate.resume_path(tmp_path) == str(ckpt)
+    (tmp_path / 'ckpt.pt.tmp123').write_bytes(b'half')
+    (tmp_path / 'ckpt_last.pt.tmp9').write_bytes(b'half')
+    trainstate.remove_stale_saves(tmp_path)
+    assert sorted(os.listdir(tmp_path)) == [trainstate.CKPT, trainstate.LAST]
+    assert 'removed ckpt.pt.tmp123' in capsys.readouterr().out
+
+
+def test_loss_log_on_resume_keeps_only_rows_before_the_checkpoint(tmp_path):
+    path = tmp_path / 'log.csv'
+    log = trainstate.LossLog(str(path))
+    log.start(False, 0, evaluated=False)
+    for it in range(4):
+        if it % 2 == 0:
+            log.add('eval', it, 10 * it, 0.1, 1.0, 5.0 - it, 6.0 - it)
+        log.add('step', it, 10 * it, 0.1, 1.0, 5.0 - it)
+    again = trainstate.LossLog(str(path))
+    again.start(True, 2, evaluated=True)  # the checkpoint of iter 2, saved after its eval
+    assert again.history == {'step': [(0, 5.0), (1, 4.0)], 'eval': [(0, 5.0, 6.0), (2, 3.0, 4.0)]}
+    again.start(True, 2, evaluated=False)  # its eval is redone after the resume
+    assert again.history['eval'][-1] == (0, 5.0, 6.0) and len(again.history['step']) == 2
