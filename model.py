@@ -23,6 +23,8 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
+import hf
+
 
 class LayerNorm(nn.Module):
     """ LayerNorm but with an optional bias. PyTorch doesn't support simply bias=False """
@@ -273,7 +275,6 @@ class GPT(nn.Module):
         The weight mapping lives in hf.py."""
         override_args = override_args or {}
         assert all(k == 'dropout' for k in override_args), "only dropout can be overridden"
-        import hf
         from transformers import GPT2LMHeadModel  # heavy: imported only when needed
 
         src = GPT2LMHeadModel.from_pretrained(model_type)
@@ -286,7 +287,6 @@ class GPT(nn.Module):
     def to_hf(self, eot=None):
         """The inverse of from_pretrained: a transformers GPT2LMHeadModel computing the same function
         (see hf.to_hf)."""
-        import hf
         return hf.to_hf(self, eot)
 
     def configure_optimizers(self, weight_decay, learning_rate, betas, device_type, fused=None):
