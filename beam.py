@@ -9,9 +9,9 @@ of each score shown, and the greedy continuation with its probability.
 score = (sum of the beam's token log-probs) / (number of tokens) ** length_penalty, natural logs, model
 distribution (beam search is deterministic). length_penalty=1 ranks by mean log-prob per token; 0 by
 total log-prob, which favours short beams. Beams end at <|endoftext|> (--stop_at_eot=False to not stop)
-or after max_new_tokens. See GPT.beam_search in model.py for the exact rules.
+or after max_new_tokens. See beam_search in decoding.py for the exact rules.
 
-print_beams() is what sample.py --num_beams=N calls.
+print_beams() is what sample.py --num_beams=N calls too, after decoding.greedy_and_beams().
 """
 
 from formatting import format_prob
@@ -29,8 +29,8 @@ def print_beams(beams, greedy, tok, length_penalty=None):
         print("beam search: no beam finished (no_repeat_ngram_size banned every continuation)")
         return
     alpha = beams[0].length_penalty if length_penalty is None else length_penalty
-    print(f"beam search: {len(beams)} finished beams, ranked by score = sum of log-probs / tokens^{float(alpha)} "
-          f"(natural logs, model distribution)")
+    print(f"beam search: {len(beams)} finished beams, ranked by score = sum of log-probs / "
+          f"tokens^{float(alpha)} (natural logs, model distribution)")
     width = max(len(score_text(b.logprob, len(b.tokens), alpha)) for b in beams)
     for r, b in enumerate(beams, 1):
         end = 'stop token' if b.stopped else 'max_new_tokens'
@@ -60,34 +60,26 @@ max_new_tokens: int = 30  # most tokens a beam can have
 length_penalty: float = 1.0  # alpha in score = sum of log-probs / tokens^alpha
 no_repeat_ngram_size: int = 0  # n > 0: no n-gram may occur twice (prompt included)
 stop_at_eot: bool = True  # a beam ends at <|endoftext|> (character-level models have none)
-early_stopping: bool | str = False  # True, False (Hugging Face's heuristic) or 'never' (exact); see model.py
+early_stopping: bool | str = False  # True, False (Hugging Face's heuristic) or 'never' (exact)
 device: str = 'auto'  # 'auto', 'cpu', 'cuda', 'cuda:1', 'mps'
 dtype: str = 'auto'  # 'auto', 'float32', 'bfloat16', 'float16', 'float64'
 # -----------------------------------------------------------------------------
 
 
 def main():
-    import time
-
-    import torch
-
+    from decoding import greedy_and_beams
     from load import encode_prompt, load_model
 
-    m = load_model(init_from, out_dir, device, dtype)
-    ids = encode_prompt(m.tok, start)
-    text = m.tok.decode(ids)
-    stop = m.tok.eot if stop_at_eot else None
-    print(f"{m.source}: prompt {text!r} ({len(ids)} tokens)")
-    x = torch.tensor([ids], dtype=torch.long, device=m.device)
-    with m.ctx:
-        t0 = time.time()
-        greedy = m.model.generate(x, max_new_tokens, temperature=0, stop_token=stop)[0]
-        t1 = time.time()
-        beams = m.model.beam_search(ids, max_new_tokens, num_beams, length_penalty, no_repeat_ngram_size,
-                                    stop, early_stopping)
-        t2 = time.time()
-    print_beams(beams, greedy, m.tok)
-    print(f"time: greedy {t1 - t0:.2f}s, beam search {t2 - t1:.2f}s")
+    loaded = load_model(init_from, out_dir, device, dtype)
+    ids = encode_prompt(loaded.tok, start)
+    stop = loaded.tok.eot if stop_at_eot else None
+    print(f"{loaded.source}: prompt {loaded.tok.decode(ids)!r} ({len(ids)} tokens)")
+    with loaded.ctx:
+        greedy, beams, (t_greedy, t_beams) = greedy_and_beams(
+            loaded.model, ids, max_new_tokens, num_beams, length_penalty, no_repeat_ngram_size, stop,
+            early_stopping)
+    print_beams(beams, greedy, loaded.tok)
+    print(f"time: greedy {t_greedy:.2f}s, beam search {t_beams:.2f}s")
 
 
 if __name__ == '__main__':

@@ -11,6 +11,7 @@ model.py's GPT.generate(), GPT.score() and GPT.beam_search() call the functions 
 """
 
 import math
+import time
 from dataclasses import dataclass
 
 import torch
@@ -99,20 +100,35 @@ class Sample(_Tokens):
         return math.exp(self.sample_logprob)
 
 
-
 # -----------------------------------------------------------------------------
-# Sampling: one small function and its distribution
+# Checks, where float64 math runs, the two distributions, sampling, per-token statistics
+
+def device64(device):
+    """Where float64 math runs for tensors on `device`: the device itself, or the CPU for Apple MPS,
+    which has no float64."""
+    device = torch.device(device)
+    return torch.device('cpu') if device.type == 'mps' else device
+
 
 def f64(x):
-    """x as float64 for log-space math (no copy if it already is). Apple MPS has no float64, so there
-    the values move to the CPU."""
-    return x.to('cpu', torch.float64) if x.device.type == 'mps' else x.double()
+    """x as float64 for log-space math, where device64 says (no copy if it already is)."""
+    return x.to(device64(x.device), torch.float64)
 
 
 def make_generator(device, seed):
-    """A seeded torch.Generator for generate(): on the model's device, on the CPU for MPS (see f64)."""
-    dev = torch.device(device)
-    return torch.Generator(device='cpu' if dev.type == 'mps' else dev).manual_seed(seed)
+    """A seeded torch.Generator for generate(): where the draws happen (device64 of the model's device)."""
+    return torch.Generator(device=device64(device)).manual_seed(seed)
+
+
+def check_ids(ids, vocab_size, name):
+    """Raise ValueError naming `name` unless ids is a non-empty list of token ids in [0, vocab_size)."""
+    if not isinstance(ids, (list, tuple)):
+        raise ValueError(f"{name} must be a list of token ids, got {type(ids).__name__}")
+    if not ids:
+        raise ValueError(f"{name} is empty: give at least one token id")
+    bad = [t for t in ids if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < vocab_size]
+    if bad:
+        raise ValueError(f"{name} has ids outside the vocabulary [0, {vocab_size}): {bad[:5]}")
 
 
 def check_sampling(temperature=1.0, top_k=None, top_p=None):
@@ -158,15 +174,20 @@ def sampling_logprobs(logits, temperature=1.0, top_k=None, top_p=None):
 def sample(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
     """Draw one token id per row of logits (B, V). Returns (ids (B,), sampling log-probs (B, V) float64)."""
     lp = sampling_logprobs(logits, temperature, top_k, top_p)
+    return draw(lp, temperature, generator), lp
+
+
+def draw(lp, temperature, generator=None):
+    """One token id (B,) per row of sampling log-probs lp (B, V) float64; the argmax when temperature is 0."""
     if temperature == 0:
-        return lp.argmax(-1), lp
+        return lp.argmax(-1)
     # inverse-CDF draw: the first token whose cumulative probability exceeds a uniform u. Same
     # distribution as torch.multinomial, ~10x cheaper on CPU over a 50k vocabulary; a token of
     # probability 0 is never drawn (its CDF step is empty)
     cdf = lp.exp().cumsum(-1)  # (B, V)
     u = torch.rand(cdf.size(0), 1, generator=generator, dtype=cdf.dtype, device=cdf.device)  # (B, 1)
     u = torch.minimum(u * cdf[:, -1:], cdf[:, -1:] * (1 - 1e-12))  # never at or past the total
-    return torch.searchsorted(cdf, u, right=True).squeeze(-1), lp
+    return torch.searchsorted(cdf, u, right=True).squeeze(-1)
 
 
 def entropy(lp):
@@ -174,31 +195,47 @@ def entropy(lp):
     return (-(lp.exp() * lp.nan_to_num(neginf=0.0)).sum(-1)).clamp_min(0.0)
 
 
-def _steps(model_lp, sample_lp, chosen, k):
-    """Per-row Step records from log-probs (N, V) float64 of both distributions and chosen ids (N,)."""
-    top_lp, top_ids = model_lp.topk(min(k, model_lp.size(-1)), dim=-1)  # (N, k)
-    chosen_lp = model_lp.gather(-1, chosen[:, None])  # (N, 1)
-    rank = (model_lp > chosen_lp).sum(-1) + 1  # (N,)
-    cols = [top_ids, top_lp, sample_lp.gather(-1, top_ids), chosen, chosen_lp[:, 0],
-            sample_lp.gather(-1, chosen[:, None])[:, 0], rank, entropy(model_lp), entropy(sample_lp)]
-    cols = [c.cpu().tolist() for c in cols]
-    return [Step(*row) for row in zip(*cols)]
+def distributions(logits, temperature=1.0, top_k=None, top_p=None):
+    """Log-probs (N, V) float64 of logits (N, V) under the model and the sampling distribution:
+    (model_lp, sample_lp), one and the same tensor when the settings sample from the model itself."""
+    logits = f64(logits)
+    model_lp = logits.log_softmax(-1)
+    if is_model_distribution(temperature, top_k, top_p):
+        return model_lp, model_lp
+    return model_lp, sampling_logprobs(logits, temperature, top_k, top_p)
 
+
+def token_stats(model_lp, sample_lp, chosen, details=0):
+    """What generate() and score() report about the chosen ids (N,), given both distributions' log-probs
+    (N, V) float64: (model log-prob (N,), sampling log-prob (N,), rank under the model (N,), the model's
+    most likely token (N,), and with details=k one Step per row, else None)."""
+    idx = chosen.to(model_lp.device)[:, None]  # (N, 1)
+    lp = model_lp.gather(-1, idx)[:, 0]  # (N,)
+    sample_lp_chosen = sample_lp.gather(-1, idx)[:, 0]  # (N,)
+    rank = (model_lp > lp[:, None]).sum(-1) + 1  # (N,) 1 + tokens the model finds strictly more likely
+    top1 = model_lp.argmax(-1)  # (N,)
+    steps = None
+    if details:
+        top_lp, top_ids = model_lp.topk(min(details, model_lp.size(-1)), dim=-1)  # (N, k)
+        cols = [top_ids, top_lp, sample_lp.gather(-1, top_ids), idx[:, 0], lp, sample_lp_chosen, rank,
+                entropy(model_lp), entropy(sample_lp)]
+        steps = [Step(*row) for row in zip(*(c.cpu().tolist() for c in cols))]
+    return lp, sample_lp_chosen, rank, top1, steps
 
 
 # -----------------------------------------------------------------------------
 # Generation and scoring
 
-
 def next_logits(model, idx, cache):
-    """Logits (B, V) for the token after idx (B, L), the context upstream's generate would use:
+    """Logits (B, V) for the token after idx (B, T), the context upstream's generate would use:
     the last block_size tokens at positions 0..block_size-1. Within block_size only the tokens
     not yet in the cache are fed; past it, absolute positions shift every step, so the cropped
     window is recomputed (exactly what upstream does every step)."""
-    L, bs = idx.size(1), model.config.block_size
-    if cache is None or L > bs:
+    T, bs = idx.size(1), model.config.block_size
+    if cache is None or T > bs:
         return model(idx[:, -bs:])[0][:, -1, :]
     return model(idx[:, cache.pos:], cache=cache)[0][:, -1, :]
+
 
 @torch.inference_mode()
 def generate(model, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, fixed_response=None,
@@ -211,13 +248,16 @@ def generate(model, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None
     stop_token: end a row once it produces this id (e.g. 50256, <|endoftext|>); it is included.
     details: k > 0 records a `Step` (top-k candidates, chosen token and rank) per token.
     generator: a torch.Generator for reproducible draws (make_generator(device, seed) puts it where
-        the draws happen); use_cache=False recomputes the whole
-        context every step, as upstream does (the reference the KV cache is tested against).
+        the draws happen); use_cache=False recomputes the whole context every step, as upstream
+        does (the reference the KV cache is tested against).
     Most likely you'll want the model in eval() mode."""
     check_sampling(temperature, top_k, top_p)
     if not torch.is_tensor(idx) or idx.dim() != 2 or idx.size(1) == 0:
         raise ValueError(f"idx must be a (batch, time) tensor with at least one token, got "
                          f"{tuple(idx.shape) if torch.is_tensor(idx) else type(idx).__name__}")
+    prompts = idx.tolist()
+    for b, p in enumerate(prompts):
+        check_ids(p, model.config.vocab_size, f"prompt of row {b}")
     if fixed_response is not None:
         if torch.is_tensor(fixed_response):
             fixed_response = fixed_response.tolist()
@@ -226,29 +266,22 @@ def generate(model, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None
             else [fixed_response] * B
         if len(rows) != B:
             raise ValueError(f"fixed_response has {len(rows)} responses for a batch of {B} prompts")
-        return score(model, [r.tolist() for r in idx], rows, temperature, top_k, top_p, details)
+        return score(model, prompts, rows, temperature, top_k, top_p, details)
     if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
 
     B, T0 = idx.shape
     cache = KVCache(model.config, B, idx.device, model.lm_head.weight.dtype) if use_cache else None
-    dev64 = 'cpu' if idx.device.type == 'mps' else idx.device  # where the float64 math runs (f64)
-    done = torch.zeros(B, dtype=torch.bool, device=dev64)
+    done = torch.zeros(B, dtype=torch.bool, device=device64(idx.device))
     lengths = torch.full((B,), max_new_tokens, dtype=torch.long)
-    lps, slps, ranks, top1, steps = [], [], [], [], []
+    stats = []  # one token_stats tuple per step
     for t in range(max_new_tokens):
-        logits = f64(next_logits(model, idx, cache))  # (B, V), converted once
-        idx_next, slp = sample(logits, temperature, top_k, top_p, generator)  # (B,), (B, V) float64
+        logits = next_logits(model, idx, cache)  # (B, V)
+        model_lp, sample_lp = distributions(logits, temperature, top_k, top_p)  # (B, V) float64 each
+        idx_next = draw(sample_lp, temperature, generator)  # (B,)
         if stop_token is not None:
             idx_next = idx_next.masked_fill(done, stop_token)  # finished rows: padding
-        mlp = slp if is_model_distribution(temperature, top_k, top_p) else logits.log_softmax(-1)  # (B, V)
-        chosen = mlp.gather(-1, idx_next[:, None])  # (B, 1)
-        lps.append(chosen[:, 0])
-        slps.append(slp.gather(-1, idx_next[:, None])[:, 0])
-        ranks.append((mlp > chosen).sum(-1) + 1)
-        top1.append(mlp.argmax(-1))
-        if details:
-            steps.append(_steps(mlp, slp, idx_next, details))
+        stats.append(token_stats(model_lp, sample_lp, idx_next, details))
         idx = torch.cat((idx, idx_next.to(idx.device)[:, None]), dim=1)
         if stop_token is not None:
             newly = (idx_next == stop_token) & ~done
@@ -257,19 +290,20 @@ def generate(model, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None
             if bool(done.all()):
                 break
 
-    lps = torch.stack(lps, 1).cpu() if lps else torch.zeros(B, 0, dtype=torch.float64)  # (B, T)
-    slps = torch.stack(slps, 1).cpu() if slps else torch.zeros(B, 0, dtype=torch.float64)
-    ranks = torch.stack(ranks, 1).cpu() if ranks else torch.zeros(B, 0, dtype=torch.long)
-    top1 = torch.stack(top1, 1).cpu() if top1 else torch.zeros(B, 0, dtype=torch.long)
+    # (B, t) each: log-probs under both distributions, ranks, the model's top tokens
+    cols = [torch.stack(c, 1).cpu() for c in list(zip(*stats))[:4]] if stats else \
+        [torch.zeros(B, 0, dtype=dt) for dt in (torch.float64, torch.float64, torch.long, torch.long)]
+    lps, sample_lps, ranks, top1 = cols
     out = []
     for b in range(B):
         n = int(lengths[b].clamp(max=lps.size(1)))
-        out.append(Sample(prompt=idx[b, :T0].tolist(), tokens=idx[b, T0:T0 + n].tolist(),
-                          logprobs=lps[b, :n].clone(), sample_logprobs=slps[b, :n].clone(),
+        out.append(Sample(prompt=prompts[b], tokens=idx[b, T0:T0 + n].tolist(),
+                          logprobs=lps[b, :n].clone(), sample_logprobs=sample_lps[b, :n].clone(),
                           ranks=ranks[b, :n].clone(), top1=top1[b, :n].clone(),
-                          steps=[s[b] for s in steps[:n]] if details else None,
+                          steps=[s[4][b] for s in stats[:n]] if details else None,
                           stopped=bool(done[b]) and stop_token is not None))
     return out
+
 
 @torch.inference_mode()
 def score(model, prompts, responses, temperature=1.0, top_k=None, top_p=None, details=0, chunk=16):
@@ -286,23 +320,17 @@ def score(model, prompts, responses, temperature=1.0, top_k=None, top_p=None, de
             or len(prompts) != len(responses):
         raise ValueError("score() takes two lists of equal length: prompts and responses (token-id lists)")
     for i, (p, r) in enumerate(zip(prompts, responses)):
-        for name, ids, empty_ok in (('prompt', p, False), ('fixed_response', r, False)):
-            if not isinstance(ids, (list, tuple)) or isinstance(ids, str):
-                raise ValueError(f"{name} of row {i} must be a list of token ids, got {type(ids).__name__}")
-            if not ids and not empty_ok:
-                raise ValueError(f"{name} of row {i} is empty: give at least one token id")
-            bad = [t for t in ids if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < V]
-            if bad:
-                raise ValueError(f"{name} of row {i} has ids outside the vocabulary [0, {V}): {bad[:5]}")
+        check_ids(p, V, f"prompt of row {i}")
+        check_ids(r, V, f"fixed_response of row {i}")
     device = model.lm_head.weight.device
     seqs = [list(p) + list(r) for p, r in zip(prompts, responses)]
 
     # 1) every target whose context fits in one block: one padded forward pass over all rows
-    L = min(max(len(s) for s in seqs), bs)
-    x = torch.zeros(len(seqs), L, dtype=torch.long, device=device)
+    T = min(max(len(s) for s in seqs), bs)
+    x = torch.zeros(len(seqs), T, dtype=torch.long, device=device)
     for b, s in enumerate(seqs):
-        x[b, :min(len(s), L)] = torch.tensor(s[:L], device=device)
-    h = model.hidden(x)  # (B, L, C)
+        x[b, :min(len(s), T)] = torch.tensor(s[:T], device=device)
+    h = model.hidden(x)  # (B, T, C)
     # 2) targets past block_size: each sees the block_size tokens before it, in a window of its own
     windows = [s[i - bs:i] for p, s in zip(prompts, seqs) for i in range(max(len(p), bs + 1), len(s))]
     wh = [model.hidden(torch.tensor(windows[w:w + chunk], device=device))[:, -1]  # (n, C)
@@ -316,33 +344,24 @@ def score(model, prompts, responses, temperature=1.0, top_k=None, top_p=None, de
         parts.append(wh[w:w + n_out])
         w += n_out
     hs = torch.cat(parts)  # (N, C): the state that predicts each response token, rows in order
-    targets = torch.tensor([t for r in responses for t in r], device=device)
+    targets = torch.tensor([t for r in responses for t in r], device=device)  # (N,)
 
-    lps, slps, ranks, top1, steps = [], [], [], [], []
+    stats = []
     for c in range(0, hs.size(0), 256):  # float64 log-softmax over V, a chunk at a time
         logits = model.lm_head(hs[c:c + 256])  # (n, V)
-        mlp = f64(logits).log_softmax(-1)  # (n, V) model distribution
-        tg = targets[c:c + 256].to(mlp.device)  # (n,)
-        chosen = mlp.gather(-1, tg[:, None])  # (n, 1)
-        lps.append(chosen[:, 0])
-        ranks.append((mlp > chosen).sum(-1) + 1)
-        top1.append(mlp.argmax(-1))
-        if is_model_distribution(temperature, top_k, top_p):
-            slps.append(lps[-1])  # the sampling distribution is the model's own
-            slp = mlp
-        else:
-            slp = sampling_logprobs(logits, temperature, top_k, top_p)
-            slps.append(slp.gather(-1, tg[:, None])[:, 0])
-        if details:
-            steps += _steps(mlp, slp, tg, details)
-    lps, slps, ranks, top1 = (torch.cat(x).cpu() for x in (lps, slps, ranks, top1))
+        model_lp, sample_lp = distributions(logits, temperature, top_k, top_p)  # (n, V) float64 each
+        stats.append(token_stats(model_lp, sample_lp, targets[c:c + 256], details))
+    lps, sample_lps, ranks, top1 = (torch.cat(col).cpu() for col in list(zip(*stats))[:4])  # (N,) each
+    steps = [st for s in stats for st in s[4]] if details else None
     out, k = [], 0
     for p, r in zip(prompts, responses):
         n = len(r)
-        out.append(Sample(prompt=list(p), tokens=list(r), logprobs=lps[k:k + n], sample_logprobs=slps[k:k + n],
-                          ranks=ranks[k:k + n], top1=top1[k:k + n], steps=steps[k:k + n] if details else None))
+        out.append(Sample(prompt=list(p), tokens=list(r), logprobs=lps[k:k + n],
+                          sample_logprobs=sample_lps[k:k + n], ranks=ranks[k:k + n], top1=top1[k:k + n],
+                          steps=steps[k:k + n] if details else None))
         k += n
     return out
+
 
 # -----------------------------------------------------------------------------
 # Beam search
@@ -381,13 +400,13 @@ def beam_search(model, idx, max_new_tokens, num_beams=4, length_penalty=1.0, no_
     window is recomputed every step, as generate() does."""
     if torch.is_tensor(idx):
         if idx.dim() == 2 and idx.size(0) != 1:
-            raise ValueError(f"beam_search takes one prompt, got a batch of {idx.size(0)}: idx must be (1, T)")
+            raise ValueError(f"beam_search takes one prompt, got a batch of {idx.size(0)}: "
+                             "idx must be (1, T)")
         prompt = idx.reshape(-1).tolist()
     else:
-        prompt = list(idx)
+        prompt = list(idx) if isinstance(idx, (list, tuple)) else idx
     V = model.config.vocab_size
-    if not prompt or any(isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < V for t in prompt):
-        raise ValueError(f"the prompt must be a non-empty list of token ids in [0, {V}), got {prompt[:10]}")
+    check_ids(prompt, V, "the prompt")
     for name, val, lo in (('max_new_tokens', max_new_tokens, 1), ('num_beams', num_beams, 1),
                           ('no_repeat_ngram_size', no_repeat_ngram_size, 0)):
         if isinstance(val, bool) or not isinstance(val, int) or val < lo:
@@ -401,7 +420,7 @@ def beam_search(model, idx, max_new_tokens, num_beams=4, length_penalty=1.0, no_
     device = model.lm_head.weight.device
     T0, bs = len(prompt), model.config.block_size
     seqs = torch.tensor([prompt], device=device)  # (nb, T0 + t): live beams, one at first
-    dev64 = 'cpu' if device.type == 'mps' else device  # where the float64 math runs (f64)
+    dev64 = device64(device)
     lps = torch.zeros(1, 0, dtype=torch.float64, device=dev64)  # (nb, t) per-token log-probs
     sums = torch.zeros(1, dtype=torch.float64, device=dev64)  # (nb,) total log-prob of each beam
     cache = KVCache(model.config, 1, device, model.lm_head.weight.dtype)
@@ -417,8 +436,7 @@ def beam_search(model, idx, max_new_tokens, num_beams=4, length_penalty=1.0, no_
         del finished[num_beams:]
 
     for t in range(max_new_tokens):
-        logits = next_logits(model, seqs, cache)  # (nb, V)
-        lp = f64(logits).log_softmax(-1)  # (nb, V) model distribution
+        lp = f64(next_logits(model, seqs, cache)).log_softmax(-1)  # (nb, V) model distribution
         cand = sums[:, None] + lp  # (nb, V) total log-prob of every extension
         if no_repeat_ngram_size:
             for b, row in enumerate(seqs.tolist()):
@@ -434,7 +452,8 @@ def beam_search(model, idx, max_new_tokens, num_beams=4, length_penalty=1.0, no_
             b, tk = divmod(f, V)
             if tk == stop_token or last:
                 if rank < num_beams:  # an ending below the top num_beams candidates is dropped, as in HF
-                    finish(torch.cat((lps[b], lp[b, tk:tk + 1])), seqs[b, T0:].tolist() + [tk], tk == stop_token)
+                    tokens = seqs[b, T0:].tolist() + [tk]
+                    finish(torch.cat((lps[b], lp[b, tk:tk + 1])), tokens, tk == stop_token)
                 continue
             keep_b.append(b)
             keep_t.append(tk)
@@ -455,11 +474,25 @@ def beam_search(model, idx, max_new_tokens, num_beams=4, length_penalty=1.0, no_
                 break
             # can a live beam still beat the worst finished one? Its total log-prob can only fall, so
             # 'never' bounds its score at the length that maximises it (exact); False assumes the
-            # current length (Hugging Face's heuristic)
+            # current length, t + 1 tokens (Hugging Face's heuristic)
             n = max_new_tokens if early_stopping == 'never' and length_penalty > 0 else t + 1
             if finished[-1].score >= float(sums.max()) / n ** length_penalty:
                 break
     return finished
+
+
+def greedy_and_beams(model, prompt, max_new_tokens, num_beams=4, length_penalty=1.0, no_repeat_ngram_size=0,
+                     stop_token=None, early_stopping=False):
+    """Greedy decoding and beam search from one prompt (token ids), what beam.py and sample.py
+    --num_beams print side by side (beam.print_beams). Returns (the greedy Sample, the Beams best
+    first, (greedy seconds, beam search seconds))."""
+    x = torch.tensor([prompt], dtype=torch.long, device=model.lm_head.weight.device)  # (1, T)
+    t0 = time.time()
+    greedy = generate(model, x, max_new_tokens, temperature=0, stop_token=stop_token)[0]
+    t1 = time.time()
+    beams = beam_search(model, prompt, max_new_tokens, num_beams, length_penalty, no_repeat_ngram_size,
+                        stop_token, early_stopping)
+    return greedy, beams, (t1 - t0, time.time() - t1)
 
 
 def _ngram_bans(seq, n):

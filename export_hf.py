@@ -53,7 +53,7 @@ def write_gpt2_tokenizer(path, max_length):
 def export(model, tok, path, with_tokenizer=True):
     """Write model (our GPT) and, for GPT-2's vocabulary, its tokenizer to the folder path."""
     gpt2_vocab = tok is not None and tok.name == 'gpt2'
-    hf = model.to_hf(eot=tok.eot if gpt2_vocab else None)  # the weight mapping lives in model.py
+    hf = model.to_hf(eot=tok.eot if gpt2_vocab else None)  # the weight mapping lives in hf.py
     hf.save_pretrained(path)
     if with_tokenizer and gpt2_vocab:
         write_gpt2_tokenizer(path, model.config.block_size)

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
-from model import GPT, GPTConfig, GPT2_SIZES, MODEL_ARGS
+from hf import GPT2_SIZES
+from model import GPT, GPTConfig, MODEL_ARGS
 
 UNWANTED_PREFIX = '_orig_mod.'  # keys saved from a torch.compile'd model
 

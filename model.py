@@ -2,7 +2,8 @@
 The GPT language model (nanoGPT's, faithful to GPT-2), with the generate() that reports probabilities.
 
 Nothing here reads files, draws, or parses arguments: see load.py, plots.py and the scripts. The
-decoding machinery (result types, sampling math, scoring, beam search) lives in decoding.py.
+decoding machinery (result types, sampling math, scoring, beam search) lives in decoding.py, the
+Hugging Face weight mapping in hf.py.
 
 What this file adds to upstream nanoGPT's model.py:
 - GELU choice: GPT-2 was trained with the tanh approximation ('tanh', what transformers calls
@@ -21,6 +22,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
+
+import hf
 
 
 class LayerNorm(nn.Module):
@@ -48,7 +51,8 @@ class KVCache:
         self.pos = 0
 
     def update(self, layer, k, v):
-        """Store k, v (B, nh, T, hs) of `layer` at the current position; return all cached (B, nh, pos+T, hs)."""
+        """Store k, v (B, nh, T, hs) of `layer` at the current position; return all cached ones
+        (B, nh, pos+T, hs)."""
         T = k.size(2)
         self.k[layer, :, :, self.pos:self.pos + T] = k
         self.v[layer, :, :, self.pos:self.pos + T] = v
@@ -164,7 +168,7 @@ class GPTConfig:
     n_embd: int = 768
     dropout: float = 0.0
     bias: bool = True  # True: bias in Linears and LayerNorms, like GPT-2. False: a bit better and faster
-    gelu: str = 'exact'  # 'exact' (upstream nanoGPT) or 'tanh' (GPT-2). Never part of a checkpoint's model_args
+    gelu: str = 'exact'  # 'exact' (upstream nanoGPT) or 'tanh' (GPT-2); never in a checkpoint's model_args
 
     def __post_init__(self):
         if self.gelu not in ('exact', 'tanh'):
@@ -173,19 +177,6 @@ class GPTConfig:
 
 # checkpoint['model_args'] holds exactly these keys, so upstream's GPTConfig(**model_args) keeps working
 MODEL_ARGS = ('n_layer', 'n_head', 'n_embd', 'block_size', 'bias', 'vocab_size', 'dropout')
-
-# Hugging Face's GPT-2 keeps these four matrices as Conv1D: transposed relative to nn.Linear
-HF_CONV1D = ('attn.c_attn.weight', 'attn.c_proj.weight', 'mlp.c_fc.weight', 'mlp.c_proj.weight')
-HF_MASKS = ('.attn.bias', '.attn.masked_bias')  # causal-mask buffers in older transformers, not weights
-HF_ACTIVATION = {'tanh': 'gelu_new', 'exact': 'gelu'}  # our GPTConfig.gelu -> transformers' activation_function
-
-GPT2_SIZES = {
-    'gpt2':        dict(n_layer=12, n_head=12, n_embd=768),   # 124M params
-    'gpt2-medium': dict(n_layer=24, n_head=16, n_embd=1024),  # 350M params
-    'gpt2-large':  dict(n_layer=36, n_head=20, n_embd=1280),  # 774M params
-    'gpt2-xl':     dict(n_layer=48, n_head=25, n_embd=1600),  # 1558M params
-}
-
 
 # -----------------------------------------------------------------------------
 
@@ -280,66 +271,23 @@ class GPT(nn.Module):
     def from_pretrained(cls, model_type, override_args=None):
         """GPT-2 weights through transformers: 'gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl' from the
         Hugging Face hub, or a local directory holding any GPT-2-architecture model (config.json +
-        weights). The model gets GPT-2's tanh GELU, so its logits match transformers'."""
+        weights). The model gets GPT-2's tanh GELU, so its logits match transformers'.
+        The weight mapping lives in hf.py."""
         override_args = override_args or {}
         assert all(k == 'dropout' for k in override_args), "only dropout can be overridden"
         from transformers import GPT2LMHeadModel  # heavy: imported only when needed
 
-        hf = GPT2LMHeadModel.from_pretrained(model_type)
-        c = hf.config
-        unsupported = {
-            'activation_function': (c.activation_function, ('gelu_new', 'gelu_pytorch_tanh', 'gelu')),  # tanh | exact
-            'layer_norm_epsilon': (c.layer_norm_epsilon, (1e-5,)),
-            'scale_attn_weights': (c.scale_attn_weights, (True,)),
-            'scale_attn_by_inverse_layer_idx': (c.scale_attn_by_inverse_layer_idx, (False,)),
-        }
-        for key, (val, ok) in unsupported.items():
-            if val not in ok:
-                raise ValueError(f"{model_type}: config.json has {key}={val!r}; this GPT supports {ok}")
-        config = GPTConfig(n_layer=c.n_layer, n_head=c.n_head, n_embd=c.n_embd, block_size=c.n_positions,
-                           vocab_size=c.vocab_size, bias=True, dropout=override_args.get('dropout', 0.0),
-                           gelu='exact' if c.activation_function == 'gelu' else 'tanh')
+        src = GPT2LMHeadModel.from_pretrained(model_type)
+        dropout = override_args.get('dropout', 0.0)
+        config = GPTConfig(**hf.config_args(src.config, model_type), dropout=dropout)
         model = cls(config)
-        sd = model.state_dict()
-        sd_hf = {k: v for k, v in hf.state_dict().items() if not k.endswith(HF_MASKS)}
-        missing = set(sd) - set(sd_hf)
-        if missing:
-            raise ValueError(f"{model_type}: weights lack {sorted(missing)[:5]}; is it a GPT-2 model?")
-        with torch.no_grad():
-            for k in sd:
-                w = sd_hf[k].t() if k.endswith(HF_CONV1D) else sd_hf[k]
-                assert w.shape == sd[k].shape, f"{k}: {tuple(w.shape)} != {tuple(sd[k].shape)}"
-                sd[k].copy_(w)
+        hf.copy_weights(model, src, model_type)
         return model
 
     def to_hf(self, eot=None):
-        """The inverse of from_pretrained: a transformers GPT2LMHeadModel computing the same function.
-        bias=False becomes zero biases (the same function); vocab_size stays the model's."""
-        from transformers import GPT2Config, GPT2LMHeadModel
-        c = self.config
-        config = GPT2Config(vocab_size=c.vocab_size, n_positions=c.block_size, n_embd=c.n_embd, n_layer=c.n_layer,
-                            n_head=c.n_head, activation_function=HF_ACTIVATION[c.gelu], resid_pdrop=c.dropout,
-                            embd_pdrop=c.dropout, attn_pdrop=c.dropout, layer_norm_epsilon=1e-5,
-                            bos_token_id=eot, eos_token_id=eot, tie_word_embeddings=True)
-        hf = GPT2LMHeadModel(config)
-        ours = {k: v.detach().float().cpu() for k, v in self.state_dict().items()}
-        sd = {}
-        for k, v in hf.state_dict().items():
-            if k.endswith(HF_MASKS):
-                continue
-            if k in ours:
-                w = ours.pop(k)
-                sd[k] = w.t() if k.endswith(HF_CONV1D) else w
-            elif k.endswith('.bias') and not c.bias:
-                sd[k] = torch.zeros_like(v)
-            else:
-                raise ValueError(f"the model has no weight for {k}")
-            if sd[k].shape != v.shape:
-                raise ValueError(f"{k}: {tuple(sd[k].shape)} does not fit Hugging Face's {tuple(v.shape)}")
-        if ours:
-            raise ValueError(f"weights with no place in GPT2LMHeadModel: {sorted(ours)[:5]}")
-        hf.load_state_dict(sd, strict=False)
-        return hf.eval()
+        """The inverse of from_pretrained: a transformers GPT2LMHeadModel computing the same function
+        (see hf.to_hf)."""
+        return hf.to_hf(self, eot)
 
     def configure_optimizers(self, weight_decay, learning_rate, betas, device_type, fused=None):
         """AdamW with weight decay on every 2-D tensor (matmuls, embeddings), none on biases and norms.
@@ -350,8 +298,9 @@ class GPT(nn.Module):
         nodecay = [p for p in params if p.dim() < 2]
         groups = [{'params': decay, 'weight_decay': weight_decay},
                   {'params': nodecay, 'weight_decay': 0.0}]
-        print(f"num decayed parameter tensors: {len(decay)}, with {sum(p.numel() for p in decay):,} parameters")
-        print(f"num non-decayed parameter tensors: {len(nodecay)}, with {sum(p.numel() for p in nodecay):,} parameters")
+        num_decay, num_nodecay = sum(p.numel() for p in decay), sum(p.numel() for p in nodecay)
+        print(f"num decayed parameter tensors: {len(decay)}, with {num_decay:,} parameters")
+        print(f"num non-decayed parameter tensors: {len(nodecay)}, with {num_nodecay:,} parameters")
         # fused AdamW on CUDA; elsewhere foreach (one kernel per group rather than per tensor)
         if fused is None:
             fused = device_type == 'cuda' and 'fused' in inspect.signature(torch.optim.AdamW).parameters

@@ -32,7 +32,7 @@ import torch
 import load
 import plots
 from configurator import configure, run_main
-from decoding import check_sampling, entropy, f64, make_generator, sampling_logprobs
+from decoding import check_sampling, entropy, f64, greedy_and_beams, make_generator, sampling_logprobs
 from formatting import format_prob
 
 # -----------------------------------------------------------------------------
@@ -59,6 +59,7 @@ show: bool = True  # also show the charts in windows when a display exists (afte
 num_beams: int = 0  # > 0: beam search with this many beams instead of sampling, printed next to greedy decoding
 length_penalty: float = 1.0  # beam score = sum of log-probs / tokens^length_penalty
 no_repeat_ngram_size: int = 0  # beam search: n > 0 bans any n-gram from occurring twice
+early_stopping: bool | str = False  # beam search: True, False (Hugging Face's heuristic) or 'never' (exact)
 # -----------------------------------------------------------------------------
 
 MAX_WINDOWS = 4  # with show, at most this many overview windows (every PNG is saved regardless)
@@ -251,16 +252,14 @@ def save_step_charts(samples, tok, run_dir, temperature, top_k, top_p, k, forced
         plots.step_viewer(all_bars, k)  # one window to page through every step
 
 
-def beam_search_vs_greedy(L, prompt, stop_token):
+def beam_search_vs_greedy(loaded, prompt, stop_token):
     """num_beams > 0: the beams of a deterministic beam search, ranked, next to greedy decoding."""
     from beam import print_beams
-    x = torch.tensor([prompt], dtype=torch.long, device=L.device)
-    with L.ctx:
-        greedy = L.model.generate(x, max_new_tokens, temperature=0, stop_token=stop_token)[0]
-        beams = L.model.beam_search(prompt, max_new_tokens, num_beams, length_penalty, no_repeat_ngram_size,
-                                    stop_token)
-    print(f"prompt: {L.tok.decode(prompt)!r}")
-    print_beams(beams, greedy, L.tok, length_penalty)
+    with loaded.ctx:
+        greedy, beams, _ = greedy_and_beams(loaded.model, prompt, max_new_tokens, num_beams, length_penalty,
+                                            no_repeat_ngram_size, stop_token, early_stopping)
+    print(f"prompt: {loaded.tok.decode(prompt)!r}")
+    print_beams(beams, greedy, loaded.tok, length_penalty)
 
 
 def main():
@@ -277,8 +276,8 @@ def main():
         raise ValueError("num_beams is beam search on its own: leave out fixed_response, show_probs and "
                          "compare_temperatures (or set --num_beams=0)")
 
-    L = load.load_model(init_from, out_dir, device, dtype, compile, seed=seed)
-    model, tok = L.model, L.tok
+    loaded = load.load_model(init_from, out_dir, device, dtype, compile, seed=seed)
+    model, tok = loaded.model, loaded.tok
     # no TF32 here (upstream enables it): the printed probabilities stay float32-exact, as in eval.py
     prompt = load.encode_prompt(tok, start)
     response, forced = None, bool(fixed_response)
@@ -294,17 +293,17 @@ def main():
         else:
             stop_token = tok.eot
     if num_beams:
-        return beam_search_vs_greedy(L, prompt, stop_token)
+        return beam_search_vs_greedy(loaded, prompt, stop_token)
     if show_probs:
         steps = len(response) if forced else f"up to {max_new_tokens}"
         print(f"show_probs: after generation, one chart per step will be drawn under {results_dir}/ "
               f"({n} sample{'s' * (n != 1)} x {steps} steps)")
-    generator = make_generator(L.device, seed)  # reproducible draws
+    generator = make_generator(loaded.device, seed)  # reproducible draws
 
     samples = []
-    for i, s in enumerate(generate_samples(model, L.ctx, prompt, n, max_new_tokens, temperature, top_k, top_p,
-                                           probs_top_k if show_probs else 0, response, stop_token, generator),
-                          start=1):
+    details = probs_top_k if show_probs else 0
+    for i, s in enumerate(generate_samples(model, loaded.ctx, prompt, n, max_new_tokens, temperature, top_k,
+                                           top_p, details, response, stop_token, generator), start=1):
         samples.append(s)
         print(tok.decode(s.ids))
         if show_probs:
@@ -325,8 +324,8 @@ def main():
         if step != compare_step:
             print(f"note: compare_step={compare_step}, but sample 1 has {len(base) - len(prompt)} tokens; "
                   f"comparing temperatures at step {step + 1}")
-        cmp = temperature_comparison(model, L.ctx, base[:len(prompt) + step], temps, top_k, top_p, probs_top_k,
-                                     tok, step)
+        cmp = temperature_comparison(model, loaded.ctx, base[:len(prompt) + step], temps, top_k, top_p,
+                                     probs_top_k, tok, step)
         print(cmp.title)
         print('\n'.join(temperature_table(cmp)))
         path = plots.draw_temperature_comparison(cmp, os.path.join(run_dir, 'temperatures.png'), show=windows)

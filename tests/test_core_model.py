@@ -135,6 +135,33 @@ def test_generate_logprobs_equal_independent_recomputation(temperature, top_k, t
         assert s.sample_prob == 1.0 and s.tokens == [int(logits[T0 - 1 + i].argmax()) for i in range(12)]
 
 
+@pytest.mark.parametrize('top_k,top_p', [(5, None), (None, 0.8), (5, 0.8)])
+def test_generate_at_temperature_1_with_top_k_or_top_p_keeps_the_distributions_apart(top_k, top_p):
+    """T=1 with top-k or top-p draws from a truncated, renormalised distribution, not the model's own:
+    logprobs (and ranks, Steps) stay the model distribution of a plain float64 forward pass, while
+    sample_logprobs are the renormalised one. Only T=1 with neither is the model distribution."""
+    model = tiny_model(vocab_size=V)
+    n = 12
+    s = model.generate(torch.tensor([[1, 2, 3]]), n, temperature=1.0, top_k=top_k, top_p=top_p,
+                       details=5, generator=torch.Generator().manual_seed(0))[0]
+    m64 = tiny_model(vocab_size=V).double()
+    with torch.no_grad():
+        logits = m64(torch.tensor([s.ids]), all_logits=True)[0][0, 2:2 + n]  # (n, V), predicting tokens
+    lp = logits.log_softmax(-1)  # (n, V) model distribution
+    ref = lp.gather(-1, torch.tensor(s.tokens)[:, None])[:, 0]  # (n,)
+    ref_s = torch.stack([reference_sampling_lp(logits[i], 1.0, top_k, top_p or 1.0)[t]
+                         for i, t in enumerate(s.tokens)])  # (n,) sampling distribution, the long way
+    assert torch.allclose(s.logprobs, ref, atol=1e-5, rtol=0)
+    assert torch.allclose(s.sample_logprobs, ref_s, atol=1e-5, rtol=0)
+    assert (s.sample_logprobs - s.logprobs).min() > 1e-3  # every drawn token gained the mass cut away
+    assert s.ranks.tolist() == [int((lp[i] > lp[i, t]).sum()) + 1 for i, t in enumerate(s.tokens)]
+    for i, st in enumerate(s.steps):
+        top = torch.tensor(st.top_logprobs, dtype=torch.float64)
+        assert torch.allclose(top, lp[i].topk(5).values, atol=1e-5)
+        assert math.isclose(st.chosen_logprob, ref[i].item(), abs_tol=1e-5)
+        assert math.isclose(st.chosen_sample_logprob, ref_s[i].item(), abs_tol=1e-5)
+
+
 def test_low_temperature_sampling_prob_is_one_but_model_prob_is_not():
     model = tiny_model(vocab_size=V)
     s = model.generate(torch.tensor([[5, 6]]), 8, temperature=1e-4, generator=torch.Generator().manual_seed(0))[0]

@@ -111,6 +111,24 @@ def test_beams_equal_transformers_beam_search(tmp_path):
     assert results[False] != results['never'] != results[True]  # the last three runs tell the modes apart
 
 
+@pytest.mark.parametrize('seed,V,prompt,num_beams,alpha,n', [
+    (11, 6, [3], 3, 1.0, 12), (4, 5, [4], 3, 1.5, 16), (14, 8, [7], 2, 2.0, 12)])
+def test_early_stopping_false_scores_live_beams_at_their_current_length(seed, V, prompt, num_beams, alpha, n):
+    """early_stopping=False stops once the worst finished beam scores at least the best live beam's
+    total log-prob / (its current length, t + 1 after step t) ** alpha, as transformers does. Here that
+    boundary decides the outcome: dividing by t instead stops too early and returns other beams."""
+    pytest.importorskip('transformers')
+    model = tiny_model(seed, vocab_size=V)
+    hf = model.to_hf(eot=0)
+    T = len(prompt)
+    ref = hf.generate(torch.tensor([prompt]), attention_mask=torch.ones(1, T, dtype=torch.long),
+                      num_beams=num_beams, num_return_sequences=num_beams, max_new_tokens=n, do_sample=False,
+                      length_penalty=alpha, early_stopping=False, eos_token_id=0, pad_token_id=0)
+    ref = [s[T:s.index(0, T) + 1] if 0 in s[T:] else s[T:] for s in ref.tolist()]
+    beams = model.beam_search(prompt, n, num_beams, alpha, stop_token=0, early_stopping=False)
+    assert [b.tokens for b in beams] == ref
+
+
 @pytest.mark.parametrize('kw', [
     dict(prompt=PROMPT, n=12, num_beams=3, stop=True),
     dict(prompt=list(range(1000, 1012)), n=30, num_beams=4, no_repeat_ngram_size=2),  # past block_size
