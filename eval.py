@@ -61,7 +61,7 @@ show: bool = False  # also open the charts in a window, when a display exists
 # (the configurator skips them with a note; scoring draws no random numbers, so seed is among them)
 IGNORED_SETTINGS = ('start', 'num_samples', 'max_new_tokens', 'seed', 'show_probs', 'probs_top_k',
                     'stop_at_eot', 'fixed_response', 'compare_temperatures', 'compare_step', 'num_beams',
-                    'length_penalty', 'no_repeat_ngram_size')
+                    'length_penalty', 'no_repeat_ngram_size', 'early_stopping')
 
 
 def _model_and_tokenizer(model, tok, **load_kw):
