@@ -393,6 +393,8 @@ def test_lr_schedule_without_a_decay_phase_trains(tmp_path, data_dir, monkeypatc
     (dict(learning_rate='nan'), "learning_rate=nan must be a finite number, at least 0"),
     (dict(grad_clip=-1.0), "grad_clip=-1.0 must be a finite number, at least 0"),
     (dict(dropout=1.5), "dropout=1.5 must be at least 0 and less than 1"),
+    (dict(beta2=1.0), "beta2=1.0 must be at least 0 and less than 1"),
+    (dict(seed=-1), "seed=-1 must be at least 0"),
 ])
 def test_nonsensical_settings_fail_before_any_work(tmp_path, monkeypatch, kw, message):
     """One line naming the setting, before any folder is made or data and model are read (the data folder
@@ -462,10 +464,11 @@ def test_resume_keeps_the_checkpoint_architecture_and_says_so(tmp_path, data_dir
 
 def test_gpt2_offline_is_one_line(tmp_path, bpe_data, monkeypatch):
     """transformers' offline error has two lines (and train.py added a third): one line, as load_model's."""
-    def offline(cls, name, override_args=None):
-        raise OSError("We couldn't connect to 'https://huggingface.co' to load the files, and couldn't find "
-                      "them in the cached files.\nCheck your internet connection or see how to run the library "
-                      "in offline mode at 'https://huggingface.co/docs/transformers/installation#offline-mode'.")
+    def offline(cls, name, override_args=None):  # transformers' message, word for word
+        raise OSError("We couldn't connect to 'https://huggingface.co' to load the files, and couldn't "
+                      "find them in the cached files.\nCheck your internet connection or see how to run "
+                      "the library in offline mode at "
+                      "'https://huggingface.co/docs/transformers/installation#offline-mode'.")
 
     monkeypatch.setattr(GPT, 'from_pretrained', classmethod(offline))
     with pytest.raises(UserError) as e:
