@@ -108,6 +108,21 @@ for _k in ('eval_interval', 'log_interval', 'eval_iters', 'gradient_accumulation
            'block_size'):
     if globals()[_k] < 1:
         raise UserError(f"{_k}={globals()[_k]} must be at least 1")
+for _k in ('max_iters', 'warmup_iters', 'lr_decay_iters', 'early_stop_patience', 'seed'):
+    if globals()[_k] < 0:
+        raise UserError(f"{_k}={globals()[_k]} must be at least 0")
+for _k in ('learning_rate', 'min_lr', 'weight_decay', 'grad_clip'):
+    if not 0 <= globals()[_k] < math.inf:  # nan fails too
+        raise UserError(f"{_k}={globals()[_k]} must be a finite number, at least 0")
+for _k in ('dropout', 'beta1', 'beta2'):
+    if not 0 <= globals()[_k] < 1:
+        raise UserError(f"{_k}={globals()[_k]} must be at least 0 and less than 1")
+if decay_lr and lr_decay_iters < warmup_iters:  # equal is fine: min_lr right after the warmup
+    raise UserError(f"lr_decay_iters={lr_decay_iters} is less than warmup_iters={warmup_iters}: the rate "
+                    "warms up, then decays until lr_decay_iters; raise lr_decay_iters (or --decay_lr=False)")
+if decay_lr and min_lr > learning_rate:  # decay_lr=False ignores min_lr, as upstream's fine-tuning configs do
+    raise UserError(f"min_lr={min_lr} is above learning_rate={learning_rate}: the learning rate decays from "
+                    "learning_rate down to min_lr; lower min_lr (or --decay_lr=False for a constant rate)")
 ddp = int(os.environ.get('RANK', -1)) != -1  # is this a ddp run (launched by torchrun)?
 if ddp:
     if device_type == 'mps':
@@ -143,7 +158,10 @@ last_path = os.path.join(out_dir, trainstate.LAST)
 if master_process:
     print(f"tokens per iteration will be: {tokens_per_iter:,}")
     print(f"device: {device}, dtype: {dtype}" + (f", {ddp_world_size} processes ({backend})" if ddp else ""))
-    os.makedirs(out_dir, exist_ok=True)
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as e:  # a file in the way, no permission, a read-only disk
+        raise UserError(f"cannot create out_dir={out_dir!r}: {e.strerror}; use another --out_dir") from None
     trainstate.remove_stale_saves(out_dir)
 torch.manual_seed(seed + seed_offset)
 random.seed(seed + seed_offset)
@@ -168,6 +186,7 @@ for split, path in bin_paths.items():
 # -----------------------------------------------------------------------------
 # model init: scratch, resume (architecture from the checkpoint, dropout from here), gpt2* / HF folder,
 # checkpoint
+ARCH = ('n_layer', 'n_head', 'n_embd', 'bias', 'gelu')  # settings only a model from scratch takes
 iter_num = 0
 best_val_loss = 1e9
 checkpoint = None  # the checkpoint we resume: optimizer, GradScaler, train_state (RNG, sampler, counters)
@@ -197,7 +216,7 @@ try:
             print(f"Resuming training from {path} (iter {iter_num}, best val loss {best_val_loss:.4f})")
             per_run = ('init_from', 'max_iters', 'device', 'dtype', 'backend')
             changed = {k: (v, config[k]) for k, v in (checkpoint.get('config') or {}).items()
-                       if k in config and v != config[k] and k not in per_run}
+                       if k in config and v != config[k] and k not in per_run + ARCH}
             if changed:
                 print("note: settings differ from the checkpoint's: " +
                       ', '.join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()))
@@ -208,11 +227,24 @@ try:
         if kind == 'ckpt':  # a new run that starts from a checkpoint's weights
             model = model_from_checkpoint(load_checkpoint(where), dropout, where)
         else:  # OpenAI's GPT-2 (downloads) or a local Hugging Face GPT-2 folder
-            model = GPT.from_pretrained(where, dict(dropout=dropout))
+            try:
+                model = GPT.from_pretrained(where, dict(dropout=dropout))
+            except OSError as e:  # no network, no such hub model, a folder without weights: as load_model
+                first = (str(e).strip().splitlines() or [type(e).__name__])[0].rstrip('.')  # one line
+                hub = ("GPT-2 weights download from the Hugging Face hub on first use; offline, "
+                       if kind == 'gpt2' else "")
+                raise UserError(f"transformers could not load {where!r}: {first}. {hub}give a local Hugging "
+                                "Face GPT-2 folder (config.json + weights) as --init_from=path") from None
 except (ValueError, FileNotFoundError, OSError) as e:
-    hint = ("\n(without internet, pass a local Hugging Face GPT-2 folder: --init_from=path/to/folder)"
-            if init_from.startswith('gpt2') else "")
-    raise UserError(f"{e}{hint}") from None
+    raise UserError(str(e)) from None
+if init_from != 'scratch':  # the model brings its architecture: the saved config says what it is
+    kept = {k: getattr(model.config, k) for k in ARCH}
+    if init_from == 'resume' and master_process and any(v != config[k] for k, v in kept.items()):
+        print("note: resuming keeps the checkpoint's " + ', '.join(
+            f"{k}={v!r} (not {config[k]!r})" for k, v in kept.items() if v != config[k])
+            + ": a run's architecture cannot change")
+    for k, v in kept.items():
+        globals()[k] = config[k] = v
 # crop down the model block size if desired, using model surgery
 if block_size < model.config.block_size:
     model.crop_block_size(block_size)
@@ -341,8 +373,9 @@ def get_lr(it):
     # 1) linear warmup for warmup_iters steps
     if it < warmup_iters:
         return learning_rate * (it + 1) / (warmup_iters + 1)
-    # 2) if it > lr_decay_iters, return min learning rate
-    if it > lr_decay_iters:
+    # 2) from lr_decay_iters on, return min learning rate (what the cosine reaches there; and no division
+    # by zero below when lr_decay_iters == warmup_iters: then min_lr follows the warmup directly)
+    if it >= lr_decay_iters:
         return min_lr
     # 3) in between, use cosine decay down to min learning rate
     decay_ratio = (it - warmup_iters) / (lr_decay_iters - warmup_iters)

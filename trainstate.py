@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from configurator import UserError
 from load import checkpoint_dict
 
 CKPT, LAST = 'ckpt.pt', 'ckpt_last.pt'  # the best (or latest) state, and the latest when it is not the best
@@ -30,18 +31,31 @@ LOG_FIELDS = ['iter', 'tokens', 'train_loss', 'val_loss', 'lr', 'kind', 'elapsed
 
 def save_checkpoint(ckpt, path):
     """Write atomically: to a temp file in the same folder, then rename over the old one, so a crash
-    or kill at any moment leaves either the previous checkpoint or the new one, never half a file."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    or kill at any moment leaves either the previous checkpoint or the new one, never half a file.
+    An operating-system error (a full disk) is a UserError naming path, the cause and what is kept."""
     tmp = f"{path}.tmp{os.getpid()}"
     try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         with open(tmp, 'wb') as f:
             torch.save(ckpt, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        raise UserError(f"could not save {path}: {e.strerror or e}; " + kept_checkpoints(path)) from None
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def kept_checkpoints(path):
+    """What is on disk next to path after a failed save, and how to go on."""
+    folder = os.path.dirname(path)
+    kept = [p for p in (os.path.join(folder, CKPT), os.path.join(folder, LAST)) if os.path.exists(p)]
+    if not kept:
+        return "nothing was saved"
+    return (f"{' and '.join(kept)} {'is' if len(kept) == 1 else 'are'} as before; fix the cause, then "
+            "continue with --init_from=resume")
 
 
 def remove_stale_saves(out_dir):
@@ -201,8 +215,12 @@ class LossLog:
         row = dict(iter=iter_num, tokens=tokens, train_loss=f"{train_loss:.6f}",
                    val_loss=f"{val_loss:.6f}" if val_loss != '' else '', lr=f"{lr:.6g}", kind=kind,
                    elapsed_s=f"{elapsed:.1f}")
-        with open(self.path, 'a', newline='') as f:
-            f.write(','.join(str(row[k]) for k in LOG_FIELDS) + '\n')
+        try:
+            with open(self.path, 'a', newline='') as f:
+                f.write(','.join(str(row[k]) for k in LOG_FIELDS) + '\n')
+        except OSError as e:  # a full disk: the run stops here, as when a checkpoint cannot be saved
+            raise UserError(f"could not write {self.path}: {e.strerror or e}; "
+                            + kept_checkpoints(self.path)) from None
         self._remember(kind, iter_num, train_loss, val_loss)
 
     def _remember(self, kind, iter_num, train_loss, val_loss):

@@ -1,9 +1,11 @@
 """train.py and export_hf.py: learning, exact resume, kill -9, Ctrl-C, two-process gloo DDP, NaN stop,
 early stopping, upstream's checkpoint format both ways, the Hugging Face export, device/dtype rules."""
 import csv
+import errno
 import os
 import pickle
 import re
+import runpy
 import signal
 import subprocess
 import sys
@@ -15,6 +17,7 @@ import pytest
 import torch
 
 import load
+from configurator import UserError
 from conftest import ROOT, TINY, run_script, tiny_model
 from model import GPT, GPTConfig, MODEL_ARGS
 
@@ -343,3 +346,134 @@ def test_export_hf_character_level_and_bad_input(tmp_path, monkeypatch):
     assert sorted(os.listdir(tmp_path / 'out' / 'hf'))[:1] == ['config.json']
     bad = run_script('export_hf.py', '--out_dir=nowhere', cwd=tmp_path, check=False)
     assert bad.returncode == 1 and 'Traceback' not in bad.stderr and bad.stderr.startswith('error: no checkpoint at')
+
+
+# -----------------------------------------------------------------------------
+# settings and faults, with train.py run in this process: no interpreter start-up, a fraction of a second
+
+def train_here(monkeypatch, out_dir, data_dir, **kw):
+    """Run train.py with args(out_dir, data_dir, **kw) in this process; returns its globals. The signal
+    handlers and the excepthook it installs are put back afterwards."""
+    monkeypatch.setattr(sys, 'argv', ['train.py', *args(out_dir, data_dir, **kw)])
+    monkeypatch.setattr(sys, 'excepthook', sys.excepthook)
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as run_script: threads that wait on a busy machine cost seconds
+    try:
+        return runpy.run_path(str(ROOT / 'train.py'), run_name='__main__')
+    finally:
+        torch.set_num_threads(threads)
+        for s, h in handlers.items():
+            signal.signal(s, h)
+
+
+@pytest.mark.parametrize('warmup,max_iters', [(2, 4), (0, 2)])
+def test_lr_schedule_without_a_decay_phase_trains(tmp_path, data_dir, monkeypatch, warmup, max_iters):
+    """lr_decay_iters == warmup_iters (both 0 too) divided by zero at iter lr_decay_iters; now the warmup
+    is followed by min_lr directly."""
+    train_here(monkeypatch, tmp_path / 'out', data_dir, max_iters=max_iters, eval_interval=1000,
+               warmup_iters=warmup, lr_decay_iters=warmup, learning_rate=1e-2, min_lr=1e-3)
+    rows = read_log(tmp_path / 'out')
+    by_hand = [1e-2 * (it + 1) / (warmup + 1) if it < warmup else 1e-3 for it in range(max_iters + 1)]
+    assert [int(r['iter']) for r in rows if r['kind'] == 'step'] == list(range(max_iters))
+    assert [float(r['lr']) for r in rows if r['kind'] == 'step'] == pytest.approx(by_hand[:-1], rel=1e-5)
+    assert [(int(r['iter']), float(r['lr'])) for r in rows if r['kind'] == 'eval'] == \
+        [(0, pytest.approx(by_hand[0], rel=1e-5)), (max_iters, pytest.approx(1e-3, rel=1e-5))]
+    assert load.load_checkpoint(tmp_path / 'out')['iter_num'] == max_iters
+
+
+@pytest.mark.parametrize('kw,message', [
+    (dict(max_iters=-5), "max_iters=-5 must be at least 0"),
+    (dict(warmup_iters=-1), "warmup_iters=-1 must be at least 0"),
+    (dict(lr_decay_iters=-1), "lr_decay_iters=-1 must be at least 0"),
+    (dict(early_stop_patience=-2), "early_stop_patience=-2 must be at least 0"),
+    (dict(warmup_iters=20, lr_decay_iters=10), "lr_decay_iters=10 is less than warmup_iters=20"),
+    (dict(min_lr=0.1), "min_lr=0.1 is above learning_rate=0.01"),
+    (dict(learning_rate=-0.001), "learning_rate=-0.001 must be a finite number, at least 0"),
+    (dict(learning_rate='nan'), "learning_rate=nan must be a finite number, at least 0"),
+    (dict(grad_clip=-1.0), "grad_clip=-1.0 must be a finite number, at least 0"),
+    (dict(dropout=1.5), "dropout=1.5 must be at least 0 and less than 1"),
+    (dict(beta2=1.0), "beta2=1.0 must be at least 0 and less than 1"),
+    (dict(seed=-1), "seed=-1 must be at least 0"),
+])
+def test_nonsensical_settings_fail_before_any_work(tmp_path, monkeypatch, kw, message):
+    """One line naming the setting, before any folder is made or data and model are read (the data folder
+    does not exist: reaching it would fail differently)."""
+    with pytest.raises(UserError) as e:
+        train_here(monkeypatch, tmp_path / 'out', tmp_path / 'nodata', **kw)
+    assert str(e.value).startswith(message) and '\n' not in str(e.value)
+    assert not (tmp_path / 'out').exists()
+
+
+@pytest.mark.parametrize('kw', [
+    dict(decay_lr=False, min_lr=0.1, warmup_iters=20, lr_decay_iters=10),
+    dict(max_iters=0, warmup_iters=0, lr_decay_iters=0, learning_rate=0.0, min_lr=0.0),
+])
+def test_settings_that_make_sense_pass_the_checks(tmp_path, monkeypatch, kw):
+    """decay_lr=False ignores the schedule (upstream's fine-tuning configs have min_lr > learning_rate)."""
+    with pytest.raises(UserError, match='nodata/train.bin not found'):
+        train_here(monkeypatch, tmp_path / 'out', tmp_path / 'nodata', **kw)
+
+
+def test_full_disk_while_saving_is_one_line_and_keeps_the_checkpoint(tmp_path, data_dir, monkeypatch):
+    out = tmp_path / 'out'
+    saves, before = [], {}
+    save = torch.save
+
+    def disk_fills_up(obj, f):  # the second save runs out of space half-way
+        saves.append(f.name)
+        if len(saves) == 2:
+            before['ckpt'] = (out / 'ckpt.pt').read_bytes()
+            f.write(b'half a checkpoint')
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        save(obj, f)
+
+    monkeypatch.setattr(torch, 'save', disk_fills_up)
+    with pytest.raises(UserError) as e:
+        train_here(monkeypatch, out, data_dir, max_iters=4, eval_interval=2)
+    assert len(saves) == 2 and '\n' not in str(e.value)
+    assert str(e.value).startswith(f"could not save {out / 'ckpt.pt'}: No space left on device; "
+                                   f"{out / 'ckpt.pt'} is as before"), e.value
+    assert (out / 'ckpt.pt').read_bytes() == before['ckpt']  # the iter-2 checkpoint, intact
+    assert load.load_checkpoint(out)['iter_num'] == 2
+    assert sorted(os.listdir(out)) == ['ckpt.pt', 'log.csv']  # no temp file left
+
+
+def test_resume_keeps_the_checkpoint_architecture_and_says_so(tmp_path, data_dir, monkeypatch, capsys):
+    """--n_layer=4 on a 1-layer checkpoint: a note that the checkpoint's 1 layer is kept, and the saved
+    config agrees with model_args. A new run from a checkpoint's weights records that model's sizes too."""
+    out = tmp_path / 'out'
+    train_here(monkeypatch, out, data_dir, max_iters=2, eval_interval=2, n_layer=1)
+    capsys.readouterr()
+    train_here(monkeypatch, out, data_dir, max_iters=3, eval_interval=2, init_from='resume', n_layer=4,
+               n_embd=64)
+    text = capsys.readouterr().out
+    assert "note: resuming keeps the checkpoint's n_layer=1 (not 4), n_embd=32 (not 64)" in text, text
+    assert 'n_layer 1 -> 4' not in text and "n_layer': 4" not in text
+    ckpt = load.load_checkpoint(out)
+    assert ckpt['iter_num'] == 3 and ckpt['model_args']['n_layer'] == 1
+    assert {k: ckpt['config'][k] for k in ('n_layer', 'n_head', 'n_embd', 'bias')} == \
+        {k: ckpt['model_args'][k] for k in ('n_layer', 'n_head', 'n_embd', 'bias')}
+    assert ckpt['config']['gelu'] == ckpt['gelu']
+    # a new run from those weights (the settings say n_layer=2): no note, and a true config
+    train_here(monkeypatch, tmp_path / 'new', data_dir, max_iters=1, init_from=out / 'ckpt.pt')
+    assert 'keeps the checkpoint' not in capsys.readouterr().out
+    new = load.load_checkpoint(tmp_path / 'new')
+    assert new['config']['n_layer'] == new['model_args']['n_layer'] == 1
+
+
+def test_gpt2_offline_is_one_line(tmp_path, bpe_data, monkeypatch):
+    """transformers' offline error has two lines (and train.py added a third): one line, as load_model's."""
+    def offline(cls, name, override_args=None):  # transformers' message, word for word
+        raise OSError("We couldn't connect to 'https://huggingface.co' to load the files, and couldn't "
+                      "find them in the cached files.\nCheck your internet connection or see how to run "
+                      "the library in offline mode at "
+                      "'https://huggingface.co/docs/transformers/installation#offline-mode'.")
+
+    monkeypatch.setattr(GPT, 'from_pretrained', classmethod(offline))
+    with pytest.raises(UserError) as e:
+        train_here(monkeypatch, tmp_path / 'out', bpe_data, init_from='gpt2')
+    msg = str(e.value)
+    assert '\n' not in msg and msg.startswith("transformers could not load 'gpt2': We couldn't connect"), msg
+    assert msg.endswith("offline, give a local Hugging Face GPT-2 folder (config.json + weights) as "
+                        "--init_from=path")

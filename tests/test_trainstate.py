@@ -5,9 +5,11 @@ import random
 import time
 
 import numpy as np
+import pytest
 import torch
 
 import trainstate
+from configurator import UserError
 
 
 def draws(gen):
@@ -58,3 +60,15 @@ def test_loss_log_on_resume_keeps_only_rows_before_the_checkpoint(tmp_path):
     assert again.history == {'step': [(0, 5.0), (1, 4.0)], 'eval': [(0, 5.0, 6.0), (2, 3.0, 4.0)]}
     again.start(True, 2, evaluated=False)  # its eval is redone after the resume
     assert again.history['eval'][-1] == (0, 5.0, 6.0) and len(again.history['step']) == 2
+
+
+@pytest.mark.skipif(not os.path.exists('/dev/full'), reason='needs /dev/full (Linux): always full')
+def test_loss_log_on_a_full_disk_is_one_line(tmp_path):
+    (tmp_path / trainstate.CKPT).write_bytes(b'x')
+    log = trainstate.LossLog('/dev/full')
+    with pytest.raises(UserError,
+                       match=r'^could not write /dev/full: No space left on device; nothing was saved$'):
+        log.add('step', 0, 0, 0.1, 1.0, 5.0)
+    assert log.history['step'] == []  # nothing remembered that is not in the log
+    assert trainstate.kept_checkpoints(str(tmp_path / 'log.csv')) == (
+        f"{tmp_path / trainstate.CKPT} is as before; fix the cause, then continue with --init_from=resume")
