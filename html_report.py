@@ -24,6 +24,9 @@ from formatting import format_prob, format_ratio
 
 WEB = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'web')
 FORMAT = 'nanogpt-report/1'
+SAMPLING = ('num_samples', 'temperature', 'top_k', 'top_p', 'seed', 'fixed_response')  # beam search ignores them
+SAMPLE_SETTINGS = ('init_from', 'out_dir', 'start', 'num_samples', 'max_new_tokens', 'temperature', 'top_k', 'top_p',
+                   'seed', 'stop_at_eot', 'fixed_response', 'device', 'dtype')  # shown in a sample.py report
 
 
 def num(x):
@@ -88,17 +91,34 @@ def sample_doc(s, tok, title, sampling=None, forced=False):
                 tokens=tokens, totals=sample_totals(s, sampling))
 
 
-def sample_page(samples, tok, settings, forced=False, title='', beams=False):
-    """The page's data for sample.py's results: decoding.Sample objects (or beam_search's Beams)."""
+def sample_page(samples, tok, settings, forced=False, title=''):
+    """The page's data for sample.py's results: decoding.Sample objects."""
     settings = dict(settings)
-    sampling = None if beams else sampling_text(settings.get('temperature', 1.0), settings.get('top_k'),
-                                                settings.get('top_p'))
-    names = ('fixed_response' if forced else 'beam' if beams else 'sample')
-    docs = [sample_doc(s, tok, names if forced else f"{names} {i}", sampling, forced)
+    sampling = sampling_text(settings.get('temperature', 1.0), settings.get('top_k'), settings.get('top_p'))
+    docs = [sample_doc(s, tok, 'fixed_response' if forced else f"sample {i}", sampling, forced)
             for i, s in enumerate(samples, start=1)]
-    what = 'fixed response scored' if forced else 'beams' if beams else f"{len(samples)} samples"
+    what = 'fixed response scored' if forced else f"{len(samples)} sample{'s' * (len(samples) != 1)}"
     return dict(format=FORMAT, kind='sample', title=title or f"sample.py: {what}",
-                sampling=sampling, settings=[[k, str(v)] for k, v in settings.items()], docs=docs)
+                sampling=sampling, settings=setting_rows(settings), docs=docs)
+
+
+def beam_page(L, beams, greedy, settings, k=10):
+    """The page's data for sample.py --num_beams: each beam (decoding.Beam) and greedy decoding's Sample,
+    their top-k candidates from one more scoring pass (beam search keeps no Steps). Each token's own
+    log-prob is the one beam search summed; there is no sampling distribution (beam search is deterministic)."""
+    from decoding import score
+    seqs = [b for b in list(beams) + [greedy] if b is not None and b.tokens]
+    with L.ctx:
+        scored = score(L.model, [b.prompt for b in seqs], [b.tokens for b in seqs], details=k) if seqs else []
+    docs = []
+    for j, (b, s) in enumerate(zip(seqs, scored)):
+        tokens = [token_entry(L.tok, i, lp, None, st.chosen_rank, st)
+                  for i, lp, st in zip(b.tokens, b.logprobs.tolist(), s.steps)]
+        title = f"beam {j + 1}" if hasattr(b, 'score') else 'greedy decoding (temperature 0)'
+        docs.append(dict(title=title, model_only=True, prompt=L.tok.decode(b.prompt), prompt_ids=list(b.prompt),
+                         tokens=tokens, totals=sample_totals(b)))
+    return dict(format=FORMAT, kind='sample', title=f"sample.py: beam search, {len(beams)} beams and greedy decoding",
+                sampling=None, settings=setting_rows({k: v for k, v in settings.items() if k not in SAMPLING}), docs=docs)
 
 
 def eval_page(d, title=''):
@@ -157,10 +177,15 @@ def eval_page(d, title=''):
                 compare=bool(cmp), settings=settings, summary=summary, table=dict(head=head, rows=rows), docs=docs)
 
 
+def setting_rows(settings):
+    """[[name, value as text], ...]; strings quoted, so that a prompt of '\\n' is visible."""
+    return [[k, repr(v) if isinstance(v, str) else str(v)] for k, v in settings.items() if v != '']
+
+
 def live_page(model_name, settings, limits):
     """The page's data for serve.py: no texts yet, the controls' defaults and limits."""
     return dict(format=FORMAT, kind='live', title=f"nanoGPT-probs live: {model_name}",
-                settings=[[k, str(v)] for k, v in settings.items()], defaults=settings, limits=limits, docs=[])
+                settings=setting_rows(settings), defaults=settings, limits=limits, docs=[])
 
 
 # -----------------------------------------------------------------------------
@@ -226,6 +251,11 @@ def eval_html(json_path, html_path=None):
     return write_html(eval_page(d), html_path or os.path.splitext(json_path)[0] + '.html')
 
 
-def sample_html(samples, tok, run_dir, settings, forced=False, beams=False):
-    """run_dir/index.html for sample.py's samples (decoding.Sample objects, or Beams). Returns its path."""
-    return write_html(sample_page(samples, tok, settings, forced, beams=beams), os.path.join(run_dir, 'index.html'))
+def sample_html(samples, tok, run_dir, settings, forced=False):
+    """run_dir/index.html for sample.py's samples (decoding.Sample objects). Returns its path."""
+    return write_html(sample_page(samples, tok, settings, forced), os.path.join(run_dir, 'index.html'))
+
+
+def beam_html(L, beams, greedy, run_dir, settings):
+    """run_dir/index.html for sample.py --num_beams (see beam_page). Returns its path."""
+    return write_html(beam_page(L, beams, greedy, settings), os.path.join(run_dir, 'index.html'))

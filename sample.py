@@ -59,6 +59,7 @@ show: bool = True  # also show the charts in windows when a display exists (afte
 num_beams: int = 0  # > 0: beam search with this many beams instead of sampling, printed next to greedy decoding
 length_penalty: float = 1.0  # beam score = sum of log-probs / tokens^length_penalty
 no_repeat_ngram_size: int = 0  # beam search: n > 0 bans any n-gram from occurring twice
+html: bool = True  # write results_dir/sample_<date-time>/index.html: every token's probability, in a browser
 # -----------------------------------------------------------------------------
 
 MAX_WINDOWS = 4  # with show, at most this many overview windows (every PNG is saved regardless)
@@ -261,6 +262,10 @@ def beam_search_vs_greedy(L, prompt, stop_token):
                                     stop_token)
     print(f"prompt: {L.tok.decode(prompt)!r}")
     print_beams(beams, greedy, L.tok, length_penalty)
+    if html:
+        import html_report
+        settings = {k: v for k, v in globals().items() if k in html_report.SAMPLE_SETTINGS + ('num_beams',)}
+        print(f"report (open it in a browser): {html_report.beam_html(L, beams, greedy, new_run_dir(results_dir), settings)}")
 
 
 def main():
@@ -303,7 +308,8 @@ def main():
 
     samples = []
     for i, s in enumerate(generate_samples(model, L.ctx, prompt, n, max_new_tokens, temperature, top_k, top_p,
-                                           probs_top_k if show_probs else 0, response, stop_token, generator),
+                                           probs_top_k if show_probs or html else 0, response, stop_token,
+                                           generator),
                           start=1):
         samples.append(s)
         print(tok.decode(s.ids))
@@ -315,7 +321,7 @@ def main():
         print('\n'.join(summary(s, i, n, temperature, top_k, top_p, forced)))
         print('---------------')
 
-    run_dir = new_run_dir(results_dir) if (show_probs or temps) else None
+    run_dir = new_run_dir(results_dir) if (show_probs or temps or html) else None
     windows = show and plots.interactive_display()
     if show_probs:
         save_step_charts(samples, tok, run_dir, temperature, top_k, top_p, probs_top_k, forced, windows)
@@ -331,6 +337,10 @@ def main():
         print('\n'.join(temperature_table(cmp)))
         path = plots.draw_temperature_comparison(cmp, os.path.join(run_dir, 'temperatures.png'), show=windows)
         print(f"temperature comparison: {path}")
+    if html:
+        import html_report
+        settings = {k: v for k, v in globals().items() if k in html_report.SAMPLE_SETTINGS}
+        print(f"report (open it in a browser): {html_report.sample_html(samples, tok, run_dir, settings, forced)}")
     if windows and run_dir:
         print("showing the charts (close the windows to finish; --show=False skips this)")
         plots.show_windows()

@@ -89,8 +89,9 @@ def as_sample(prompt, steps, stopped=False):
 # -----------------------------------------------------------------------------
 # reading requests
 
-def field(body, name, kind, default, lo=None, hi=None):
-    """body[name] checked: of type kind (int/float/bool/list/str), within [lo, hi]; default when absent/null."""
+def field(body, name, kind, default, lo=None, hi=None, hint=''):
+    """body[name] checked: of type kind (int/float/bool/list/str), within [lo, hi]; default when absent/null.
+    hint: said after a value out of range (e.g. which serve.py setting raises the limit)."""
     v = body.get(name, default)
     if v is None:
         return default
@@ -100,7 +101,7 @@ def field(body, name, kind, default, lo=None, hi=None):
     if not ok:
         raise BadRequest(f"{name} must be {kind.__name__ if kind is not float else 'a number'}, got {v!r:.60}")
     if kind in (int, float) and ((lo is not None and v < lo) or (hi is not None and v > hi) or v != v):
-        raise BadRequest(f"{name}={v!r} is outside [{lo}, {hi}]")
+        raise BadRequest(f"{name}={v!r} is outside [{lo}, {hi}]{hint}")
     return v
 
 
@@ -150,7 +151,8 @@ class App:
         if not prompt:
             raise BadRequest("the prompt is empty: the model needs at least one token to continue")
         prefix = self.ids(body, 'prefix_ids', 'prefix', required=False)
-        n = field(body, 'max_new_tokens', int, self.defaults['max_new_tokens'], 0, self.limits['max_new_tokens'])
+        n = field(body, 'max_new_tokens', int, self.defaults['max_new_tokens'], 0, self.limits['max_new_tokens'],
+                  " (this server's limit; serve.py --max_tokens_limit raises it)")
         t, k, p = self.sampling(body)
         kk = field(body, 'top', int, top, 1, MAX_TOP)
         sd = field(body, 'seed', int, self.defaults['seed'], 0, 2 ** 63 - 1)
@@ -334,6 +336,15 @@ def make_server(app, host='127.0.0.1', port=8000):
     ThreadingHTTPServer.request_queue_size = 64
     srv = ThreadingHTTPServer((host, port), handler)
     srv.daemon_threads = True
+    return srv
+
+
+def serve_in_thread(app, host='127.0.0.1', port=0):
+    """Start a server for app in a background thread (for a notebook or a test); returns it, with .url.
+    Stop it with srv.shutdown(); srv.server_close()."""
+    srv = make_server(app, host, port)
+    srv.url = f"http://{srv.server_address[0]}:{srv.server_address[1]}"
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
     return srv
 
 

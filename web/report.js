@@ -122,7 +122,7 @@
       });
       body.append(r);
     });
-    tb.append(body); sec.append(tb); main.append(sec);
+    tb.append(body); const wrap = el('div', 'scroll'); wrap.append(tb); sec.append(wrap); main.append(sec);
   }
 
   // --- popover ---
@@ -147,7 +147,9 @@
     pop.append(title);
     const rows = [['probability (model distribution)', t.p]];
     if (t.sp !== undefined) rows.push(['probability (sampling distribution)', t.sp]);
-    rows.push(['rank under the model', t.rank], ['entropy (model / sampling)', t.ent ? t.ent + ' / ' + t.sent : null]);
+    const both = !doc.model_only;  // beams: the model distribution only (beam search does not sample)
+    rows.push(['rank under the model', t.rank],
+              both ? ['entropy (model / sampling)', t.ent ? t.ent + ' / ' + t.sent : null] : ['entropy', t.ent]);
     if (t.exp !== undefined) rows.push(['the model\u2019s most likely token here', label(t.exp)]);
     if (t.bp !== undefined) {
       rows.push(['before: probability, rank', `${t.bp}, rank ${t.brank}`], ['after: probability, rank', `${t.p}, rank ${t.rank}`],
@@ -156,7 +158,8 @@
     pop.append(facts(rows));
     if (t.top) {
       const tb = el('table', 'bars'); const hr = el('tr');
-      hr.append(el('th', '', 'top ' + t.top.length), el('th', '', 'model distribution'), el('th', '', 'sampling distribution'));
+      hr.append(el('th', '', 'top ' + t.top.length), el('th', '', 'model distribution'));
+      if (both) hr.append(el('th', '', 'sampling distribution'));
       if (LIVE) hr.append(el('th', '', ''));
       tb.append(hr);
       let seen = false;
@@ -164,7 +167,8 @@
         const tr = el('tr', id === t.id ? 'chosen' : '');
         if (id === t.id) seen = true;
         const lab = el('td', 'lab'); lab.append((id === t.id ? '\u25b6 ' : '') + (j + 1) + ' ', el('span', 'tt', label(text)));
-        tr.append(lab, barCell(lp, p, ''), barCell(slp, sp, 's'));
+        tr.append(lab, barCell(lp, p, ''));
+        if (both) tr.append(barCell(slp, sp, 's'));
         if (LIVE) {
           const td = el('td', 'lab'); const b = el('button', 'alt', id === t.id ? 'regenerate' : 'use this');
           b.title = 'cut the text here and continue from this token';
@@ -176,7 +180,8 @@
       if (!seen) {
         const tr = el('tr', 'chosen'); const lab = el('td', 'lab');
         lab.append('\u25b6 ' + t.rank + ' ', el('span', 'tt', label(t.t)));
-        tr.append(lab, barCell(t.lp, t.p, ''), barCell(t.slp === undefined ? null : t.slp, t.sp || '', 's'));
+        tr.append(lab, barCell(t.lp, t.p, ''));
+        if (both) tr.append(barCell(t.slp === undefined ? null : t.slp, t.sp || '', 's'));
         tb.append(tr);
       }
       pop.append(tb);
