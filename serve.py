@@ -110,9 +110,9 @@ class App:
 
     def __init__(self, L, defaults=None, limits=None):
         self.L, self.lock = L, threading.Lock()
-        self.defaults = dict(start=start, temperature=temperature, top_k=top_k, top_p=top_p,
-                             max_new_tokens=max_new_tokens, seed=seed, **(defaults or {}))
-        self.limits = dict(max_prompt_chars=max_prompt_chars, max_new_tokens=max_tokens_limit, **(limits or {}))
+        self.defaults = {**dict(start=start, temperature=temperature, top_k=top_k, top_p=top_p,
+                                max_new_tokens=max_new_tokens, seed=seed), **(defaults or {})}
+        self.limits = {**dict(max_prompt_chars=max_prompt_chars, max_new_tokens=max_tokens_limit), **(limits or {})}
         self.page, self.policy = html_report.render(
             html_report.live_page(L.source, self.defaults, self.limits), live=True)
 
