@@ -16,6 +16,15 @@ from decoding import generate, make_generator, score
 from formatting import format_prob
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: tiny models gain nothing from more, and on a busy machine threads cost seconds."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def loaded(tok, model=None):
     """What load.load_model returns, for a tiny model."""
     return types.SimpleNamespace(model=model or tiny_model(), tok=tok, ctx=contextlib.nullcontext(), device='cpu',

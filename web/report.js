@@ -10,6 +10,7 @@
   const main = document.getElementById('main');
   let mode = D.compare ? 'change' : 'prob';  // what the shading shows: 'prob' | 'rank' | 'change'
   let pinned = null;  // the token element whose popover stays open (clicked)
+  let shown = null;  // the token element whose popover is shown
 
   function el(tag, cls, text) {
     const e = document.createElement(tag);
@@ -81,7 +82,7 @@
   // --- texts ---
   function tokenSpan(t, di, ti) {
     const s = el('span', 'tk ' + shade(t));
-    s.dataset.d = di; s.dataset.t = ti; s.tabIndex = -1;
+    s.dataset.d = di; s.dataset.t = ti; s.dataset.id = t.id; s.tabIndex = -1;
     // newlines: a visible mark, then the line break itself
     if (t.t.includes('\n')) s.textContent = t.t.replace(/\n/g, '\u21b5\n'); else s.textContent = t.t;
     if (t.t.trim() === '' && !t.t.includes('\n')) s.textContent = t.t.replace(/ /g, '\u00b7');
@@ -171,7 +172,7 @@
         if (both) tr.append(barCell(slp, sp, 's'));
         if (LIVE) {
           const td = el('td', 'lab'); const b = el('button', 'alt', id === t.id ? 'regenerate' : 'use this');
-          b.title = 'cut the text here and continue from this token';
+          b.title = 'cut the text here and continue from this token'; b.dataset.id = id;
           b.addEventListener('click', (e) => { e.stopPropagation(); branch(di, ti, id); });
           td.append(b); tr.append(td);
         }
@@ -192,6 +193,7 @@
       const box = el('div'); box.id = 'temps'; box.style.marginTop = '6px'; box.append(b); pop.append(box);
     }
     pop.hidden = false;
+    shown = s;
     place(s);
   }
   function place(s) {
@@ -241,7 +243,7 @@
   document.addEventListener('click', (e) => {
     if (!pop.hidden && !pop.contains(e.target) && !(e.target.closest && e.target.closest('.tk'))) hidePop();
   });
-  window.addEventListener('scroll', () => { if (!pop.hidden && pinned) place(pinned); else if (!pinned) pop.hidden = true; }, { passive: true });
+  window.addEventListener('scroll', () => { if (!pop.hidden && shown) place(shown); }, { passive: true });
 
   // --- live app: generate (streamed), score, branch, compare temperatures ---
   let ctrl = null, form = null;
