@@ -36,7 +36,7 @@ def num(x):
 
 
 def nats(x):
-    return f"{x:.3f} nats"
+    return f"{x + 0.0:.3f} nats"  # + 0.0: an entropy of -0.0 shows as 0.000
 
 
 def sampling_text(temperature, top_k=None, top_p=None):
@@ -182,10 +182,10 @@ def setting_rows(settings):
     return [[k, repr(v) if isinstance(v, str) else str(v)] for k, v in settings.items() if v != '']
 
 
-def live_page(model_name, settings, limits):
-    """The page's data for serve.py: no texts yet, the controls' defaults and limits."""
+def live_page(model_name, about, defaults, limits):
+    """The page's data for serve.py: no texts yet; about the model (shown), the controls' defaults and limits."""
     return dict(format=FORMAT, kind='live', title=f"nanoGPT-probs live: {model_name}",
-                settings=setting_rows(settings), defaults=settings, limits=limits, docs=[])
+                settings=setting_rows(about), defaults=defaults, limits=limits, docs=[])
 
 
 # -----------------------------------------------------------------------------

@@ -114,7 +114,7 @@ class App:
                                 max_new_tokens=max_new_tokens, seed=seed), **(defaults or {})}
         self.limits = {**dict(max_prompt_chars=max_prompt_chars, max_new_tokens=max_tokens_limit), **(limits or {})}
         self.page, self.policy = html_report.render(
-            html_report.live_page(L.source, self.defaults, self.limits), live=True)
+            html_report.live_page(L.source, dict(device=L.device, dtype=L.dtype), self.defaults, self.limits), live=True)
 
     def ids(self, body, name, text_name, required=True):
         """Token ids from body[name] (a list of ids) or body[text_name] (text, encoded)."""

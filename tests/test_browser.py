@@ -2,7 +2,8 @@
 
 Popovers show the Python numbers, keyboard navigation, no network request, injected markup stays text;
 the live app generates greedy text equal to generate(), branches from an alternative, and stops.
-SCREENSHOTS_DIR=results/examples python -m pytest tests/test_browser.py  also writes report_*.png there."""
+SCREENSHOTS_DIR=results/examples python -m pytest tests/test_browser.py  also writes report_*.png there;
+with SCREENSHOTS_MODEL=<a train.py out_dir> the report and app tests use that model (readable text for the README)."""
 import contextlib
 import json
 import math
@@ -31,6 +32,7 @@ pytestmark = pytest.mark.skipif(sync_playwright is None or not os.path.exists(CH
                                        "pip install playwright (never `playwright install`)")
 INJ = '</script><img src=x onerror="window.__pwned=1">"\'&'
 SHOTS = os.environ.get('SCREENSHOTS_DIR')
+SHOTS_MODEL = os.environ.get('SCREENSHOTS_MODEL')
 
 
 @pytest.fixture(autouse=True)
@@ -40,6 +42,15 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope='module')
+def lm():
+    """The model the report and app tests run: a tiny random one, or SCREENSHOTS_MODEL's checkpoint."""
+    if not SHOTS_MODEL:
+        return tiny_model()
+    import load
+    return load.load_model('resume', SHOTS_MODEL, 'cpu', 'float32').model
 
 
 def label(t):
@@ -84,27 +95,29 @@ def fact(pg, name):
     return pg.locator(f'#pop .facts dt:text-is("{name}") + dd').inner_text()
 
 
-def test_report_popover_keyboard_and_injection(page, tmp_path, gpt2_tok):
-    m = tiny_model()
-    prompt = gpt2_tok.encode("Once upon a time " + INJ)
-    samples = generate(m, torch.tensor([prompt] * 2), 15, temperature=0.8, top_k=50, details=6,
-                       generator=torch.Generator().manual_seed(0))
-    bad = samples[0].tokens[2]  # shown as INJ: model text that tries to be markup
-    tok = types.SimpleNamespace(decode=gpt2_tok.decode,
-                                token_text=lambda i: INJ if i == bad else gpt2_tok.token_text(i))
-    path = html_report.sample_html(samples, tok, tmp_path, dict(temperature=0.8, top_k=50, top_p=1.0))
+def open_report(page, path):
     url = 'file://' + os.path.abspath(path)
     page.goto(url)
     page.wait_for_selector('body[data-ready]')
+    return url
+
+
+def test_report_popover_and_keyboard(page, tmp_path, gpt2_tok, lm):
+    prompt = gpt2_tok.encode("Once upon a time")
+    samples = generate(lm, torch.tensor([prompt] * 2), 15, temperature=0.8, top_k=50, details=6,
+                       generator=torch.Generator().manual_seed(0))
+    path = html_report.sample_html(samples, gpt2_tok, tmp_path, dict(temperature=0.8, top_k=50, top_p=1.0))
+    url = open_report(page, path)
     s, st = samples[0], samples[0].steps
 
-    page.hover('.tk[data-d="0"][data-t="0"]')
+    page.hover('.tk[data-d="0"][data-t="3"]')
     assert page.is_visible('#pop')
-    assert popover_top(page)[0] == (label(tok.token_text(st[0].top_ids[0])), format_prob(st[0].top_logprobs[0]))
-    assert [p for _, p in popover_top(page)][:6] == [format_prob(x) for x in st[0].top_logprobs]
-    assert fact(page, 'probability (model distribution)') == format_prob(s.logprobs[0].item())
-    assert fact(page, 'probability (sampling distribution)') == format_prob(s.sample_logprobs[0].item())
-    assert fact(page, 'rank under the model') == str(st[0].chosen_rank)
+    top = popover_top(page)
+    assert top[0] == (label(gpt2_tok.token_text(st[3].top_ids[0])), format_prob(st[3].top_logprobs[0]))
+    assert [p for _, p in top][:6] == [format_prob(x) for x in st[3].top_logprobs]
+    assert fact(page, 'probability (model distribution)') == format_prob(s.logprobs[3].item())
+    assert fact(page, 'probability (sampling distribution)') == format_prob(s.sample_logprobs[3].item())
+    assert fact(page, 'rank under the model') == str(st[3].chosen_rank)
     shot(page, 'report_sample.png')
 
     # keyboard: focus a token, arrows move, Escape closes
@@ -124,17 +137,25 @@ def test_report_popover_keyboard_and_injection(page, tmp_path, gpt2_tok):
     want = ['c-r' + str(1 if r <= 10 else 2 if r <= 100 else 3 if r <= 1000 else 4) for r in s.ranks.tolist()]
     got = page.eval_on_selector_all('.tk[data-d="0"]', 'els => els.map(e => e.classList[1])')
     assert got == want
-
-    # the injected prompt and token are text; nothing ran, no element was made from them
-    assert page.inner_text('.doc .prompt') == gpt2_tok.decode(prompt)
-    assert page.inner_text('.tk[data-d="0"][data-t="2"]') == INJ
-    assert page.evaluate('window.__pwned') is None and page.evaluate('document.images.length') == 0
-    page.hover('.tk[data-d="0"][data-t="2"]')
-    assert page.inner_text('#pop .ptitle .ptok') == label(INJ)
     assert page.errors == [] and set(page.requests) == {url}  # no network request at all
 
 
-def eval_results(tok):
+def test_injected_markup_is_shown_as_text(page, tmp_path, gpt2_tok):
+    prompt = gpt2_tok.encode("Once upon a time " + INJ)
+    s = generate(tiny_model(), torch.tensor([prompt]), 5, temperature=0, details=3)[0]
+    bad = s.tokens[2]  # shown as INJ: model text that tries to be markup
+    tok = types.SimpleNamespace(decode=gpt2_tok.decode,
+                                token_text=lambda i: INJ if i == bad else gpt2_tok.token_text(i))
+    url = open_report(page, html_report.sample_html([s], tok, tmp_path, {}))
+    assert page.inner_text('.doc .prompt') == gpt2_tok.decode(prompt)
+    assert page.inner_text('.tk[data-d="0"][data-t="2"]') == INJ
+    page.hover('.tk[data-d="0"][data-t="2"]')
+    assert page.inner_text('#pop .ptitle .ptok') == label(INJ)
+    assert page.evaluate('window.__pwned') is None and page.evaluate('document.images.length') == 0
+    assert page.errors == [] and set(page.requests) == {url}
+
+
+def eval_results(tok, after_model):
     """A results dict in eval.py's JSON format (the fields the page reads), before and after, from two tiny models."""
     pairs = [("Once upon a time", " there was a little fox"), ("The end", " of the story.")]
 
@@ -150,13 +171,13 @@ def eval_results(tok):
                             perplexity=math.exp(-s.logprob / len(ri)), greedy=False))
         return dict(model='tiny', settings=dict(eval_data='pairs.json', join='auto', temperature=1.0), pairs=out,
                     totals=dict(pairs=2, tokens=0, logprob=0.0, sum_of_probabilities='0'))
-    after, before = run(tiny_model(seed=1)), run(tiny_model(seed=0))
+    after, before = run(after_model), run(tiny_model(seed=0))
     after['comparison'] = dict(before=before, before_source='before.json', rose=1, fell=1)
     return after, before
 
 
-def test_eval_report_shows_before_and_after(page, tmp_path, gpt2_tok):
-    after, before = eval_results(gpt2_tok)
+def test_eval_report_shows_before_and_after(page, tmp_path, gpt2_tok, lm):
+    after, before = eval_results(gpt2_tok, lm if SHOTS_MODEL else tiny_model(seed=1))
     path = html_report.write_html(html_report.eval_page(after), str(tmp_path / 'eval.html'))
     page.goto('file://' + path)
     page.wait_for_selector('body[data-ready]')
@@ -190,8 +211,8 @@ def test_big_report_becomes_interactive_fast(page, tmp_path, gpt2_tok):
 
 
 @pytest.fixture
-def live(gpt2_tok):
-    m = tiny_model()
+def live(gpt2_tok, lm):
+    m = lm
     forward = m.forward
 
     def slow(*a, **k):  # a tiny model is too fast to press Stop in time
@@ -203,6 +224,7 @@ def live(gpt2_tok):
                               source='tiny')
     srv = serve.serve_in_thread(serve.App(L, defaults=dict(max_new_tokens=12)))
     yield srv, m
+    m.forward = forward
     srv.shutdown()
     with srv.RequestHandlerClass.app.lock:
         pass
@@ -215,6 +237,7 @@ def newest_ids(pg):
 
 def test_live_app_generate_branch_compare_stop(page, live, gpt2_tok):
     srv, m = live
+    page.set_viewport_size({'width': 1200, 'height': 1200})  # room for the popover under the text
     page.goto(srv.url + '/')
     page.wait_for_selector('body[data-ready]')
     page.fill('#prompt', 'Once upon a time')

@@ -197,10 +197,16 @@
     place(s);
   }
   function place(s) {
+    // under the token when it fits (or when there is more room under it than above), else above it;
+    // a popover taller than the room scrolls
+    pop.style.maxHeight = '';
     const r = s.getBoundingClientRect(), pw = pop.offsetWidth, ph = pop.offsetHeight;
     const vw = document.documentElement.clientWidth, vh = document.documentElement.clientHeight;
-    let x = Math.min(Math.max(8, r.left), vw - pw - 8), y = r.bottom + 6;
-    if (y + ph > vh - 8) y = Math.max(8, r.top - ph - 6);
+    const below = vh - r.bottom - 14, above = r.top - 14;
+    const x = Math.min(Math.max(8, r.left), vw - pw - 8);
+    let y;
+    if (ph <= below || below >= above) { y = r.bottom + 6; pop.style.maxHeight = Math.max(below, 120) + 'px'; }
+    else { y = Math.max(8, r.top - 6 - Math.min(ph, above)); pop.style.maxHeight = above + 'px'; }
     pop.style.left = x + 'px'; pop.style.top = y + 'px';
   }
   function hidePop() {
