@@ -51,6 +51,7 @@ max_tokens_limit: int = 1000  # the largest max_new_tokens a request may ask for
 MAX_BODY = 1 << 20  # bytes of a request body
 MAX_TOP = 50
 MAX_TEMPERATURES = 12
+LOOPBACK = ('127.0.0.1', 'localhost', '::1')
 
 
 class BadRequest(ValueError):
@@ -234,6 +235,7 @@ def num(x):
 
 class Handler(BaseHTTPRequestHandler):
     app = None  # set by make_server
+    local_only = True  # bound to loopback: only requests naming it as Host are served
     server_version = 'nanoGPT-probs'
     sys_version = ''
 
@@ -256,7 +258,21 @@ class Handler(BaseHTTPRequestHandler):
         self.headers_out(code, 'application/json; charset=utf-8', len(data))
         self.wfile.write(data)
 
+    def foreign_host(self):
+        """A request whose Host is not this machine's loopback name, to a server bound to loopback: a web page
+        reaching the app through DNS rebinding. Answered with a 403."""
+        if not self.local_only:
+            return False
+        host = self.headers.get('Host', '')
+        name = host.split(']')[0] + ']' if host.startswith('[') else host.split(':')[0]
+        if name in ('127.0.0.1', 'localhost', '[::1]'):
+            return False
+        self.send_json(403, dict(error=f"Host {name[:60]!r} is not this machine: open the app at http://127.0.0.1"))
+        return True
+
     def do_GET(self):
+        if self.foreign_host():
+            return
         path = self.path.split('?', 1)[0]
         if path in ('/', '/index.html'):
             data = self.app.page.encode('utf-8')
@@ -285,6 +301,8 @@ class Handler(BaseHTTPRequestHandler):
         return body
 
     def do_POST(self):
+        if self.foreign_host():
+            return
         path = self.path.split('?', 1)[0]
         routes = {'/api/generate': None, '/api/score': self.app.score, '/api/temperatures': self.app.temperatures}
         if path not in routes:
@@ -332,7 +350,7 @@ def collect(msgs):
 
 def make_server(app, host='127.0.0.1', port=8000):
     """A ThreadingHTTPServer for app (port 0: any free port; server.server_address says which)."""
-    handler = type('AppHandler', (Handler,), dict(app=app))
+    handler = type('AppHandler', (Handler,), dict(app=app, local_only=host in LOOPBACK))
     ThreadingHTTPServer.request_queue_size = 64
     srv = ThreadingHTTPServer((host, port), handler)
     srv.daemon_threads = True
@@ -358,7 +376,7 @@ def main():
     app = App(L)
     srv = make_server(app, host, port)
     h, p = srv.server_address[:2]
-    if host not in ('127.0.0.1', 'localhost', '::1'):
+    if host not in LOOPBACK:
         print(f"warning: --host={host} lets any machine that can reach this one use the model (there is no "
               "password); keep the default 127.0.0.1 unless you mean it")
     print(f"model: {L.source} on {L.device} ({L.dtype})\nserving http://{'127.0.0.1' if h == '0.0.0.0' else h}:{p}/ "

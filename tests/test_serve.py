@@ -149,6 +149,13 @@ def test_bad_requests_are_400_with_a_json_error(server):
     assert st == 400 and 'Content-Type: application/json' in out['error']  # no cross-site form posts
     assert request(server, 'POST', '/api/nope', dict(prompt='x'))[0] == 404
     assert request(server, 'GET', '/../../etc/passwd')[0] == 404
+    host, port = server.server_address[:2]  # a page of another site reaching the app by DNS rebinding
+    c = http.client.HTTPConnection(host, port, timeout=60)
+    c.request('POST', '/api/generate', body=b'{"prompt": "x"}',
+              headers={'Host': 'evil.example:8000', 'Content-Type': 'application/json'})
+    r = c.getresponse()
+    assert r.status == 403 and 'not this machine' in json.loads(r.read())['error']
+    c.close()
     st, r, page = request(server, 'GET', '/')  # and the server still answers
     assert st == 200 and "default-src 'none'" in r.getheader('Content-Security-Policy')
     assert "connect-src 'self'" in r.getheader('Content-Security-Policy') and r.getheader('X-Content-Type-Options')
@@ -201,7 +208,7 @@ def test_a_client_that_goes_away_stops_the_generation(server):
     m.forward = counted
     body = json.dumps(dict(prompt="Once", max_new_tokens=300, stream=True)).encode()
     sock = socket.create_connection(server.server_address[:2], timeout=60)
-    sock.sendall(b"POST /api/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    sock.sendall(b"POST /api/generate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                  b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
     f = sock.makefile('rb')
     while f.readline() not in (b'\r\n', b''):  # the headers
