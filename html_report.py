@@ -25,8 +25,8 @@ from formatting import format_prob, format_ratio
 WEB = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'web')
 FORMAT = 'nanogpt-report/1'
 SAMPLING = ('num_samples', 'temperature', 'top_k', 'top_p', 'seed', 'fixed_response')  # beam search ignores them
-SAMPLE_SETTINGS = ('init_from', 'out_dir', 'start', 'num_samples', 'max_new_tokens', 'temperature', 'top_k', 'top_p',
-                   'seed', 'stop_at_eot', 'fixed_response', 'device', 'dtype')  # shown in a sample.py report
+SAMPLE_SETTINGS = ('init_from', 'out_dir', 'start', 'num_samples', 'max_new_tokens', 'temperature', 'top_k',
+                   'top_p', 'seed', 'stop_at_eot', 'fixed_response', 'device', 'dtype')  # shown in a sample.py report
 
 
 def num(x):
@@ -117,8 +117,9 @@ def beam_page(L, beams, greedy, settings, k=10):
         title = f"beam {j + 1}" if hasattr(b, 'score') else 'greedy decoding (temperature 0)'
         docs.append(dict(title=title, model_only=True, prompt=L.tok.decode(b.prompt), prompt_ids=list(b.prompt),
                          tokens=tokens, totals=sample_totals(b)))
+    settings = {k: v for k, v in settings.items() if k not in SAMPLING}
     return dict(format=FORMAT, kind='sample', title=f"sample.py: beam search, {len(beams)} beams and greedy decoding",
-                sampling=None, settings=setting_rows({k: v for k, v in settings.items() if k not in SAMPLING}), docs=docs)
+                sampling=None, settings=setting_rows(settings), docs=docs)
 
 
 def eval_page(d, title=''):
@@ -141,7 +142,8 @@ def eval_page(d, title=''):
             if same:
                 blp = -math.inf if b['logprobs'][i] is None else b['logprobs'][i]
                 e.update(blp=num(blp), bp=format_prob(blp), brank=b['ranks'][i], bexp=b['expected'][i],
-                         d=num(lp - blp), dr=format_ratio(lp - blp))
+                         d=num(lp - blp), dr=format_ratio(lp - blp),
+                         dn=f"{lp - blp:+.3f} nats" if math.isfinite(lp - blp) else '')
             tokens.append(e)
         totals = [['tokens', str(len(tokens))], ['probability of the response', format_prob(p['logprob'])],
                   ['log-prob', f"{p['logprob']:.4f}"], ['perplexity', f"{p['perplexity']:.2f}"],
@@ -172,8 +174,8 @@ def eval_page(d, title=''):
                ['sum of the pairs\u2019 probabilities', t.get('sum_of_probabilities', '')]]
     if cmp:
         summary.append(['pairs more / less likely than before', f"{cmp.get('rose')} / {cmp.get('fell')}"])
-    return dict(format=FORMAT, kind='eval', title=title or f"eval.py: {d.get('model', '')}",
-                sampling=sampling_text(s.get('temperature', 1), s.get('top_k'), s.get('top_p')) if sampled else None,
+    sampling = sampling_text(s.get('temperature', 1), s.get('top_k'), s.get('top_p')) if sampled else None
+    return dict(format=FORMAT, kind='eval', title=title or f"eval.py: {d.get('model', '')}", sampling=sampling,
                 compare=bool(cmp), settings=settings, summary=summary, table=dict(head=head, rows=rows), docs=docs)
 
 

@@ -80,11 +80,11 @@ def stream_steps(model, ctx, prompt, n, temperature=1.0, top_k=None, top_p=None,
 
 def as_sample(prompt, steps, stopped=False):
     """A decoding.Sample from streamed Steps (float64 sums, as generate() returns them)."""
-    f = lambda xs: torch.tensor(xs, dtype=torch.float64)  # noqa: E731
-    return Sample(prompt=list(prompt), tokens=[s.chosen for s in steps], logprobs=f([s.chosen_logprob for s in steps]),
-                  sample_logprobs=f([s.chosen_sample_logprob for s in steps]),
-                  ranks=torch.tensor([s.chosen_rank for s in steps], dtype=torch.long), steps=list(steps),
-                  stopped=stopped)
+    lps = torch.tensor([s.chosen_logprob for s in steps], dtype=torch.float64)
+    slps = torch.tensor([s.chosen_sample_logprob for s in steps], dtype=torch.float64)
+    ranks = torch.tensor([s.chosen_rank for s in steps], dtype=torch.long)
+    return Sample(prompt=list(prompt), tokens=[s.chosen for s in steps], logprobs=lps, sample_logprobs=slps,
+                  ranks=ranks, steps=list(steps), stopped=stopped)
 
 
 # -----------------------------------------------------------------------------
@@ -113,9 +113,10 @@ class App:
         self.L, self.lock = L, threading.Lock()
         self.defaults = {**dict(start=start, temperature=temperature, top_k=top_k, top_p=top_p,
                                 max_new_tokens=max_new_tokens, seed=seed), **(defaults or {})}
-        self.limits = {**dict(max_prompt_chars=max_prompt_chars, max_new_tokens=max_tokens_limit), **(limits or {})}
-        self.page, self.policy = html_report.render(
-            html_report.live_page(L.source, dict(device=L.device, dtype=L.dtype), self.defaults, self.limits), live=True)
+        self.limits = {**dict(max_prompt_chars=max_prompt_chars, max_new_tokens=max_tokens_limit),
+                       **(limits or {})}
+        page = html_report.live_page(L.source, dict(device=L.device, dtype=L.dtype), self.defaults, self.limits)
+        self.page, self.policy = html_report.render(page, live=True)
 
     def ids(self, body, name, text_name, required=True):
         """Token ids from body[name] (a list of ids) or body[text_name] (text, encoded)."""
@@ -213,8 +214,9 @@ class App:
         for tt in temps:
             lp = sampling_logprobs(logits, tt, k, p)  # (V,) float64
             lps = lp[order].tolist()
-            cols.append(dict(temperature=tt, name='greedy' if tt == 0 else f"T={tt:g}", logprobs=[num(x) for x in lps],
-                             probs=[format_prob(x) for x in lps], entropy=html_report.nats(float(entropy(lp)))))
+            cols.append(dict(temperature=tt, name='greedy' if tt == 0 else f"T={tt:g}",
+                             logprobs=[num(x) for x in lps], probs=[format_prob(x) for x in lps],
+                             entropy=html_report.nats(float(entropy(lp)))))
         tok = self.L.tok
         title = (f"next token after \u201c…{tok.decode(ids[-12:])}\u201d under each temperature"
                  f"{', ' + html_report.sampling_text(1, k, p).partition(', ')[2] if k or p < 1 else ''}")

@@ -169,8 +169,11 @@ def eval_results(tok, after_model):
                             ranks=s.ranks.tolist(), expected=[tok.token_text(t) for t in s.top1.tolist()],
                             sample_logprobs=None, logprob=s.logprob, probability=format_prob(s.logprob),
                             perplexity=math.exp(-s.logprob / len(ri)), greedy=False))
+        lps = [p['logprob'] for p in out]
+        totals = dict(pairs=2, tokens=sum(len(p['tokens']) for p in out), logprob=math.fsum(lps),
+                      sum_of_probabilities=format_prob(float(torch.tensor(lps, dtype=torch.float64).logsumexp(0))))
         return dict(model='tiny', settings=dict(eval_data='pairs.json', join='auto', temperature=1.0), pairs=out,
-                    totals=dict(pairs=2, tokens=0, logprob=0.0, sum_of_probabilities='0'))
+                    totals=totals)
     after, before = run(after_model), run(tiny_model(seed=0))
     after['comparison'] = dict(before=before, before_source='before.json', rose=1, fell=1)
     return after, before

@@ -153,5 +153,6 @@ def test_cli_reports(tmp_path, gpt2_tok, monkeypatch, capsys):
         assert [e['blp'] for e in doc['tokens']] == b['logprobs']
         assert [e['d'] for e in doc['tokens']] == [x - y for x, y in zip(p['logprobs'], b['logprobs'])]
         assert [e['dr'] for e in doc['tokens']] == [format_ratio(x - y) for x, y in zip(p['logprobs'], b['logprobs'])]
+        assert [e['dn'] for e in doc['tokens']] == [f"{x - y:+.3f} nats" for x, y in zip(p['logprobs'], b['logprobs'])]
         assert dict(doc['totals'])['probability of the response'] == p['probability']
     assert [r[3] for r in d['table']['rows']] == [p['probability'] for p in j['pairs']]

@@ -20,22 +20,28 @@
   }
   // a token's text for labels: visible spaces, newlines and tabs
   function label(t) {
-    return t.replace(/ /g, '\u2423').replace(/\n/g, '\u21b5').replace(/\t/g, '\u21e5').replace(/\r/g, '\u240d');
+    return t.replace(/ /g, '\u2423').replace(/\n/g, '\u21b5').replace(/\t/g, '\u21e5')
+      .replace(/\r/g, '\u240d');
   }
 
   // --- colours (display only) ---
   const PROB_EDGES = [0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 0.75];  // 8 buckets of probability
-  const PROB_NAMES = ['< 0.001', '0.001–0.01', '0.01–0.05', '0.05–0.1', '0.1–0.25', '0.25–0.5', '0.5–0.75', '≥ 0.75'];
+  const PROB_NAMES = ['< 0.001', '0.001–0.01', '0.01–0.05', '0.05–0.1', '0.1–0.25', '0.25–0.5', '0.5–0.75',
+    '≥ 0.75'];
   const RANK_NAMES = ['top 10', 'top 100', 'top 1000', 'beyond'];
   const DELTA_EDGES = [-2, -0.5, -0.1, 0.1, 0.5, 2];  // nats, 7 buckets
-  const DELTA_NAMES = ['fell > 2 nats', '0.5–2', '0.1–0.5', 'about the same', '0.1–0.5', '0.5–2', 'rose > 2 nats'];
+  const DELTA_NAMES = ['fell > 2 nats', '0.5–2', '0.1–0.5', 'about the same', '0.1–0.5', '0.5–2',
+    'rose > 2 nats'];
   function bucket(x, edges) { let i = 0; while (i < edges.length && x >= edges[i]) i++; return i; }
   function shade(t) {
     if (mode === 'rank') {
       if (t.rank === undefined) return 'c-none';
       return 'c-r' + (t.rank <= 10 ? 1 : t.rank <= 100 ? 2 : t.rank <= 1000 ? 3 : 4);
     }
-    if (mode === 'change') return t.d === undefined ? '' : t.d === null ? 'c-d3' : 'c-d' + bucket(t.d, DELTA_EDGES);
+    if (mode === 'change') {
+      if (t.d === undefined) return '';  // the two runs tokenized this pair differently
+      return t.d === null ? 'c-d3' : 'c-d' + bucket(t.d, DELTA_EDGES);
+    }
     return t.lp === null ? 'c-none' : 'c-p' + bucket(Math.exp(t.lp), PROB_EDGES);
   }
 
@@ -47,7 +53,11 @@
     if (D.sampling) head.append(el('div', 'muted', 'sampling distribution: ' + D.sampling +
       ' · model distribution: T=1, no top-k/top-p (what the model believes)'));
     const ul = el('ul', 'settings');
-    for (const [k, v] of D.settings || []) { const li = el('li'); li.append(el('b', '', k + ' '), v); ul.append(li); }
+    for (const [k, v] of D.settings || []) {
+      const li = el('li');
+      li.append(el('b', '', k + ' '), v);
+      ul.append(li);
+    }
     head.append(ul);
     const bar = el('div', 'toolbar');
     const modes = [['prob', 'probability'], ['rank', 'rank (top 10 / 100 / 1000)']];
@@ -60,8 +70,9 @@
       lab.append(r, ' ' + name + '  '); group.append(lab);
     }
     bar.append(group, el('div', 'legend')); head.append(bar);
-    head.append(el('div', 'hint', 'Hover, click or Tab to a token (then \u2190 \u2192 to move, Esc to close) to see ' +
-      'what else the model could have written there.' + (LIVE ? ' Click an alternative to continue the text from it.' : '')));
+    head.append(el('div', 'hint', 'Hover, click or Tab to a token (then \u2190 \u2192 to move, Esc to close) ' +
+      'to see what else the model could have written there.' +
+      (LIVE ? ' Click an alternative to continue the text from it.' : '')));
     drawLegend();
   }
   function drawLegend() {
@@ -108,7 +119,7 @@
   function drawTable() {
     if (!D.table) return;
     const sec = el('section');
-    if (D.summary) { const dl = el('dl', 'totals'); for (const [k, v] of D.summary) dl.append(el('dt', '', k), el('dd', '', v)); sec.append(dl); }
+    if (D.summary) sec.append(facts(D.summary, 'totals'));
     const tb = el('table', 'pairs'); const tr = el('tr');
     for (const h of D.table.head) tr.append(el('th', '', h));
     const thead = el('thead'); thead.append(tr); tb.append(thead);
@@ -117,19 +128,29 @@
       const r = el('tr');
       row.forEach((c, j) => {
         const td = el('td', j === 1 || j === 2 ? 'txt' : 'n');
-        if (j === 0) { const a = el('a', '', c); a.href = '#doc-' + (i + 1); td.append(a); } else td.textContent = c;
+        if (j === 0) {  // the pair's number links to its text
+          const a = el('a', '', c);
+          a.href = '#doc-' + (i + 1);
+          td.append(a);
+        } else td.textContent = c;
         if (j === 1 || j === 2) td.title = c;
         r.append(td);
       });
       body.append(r);
     });
-    tb.append(body); const wrap = el('div', 'scroll'); wrap.append(tb); sec.append(wrap); main.append(sec);
+    tb.append(body);
+    const wrap = el('div', 'scroll');
+    wrap.append(tb);
+    sec.append(wrap);
+    main.append(sec);
   }
 
   // --- popover ---
-  function facts(pairs) {
-    const dl = el('dl', 'facts');
-    for (const [k, v] of pairs) if (v !== undefined && v !== null) dl.append(el('dt', '', k), el('dd', '', v));
+  function facts(pairs, cls) {
+    const dl = el('dl', cls || 'facts');
+    for (const [k, v] of pairs) {
+      if (v !== undefined && v !== null) dl.append(el('dt', '', k), el('dd', '', v));
+    }
     return dl;
   }
   function barCell(lp, text, cls) {
@@ -144,17 +165,19 @@
     if (pinned) s.classList.add('sel');
     pop.replaceChildren();
     const title = el('div', 'ptitle');
-    title.append(doc.forced ? 'forced token ' : 'token ', el('span', 'ptok', label(t.t)), ` · position ${ti + 1} of ${doc.tokens.length}`);
+    title.append(doc.forced ? 'forced token ' : 'token ', el('span', 'ptok', label(t.t)),
+                 ` · position ${ti + 1} of ${doc.tokens.length}`);
     pop.append(title);
     const rows = [['probability (model distribution)', t.p]];
     if (t.sp !== undefined) rows.push(['probability (sampling distribution)', t.sp]);
     const both = !doc.model_only;  // beams: the model distribution only (beam search does not sample)
-    rows.push(['rank under the model', t.rank],
-              both ? ['entropy (model / sampling)', t.ent ? t.ent + ' / ' + t.sent : null] : ['entropy', t.ent]);
+    rows.push(['rank under the model', t.rank]);
+    rows.push(both ? ['entropy (model / sampling)', t.ent ? t.ent + ' / ' + t.sent : null] : ['entropy', t.ent]);
     if (t.exp !== undefined) rows.push(['the model\u2019s most likely token here', label(t.exp)]);
     if (t.bp !== undefined) {
-      rows.push(['before: probability, rank', `${t.bp}, rank ${t.brank}`], ['after: probability, rank', `${t.p}, rank ${t.rank}`],
-                ['change', t.dr + (t.d === null ? '' : ` (${t.d >= 0 ? '+' : ''}${t.d.toFixed(3)} nats)`)]);
+      rows.push(['before: probability, rank', `${t.bp}, rank ${t.brank}`],
+                ['after: probability, rank', `${t.p}, rank ${t.rank}`],
+                ['change', t.dr + (t.dn ? ` (${t.dn})` : '')]);
     }
     pop.append(facts(rows));
     if (t.top) {
@@ -167,7 +190,8 @@
       t.top.forEach(([id, text, lp, p, slp, sp], j) => {
         const tr = el('tr', id === t.id ? 'chosen' : '');
         if (id === t.id) seen = true;
-        const lab = el('td', 'lab'); lab.append((id === t.id ? '\u25b6 ' : '') + (j + 1) + ' ', el('span', 'tt', label(text)));
+        const lab = el('td', 'lab');
+        lab.append((id === t.id ? '\u25b6 ' : '') + (j + 1) + ' ', el('span', 'tt', label(text)));
         tr.append(lab, barCell(lp, p, ''));
         if (both) tr.append(barCell(slp, sp, 's'));
         if (LIVE) {
@@ -205,8 +229,13 @@
     const below = vh - r.bottom - 14, above = r.top - 14;
     const x = Math.min(Math.max(8, r.left), vw - pw - 8);
     let y;
-    if (ph <= below || below >= above) { y = r.bottom + 6; pop.style.maxHeight = Math.max(below, 120) + 'px'; }
-    else { y = Math.max(8, r.top - 6 - Math.min(ph, above)); pop.style.maxHeight = above + 'px'; }
+    if (ph <= below || below >= above) {
+      y = r.bottom + 6;
+      pop.style.maxHeight = Math.max(below, 120) + 'px';
+    } else {
+      y = Math.max(8, r.top - 6 - Math.min(ph, above));
+      pop.style.maxHeight = above + 'px';
+    }
     pop.style.left = x + 'px'; pop.style.top = y + 'px';
   }
   function hidePop() {
@@ -228,7 +257,11 @@
   });
   main.addEventListener('focusin', (e) => {
     const s = e.target.closest && e.target.closest('.tk');
-    if (s) { for (const o of s.parentNode.querySelectorAll('.tk[tabindex="0"]')) o.tabIndex = -1; s.tabIndex = 0; showPop(s, false); }
+    if (!s) return;
+    // roving tabindex: Tab enters a text at the token last visited, arrows move inside it
+    for (const o of s.parentNode.querySelectorAll('.tk[tabindex="0"]')) o.tabIndex = -1;
+    s.tabIndex = 0;
+    showPop(s, false);
   });
   main.addEventListener('keydown', (e) => {
     const s = e.target.closest && e.target.closest('.tk');
@@ -238,7 +271,13 @@
     else if (e.key === 'ArrowLeft') n = s.previousElementSibling;
     else if (e.key === 'Home') n = s.parentNode.querySelector('.tk');
     else if (e.key === 'End') n = s.parentNode.lastElementChild;
-    else if (e.key === 'Enter' || e.key === ' ') { showPop(s, true); const b = pop.querySelector('button'); if (b && LIVE) b.focus(); e.preventDefault(); return; }
+    else if (e.key === 'Enter' || e.key === ' ') {  // pin the popover; in the app, into its buttons
+      e.preventDefault();
+      showPop(s, true);
+      const b = pop.querySelector('button');
+      if (b && LIVE) b.focus();
+      return;
+    }
     if (n && n.classList.contains('tk')) { e.preventDefault(); n.focus(); }
   });
   document.addEventListener('keydown', (e) => {
@@ -253,7 +292,11 @@
 
   // --- live app: generate (streamed), score, branch, compare temperatures ---
   let ctrl = null, form = null;
-  function status(msg, err) { const s = form.querySelector('.status'); s.textContent = msg; s.className = 'status' + (err ? ' err' : ''); }
+  function status(msg, err) {
+    const s = form.querySelector('.status');
+    s.textContent = msg;
+    s.className = 'status' + (err ? ' err' : '');
+  }
   function settingsFromForm() {
     const v = (id) => form.querySelector('#' + id).value.trim();
     const o = { temperature: Number(v('temperature')), top_k: v('top_k') === '' ? null : Number(v('top_k')),
@@ -265,8 +308,13 @@
     form.querySelector('#stop').disabled = !on;
   }
   async function post(path, body, signal) {
-    const r = await fetch(path, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body), signal });
-    if (!r.ok) { let m = r.status + ''; try { m = (await r.json()).error || m; } catch (e) { /* not JSON */ } throw new Error(m); }
+    const r = await fetch(path, { method: 'POST', headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify(body), signal });
+    if (!r.ok) {
+      let m = 'status ' + r.status;
+      try { m = (await r.json()).error || m; } catch (e) { /* not JSON */ }
+      throw new Error(m);
+    }
     return r;
   }
   async function generate(body, title) {
@@ -319,10 +367,12 @@
     hidePop(); busy(true); status('scoring\u2026');
     try {
       const st = settingsFromForm();
-      const r = await post('/api/score', { prompt: form.querySelector('#prompt').value, response: form.querySelector('#response').value,
-        temperature: st.temperature, top_k: st.top_k, top_p: st.top_p });
+      const r = await post('/api/score', { prompt: form.querySelector('#prompt').value,
+        response: form.querySelector('#response').value, temperature: st.temperature, top_k: st.top_k,
+        top_p: st.top_p });
       const doc = (await r.json()).doc; doc.title = 'scored response'; D.docs.push(doc);
-      drawDoc(doc, D.docs.length - 1, document.getElementById('docs')); status(`scored ${doc.tokens.length} tokens`);
+      drawDoc(doc, D.docs.length - 1, document.getElementById('docs'));
+      status(`scored ${doc.tokens.length} tokens`);
     } catch (e) { status('error: ' + e.message, true); } finally { busy(false); }
   }
   async function temperatures(di, ti) {
@@ -330,14 +380,19 @@
     box.replaceChildren(el('span', 'muted', 'computing\u2026'));
     try {
       const ids = doc.prompt_ids.concat(doc.tokens.slice(0, ti).map((t) => t.id));
-      const r = await (await post('/api/temperatures', { ids, temperatures: [0, 0.5, 1, 1.5, 2], top_k: st.top_k, top_p: st.top_p })).json();
+      const body = { ids, temperatures: [0, 0.5, 1, 1.5, 2], top_k: st.top_k, top_p: st.top_p };
+      const r = await (await post('/api/temperatures', body)).json();
       const tb = el('table', 'bars'); const hr = el('tr'); hr.append(el('th', '', 'token'));
       for (const c of r.columns) hr.append(el('th', '', c.name));
       tb.append(hr);
       r.tokens.forEach(([id, text], j) => {
         const tr = el('tr', id === doc.tokens[ti].id ? 'chosen' : ''); const lab = el('td', 'lab');
         lab.append(el('span', 'tt', label(text))); tr.append(lab);
-        for (const c of r.columns) { const td = barCell(c.logprobs[j], c.probs[j], 's'); td.style.width = 'auto'; tr.append(td); }
+        for (const c of r.columns) {
+          const td = barCell(c.logprobs[j], c.probs[j], 's');
+          td.style.width = 'auto';
+          tr.append(td);
+        }
         tb.append(tr);
       });
       const er = el('tr'); er.append(el('td', 'lab muted', 'entropy'));
@@ -353,23 +408,28 @@
     const left = el('div');
     const p = el('textarea'); p.id = 'prompt'; p.rows = 4; p.placeholder = 'Prompt, e.g. Once upon a time';
     p.value = dft.start || ''; p.maxLength = lim.max_prompt_chars || 20000;
-    const rsp = el('textarea'); rsp.id = 'response'; rsp.rows = 2; rsp.placeholder = 'A fixed response to score after the prompt (Score)';
+    const rsp = el('textarea');
+    rsp.id = 'response'; rsp.rows = 2; rsp.placeholder = 'A fixed response to score after the prompt (Score)';
     const lp = el('label', 'muted', 'prompt'); lp.htmlFor = 'prompt';
     const lr = el('label', 'muted', 'response to score'); lr.htmlFor = 'response';
     left.append(lp, p, lr, rsp);
     const c = el('div', 'controls');
-    for (const [id, name, val, step] of [['temperature', 'temperature', dft.temperature, '0.1'], ['top_k', 'top-k (empty = off)', dft.top_k, '1'],
-      ['top_p', 'top-p', dft.top_p, '0.05'], ['max_new_tokens', `max new tokens (\u2264 ${lim.max_new_tokens})`, dft.max_new_tokens, '1'],
-      ['seed', 'seed', dft.seed, '1']]) {
+    const inputs = [['temperature', 'temperature', dft.temperature, '0.1'],
+      ['top_k', 'top-k (empty = off)', dft.top_k, '1'], ['top_p', 'top-p', dft.top_p, '0.05'],
+      ['max_new_tokens', `max new tokens (\u2264 ${lim.max_new_tokens})`, dft.max_new_tokens, '1'],
+      ['seed', 'seed', dft.seed, '1']];
+    for (const [id, name, val, step] of inputs) {
       const l = el('label', '', name); l.htmlFor = id;
-      const i = el('input'); i.id = id; i.type = 'number'; i.step = step; i.value = val === null || val === undefined ? '' : val;
+      const i = el('input');
+      i.id = id; i.type = 'number'; i.step = step; i.value = val === null || val === undefined ? '' : val;
       c.append(l, i);
     }
     const btns = el('div', 'buttons');
     const g = el('button', 'primary', 'Generate'); g.id = 'generate';
     const stop = el('button', '', 'Stop'); stop.id = 'stop'; stop.disabled = true;
     const sc = el('button', '', 'Score'); sc.id = 'score';
-    g.addEventListener('click', () => generate(Object.assign(settingsFromForm(), { prompt: p.value }), 'generated'));
+    g.addEventListener('click', () => generate(Object.assign(settingsFromForm(), { prompt: p.value }),
+                                               'generated'));
     stop.addEventListener('click', () => { if (ctrl) ctrl.abort(); });
     sc.addEventListener('click', score);
     btns.append(g, stop, sc, el('span', 'status'));
