@@ -271,10 +271,19 @@ def test_live_app_generate_branch_compare_stop(page, live, gpt2_tok):
     assert ids[:3] == greedy.tokens[:3] and ids[3] == alt
     assert ids[4:] == generate(m, torch.tensor([prompt + ids[:4]]), 12, temperature=0)[0].tokens
 
+    # Score a fixed response
+    page.fill('#response', ' there was a fox')
+    page.click('#score')
+    page.wait_for_selector('.status:text-matches("scored")')
+    assert newest_ids(page) == gpt2_tok.encode(' there was a fox')
+    ref = score(m, [prompt], [gpt2_tok.encode(' there was a fox')])[0]
+    page.hover('#docs .doc:first-child .tk[data-t="1"]')
+    assert fact(page, 'probability (model distribution)') == format_prob(ref.logprobs[1].item())
+
     # Stop: a long generation ends early, and the app works on
     page.fill('#max_new_tokens', '300')
     page.click('#generate')
-    page.locator('#docs .doc').nth(2).wait_for()
+    page.locator('#docs .doc').nth(3).wait_for()
     page.locator('#docs .doc:first-child .tk').nth(2).wait_for()
     page.click('#stop')
     page.wait_for_selector('.status:text-matches("stopped after")')
