@@ -19,6 +19,8 @@ Upstream nanoGPT's sample.py, with its settings and defaults (device and dtype d
 - compare_temperatures: one step's distribution under several temperatures, side by side (temperatures.png);
 - num_beams=N: deterministic beam search (model.GPT.beam_search), its beams ranked with their scores shown
   as arithmetic, next to the greedy continuation and its probability (see beam.py).
+- html=True (the default): results_dir/sample_<date-time>/index.html, every token shaded by probability
+  with its top candidates on hover, one self-contained page (html_report.py; serve.py is the live version).
 Charts are drawn after generation, from the numbers generate() collected.
 """
 import math
@@ -265,7 +267,8 @@ def beam_search_vs_greedy(L, prompt, stop_token):
     if html:
         import html_report
         settings = {k: v for k, v in globals().items() if k in html_report.SAMPLE_SETTINGS + ('num_beams',)}
-        print(f"report (open it in a browser): {html_report.beam_html(L, beams, greedy, new_run_dir(results_dir), settings)}")
+        path = html_report.beam_html(L, beams, greedy, new_run_dir(results_dir), settings)
+        print(f"report (open it in a browser): {path}")
 
 
 def main():
@@ -341,7 +344,7 @@ def main():
         import html_report
         settings = {k: v for k, v in globals().items() if k in html_report.SAMPLE_SETTINGS}
         print(f"report (open it in a browser): {html_report.sample_html(samples, tok, run_dir, settings, forced)}")
-    if windows and run_dir:
+    if windows and (show_probs or temps):
         print("showing the charts (close the windows to finish; --show=False skips this)")
         plots.show_windows()
 

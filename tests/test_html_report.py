@@ -135,6 +135,11 @@ def test_cli_reports(tmp_path, gpt2_tok, monkeypatch, capsys):
     printed = re.findall(r'model distribution.*?: (\S+) \(log-prob (-?[\d.]+)', out)
     assert [(dict(doc['totals'])['probability under the model distribution'],
              dict(doc['totals'])['log-prob (model)']) for doc in d['docs']] == printed
+    out = run_script('sample.py', '--out_dir=out', '--start=Hi', '--num_beams=2', '--max_new_tokens=3', '--device=cpu',
+                     '--results_dir=beams')
+    path, = (tmp_path / 'beams').glob('sample_*/index.html')
+    assert [doc['title'] for doc in page_data(path)['docs']] == ['beam 1', 'beam 2', 'greedy decoding (temperature 0)']
+    assert f"report (open it in a browser): {path.relative_to(tmp_path)}" in out
     run_script('sample.py', '--out_dir=out', '--num_samples=1', '--max_new_tokens=2', '--html=False', '--device=cpu',
                '--results_dir=none')
     assert not (tmp_path / 'none').exists()
