@@ -271,38 +271,49 @@ def generate(model, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None
         raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
 
     B, T0 = idx.shape
+    new_ids, stats = [], []  # per step: (B,) ids and their token_stats
+    for idx_next, st in decode(model, idx, max_new_tokens, temperature, top_k, top_p, stop_token, details,
+                               generator, use_cache):
+        new_ids.append(idx_next.cpu())
+        stats.append(st)
+
+    # (B, t) each: new ids, log-probs under both distributions, ranks, the model's top tokens
+    cols = [torch.stack(c, 1).cpu() for c in [new_ids] + list(zip(*stats))[:4]] if stats else \
+        [torch.zeros(B, 0, dtype=dt) for dt in (torch.long, torch.float64, torch.float64, torch.long, torch.long)]
+    ids, lps, sample_lps, ranks, top1 = cols
+    out = []
+    for b in range(B):
+        row = ids[b].tolist()
+        stopped = stop_token is not None and stop_token in row
+        n = row.index(stop_token) + 1 if stopped else len(row)  # finished rows were padded after the stop
+        out.append(Sample(prompt=prompts[b], tokens=row[:n], logprobs=lps[b, :n].clone(),
+                          sample_logprobs=sample_lps[b, :n].clone(), ranks=ranks[b, :n].clone(),
+                          top1=top1[b, :n].clone(), steps=[s[4][b] for s in stats[:n]] if details else None,
+                          stopped=stopped))
+    return out
+
+
+@torch.inference_mode()
+def decode(model, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, stop_token=None, details=0,
+           generator=None, use_cache=True):
+    """generate()'s loop, one step at a time: yields (ids (B,), token_stats(...) of them) for every new
+    token, so a caller can show tokens as they come (serve.py streams them). Arguments as generate()'s,
+    checked there. A row that produced stop_token is padded with it; the loop ends once every row has."""
+    B = idx.size(0)
     cache = KVCache(model.config, B, idx.device, model.lm_head.weight.dtype) if use_cache else None
     done = torch.zeros(B, dtype=torch.bool, device=device64(idx.device))
-    lengths = torch.full((B,), max_new_tokens, dtype=torch.long)
-    stats = []  # one token_stats tuple per step
-    for t in range(max_new_tokens):
+    for _ in range(max_new_tokens):
         logits = next_logits(model, idx, cache)  # (B, V)
         model_lp, sample_lp = distributions(logits, temperature, top_k, top_p)  # (B, V) float64 each
         idx_next = draw(sample_lp, temperature, generator)  # (B,)
         if stop_token is not None:
             idx_next = idx_next.masked_fill(done, stop_token)  # finished rows: padding
-        stats.append(token_stats(model_lp, sample_lp, idx_next, details))
+        yield idx_next, token_stats(model_lp, sample_lp, idx_next, details)
         idx = torch.cat((idx, idx_next.to(idx.device)[:, None]), dim=1)
         if stop_token is not None:
-            newly = (idx_next == stop_token) & ~done
-            lengths[newly.cpu()] = t + 1
-            done |= newly
+            done |= idx_next == stop_token
             if bool(done.all()):
                 break
-
-    # (B, t) each: log-probs under both distributions, ranks, the model's top tokens
-    cols = [torch.stack(c, 1).cpu() for c in list(zip(*stats))[:4]] if stats else \
-        [torch.zeros(B, 0, dtype=dt) for dt in (torch.float64, torch.float64, torch.long, torch.long)]
-    lps, sample_lps, ranks, top1 = cols
-    out = []
-    for b in range(B):
-        n = int(lengths[b].clamp(max=lps.size(1)))
-        out.append(Sample(prompt=prompts[b], tokens=idx[b, T0:T0 + n].tolist(),
-                          logprobs=lps[b, :n].clone(), sample_logprobs=sample_lps[b, :n].clone(),
-                          ranks=ranks[b, :n].clone(), top1=top1[b, :n].clone(),
-                          steps=[s[4][b] for s in stats[:n]] if details else None,
-                          stopped=bool(done[b]) and stop_token is not None))
-    return out
 
 
 @torch.inference_mode()

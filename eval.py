@@ -55,6 +55,7 @@ name: str = ''  # results/eval_<name>.*; '' = named after the model
 results_dir: str = 'results'  # where the result files go
 verbose: bool = False  # print every pair's exact response tokens with their log-probs
 show: bool = False  # also open the charts in a window, when a display exists
+html: bool = True  # also write results/eval_<name>.html: every token shaded by probability, in a browser
 # -----------------------------------------------------------------------------
 
 # sample.py settings that eval.py accepts and ignores, so that any sample.py command line runs here unchanged
@@ -185,6 +186,9 @@ def main():
     if c is not None:
         print('\n' + compare_report(c, verbose))
     paths = write_results(run, c, results_dir, name or default_name(init_from, out_dir), show)
+    if html:  # the page is made from the .json just written: the same numbers
+        import html_report
+        paths.append(html_report.eval_html(paths[0]))
     print(f"\nwrote {', '.join(paths)} ({time.time() - t0:.1f}s)")
     if show:
         import plots

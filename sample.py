@@ -19,6 +19,8 @@ Upstream nanoGPT's sample.py, with its settings and defaults (device and dtype d
 - compare_temperatures: one step's distribution under several temperatures, side by side (temperatures.png);
 - num_beams=N: deterministic beam search (model.GPT.beam_search), its beams ranked with their scores shown
   as arithmetic, next to the greedy continuation and its probability (see beam.py).
+- html=True (the default): results_dir/sample_<date-time>/index.html, every token shaded by probability
+  with its top candidates on hover, one self-contained page (html_report.py; serve.py is the live version).
 Charts are drawn after generation, from the numbers generate() collected.
 """
 import math
@@ -60,6 +62,7 @@ num_beams: int = 0  # > 0: beam search with this many beams instead of sampling,
 length_penalty: float = 1.0  # beam score = sum of log-probs / tokens^length_penalty
 no_repeat_ngram_size: int = 0  # beam search: n > 0 bans any n-gram from occurring twice
 early_stopping: bool | str = False  # beam search: True, False (Hugging Face's heuristic) or 'never' (exact)
+html: bool = True  # write results_dir/sample_<date-time>/index.html: every token's probability, in a browser
 # -----------------------------------------------------------------------------
 
 MAX_WINDOWS = 4  # with show, at most this many overview windows (every PNG is saved regardless)
@@ -260,6 +263,11 @@ def beam_search_vs_greedy(loaded, prompt, stop_token):
                                             no_repeat_ngram_size, stop_token, early_stopping)
     print(f"prompt: {loaded.tok.decode(prompt)!r}")
     print_beams(beams, greedy, loaded.tok, length_penalty)
+    if html:
+        import html_report
+        settings = {k: v for k, v in globals().items() if k in html_report.SAMPLE_SETTINGS + ('num_beams',)}
+        path = html_report.beam_html(loaded, beams, greedy, new_run_dir(results_dir), settings)
+        print(f"report (open it in a browser): {path}")
 
 
 def main():
@@ -301,7 +309,7 @@ def main():
     generator = make_generator(loaded.device, seed)  # reproducible draws
 
     samples = []
-    details = probs_top_k if show_probs else 0
+    details = probs_top_k if show_probs or html else 0
     for i, s in enumerate(generate_samples(model, loaded.ctx, prompt, n, max_new_tokens, temperature, top_k,
                                            top_p, details, response, stop_token, generator), start=1):
         samples.append(s)
@@ -314,7 +322,7 @@ def main():
         print('\n'.join(summary(s, i, n, temperature, top_k, top_p, forced)))
         print('---------------')
 
-    run_dir = new_run_dir(results_dir) if (show_probs or temps) else None
+    run_dir = new_run_dir(results_dir) if (show_probs or temps or html) else None
     windows = show and plots.interactive_display()
     if show_probs:
         save_step_charts(samples, tok, run_dir, temperature, top_k, top_p, probs_top_k, forced, windows)
@@ -330,7 +338,11 @@ def main():
         print('\n'.join(temperature_table(cmp)))
         path = plots.draw_temperature_comparison(cmp, os.path.join(run_dir, 'temperatures.png'), show=windows)
         print(f"temperature comparison: {path}")
-    if windows and run_dir:
+    if html:
+        import html_report
+        settings = {k: v for k, v in globals().items() if k in html_report.SAMPLE_SETTINGS}
+        print(f"report (open it in a browser): {html_report.sample_html(samples, tok, run_dir, settings, forced)}")
+    if windows and (show_probs or temps):
         print("showing the charts (close the windows to finish; --show=False skips this)")
         plots.show_windows()
 

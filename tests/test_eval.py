@@ -415,7 +415,8 @@ def test_cli_writes_results_and_compares(tmp_path):
     assert 'sum of probabilities' in out and 'mean log-prob per token' in out and 'perplexity' in out
     assert 'top-5 accuracy' in out and 'bits per byte' in out
     names = {f.name for f in (tmp_path / 'results').iterdir()}
-    assert names == {'eval_gpt2-tiny.json', 'eval_gpt2-tiny.csv', 'eval_gpt2-tiny.md', 'eval_gpt2-tiny.png'}
+    assert names == {'eval_gpt2-tiny.json', 'eval_gpt2-tiny.csv', 'eval_gpt2-tiny.md', 'eval_gpt2-tiny.png',
+                     'eval_gpt2-tiny.html'}  # html=True: the browser report
     d = json.loads((tmp_path / 'results' / 'eval_gpt2-tiny.json').read_text())
     assert d['format'] == RESULTS_FORMAT and len(d['pairs']) == len(PAIRS) and d['val']['tokens'] == 60
     first = EvalRun.from_dict(d)

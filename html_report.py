@@ -1,0 +1,263 @@
+"""
+One self-contained HTML page of every probability: results as the page's data, assets inlined.
+
+    from html_report import sample_page, eval_page, write_html
+    write_html(sample_page(samples, tok, settings), 'results/sample_x/index.html')   # decoding.Sample list
+    write_html(eval_page(json.load(open('results/eval_gpt2.json'))), 'results/eval_gpt2.html')
+
+The page is web/report.html with web/report.css, web/report.js and the data inlined: nothing is loaded
+from the network, it opens from disk and can be mailed. serve.py serves the same page with live=True.
+Every number shown is computed here in Python (float64 log-probs, format_prob text), never in JavaScript:
+the data holds both the log-probs (for the colours and bar lengths) and their text.
+Model text is untrusted: it travels as JSON in a <script type="application/json"> element with <, >, &
+and U+2028/2029 escaped, the page builds the DOM with textContent, and a Content-Security-Policy lets
+only this page's own script and style run.
+"""
+import base64
+import hashlib
+import json
+import math
+import os
+import re
+
+from formatting import format_prob, format_ratio
+
+WEB = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'web')
+FORMAT = 'nanogpt-report/1'
+SAMPLING = ('num_samples', 'temperature', 'top_k', 'top_p', 'seed', 'fixed_response')  # beam search ignores them
+SAMPLE_SETTINGS = ('init_from', 'out_dir', 'start', 'num_samples', 'max_new_tokens', 'temperature', 'top_k',
+                   'top_p', 'seed', 'stop_at_eot', 'fixed_response', 'device', 'dtype')  # shown in a sample.py report
+
+
+def num(x):
+    """A float for JSON: None (null) for -inf/nan, which JSON cannot hold (-inf = probability 0)."""
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def nats(x):
+    return f"{x + 0.0:.3f} nats"  # + 0.0: an entropy of -0.0 shows as 0.000
+
+
+def sampling_text(temperature, top_k=None, top_p=None):
+    """'T=0.8, top-k 200, top-p 0.9' (the wording of the charts' legends)."""
+    import plots
+    return plots.sampling_text(temperature, top_k, top_p)
+
+
+# -----------------------------------------------------------------------------
+# results -> the page's data
+
+def token_entry(tok, i, lp, slp=None, rank=None, step=None):
+    """One token of a text: its id and text, its log-prob (model) and sampling log-prob with their text,
+    its rank, and with a decoding.Step its top-k candidates under both distributions and the entropies."""
+    e = dict(id=int(i), t=tok.token_text(int(i)), lp=num(lp), p=format_prob(lp))
+    if slp is not None:
+        e.update(slp=num(slp), sp=format_prob(slp))
+    if rank is not None:
+        e['rank'] = int(rank)
+    if step is not None:
+        e.update(ent=nats(step.entropy), sent=nats(step.sample_entropy),
+                 top=[[int(j), tok.token_text(int(j)), num(a), format_prob(a), num(b), format_prob(b)]
+                      for j, a, b in zip(step.top_ids, step.top_logprobs, step.top_sample_logprobs)])
+    return e
+
+
+def sample_totals(s, sampling=None):
+    """The totals the terminal prints after a sample (sample.summary), as (label, text) rows."""
+    lp, T = s.logprob, len(s.tokens)
+    rows = [['tokens', f"{T}" + (' (stopped at <|endoftext|>)' if getattr(s, 'stopped', False) else '')],
+            ['probability under the model distribution', format_prob(lp)],
+            ['log-prob (model)', f"{lp:.4f}"]]
+    if T:
+        rows.append(['perplexity', f"{math.exp(-lp / T):.2f}"])
+    if sampling is not None and hasattr(s, 'sample_logprobs'):
+        slp = s.sample_logprob
+        rows += [[f"probability under the sampling distribution ({sampling})", format_prob(slp)],
+                 ['log-prob (sampling)', f"{slp:.4f}"]]
+    if hasattr(s, 'score'):  # a beam
+        rows.append([f"beam score (log-prob / tokens^{s.length_penalty:g})", f"{s.score:.4f}"])
+    return rows
+
+
+def sample_doc(s, tok, title, sampling=None, forced=False):
+    """A decoding.Sample (or Beam) as one text of the page."""
+    steps = getattr(s, 'steps', None) or [None] * len(s.tokens)
+    slps = s.sample_logprobs.tolist() if hasattr(s, 'sample_logprobs') else [None] * len(s.tokens)
+    ranks = s.ranks.tolist() if getattr(s, 'ranks', None) is not None else [None] * len(s.tokens)
+    tokens = [token_entry(tok, i, lp, slp, r, st)
+              for i, lp, slp, r, st in zip(s.tokens, s.logprobs.tolist(), slps, ranks, steps)]
+    return dict(title=title, forced=forced, prompt=tok.decode(s.prompt), prompt_ids=list(s.prompt),
+                tokens=tokens, totals=sample_totals(s, sampling))
+
+
+def sample_page(samples, tok, settings, forced=False, title=''):
+    """The page's data for sample.py's results: decoding.Sample objects."""
+    settings = dict(settings)
+    sampling = sampling_text(settings.get('temperature', 1.0), settings.get('top_k'), settings.get('top_p'))
+    docs = [sample_doc(s, tok, 'fixed_response' if forced else f"sample {i}", sampling, forced)
+            for i, s in enumerate(samples, start=1)]
+    what = 'fixed response scored' if forced else f"{len(samples)} sample{'s' * (len(samples) != 1)}"
+    return dict(format=FORMAT, kind='sample', title=title or f"sample.py: {what}",
+                sampling=sampling, settings=setting_rows(settings), docs=docs)
+
+
+def beam_page(L, beams, greedy, settings, k=10):
+    """The page's data for sample.py --num_beams: each beam (decoding.Beam) and greedy decoding's Sample,
+    their top-k candidates from one more scoring pass (beam search keeps no Steps). Each token's own
+    log-prob is the one beam search summed; there is no sampling distribution (beam search is deterministic)."""
+    from decoding import score
+    seqs = [b for b in list(beams) + [greedy] if b is not None and b.tokens]
+    with L.ctx:
+        scored = score(L.model, [b.prompt for b in seqs], [b.tokens for b in seqs], details=k) if seqs else []
+    docs = []
+    for j, (b, s) in enumerate(zip(seqs, scored)):
+        tokens = [token_entry(L.tok, i, lp, None, st.chosen_rank, st)
+                  for i, lp, st in zip(b.tokens, b.logprobs.tolist(), s.steps)]
+        title = f"beam {j + 1}" if hasattr(b, 'score') else 'greedy decoding (temperature 0)'
+        docs.append(dict(title=title, model_only=True, prompt=L.tok.decode(b.prompt), prompt_ids=list(b.prompt),
+                         tokens=tokens, totals=sample_totals(b)))
+    settings = {k: v for k, v in settings.items() if k not in SAMPLING}
+    return dict(format=FORMAT, kind='sample', title=f"sample.py: beam search, {len(beams)} beams and greedy decoding",
+                sampling=None, settings=setting_rows(settings), docs=docs)
+
+
+def eval_page(d, title=''):
+    """The page's data for eval.py's results: the dict it writes as results/eval_<name>.json."""
+    cmp = d.get('comparison')
+    before = {p['index']: p for p in cmp['before']['pairs']} if cmp else {}
+    sampled = any(p.get('sample_logprobs') is not None for p in d['pairs'])
+    rows, docs = [], []
+    for j, p in enumerate(d['pairs']):
+        lps = [-math.inf if x is None else x for x in p['logprobs']]
+        slps = p.get('sample_logprobs')
+        b = before.get(p['index'])
+        same = b is not None and b['prompt_ids'] == p['prompt_ids'] and b['response_ids'] == p['response_ids']
+        tokens = []
+        for i, (t, lp, r, ex) in enumerate(zip(p['response_ids'], lps, p['ranks'], p['expected'])):
+            e = dict(id=t, t=p['tokens'][i], lp=num(lp), p=format_prob(lp), rank=r, exp=ex)
+            if slps is not None:
+                s = -math.inf if slps[i] is None else slps[i]
+                e.update(slp=num(s), sp=format_prob(s))
+            if same:
+                blp = -math.inf if b['logprobs'][i] is None else b['logprobs'][i]
+                e.update(blp=num(blp), bp=format_prob(blp), brank=b['ranks'][i], bexp=b['expected'][i],
+                         d=num(lp - blp), dr=format_ratio(lp - blp),
+                         dn=f"{lp - blp:+.3f} nats" if math.isfinite(lp - blp) else '')
+            tokens.append(e)
+        totals = [['tokens', str(len(tokens))], ['probability of the response', format_prob(p['logprob'])],
+                  ['log-prob', f"{p['logprob']:.4f}"], ['perplexity', f"{p['perplexity']:.2f}"],
+                  ['greedy decoding gives it', 'yes' if p['greedy'] else 'no']]
+        row = [str(p['index']), (p.get('joined') or [p['prompt']])[0], (p.get('joined') or [0, p['response']])[1],
+               format_prob(p['logprob']), f"{p['logprob']:.3f}", f"{p['perplexity']:.2f}"]
+        if b is not None:
+            dl = p['logprob'] - b['logprob']
+            totals += [['before: probability', format_prob(b['logprob'])],
+                       ['change', f"{dl:+.4f} nats ({format_ratio(dl)})"]]
+            if not same:
+                totals.append(['per-token change', 'not shown: the two runs tokenized this pair differently'])
+            row += [format_prob(b['logprob']), f"{dl:+.3f}", format_ratio(dl)]
+        prompt = (p.get('joined') or [p['prompt']])[0]
+        docs.append(dict(title=f"pair {p['index']}", prompt=prompt, prompt_ids=p['prompt_ids'], tokens=tokens,
+                         totals=totals, compare=same))
+        rows.append(row)
+    head = ['#', 'prompt', 'response', 'probability', 'log-prob', 'perplexity']
+    if cmp:
+        head += ['before', 'Δ log-prob', 'ratio']
+    s = d.get('settings', {})
+    settings = [['model', d.get('model', '')]] + [[k, str(v)] for k, v in s.items()]
+    if cmp:
+        settings.insert(1, ['before', f"{cmp['before'].get('model', '')} ({cmp.get('before_source', '')})"])
+    t = d.get('totals', {})
+    summary = [['pairs', str(t.get('pairs', len(docs)))], ['tokens', str(t.get('tokens', ''))],
+               ['total log-prob', f"{t['logprob']:.4f}" if 'logprob' in t else ''],
+               ['sum of the pairs\u2019 probabilities', t.get('sum_of_probabilities', '')]]
+    if cmp:
+        summary.append(['pairs more / less likely than before', f"{cmp.get('rose')} / {cmp.get('fell')}"])
+    sampling = sampling_text(s.get('temperature', 1), s.get('top_k'), s.get('top_p')) if sampled else None
+    return dict(format=FORMAT, kind='eval', title=title or f"eval.py: {d.get('model', '')}", sampling=sampling,
+                compare=bool(cmp), settings=settings, summary=summary, table=dict(head=head, rows=rows), docs=docs)
+
+
+def setting_rows(settings):
+    """[[name, value as text], ...]; strings quoted, so that a prompt of '\\n' is visible."""
+    return [[k, repr(v) if isinstance(v, str) else str(v)] for k, v in settings.items() if v != '']
+
+
+def live_page(model_name, about, defaults, limits):
+    """The page's data for serve.py: no texts yet; about the model (shown), the controls' defaults and limits."""
+    return dict(format=FORMAT, kind='live', title=f"nanoGPT-probs live: {model_name}",
+                settings=setting_rows(about), defaults=defaults, limits=limits, docs=[])
+
+
+# -----------------------------------------------------------------------------
+# the page
+
+def script_json(obj):
+    """obj as JSON that can sit inside a <script> element: nothing in it can close the element or start
+    markup (<, >, & escaped), and U+2028/2029 are escaped too. NaN/inf are refused (use num())."""
+    s = json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(',', ':'))
+    for c, esc in (('&', '\\u0026'), ('<', '\\u003c'), ('>', '\\u003e'), ('\u2028', '\\u2028'),
+                   ('\u2029', '\\u2029')):
+        s = s.replace(c, esc)  # these characters only occur inside JSON strings, where the escape is equal
+    return s
+
+
+def _asset(name):
+    with open(os.path.join(WEB, name), encoding='utf-8') as f:
+        text = f.read()
+    if name != 'report.html' and re.search(r'</(script|style)', text, re.I):
+        raise ValueError(f"web/{name} contains </script or </style, which would end its inline element")
+    return text
+
+
+def _sha(text):
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode('utf-8')).digest()).decode() + "'"
+
+
+def csp(js, css, live=False):
+    """The Content-Security-Policy: only the page's own inline script and style (by hash), no network
+    (the live app may fetch from its own server), no forms, frames, plugins or base URL."""
+    connect = "'self'" if live else "'none'"
+    return (f"default-src 'none'; script-src {_sha(js)}; style-src {_sha(css)}; img-src data:; "
+            f"connect-src {connect}; base-uri 'none'; form-action 'none'")
+
+
+def render(data, live=False):
+    """The whole page as a string: web/report.html with the CSS, the script and the data inlined."""
+    html, js, css = _asset('report.html'), _asset('report.js'), _asset('report.css')
+    policy = csp(js, css, live)
+    parts = {'CSP': policy, 'CSS': css, 'JS': js, 'DATA': script_json(data)}
+    return re.sub(r'\{\{(CSP|CSS|JS|DATA)\}\}', lambda m: parts[m.group(1)], html), policy
+
+
+def write_html(data, path, live=False):
+    """Write the page for data to path (via a temporary file, so a reader never sees half a page)."""
+    text, _ = render(data, live)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(tmp, 'w', encoding='utf-8', newline='') as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def eval_html(json_path, html_path=None):
+    """results/eval_<name>.html from the results/eval_<name>.json eval.py wrote. Returns its path."""
+    with open(json_path, encoding='utf-8') as f:
+        d = json.load(f)
+    return write_html(eval_page(d), html_path or os.path.splitext(json_path)[0] + '.html')
+
+
+def sample_html(samples, tok, run_dir, settings, forced=False):
+    """run_dir/index.html for sample.py's samples (decoding.Sample objects). Returns its path."""
+    return write_html(sample_page(samples, tok, settings, forced), os.path.join(run_dir, 'index.html'))
+
+
+def beam_html(L, beams, greedy, run_dir, settings):
+    """run_dir/index.html for sample.py --num_beams (see beam_page). Returns its path."""
+    return write_html(beam_page(L, beams, greedy, settings), os.path.join(run_dir, 'index.html'))

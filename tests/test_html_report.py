@@ -1,0 +1,163 @@
+"""html_report.py: the data inside a report equals the Sample numbers and eval's JSON; escaping; the CLI hooks."""
+import contextlib
+import functools
+import json
+import math
+import re
+import runpy
+import sys
+import types
+
+import pytest
+import torch
+
+import html_report
+from conftest import ROOT, tiny_model, write_ckpt
+from decoding import beam_search, generate
+from formatting import format_prob, format_ratio
+
+INJ = '</script><img src=x onerror="alert(1)">&\'"\u2028'
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: tiny models gain nothing from more, and on a busy machine threads cost seconds."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def page_data(path):
+    """The JSON embedded in a report file, parsed back."""
+    text = open(path, encoding='utf-8').read()
+    m = re.search(r'<script type="application/json" id="report-data">(.*?)</script>', text, re.S)
+    return json.loads(m.group(1))
+
+
+def test_script_json_escapes_everything_that_could_end_the_element():
+    obj = {'t': INJ, 'x': [1.5, None, '<!--', ']]>']}
+    s = html_report.script_json(obj)
+    assert not set('<>&\u2028\u2029') & set(s)
+    assert json.loads(s) == obj
+    with pytest.raises(ValueError):
+        html_report.script_json({'x': float('nan')})  # num() turns -inf/nan into null first
+
+
+def test_render_inlines_everything_and_allows_only_its_own_script():
+    text, policy = html_report.render(dict(kind='sample', title=INJ, settings=[], docs=[]))
+    assert text.count('</script>') == 2  # the data element and the script: the title cannot end either
+    assert INJ not in text and '<img' not in text
+    assert not re.search(r'(src|href)=["\']?(https?:)?//', text)  # nothing loaded from the network
+    js = open(html_report.os.path.join(html_report.WEB, 'report.js'), encoding='utf-8').read()
+    assert f"<script>{js}</script>" in text and html_report._sha(js) in policy
+    assert "default-src 'none'" in policy and "connect-src 'none'" in policy and 'unsafe' not in policy
+    assert 'innerHTML' not in js and 'insertAdjacentHTML' not in js and 'eval(' not in js
+
+
+def test_sample_report_holds_the_sample_numbers(tmp_path, gpt2_tok):
+    m = tiny_model()
+    prompt = gpt2_tok.encode("Once upon a time")
+    samples = generate(m, torch.tensor([prompt, prompt]), 12, temperature=0.8, top_k=40, details=5,
+                       generator=torch.Generator().manual_seed(3))
+    path = html_report.sample_html(samples, gpt2_tok, tmp_path, dict(temperature=0.8, top_k=40, top_p=1.0, start='\n'))
+    d = page_data(path)
+    assert d['sampling'] == 'T=0.8, top-k 40' and ['start', "'\\n'"] in d['settings']
+    with torch.no_grad():  # independent: one forward pass, float64 log-softmax
+        x = torch.tensor([prompt + samples[0].tokens])
+        ref = m(x, x)[0][0].double().log_softmax(-1)  # (T, V): with targets, every position
+    for s, doc in zip(samples, d['docs']):
+        assert doc['prompt'] == "Once upon a time" and doc['prompt_ids'] == prompt
+        toks = doc['tokens']
+        assert [e['id'] for e in toks] == s.tokens and [e['t'] for e in toks] == [gpt2_tok.token_text(i) for i in s.tokens]
+        assert [e['lp'] for e in toks] == s.logprobs.tolist()  # float64, exactly
+        assert [e['slp'] for e in toks] == [x if math.isfinite(x) else None for x in s.sample_logprobs.tolist()]
+        assert [e['p'] for e in toks] == [format_prob(x) for x in s.logprobs.tolist()]
+        assert [e['rank'] for e in toks] == s.ranks.tolist()
+        for e, st in zip(toks, s.steps):
+            assert [c[0] for c in e['top']] == st.top_ids and [c[2] for c in e['top']] == st.top_logprobs
+            assert [c[3] for c in e['top']] == [format_prob(x) for x in st.top_logprobs]
+            assert [c[5] for c in e['top']] == [format_prob(x) for x in st.top_sample_logprobs]
+            assert e['ent'] == f"{st.entropy:.3f} nats"
+        assert dict(doc['totals'])['probability under the model distribution'] == format_prob(s.logprob)
+        assert dict(doc['totals'])['log-prob (sampling)'] == f"{s.sample_logprob:.4f}"
+    P = len(prompt)
+    want = [float(ref[P - 1 + i, t]) for i, t in enumerate(samples[0].tokens)]
+    assert [e['lp'] for e in d['docs'][0]['tokens']] == pytest.approx(want, abs=1e-4)
+
+
+def test_injection_in_prompt_and_tokens_stays_data(tmp_path, gpt2_tok):
+    m = tiny_model()
+    s = generate(m, torch.tensor([gpt2_tok.encode(INJ)]), 3, temperature=0, details=3)[0]
+    evil = types.SimpleNamespace(token_text=lambda i: INJ, decode=gpt2_tok.decode)
+    text = open(html_report.sample_html([s], evil, tmp_path, {}), encoding='utf-8').read()
+    assert text.count('</script>') == 2 and '<img' not in text
+    d = page_data(tmp_path / 'index.html')
+    assert d['docs'][0]['prompt'] == INJ and d['docs'][0]['tokens'][0]['t'] == INJ
+
+
+def test_beam_report_has_the_beams_numbers(gpt2_tok):
+    m = tiny_model()
+    prompt = gpt2_tok.encode("Hello there")
+    beams = beam_search(m, prompt, 4, num_beams=3)
+    greedy = generate(m, torch.tensor([prompt]), 4, temperature=0)[0]
+    L = types.SimpleNamespace(model=m, tok=gpt2_tok, ctx=contextlib.nullcontext())
+    d = html_report.beam_page(L, beams, greedy, dict(num_beams=3, temperature=0.8))
+    assert [doc['title'] for doc in d['docs']] == ['beam 1', 'beam 2', 'beam 3', 'greedy decoding (temperature 0)']
+    assert ['temperature', '0.8'] not in d['settings'] and all(doc['model_only'] for doc in d['docs'])
+    for b, doc in zip(beams, d['docs']):
+        assert [e['lp'] for e in doc['tokens']] == b.logprobs.tolist()
+        assert dict(doc['totals'])['beam score (log-prob / tokens^1)'] == f"{b.score:.4f}"
+        for e in doc['tokens']:  # the rescoring pass agrees with beam search about each token
+            assert e['top'][e['rank'] - 1][0] == e['id'] if e['rank'] <= len(e['top']) else True
+
+
+def run_inprocess(script, *args, monkeypatch, capsys):
+    """Run a script as `python script args` would, in this process (no second torch import: faster)."""
+    monkeypatch.setattr(sys, 'argv', [script, *args])
+    capsys.readouterr()
+    runpy.run_path(str(ROOT / script), run_name='__main__')
+    return capsys.readouterr().out
+
+
+def test_cli_reports(tmp_path, gpt2_tok, monkeypatch, capsys):
+    """sample.py writes results/sample_<date-time>/index.html (not with --html=False); eval.py writes
+    results/eval_<name>.html from its JSON, the comparison included."""
+    monkeypatch.chdir(tmp_path)
+    run_script = functools.partial(run_inprocess, monkeypatch=monkeypatch, capsys=capsys)
+    write_ckpt(tmp_path / 'out')
+    write_ckpt(tmp_path / 'out2', tiny_model(seed=1))
+    out = run_script('sample.py', '--out_dir=out', '--start=Once upon a time', '--num_samples=2', '--max_new_tokens=5',
+                     '--device=cpu', '--show=False')
+    path, = (tmp_path / 'results').glob('sample_*/index.html')
+    assert f"report (open it in a browser): {path.relative_to(tmp_path)}" in out
+    d = page_data(path)
+    printed = re.findall(r'model distribution.*?: (\S+) \(log-prob (-?[\d.]+)', out)
+    assert [(dict(doc['totals'])['probability under the model distribution'],
+             dict(doc['totals'])['log-prob (model)']) for doc in d['docs']] == printed
+    out = run_script('sample.py', '--out_dir=out', '--start=Hi', '--num_beams=2', '--max_new_tokens=3', '--device=cpu',
+                     '--results_dir=beams')
+    path, = (tmp_path / 'beams').glob('sample_*/index.html')
+    assert [doc['title'] for doc in page_data(path)['docs']] == ['beam 1', 'beam 2', 'greedy decoding (temperature 0)']
+    assert f"report (open it in a browser): {path.relative_to(tmp_path)}" in out
+    run_script('sample.py', '--out_dir=out', '--num_samples=1', '--max_new_tokens=2', '--html=False', '--device=cpu',
+               '--results_dir=none')
+    assert not (tmp_path / 'none').exists()
+
+    (tmp_path / 'pairs.json').write_text(json.dumps([{"prompt": "Once upon a time", "response": " there was " + INJ},
+                                                     {"prompt": "The end", "response": "."}]))
+    run_script('eval.py', '--out_dir=out2', '--compare_init_from=out/ckpt.pt', '--eval_data=pairs.json', '--name=x',
+               '--device=cpu')
+    j = json.load(open(tmp_path / 'results' / 'eval_x.json'))
+    d = page_data(tmp_path / 'results' / 'eval_x.html')
+    assert d['kind'] == 'eval' and d['compare'] and len(d['docs']) == 2
+    before = j['comparison']['before']['pairs']
+    for p, b, doc in zip(j['pairs'], before, d['docs']):
+        assert [e['lp'] for e in doc['tokens']] == p['logprobs'] and [e['rank'] for e in doc['tokens']] == p['ranks']
+        assert [e['t'] for e in doc['tokens']] == p['tokens'] and [e['exp'] for e in doc['tokens']] == p['expected']
+        assert [e['blp'] for e in doc['tokens']] == b['logprobs']
+        assert [e['d'] for e in doc['tokens']] == [x - y for x, y in zip(p['logprobs'], b['logprobs'])]
+        assert [e['dr'] for e in doc['tokens']] == [format_ratio(x - y) for x, y in zip(p['logprobs'], b['logprobs'])]
+        assert [e['dn'] for e in doc['tokens']] == [f"{x - y:+.3f} nats" for x, y in zip(p['logprobs'], b['logprobs'])]
+        assert dict(doc['totals'])['probability of the response'] == p['probability']
+    assert [r[3] for r in d['table']['rows']] == [p['probability'] for p in j['pairs']]
