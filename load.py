@@ -13,6 +13,9 @@ Checkpoints are read with torch.load(weights_only=True): a checkpoint is data an
 
 import os
 import pickle
+import re
+import warnings
+import zipfile
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -152,8 +155,21 @@ class _PlainUnpickler(pickle.Unpickler):
 
 def char_tokenizer(meta_path):
     """Character-level vocabulary from a nanoGPT meta.pkl ({'vocab_size', 'stoi', 'itos'})."""
-    with open(meta_path, 'rb') as f:
-        meta = _PlainUnpickler(f).load()  # upstream's format, read without running code
+    try:
+        with open(meta_path, 'rb') as f:
+            meta = _PlainUnpickler(f).load()  # upstream's format, read without running code
+    except pickle.UnpicklingError as e:
+        if 'refers to' in str(e):  # a class or function: loading it would run code
+            what = str(e).partition('refers to ')[2].partition(';')[0]
+            raise LoadError(f"{meta_path} is not loaded: it names {what}, a class or function that unpickling "
+                            "would run; a meta.pkl holds plain data only. Rewrite it with data/<dataset>/prepare.py") from None
+        raise LoadError(f"{meta_path} is not a readable pickle (truncated or corrupt?): {e}; rewrite it with "
+                        "data/<dataset>/prepare.py") from None
+    except OSError as e:
+        raise LoadError(f"cannot read {meta_path} ({e.strerror})") from None
+    except Exception as e:  # EOFError, ValueError, ...: a damaged or foreign file
+        raise LoadError(f"{meta_path} is not a readable pickle (truncated or corrupt?): {type(e).__name__}: {e}; "
+                        "rewrite it with data/<dataset>/prepare.py") from None
     if not isinstance(meta, dict) or not {'stoi', 'itos'} <= set(meta):
         raise LoadError(f"{meta_path} is not a character vocabulary: expected a dict with 'vocab_size', 'stoi' "
                         "and 'itos' (as data/<dataset>/prepare.py writes it)")
@@ -216,11 +232,21 @@ def load_checkpoint(path, map_location='cpu'):
     if not os.path.exists(path):
         raise FileNotFoundError(f"no checkpoint at {path}: train one with train.py (it writes out_dir/ckpt.pt), "
                                 "or set --out_dir to the folder that holds ckpt.pt")
+    if not _torch_file(path):
+        raise ValueError(f"{path} is not a torch checkpoint (corrupt, truncated, or another kind of file): "
+                         "torch.save writes a zip archive (or, before torch 1.6, a pickle), and this is neither")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about the pickle protocol of damaged files: the error says it
+            warnings.simplefilter('ignore')
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        named = re.search(r'GLOBAL (\S+?)[.]?(\s|$)', str(e))  # "Unsupported global: GLOBAL io.open was not ..."
+        if not named:  # the unpickler met bytes it cannot read: damage, not code
+            raise ValueError(f"{path} is not a readable torch checkpoint (truncated or corrupt?): "
+                             f"{lines[-2] if len(lines) > 1 else lines[0] if lines else 'unreadable pickle'}") from None
         raise ValueError(f"{path} holds Python objects beyond tensors and plain values, so it is not loaded "
-                         f"(loading it would run code from the file). Detail: {str(e).splitlines()[0]}") from None
+                         f"(loading it would run code from the file): it names {named.group(1)}") from None
     except Exception as e:
         raise ValueError(f"{path} is not a readable torch checkpoint (truncated or corrupt?): "
                          f"{type(e).__name__}: {e}") from None
@@ -231,6 +257,13 @@ def load_checkpoint(path, map_location='cpu'):
     if missing:
         raise ValueError(f"{path}: model_args lacks {missing}")
     return ckpt
+
+
+def _torch_file(path):
+    """Whether path starts like something torch.save writes: a zip archive, or a legacy pickle (0x80 PROTO)."""
+    with open(path, 'rb') as f:
+        head = f.read(4)
+    return head[:1] == b'\x80' or (head.startswith(b'PK') and zipfile.is_zipfile(path))
 
 
 def clean_state_dict(state_dict):
