@@ -233,8 +233,8 @@ def load_checkpoint(path, map_location='cpu'):
         raise FileNotFoundError(f"no checkpoint at {path}: train one with train.py (it writes out_dir/ckpt.pt), "
                                 "or set --out_dir to the folder that holds ckpt.pt")
     if not _torch_file(path):
-        raise ValueError(f"{path} is not a torch checkpoint (corrupt, truncated, or another kind of file): "
-                         "torch.save writes a zip archive (or, before torch 1.6, a pickle), and this is neither")
+        raise ValueError(f"{path} is not a readable torch checkpoint (truncated or corrupt?): torch.save "
+                         "writes a complete zip archive (before torch 1.6, a pickle), and this file is neither")
     try:
         with warnings.catch_warnings():  # torch warns about the pickle protocol of damaged files: the error says it
             warnings.simplefilter('ignore')
