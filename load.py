@@ -322,6 +322,49 @@ def save_checkpoint(ckpt, path):
 # -----------------------------------------------------------------------------
 # the one entry point
 
+# -----------------------------------------------------------------------------
+# the Hugging Face hub, checked once so that offline machines fail fast
+
+def hub_offline():
+    """True when the user asked the Hugging Face libraries to stay offline (HF_HUB_OFFLINE=1)."""
+    return os.environ.get('HF_HUB_OFFLINE', '').strip().upper() in ('1', 'ON', 'YES', 'TRUE')
+
+
+def hub_reachable(timeout=2.0):
+    """Whether the hub (or the HTTPS proxy in the environment) accepts a TCP connection within timeout
+    seconds. One quick check: transformers itself retries for ~30 s before it gives up offline.
+    Run in a thread, so that a name lookup with no DNS server answering cannot take longer."""
+    import socket
+    import threading
+    from urllib.parse import urlparse
+    proxy = os.environ.get('HTTPS_PROXY') or os.environ.get('https_proxy')
+    url = urlparse(proxy or os.environ.get('HF_ENDPOINT') or 'https://huggingface.co')
+    host, port = url.hostname, url.port or (80 if url.scheme == 'http' else 443)
+    ok = []
+
+    def connect():
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            ok.append(True)
+        except OSError:
+            pass
+
+    t = threading.Thread(target=connect, daemon=True)
+    t.start()
+    t.join(timeout + 0.5)
+    return bool(ok)
+
+
+def hub_cached(name):
+    """The local folder of a hub model in the Hugging Face cache (config.json present), or None."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+        path = try_to_load_from_cache(name, 'config.json')
+    except Exception:
+        return None
+    return os.path.dirname(path) if isinstance(path, str) else None
+
+
 @dataclass
 class Loaded:
     model: GPT
@@ -367,8 +410,15 @@ def load_model(init_from='resume', out_dir='out', device='auto', dtype='auto', c
         model = model_from_checkpoint(ckpt, dropout, where)
         tok = tokenizer_for(ckpt)
     else:
+        src = where
+        if kind == 'gpt2' and not hub_offline() and not hub_reachable():
+            src = hub_cached(where)  # no network: the cached copy, if any, without transformers' retries
+            if src is None:
+                raise LoadError(f"cannot download {where!r}: no network (the Hugging Face hub did not answer within "
+                                "2 s) and it is not in the Hugging Face cache. Run once with network, or give a "
+                                "local Hugging Face GPT-2 folder (config.json + weights) as --init_from=path")
         try:
-            model = GPT.from_pretrained(where, dict(dropout=dropout) if dropout is not None else None)
+            model = GPT.from_pretrained(src, dict(dropout=dropout) if dropout is not None else None)
         except OSError as e:  # no network, no such hub model, or a folder without weights
             first = (str(e).strip().splitlines() or [type(e).__name__])[0].rstrip('.')
             raise LoadError(f"transformers could not load {where!r}: {first}. "
