@@ -126,11 +126,51 @@ class Tokenizer:
         return self._token_bytes(i)
 
     def token_text(self, i):
-        """One token as text; bytes that are not whole UTF-8 characters show as \\xNN, and the ids a
-        padded vocabulary adds beyond the tokenizer's (upstream trains with 50304 > 50257) as <id N>."""
+        """One token as text for display: bytes that are part of a UTF-8 character show as <E2 80> (see
+        byte_text), and the ids a padded vocabulary adds beyond the tokenizer's (upstream trains with
+        50304 > 50257) as <id N>."""
         if not 0 <= i < self.vocab_size:
             return f"<id {i}>"
-        return self.token_bytes(i).decode('utf-8', errors='backslashreplace')
+        return byte_text(self.token_bytes(i))
+
+    def pieces(self, ids):
+        """A token sequence as display pieces [(start, end, text)]: ids[start:end] shown as text. Every
+        view of a sequence uses these. GPT-2 splits some characters into byte-level tokens (a curly quote
+        “ is often two); tokens that together form whole characters are one piece with the characters'
+        text, and a token whose character is not completed by the next ones keeps its label <E2 80>."""
+        ids = [int(i) for i in ids]
+        whole = lambda k: 0 <= ids[k] < self.vocab_size  # noqa: E731  (ids a padded vocabulary adds are never joined)
+        out, i = [], 0
+        while i < len(ids):
+            end = i + 1
+            if whole(i) and '\ufffd' in self.token_bytes(ids[i]).decode('utf-8', 'replace'):
+                b = self.token_bytes(ids[i])
+                for k in range(i + 1, min(i + 4, len(ids))):  # a character has at most 4 bytes
+                    if not whole(k):
+                        break
+                    b += self.token_bytes(ids[k])
+                    if '\ufffd' not in b.decode('utf-8', 'replace'):
+                        end = k + 1
+                        break
+            text = self.token_text(ids[i]) if end == i + 1 else byte_text(b)
+            out.append((i, end, text))
+            i = end
+        return out
+
+
+def byte_text(b):
+    """Bytes as text; each run of bytes that are not whole UTF-8 characters as one compact label of their
+    hex values: b' \\xe2\\x80' -> ' <E2 80>' (the start of a curly quote), b'\\x9c' -> '<9C>'."""
+    out, run = [], []
+    for ch in b.decode('utf-8', 'surrogateescape') + '\n':  # undecodable bytes become U+DC80..U+DCFF
+        if '\udc80' <= ch <= '\udcff':
+            run.append(f"{ord(ch) - 0xdc00:02X}")
+            continue
+        if run:
+            out.append(f"<{' '.join(run)}>")
+            run = []
+        out.append(ch)
+    return ''.join(out)[:-1]
 
 
 def gpt2_tokenizer():

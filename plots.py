@@ -9,6 +9,7 @@ never holds up a run. Nothing here runs a model: scripts collect the numbers fir
 
 import math
 import os
+import re
 from dataclasses import dataclass
 
 from formatting import format_prob, format_ratio
@@ -36,9 +37,13 @@ def interactive_display():
     return bool(os.environ.get('DISPLAY') or os.environ.get('WAYLAND_DISPLAY'))
 
 
+BYTE_LABEL = re.compile(r'(<[0-9A-F]{2}(?: [0-9A-F]{2})*>)')  # load.byte_text's <E2 80>: its spaces stay
+
+
 def token_label(text, max_len=14):
     """Make a token readable on an axis: spaces as '␣', newlines and tabs as \\n and \\t, long ones cut."""
-    out = text.replace(' ', '␣').replace('\n', '\\n').replace('\t', '\\t').replace('\r', '\\r')
+    out = ''.join(part if i % 2 else part.replace(' ', '␣') for i, part in enumerate(BYTE_LABEL.split(text)))
+    out = out.replace('\n', '\\n').replace('\t', '\\t').replace('\r', '\\r')
     return out if len(out) <= max_len else out[:max_len - 1] + '…'
 
 
@@ -304,10 +309,18 @@ class SampleOverview:
     title: str
     sampling: str = ''  # the sampling settings, for the legend
     forced: bool = False
+    pieces: list = None  # load.Tokenizer.pieces of the tokens: tokens that form one character drawn as one
 
     @property
     def probs(self):
         return [math.exp(x) for x in self.logprobs]
+
+    def units(self):
+        """[(text, probability)] of the text cells: one per piece (probability of all its tokens
+        together, the product), or one per token without pieces."""
+        if not self.pieces:
+            return list(zip(self.tokens, self.probs))
+        return [(text, math.exp(sum(self.logprobs[a:b]))) for a, b, text in self.pieces]
 
 
 def _overview_cells(prompt, tokens, cols, max_prompt=300):
@@ -341,7 +354,8 @@ def overview_figure(ov, width=12.0, cols=110, max_lines=60):
     cmap = ListedColormap(plt.get_cmap('YlOrRd')(np.linspace(0.85, 0.0, 256)))  # unlikely: red; likely: pale
     cmap.set_bad(cmap(0))
     norm = LogNorm(vmin=1e-4, vmax=1, clip=True)
-    cells = _overview_cells(ov.prompt, ov.tokens, cols)
+    units = ov.units()
+    cells = _overview_cells(ov.prompt, [text for text, _ in units], cols)
     n_lines = (cells[-1][0] + 1) if cells else 1
     cut = n_lines > max_lines
     if cut:
@@ -363,7 +377,7 @@ def overview_figure(ov, width=12.0, cols=110, max_lines=60):
     rects, colors = [], []
     for line, col, piece, idx in cells:
         rects.append(Rectangle((col, line + 0.06), len(piece), 0.88))
-        colors.append('0.93' if idx < 0 else cmap(norm(max(ov.probs[idx], 1e-300))))
+        colors.append('0.93' if idx < 0 else cmap(norm(max(units[idx][1], 1e-300))))
         ax.text(col, line + 0.5, piece, family='DejaVu Sans Mono', fontsize=fs, va='center', ha='left',
                 color='0.45' if idx < 0 else 'black', parse_math=False)
     ax.add_collection(PatchCollection(rects, facecolors=colors, edgecolors='white', linewidths=0.6))
@@ -377,7 +391,8 @@ def overview_figure(ov, width=12.0, cols=110, max_lines=60):
     cb.set_ticks([1e-4, 1e-3, 1e-2, 1e-1, 1], labels=['≤0.0001', '0.001', '0.01', '0.1', '1'])
     cb.ax.tick_params(labelsize=8)
     what = 'forced' if ov.forced else 'generated'
-    cb.set_label(f"shading: model probability of each {what} token (grey: prompt)", fontsize=9)
+    joined = ' (tokens that form one character: together)' if any(b - a > 1 for a, b, _ in ov.pieces or []) else ''
+    cb.set_label(f"shading: model probability of each {what} token{joined} (grey: prompt)", fontsize=9)
     # chosen-token probability per step, both distributions, log scale
     pax = fig.add_axes([0.06, 0.45 / H, 0.92, (plot_h - 0.85) / H])
     steps = np.arange(1, len(ov.probs) + 1)
