@@ -624,6 +624,12 @@ def model_label(source):
     return tail or s
 
 
+def file_tag(*sources):
+    """The models of a run as part of a file name, so that runs on other models do not overwrite it:
+    ('gpt2',) -> 'gpt2'; ('gpt2', 'out-children/ckpt.pt') -> 'gpt2_vs_out-children'."""
+    return '_vs_'.join(re.sub(r'[^A-Za-z0-9._-]+', '-', model_label(s)).strip('-') or 'model' for s in sources if s)
+
+
 # ---- train: loss curve ----
 
 def plot_loss(steps, evals, path, title='', show=False):
