@@ -64,10 +64,10 @@ def pca_2d(x):
 
 
 def align_2d(y, x):
-    """y (N, 2) rotated or reflected and scaled as a whole onto x (N, 2) as closely as possible (orthogonal
-    Procrustes, both centred): the second of two separate PCA maps turned to face the first."""
-    u, s, vt = torch.linalg.svd(y.T @ x)
-    return (s.sum() / (y ** 2).sum()) * y @ (u @ vt)
+    """y (N, 2) turned (rotated or reflected) onto x (N, 2) as closely as possible (orthogonal Procrustes,
+    both centred) and scaled to x's spread: the second of two separate PCA maps made to face the first."""
+    u, _, vt = torch.linalg.svd(y.T @ x)
+    return ((x ** 2).sum() / (y ** 2).sum()).sqrt() * y @ (u @ vt)
 
 
 def frequent_tokens(path, tok, n):
