@@ -90,11 +90,12 @@ def main():
         links = ', '.join(f"{k}:{labels[k]!r} {v:.2f}" for v, k in zip(w.tolist(), j.tolist()))
         print(f"  {i:3d} {labels[i]!r:>16} -> {links}")
 
+    tag = plots.file_tag(m.source)  # in the file names: runs on other models do not overwrite these
     short = text if len(text) <= 60 else text[:57] + '...'
-    grid = plots.attention_grid(att.numpy(), os.path.join(results_dir, f"{name}_{plots.file_tag(m.source)}_grid.png"),
+    grid = plots.attention_grid(att.numpy(), os.path.join(results_dir, f"{name}_{tag}_grid.png"),
                                 title=f"attention of {plots.model_label(m.source)} on {short!r}\n"
                                       f"rows: layers, columns: heads; in each map query down, key across")
-    close = plots.attention_head(a.numpy(), labels, os.path.join(results_dir, f"{name}_{plots.file_tag(m.source)}_L{lay}H{head}.png"),
+    close = plots.attention_head(a.numpy(), labels, os.path.join(results_dir, f"{name}_{tag}_L{lay}H{head}.png"),
                                  title=f"layer {lay}, head {head}: row = query token, column = key token")
     print(f"saved {grid}")
     print(f"saved {close}")

@@ -3,7 +3,7 @@ Children's stories for fine-tuning: 10 fairy-tale and children's books from Proj
 the public domain worldwide, cleaned of the Gutenberg licence text, shipped in this folder
 (children_stories.txt.xz, 1.25 MB, see SOURCES.md), and tokenized by prepare_bin.py.
 
-    python data/children_stories/prepare.py                  # the shipped copy: offline, same tokens everywhere
+    python data/children_stories/prepare.py                  # the shipped copy: offline, same tokens anywhere
     python data/children_stories/prepare.py --source=download      # the same books fetched from gutenberg.org
     python data/children_stories/prepare.py --source=download_all  # all 17 books (7 are PD in the USA only)
     python data/children_stories/prepare.py --input=children_stories.txt    # a corpus you already have
@@ -42,8 +42,8 @@ from prepare_bin import PrepareError, prepare  # noqa: E402
 
 # -----------------------------------------------------------------------------
 input: str = ''                # an existing corpus (file, folder or glob) to use instead of the books below
-source: str = 'shipped'        # 'shipped': the copy in this folder (offline); 'download': the same books from
-                               # Project Gutenberg; 'download_all': also the 7 that are public domain in the USA only
+source: str = 'shipped'        # 'shipped': the copy in this folder (offline); 'download': the same books
+                               # from Project Gutenberg; 'download_all': also the 7 that are PD in the USA only
 out_dir: str = ''              # '' = this folder, where train.py --dataset=children_stories looks
 url: str = 'https://www.gutenberg.org/cache/epub/{id}/pg{id}.txt'  # where ebook {id} is fetched; a mirror works too
 val_fraction: float = 0.1      # val.bin = the last this fraction of the tokens
