@@ -6,8 +6,8 @@ close-up head's strongest links.
     python attention.py --init_from=gpt2 --start="When Mary and John went to the store, John gave a drink to"
     python attention.py --init_from=resume --out_dir=out-children --layer=5 --head=1
 
-Writes results/<name>_grid.png and results/<name>_L<layer>H<head>.png. The weights come from the
-model's own forward pass (GPT.forward(capture=Capture()) runs the explicit attention path, whose
+Writes results/<name>_<model>_grid.png and results/<name>_<model>_L<layer>H<head>.png. The weights come
+from the model's own forward pass (GPT.forward(capture=Capture()) runs the explicit attention path, whose
 outputs equal the fused kernel's), not from a re-implementation.
 """
 
@@ -50,7 +50,7 @@ start: str = "When Mary and John went to the store, John gave a drink to"  # the
 layer: int = -1  # the close-up's layer (negative counts from the last)
 head: int = 0  # the close-up's head
 results_dir: str = 'results'  # where the PNGs go
-name: str = 'attention'  # file name prefix
+name: str = 'attention'  # file name prefix; the model's name follows it
 device: str = 'auto'  # 'auto', 'cpu', 'cuda', 'cuda:1', 'mps'
 dtype: str = 'float32'  # float32 weights read best; 'auto' = bfloat16/float16 on CUDA
 # -----------------------------------------------------------------------------
@@ -92,11 +92,12 @@ def main():
         links = ', '.join(f"{k}:{labels[k]!r} {v:.2f}" for v, k in zip(w.tolist(), j.tolist()))
         print(f"  {i:3d} {labels[i]!r:>16} -> {links}")
 
+    tag = plots.file_tag(loaded.source)  # in the file names: runs on other models do not overwrite these
     short = text if len(text) <= 60 else text[:57] + '...'
-    grid = plots.attention_grid(att.numpy(), os.path.join(results_dir, f"{name}_grid.png"),
+    grid = plots.attention_grid(att.numpy(), os.path.join(results_dir, f"{name}_{tag}_grid.png"),
                                 title=f"attention of {plots.model_label(loaded.source)} on {short!r}\n"
                                       f"rows: layers, columns: heads; in each map query down, key across")
-    close = plots.attention_head(a.numpy(), labels, os.path.join(results_dir, f"{name}_L{lay}H{head}.png"),
+    close = plots.attention_head(a.numpy(), labels, os.path.join(results_dir, f"{name}_{tag}_L{lay}H{head}.png"),
                                  title=f"layer {lay}, head {head}: row = query token, column = key token")
     print(f"saved {grid}")
     print(f"saved {close}")

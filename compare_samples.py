@@ -12,7 +12,7 @@ with a torch.Generator seeded with seed + i (both models get the same seeds; the
 differ because their distributions do). Each sample's probability is given under the model's own
 distribution (temperature 1, no top-k/top-p), under the sampling distribution it was drawn from, and,
 when both models share a vocabulary, under the other model (how surprising this text is to it).
-Writes results/<name>.md and prints the same table.
+Writes results/<name>_<model A>_vs_<model B>.md and prints the same table.
 """
 
 import os
@@ -106,7 +106,7 @@ top_p: float = 1.0  # nucleus sampling (1.0 = off)
 seed: int = 1337  # prompt i uses seed + i, for both models
 stop_at_eot: bool = True  # end a sample at <|endoftext|> (character-level models have none)
 results_dir: str = 'results'  # where the Markdown file goes
-name: str = 'compare_samples'  # results/<name>.md
+name: str = 'compare_samples'  # results/<name>_<model A>_vs_<model B>.md
 device: str = 'auto'  # 'auto', 'cpu', 'cuda', 'cuda:1', 'mps'
 dtype: str = 'float32'  # probabilities are most exact in float32; 'auto' = bfloat16/float16 on CUDA
 # -----------------------------------------------------------------------------
@@ -115,7 +115,7 @@ dtype: str = 'float32'  # probabilities are most exact in float32; 'auto' = bflo
 def main():
     from load import load_model
     from decoding import check_sampling
-    from plots import model_label
+    from plots import file_tag, model_label
 
     check_sampling(temperature, top_k, top_p)
     if num_samples < 1 or max_new_tokens < 1:
@@ -140,7 +140,7 @@ def main():
     settings = (f"temperature={temperature}, top_k={top_k}, top_p={top_p}, max_new_tokens={max_new_tokens}, "
                 f"seed={seed} (prompt i: seed + i), {num_samples} sample(s) per prompt")
     table = markdown(ps, names, samples, [loaded.tok.decode for loaded in models], cross, settings)
-    path = os.path.join(results_dir, f"{name}.md")
+    path = os.path.join(results_dir, f"{name}_{file_tag(models[0].source, models[1].source)}.md")
     os.makedirs(results_dir, exist_ok=True)
     with open(path, 'w', encoding='utf-8') as f:
         f.write(table)

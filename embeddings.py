@@ -13,7 +13,10 @@ Words: with GPT-2's BPE each word is embedded as it appears mid-sentence, with i
 embeddings (--multi_token=first: its first token); the token count is printed. Character-level
 models embed characters, so a word is the mean of its characters; --corpus shows the characters.
 The projection is fitted on the first model (init_from) only, so "after" points are where the second
-model's embeddings fall on the first model's map. Writes results/<name>.png.
+model's embeddings fall on the first model's map. A second model of another width (same vocabulary) has
+no common space with the first: each gets its own PCA, the second map is turned onto the first
+(orthogonal Procrustes), and each word's nearest neighbour in both models is printed instead of moves.
+Writes results/<name>_<model>.png (with a second model, results/<name>_<model>_vs_<model>.png).
 """
 
 import os
@@ -63,6 +66,13 @@ def pca_2d(x):
     return mean, comps, var[:2] / var.sum()
 
 
+def align_2d(y, x):
+    """y (N, 2) turned (rotated or reflected) onto x (N, 2) as closely as possible (orthogonal Procrustes,
+    both centred) and scaled to x's spread: the second of two separate PCA maps made to face the first."""
+    u, _, vt = torch.linalg.svd(y.T @ x)
+    return ((x ** 2).sum() / (y ** 2).sum()).sqrt() * y @ (u @ vt)
+
+
 def frequent_tokens(path, tok, n):
     """The n most frequent token ids of a text file (encoded with tok) or a .bin of uint16 token ids
     (prepare.py's train.bin), most frequent first, with their counts."""
@@ -96,14 +106,14 @@ compare_init_from: str = ''  # a second model (kinds as init_from; 'resume' read
 compare_out_dir: str = 'out'  # where compare_init_from='resume' finds ckpt.pt
 arrow_scale: float = 1.0  # draw moves this many times longer (fine-tuning moves embeddings little); printed
 results_dir: str = 'results'  # where the PNG goes
-name: str = 'embeddings'  # file name
+name: str = 'embeddings'  # file name prefix; the models' names follow it
 device: str = 'cpu'  # only the embedding matrix is read: the CPU is enough
 # -----------------------------------------------------------------------------
 
 
 def main():
     from load import load_model
-    from plots import embedding_scatter, model_label
+    from plots import embedding_scatter, file_tag, model_label
 
     a = load_model(init_from, out_dir, device, 'float32')
     if corpus:
@@ -130,20 +140,11 @@ def main():
             raise UserError(f"the two models use different vocabularies ({a.tok.name} vs {b.tok.name}): "
                             "their token embeddings cannot be compared")
         xb = word_vectors(b.model, groups, multi_token)
-        pb = (xb - mean) @ comps
-        moved = (xb - xa).norm(dim=1)  # (N,) in the full embedding space
-        rel = moved / xa.norm(dim=1)
-        cos = torch.nn.functional.cosine_similarity(xa, xb, dim=1)
-        # nearest other word by cosine similarity, in each model
-        na = _nearest(xa)
-        nb = _nearest(xb)
-        print(f"how each point moved from {a.source} to {b.source} (full {xa.size(1)}-d space; "
-              "largest relative move first):")
-        print(f"  {'token/word':<16} {'tokens':>6} {'|moved|':>9} {'relative':>9} {'cosine':>8}  "
-              "nearest word before -> after")
-        for i in sorted(range(len(groups)), key=lambda i: -float(rel[i])):
-            print(f"  {labels[i]!r:<16} {len(groups[i]):>6} {moved[i]:>9.4f} {rel[i]:>9.2%} {cos[i]:>8.4f}  "
-                  f"{labels[na[i]]!r} -> {labels[nb[i]]!r}")
+        if xb.size(1) != xa.size(1):
+            pb = _compare_widths(xa, xb, pa, labels, groups, a.source, b.source)
+        else:
+            pb = (xb - mean) @ comps
+            _print_moves(xa, xb, labels, groups, a.source, b.source)
     else:
         print(f"  {'token/word':<16} {'tokens':>6} {'PC1':>8} {'PC2':>8}")
         for lbl, g, (x, y) in zip(labels, groups, pa.tolist()):
@@ -153,18 +154,58 @@ def main():
         how = 'mean of their token embeddings' if multi_token == 'mean' else 'first token only'
         print(f"{multi} word(s) span several tokens: {how}")
 
+    separate = b is not None and xb.size(1) != xa.size(1)
     what = (f"the {len(groups)} most frequent tokens of {os.path.basename(corpus)}" if corpus
             else f"{len(groups)} words")
     title = f"token embeddings of {what}: PCA of {model_label(a.source)}"
-    if b is not None:
+    if separate:
+        title = (f"token embeddings of {what}: a PCA of each model ({xa.size(1)} and {xb.size(1)} dimensions)\n"
+                 f"blue: {model_label(a.source)}, red: {model_label(b.source)} turned onto it (orthogonal Procrustes)")
+    elif b is not None:
         title += f"\nblue: {model_label(a.source)}, red: {model_label(b.source)}"
-    path = embedding_scatter(pa.numpy(), labels, os.path.join(results_dir, f"{name}.png"),
+    path = embedding_scatter(pa.numpy(), labels, os.path.join(results_dir, f"{name}_{file_tag(a.source, b and b.source)}.png"),
                              xy_after=None if pb is None else pb.numpy(),
                              names=(model_label(a.source), model_label(b.source) if b else ''),
                              arrow_scale=arrow_scale,
-                             axis_labels=(f"PC1 ({ratio[0]:.1%} of variance)", f"PC2 ({ratio[1]:.1%})"),
+                             axis_labels=(f"PC1 ({ratio[0]:.1%} of variance)", f"PC2 ({ratio[1]:.1%})")
+                             if not separate else (f"PC1 of {model_label(a.source)}", f"PC2 of {model_label(a.source)}"),
                              title=title)
     print(f"saved {path}")
+
+
+def _print_moves(xa, xb, labels, groups, source_a, source_b):
+    """How far each point moved between two models of the same width, in the full embedding space."""
+    moved = (xb - xa).norm(dim=1)  # (N,)
+    rel = moved / xa.norm(dim=1)
+    cos = torch.nn.functional.cosine_similarity(xa, xb, dim=1)
+    na, nb = _nearest(xa), _nearest(xb)  # nearest other word by cosine similarity, in each model
+    print(f"how each point moved from {source_a} to {source_b} (full {xa.size(1)}-d space; "
+          "largest relative move first):")
+    print(f"  {'token/word':<16} {'tokens':>6} {'|moved|':>9} {'relative':>9} {'cosine':>8}  nearest word before -> after")
+    for i in sorted(range(len(groups)), key=lambda i: -float(rel[i])):
+        # significant digits, not decimals: fine-tuning moves embeddings by tiny amounts
+        print(f"  {labels[i]!r:<16} {len(groups[i]):>6} {moved[i]:>9.3g} {f'{100 * rel[i]:.3g}%':>9} "
+              f"{cos[i]:>8.4f}  {labels[na[i]]!r} -> {labels[nb[i]]!r}")
+
+
+def _compare_widths(xa, xb, pa, labels, groups, source_a, source_b):
+    """Two models of different widths: their embedding spaces share no axes, so nothing can be measured
+    between them point by point. Each gets its own PCA; the second map is turned onto the first
+    (align_2d), and each word's nearest neighbours are compared. Returns the second map (N, 2)."""
+    from plots import model_label
+    mb, cb, rb = pca_2d(xb)
+    pb = align_2d((xb - mb) @ cb, pa)
+    na, nb = _nearest(xa), _nearest(xb)
+    print(f"{source_a} has {xa.size(1)}-d embeddings and {source_b} {xb.size(1)}-d: no common space to measure "
+          f"moves in, so each model gets its own PCA ({source_b}: PC1 {rb[0]:.1%}, PC2 {rb[1]:.1%}), the second "
+          "turned onto the first; the nearest word of each word, by cosine similarity in each model:")
+    print(f"  {'token/word':<16} {'tokens':>6}  nearest word in {model_label(source_a)} -> in {model_label(source_b)}")
+    for i in range(len(groups)):
+        print(f"  {labels[i]!r:<16} {len(groups[i]):>6}  {labels[na[i]]!r} -> {labels[nb[i]]!r}"
+              + ('' if na[i] == nb[i] else '  (changed)'))
+    same = sum(x == y for x, y in zip(na, nb))
+    print(f"{same} of {len(groups)} words keep their nearest word")
+    return pb
 
 
 def _nearest(x):

@@ -13,6 +13,9 @@ Checkpoints are read with torch.load(weights_only=True): a checkpoint is data an
 
 import os
 import pickle
+import re
+import warnings
+import zipfile
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -124,11 +127,51 @@ class Tokenizer:
         return self._token_bytes(i)
 
     def token_text(self, i):
-        """One token as text; bytes that are not whole UTF-8 characters show as \\xNN, and the ids a
-        padded vocabulary adds beyond the tokenizer's (upstream trains with 50304 > 50257) as <id N>."""
+        """One token as text for display: bytes that are part of a UTF-8 character show as <E2 80> (see
+        byte_text), and the ids a padded vocabulary adds beyond the tokenizer's (upstream trains with
+        50304 > 50257) as <id N>."""
         if not 0 <= i < self.vocab_size:
             return f"<id {i}>"
-        return self.token_bytes(i).decode('utf-8', errors='backslashreplace')
+        return byte_text(self.token_bytes(i))
+
+    def pieces(self, ids):
+        """A token sequence as display pieces [(start, end, text)]: ids[start:end] shown as text. Every
+        view of a sequence uses these. GPT-2 splits some characters into byte-level tokens (a curly quote
+        “ is often two); tokens that together form whole characters are one piece with the characters'
+        text, and a token whose character is not completed by the next ones keeps its label <E2 80>."""
+        ids = [int(i) for i in ids]
+        whole = lambda k: 0 <= ids[k] < self.vocab_size  # noqa: E731  (ids a padded vocabulary adds are never joined)
+        out, i = [], 0
+        while i < len(ids):
+            end = i + 1
+            if whole(i) and '\ufffd' in self.token_bytes(ids[i]).decode('utf-8', 'replace'):
+                b = self.token_bytes(ids[i])
+                for k in range(i + 1, min(i + 4, len(ids))):  # a character has at most 4 bytes
+                    if not whole(k):
+                        break
+                    b += self.token_bytes(ids[k])
+                    if '\ufffd' not in b.decode('utf-8', 'replace'):
+                        end = k + 1
+                        break
+            text = self.token_text(ids[i]) if end == i + 1 else byte_text(b)
+            out.append((i, end, text))
+            i = end
+        return out
+
+
+def byte_text(b):
+    """Bytes as text; each run of bytes that are not whole UTF-8 characters as one compact label of their
+    hex values: b' \\xe2\\x80' -> ' <E2 80>' (the start of a curly quote), b'\\x9c' -> '<9C>'."""
+    out, run = [], []
+    for ch in b.decode('utf-8', 'surrogateescape') + '\n':  # undecodable bytes become U+DC80..U+DCFF
+        if '\udc80' <= ch <= '\udcff':
+            run.append(f"{ord(ch) - 0xdc00:02X}")
+            continue
+        if run:
+            out.append(f"<{' '.join(run)}>")
+            run = []
+        out.append(ch)
+    return ''.join(out)[:-1]
 
 
 def gpt2_tokenizer():
@@ -153,8 +196,21 @@ class _PlainUnpickler(pickle.Unpickler):
 
 def char_tokenizer(meta_path):
     """Character-level vocabulary from a nanoGPT meta.pkl ({'vocab_size', 'stoi', 'itos'})."""
-    with open(meta_path, 'rb') as f:
-        meta = _PlainUnpickler(f).load()  # upstream's format, read without running code
+    try:
+        with open(meta_path, 'rb') as f:
+            meta = _PlainUnpickler(f).load()  # upstream's format, read without running code
+    except pickle.UnpicklingError as e:
+        if 'refers to' in str(e):  # a class or function: loading it would run code
+            what = str(e).partition('refers to ')[2].partition(';')[0]
+            raise LoadError(f"{meta_path} is not loaded: it names {what}, a class or function that unpickling "
+                            "would run; a meta.pkl holds plain data only. Rewrite it with data/<dataset>/prepare.py") from None
+        raise LoadError(f"{meta_path} is not a readable pickle (truncated or corrupt?): {e}; rewrite it with "
+                        "data/<dataset>/prepare.py") from None
+    except OSError as e:
+        raise LoadError(f"cannot read {meta_path} ({e.strerror})") from None
+    except Exception as e:  # EOFError, ValueError, ...: a damaged or foreign file
+        raise LoadError(f"{meta_path} is not a readable pickle (truncated or corrupt?): {type(e).__name__}: {e}; "
+                        "rewrite it with data/<dataset>/prepare.py") from None
     if not isinstance(meta, dict) or not {'stoi', 'itos'} <= set(meta):
         raise LoadError(f"{meta_path} is not a character vocabulary: expected a dict with 'vocab_size', 'stoi' "
                         "and 'itos' (as data/<dataset>/prepare.py writes it)")
@@ -217,11 +273,21 @@ def load_checkpoint(path, map_location='cpu'):
     if not os.path.exists(path):
         raise FileNotFoundError(f"no checkpoint at {path}: train one with train.py (it writes out_dir/ckpt.pt), "
                                 "or set --out_dir to the folder that holds ckpt.pt")
+    if not _torch_file(path):
+        raise ValueError(f"{path} is not a readable torch checkpoint (truncated or corrupt?): torch.save "
+                         "writes a complete zip archive (before torch 1.6, a pickle), and this file is neither")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about the pickle protocol of damaged files: the error says it
+            warnings.simplefilter('ignore')
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        named = re.search(r'GLOBAL (\S+?)[.]?(\s|$)', str(e))  # "Unsupported global: GLOBAL io.open was not ..."
+        if not named:  # the unpickler met bytes it cannot read: damage, not code
+            raise ValueError(f"{path} is not a readable torch checkpoint (truncated or corrupt?): "
+                             f"{lines[-2] if len(lines) > 1 else lines[0] if lines else 'unreadable pickle'}") from None
         raise ValueError(f"{path} holds Python objects beyond tensors and plain values, so it is not loaded "
-                         f"(loading it would run code from the file). Detail: {str(e).splitlines()[0]}") from None
+                         f"(loading it would run code from the file): it names {named.group(1)}") from None
     except Exception as e:
         raise ValueError(f"{path} is not a readable torch checkpoint (truncated or corrupt?): "
                          f"{type(e).__name__}: {e}") from None
@@ -232,6 +298,13 @@ def load_checkpoint(path, map_location='cpu'):
     if missing:
         raise ValueError(f"{path}: model_args lacks {missing}")
     return ckpt
+
+
+def _torch_file(path):
+    """Whether path starts like something torch.save writes: a zip archive, or a legacy pickle (0x80 PROTO)."""
+    with open(path, 'rb') as f:
+        head = f.read(4)
+    return head[:1] == b'\x80' or (head.startswith(b'PK') and zipfile.is_zipfile(path))
 
 
 def clean_state_dict(state_dict):
@@ -273,6 +346,49 @@ def checkpoint_dict(model, optimizer=None, iter_num=0, best_val_loss=1e9, config
 
 # -----------------------------------------------------------------------------
 # the one entry point
+
+# -----------------------------------------------------------------------------
+# the Hugging Face hub, checked once so that offline machines fail fast
+
+def hub_offline():
+    """True when the user asked the Hugging Face libraries to stay offline (HF_HUB_OFFLINE=1)."""
+    return os.environ.get('HF_HUB_OFFLINE', '').strip().upper() in ('1', 'ON', 'YES', 'TRUE')
+
+
+def hub_reachable(timeout=2.0):
+    """Whether the hub (or the HTTPS proxy in the environment) accepts a TCP connection within timeout
+    seconds. One quick check: transformers itself retries for ~30 s before it gives up offline.
+    Run in a thread, so that a name lookup with no DNS server answering cannot take longer."""
+    import socket
+    import threading
+    from urllib.parse import urlparse
+    proxy = os.environ.get('HTTPS_PROXY') or os.environ.get('https_proxy')
+    url = urlparse(proxy or os.environ.get('HF_ENDPOINT') or 'https://huggingface.co')
+    host, port = url.hostname, url.port or (80 if url.scheme == 'http' else 443)
+    ok = []
+
+    def connect():
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            ok.append(True)
+        except OSError:
+            pass
+
+    t = threading.Thread(target=connect, daemon=True)
+    t.start()
+    t.join(timeout + 0.5)
+    return bool(ok)
+
+
+def hub_cached(name):
+    """The local folder of a hub model in the Hugging Face cache (config.json present), or None."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+        path = try_to_load_from_cache(name, 'config.json')
+    except Exception:
+        return None
+    return os.path.dirname(path) if isinstance(path, str) else None
+
 
 @dataclass
 class Loaded:
@@ -319,8 +435,15 @@ def load_model(init_from='resume', out_dir='out', device='auto', dtype='auto', c
         model = model_from_checkpoint(ckpt, dropout, where)
         tok = tokenizer_for(ckpt)
     else:
+        src = where
+        if kind == 'gpt2' and not hub_offline() and not hub_reachable():
+            src = hub_cached(where)  # no network: the cached copy, if any, without transformers' retries
+            if src is None:
+                raise LoadError(f"cannot download {where!r}: no network (the Hugging Face hub did not answer within "
+                                "2 s) and it is not in the Hugging Face cache. Run once with network, or give a "
+                                "local Hugging Face GPT-2 folder (config.json + weights) as --init_from=path")
         try:
-            model = GPT.from_pretrained(where, dict(dropout=dropout) if dropout is not None else None)
+            model = GPT.from_pretrained(src, dict(dropout=dropout) if dropout is not None else None)
         except OSError as e:  # no network, no such hub model, or a folder without weights
             first = (str(e).strip().splitlines() or [type(e).__name__])[0].rstrip('.')
             raise LoadError(f"transformers could not load {where!r}: {first}. "

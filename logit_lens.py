@@ -7,7 +7,7 @@ its probability are drawn as a layer x position table coloured by probability, a
     python logit_lens.py --init_from=gpt2 --start="The Eiffel Tower is in the city of"
     python logit_lens.py --init_from=resume --out_dir=out-children --start="Once upon a time, there"
 
-Writes results/<name>.png. Row 'embeddings' is the input (token + position embeddings); row
+Writes results/<name>_<model>.png. Row 'embeddings' is the input (token + position embeddings); row
 'block k' is the residual stream after block k; the last row is the model's own prediction.
 Probabilities are under the model distribution (softmax of the logits, temperature 1). A blue box
 marks a cell whose top token is the prompt's actual next token.
@@ -54,7 +54,7 @@ init_from: str = 'gpt2'  # 'resume' (from out_dir), a gpt2 variant, a Hugging Fa
 out_dir: str = 'out'  # where init_from='resume' finds ckpt.pt
 start: str = "The Eiffel Tower is in the city of"  # the prompt, or "FILE:prompt.txt"
 results_dir: str = 'results'  # where the PNG goes
-name: str = 'logit_lens'  # file name
+name: str = 'logit_lens'  # file name prefix; the model's name follows it
 device: str = 'auto'  # 'auto', 'cpu', 'cuda', 'cuda:1', 'mps'
 dtype: str = 'float32'  # 'auto' = bfloat16/float16 on CUDA
 # -----------------------------------------------------------------------------
@@ -62,7 +62,7 @@ dtype: str = 'float32'  # 'auto' = bfloat16/float16 on CUDA
 
 def main():
     from load import encode_prompt, load_model
-    from plots import logit_lens_table, model_label, prob_text, token_label
+    from plots import file_tag, logit_lens_table, model_label, prob_text, token_label
 
     loaded = load_model(init_from, out_dir, device, dtype)
     bs = loaded.model.config.block_size
@@ -91,7 +91,7 @@ def main():
               ', '.join(f"{labels[c + 1]!r} {final[c]:.3g}" for c in range(len(ids) - 1)))
 
     path = logit_lens_table(cells, lens.top_probs.numpy(), rows, labels,
-                            os.path.join(results_dir, f"{name}.png"), hits=hits,
+                            os.path.join(results_dir, f"{name}_{file_tag(loaded.source)}.png"), hits=hits,
                             title=f"logit lens of {model_label(loaded.source)}: top next-token "
                             "prediction per layer (blue box = the actual next token)")
     print(f"saved {path}")

@@ -9,6 +9,7 @@ never holds up a run. Nothing here runs a model: scripts collect the numbers fir
 
 import math
 import os
+import re
 from dataclasses import dataclass
 
 from formatting import format_prob, format_ratio
@@ -36,10 +37,27 @@ def interactive_display():
     return bool(os.environ.get('DISPLAY') or os.environ.get('WAYLAND_DISPLAY'))
 
 
+BYTE_LABEL = re.compile(r'(<[0-9A-F]{2}(?: [0-9A-F]{2})*>)')  # load.byte_text's <E2 80>: its spaces stay
+
+
 def token_label(text, max_len=14):
     """Make a token readable on an axis: spaces as '␣', newlines and tabs as \\n and \\t, long ones cut."""
-    out = text.replace(' ', '␣').replace('\n', '\\n').replace('\t', '\\t').replace('\r', '\\r')
+    out = ''.join(part if i % 2 else part.replace(' ', '␣') for i, part in enumerate(BYTE_LABEL.split(text)))
+    out = out.replace('\n', '\\n').replace('\t', '\\t').replace('\r', '\\r')
     return out if len(out) <= max_len else out[:max_len - 1] + '…'
+
+
+def short_models(text):
+    """Text with every path in it (a word holding '/' or '\\', or ending in .pt) shown as model_label
+    gives it: legends and titles name models, they do not spell out /tmp/.../out-children/ckpt.pt."""
+    return re.sub(r'[^\s→:]*[/\\][^\s→]*|[^\s→:]+\.pt\b', lambda m: model_label(m.group(0)), text)
+
+
+def fit_text(text, width_in, fontsize):
+    """text wrapped so that each line fits width_in inches at fontsize (about 0.55 em per character)."""
+    import textwrap
+    n = max(20, int(width_in * 72 / (0.55 * fontsize)))
+    return '\n'.join(textwrap.fill(line, n) for line in text.split('\n'))
 
 
 def _savefig(fig, path, dpi=110):
@@ -92,12 +110,14 @@ def eval_pairs(labels, series, path, title='', show=False):
     for j, k in enumerate(names):
         xs = [i + (j - (len(names) - 1) / 2) * width for i in range(n)]
         ax.bar(xs, [v - lo for v in l10[k]], width, bottom=lo, label=k, color=colors[j % len(colors)])
-    if len(names) == 2:
+    if len(names) == 2:  # the ratios in a row above the frame, where no bar can reach them
+        from matplotlib.transforms import blended_transform_factory
+        above = blended_transform_factory(ax.transData, ax.transAxes)
         for i, (b, a) in enumerate(zip(*l10.values())):
             d = a - b  # log10 of the ratio
-            ax.annotate(format_ratio(d * math.log(10)), (i, max(a, b)), xytext=(0, 3), textcoords='offset points', ha='center',
-                        fontsize=7, rotation=90, color='#2ca02c' if d > 0 else '#d62728' if d < 0 else 'black')
-    ax.set_ylim(lo, max(0.0, vmax + (0.18 if len(names) == 2 else 0.05) * span))
+            ax.text(i, 1.01, format_ratio(d * math.log(10)), transform=above, ha='center', va='bottom', fontsize=7,
+                    rotation=90 if n > 8 else 0, color='#2ca02c' if d > 0 else '#d62728' if d < 0 else 'black')
+    ax.set_ylim(lo, max(0.0, vmax) + 0.12 * span)  # room above the bars for the legend
     ax.yaxis.set_major_locator(MaxNLocator(integer=True, nbins=10))
     ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"$10^{{{int(y)}}}$" if y < 0 else '1' if y == 0 else ''))
     ax.axhline(0, color='black', linewidth=0.6)
@@ -105,9 +125,13 @@ def eval_pairs(labels, series, path, title='', show=False):
     ax.set_xticklabels(labels, rotation=60, ha='right', fontsize=8)
     ax.set_xlim(-0.6, n - 0.4)
     ax.set_ylabel('P(response | prompt), log scale')
-    ax.set_title(title or 'probability of each response', fontsize=11, loc='left')
+    ratios = '\nabove each pair: the ratio after/before' if len(names) == 2 else ''
+    ax.set_title(fit_text(short_models(title or 'probability of each response'), fig.get_figwidth() - 1.2, 11)
+                 + ratios, fontsize=11, loc='left', pad=56 if len(names) == 2 and n > 8 else 16)
     ax.grid(axis='y', alpha=0.3)
-    ax.legend(loc='lower right', bbox_to_anchor=(1.0, 1.0), ncol=len(names), fontsize=8, frameon=False)
+    handles, keys = ax.get_legend_handles_labels()
+    ax.legend(handles, [short_models(k) for k in keys], loc='upper left', ncol=len(names), fontsize=8,
+              framealpha=0.9)
     fig.tight_layout()
     return save(fig, path, show)
 
@@ -127,9 +151,10 @@ def eval_token_changes(items, path, title='', show=False):
                     ha='left' if d > 0 else 'right', va='center', fontsize=7)
     ax.axvline(0, color='black', linewidth=0.6)
     lim = max([abs(d) for _, d in items] + [1e-9]) * 1.3
-    ax.set_xlim(-lim, lim)
+    # the side with no bars only when some bar is there: every token gained (or lost) -> a one-sided axis
+    ax.set_xlim(-lim if any(d < 0 for _, d in items) else 0, lim if any(d > 0 for _, d in items) else 0)
     ax.set_xlabel('change in log-probability, nats (after − before); label = factor')
-    ax.set_title(title or 'tokens that gained and lost probability', fontsize=10)
+    ax.set_title(fit_text(short_models(title or 'tokens that gained and lost probability'), 7.4, 10), fontsize=10)
     ax.grid(axis='x', alpha=0.3)
     fig.tight_layout()
     return save(fig, path, show)
@@ -138,6 +163,7 @@ def eval_token_changes(items, path, title='', show=False):
 # ---- sample.py: step bar charts, the per-sample overview, the temperature comparison ----
 
 
+W = 10  # characters per number column of the step chart's table: '5.076e-435' fits
 MODEL_COLOR, MODEL_LIGHT = '#3a6ea5', '#a9c6e8'    # model distribution: dark bar; sampling distribution: light bar
 CHOSEN_COLOR, CHOSEN_LIGHT = '#d1495b', '#f2b5bd'  # the chosen token, same two shades
 
@@ -220,7 +246,7 @@ class StepChart:
         self.plt, self.k, self.dpi = plt, k, dpi
         n = k + 1  # room for the chosen token when it is outside the top k
         self.fig, self.ax = plt.subplots(figsize=figsize)
-        self.fig.subplots_adjust(left=0.19, right=0.66, top=0.83, bottom=0.11)
+        self.fig.subplots_adjust(left=0.19, right=0.64, top=0.79, bottom=0.11)
         ax = self.ax
         h, y = 0.4, list(range(n))
         self.model_bars = ax.barh([v - h / 2 for v in y], [0] * n, height=h, color=MODEL_COLOR)
@@ -229,7 +255,9 @@ class StepChart:
         mono = dict(family='DejaVu Sans Mono', fontsize=8.5, va='center', ha='left', parse_math=False,
                     transform=ax.get_yaxis_transform(), clip_on=False)
         self.values = [ax.text(1.02, v, '', **mono) for v in y]
-        self.header = ax.text(1.02, -0.9, f"{'model':>9} {'sampling':>9}", **{**mono, 'color': '0.35'})
+        self.header = ax.text(1.02, -0.9, f"{'model':>{W}} {'sampling':>{W}}", **{**mono, 'color': '0.35'})
+        # the chosen token's place when its bars are too short to see (p below ~0.5% of the axis)
+        self.mark, = ax.plot([], [], marker='>', ms=7, color=CHOSEN_COLOR, ls='none', clip_on=False, zorder=5)
         self.sep = ax.axhline(k - 0.5, color='0.5', lw=0.8, ls=(0, (4, 3)))
         # monospace token labels on grey chips (see render), so that '.' and ',' stay visible
         ax.tick_params(axis='y', length=0, pad=6, labelsize=10.5)
@@ -259,7 +287,7 @@ class StepChart:
             mb.set_facecolor(CHOSEN_COLOR if hit else MODEL_COLOR)
             sb.set_facecolor(CHOSEN_LIGHT if hit else MODEL_LIGHT)
             note = f" \u2190 {'forced' if bars.forced else 'chosen'}, rank {bars.ranks[i]}" if hit else ''
-            txt.set_text(f"{format_prob(bars.logprobs[i], 3):>9} {format_prob(bars.sample_logprobs[i], 3):>9}{note}")
+            txt.set_text(f"{format_prob(bars.logprobs[i], 3):>{W}} {format_prob(bars.sample_logprobs[i], 3):>{W}}{note}")
             txt.set_color(CHOSEN_COLOR if hit else '0.15')
             txt.set_fontweight('bold' if hit else 'normal')
         ax = self.ax
@@ -277,7 +305,11 @@ class StepChart:
         self.sep.set_visible(bars.extra)
         self.sep.set_ydata([n - 1.5] * 2)
         top = max(max(bars.probs), max(bars.sample_probs))
-        ax.set_xlim(0, min(1.0, top * 1.08) + 1e-12)
+        right = min(1.0, top * 1.08) + 1e-12
+        ax.set_xlim(0, right)
+        c = bars.chosen
+        tiny = max(bars.probs[c], bars.sample_probs[c]) < 0.005 * right
+        self.mark.set_data([0.0] if tiny else [], [c] if tiny else [])
         self.title.set_text(bars.title)
         chosen = 'forced token' if bars.forced else 'chosen token'
         for t, s in zip(self.legend.get_texts(), ['model distribution (T=1, no top-k/top-p)',
@@ -304,10 +336,18 @@ class SampleOverview:
     title: str
     sampling: str = ''  # the sampling settings, for the legend
     forced: bool = False
+    pieces: list = None  # load.Tokenizer.pieces of the tokens: tokens that form one character drawn as one
 
     @property
     def probs(self):
         return [math.exp(x) for x in self.logprobs]
+
+    def units(self):
+        """[(text, probability)] of the text cells: one per piece (probability of all its tokens
+        together, the product), or one per token without pieces."""
+        if not self.pieces:
+            return list(zip(self.tokens, self.probs))
+        return [(text, math.exp(sum(self.logprobs[a:b]))) for a, b, text in self.pieces]
 
 
 def _overview_cells(prompt, tokens, cols, max_prompt=300):
@@ -338,10 +378,12 @@ def overview_figure(ov, width=12.0, cols=110, max_lines=60):
     from matplotlib.collections import PatchCollection
     from matplotlib.colors import ListedColormap, LogNorm
     from matplotlib.patches import Rectangle
+    from matplotlib.ticker import MaxNLocator
     cmap = ListedColormap(plt.get_cmap('YlOrRd')(np.linspace(0.85, 0.0, 256)))  # unlikely: red; likely: pale
     cmap.set_bad(cmap(0))
     norm = LogNorm(vmin=1e-4, vmax=1, clip=True)
-    cells = _overview_cells(ov.prompt, ov.tokens, cols)
+    units = ov.units()
+    cells = _overview_cells(ov.prompt, [text for text, _ in units], cols)
     n_lines = (cells[-1][0] + 1) if cells else 1
     cut = n_lines > max_lines
     if cut:
@@ -363,9 +405,10 @@ def overview_figure(ov, width=12.0, cols=110, max_lines=60):
     rects, colors = [], []
     for line, col, piece, idx in cells:
         rects.append(Rectangle((col, line + 0.06), len(piece), 0.88))
-        colors.append('0.93' if idx < 0 else cmap(norm(max(ov.probs[idx], 1e-300))))
+        colors.append('0.93' if idx < 0 else cmap(norm(max(units[idx][1], 1e-300))))
+        dark = idx >= 0 and units[idx][1] < 0.003  # the darkest reds: white text stays readable
         ax.text(col, line + 0.5, piece, family='DejaVu Sans Mono', fontsize=fs, va='center', ha='left',
-                color='0.45' if idx < 0 else 'black', parse_math=False)
+                color='0.45' if idx < 0 else 'white' if dark else 'black', parse_math=False)
     ax.add_collection(PatchCollection(rects, facecolors=colors, edgecolors='white', linewidths=0.6))
     if cut:
         ax.text(cols, n_lines + 0.2, f"… text cut after {max_lines} lines", ha='right', va='top', fontsize=8,
@@ -377,7 +420,8 @@ def overview_figure(ov, width=12.0, cols=110, max_lines=60):
     cb.set_ticks([1e-4, 1e-3, 1e-2, 1e-1, 1], labels=['≤0.0001', '0.001', '0.01', '0.1', '1'])
     cb.ax.tick_params(labelsize=8)
     what = 'forced' if ov.forced else 'generated'
-    cb.set_label(f"shading: model probability of each {what} token (grey: prompt)", fontsize=9)
+    joined = ' (tokens that form one character: together)' if any(b - a > 1 for a, b, _ in ov.pieces or []) else ''
+    cb.set_label(f"shading: model probability of each {what} token{joined} (grey: prompt)", fontsize=9)
     # chosen-token probability per step, both distributions, log scale
     pax = fig.add_axes([0.06, 0.45 / H, 0.92, (plot_h - 0.85) / H])
     steps = np.arange(1, len(ov.probs) + 1)
@@ -391,6 +435,7 @@ def overview_figure(ov, width=12.0, cols=110, max_lines=60):
     lo = min([p for p in list(ov.probs) + list(sp[~np.isnan(sp)]) if p > 0] + [1e-3])
     pax.set_ylim(max(lo / 2, 1e-30), 1.5)
     pax.set_xlim(0.5, max(len(steps), 1) + 0.5)
+    pax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers: no 2.5
     pax.set_xlabel('step (new token)')
     pax.set_ylabel(f"p({what} token)")
     pax.grid(color='0.9', lw=0.8)
@@ -520,14 +565,22 @@ def attention_head(att, labels, path, title='', show=False):
     plt = _plt()
     T = len(labels)
     size = min(max(4.5, 0.42 * T + 2.0), 16.0)
+    import numpy as np
     fig, ax = plt.subplots(figsize=(size + 1.2, size))
-    im = ax.imshow(att, cmap='Blues', vmin=0.0, vmax=1.0, interpolation='nearest')
+    a = np.asarray(att, dtype=float)
+    a = np.where(np.triu(np.ones_like(a, dtype=bool), 1), np.nan, a)  # future keys: masked, not weight 0
+    cmap = plt.get_cmap('Blues').copy()
+    cmap.set_bad('0.82')
+    im = ax.imshow(a, cmap=cmap, vmin=0.0, vmax=1.0, interpolation='nearest')
+    if T > 1:  # hatch over the masked cells: a staircase right of the diagonal (row r masks keys r+1..)
+        stairs = [(T - 0.5, -0.5)] + [xy for r in range(T - 2, -1, -1) for xy in ((r + 0.5, r + 0.5), (r + 0.5, r - 0.5))]
+        ax.add_patch(plt.Polygon(stairs, closed=True, fill=False, hatch='///', edgecolor='0.6', linewidth=0))
     ticks = [token_label(s, 12) for s in labels]
     ax.set_xticks(range(T))
     ax.set_xticklabels(ticks, rotation=90, fontsize=8)
     ax.set_yticks(range(T))
     ax.set_yticklabels(ticks, fontsize=8)
-    ax.set_xlabel('key (attended to)')
+    ax.set_xlabel('key (attended to); grey hatched: later tokens, masked (a query never sees them)')
     ax.set_ylabel('query (attending)')
     if T <= 24:
         for i in range(T):
@@ -537,7 +590,7 @@ def attention_head(att, labels, path, title='', show=False):
                     ax.text(j, i, f"{w:.2f}"[1:] if w < 1 else '1', ha='center', va='center', fontsize=6.5,
                             color='white' if w > 0.6 else 'black')
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03).set_label('attention weight')
-    ax.set_title(title, fontsize=10)
+    ax.set_title(fit_text(title, size - 0.5, 10), fontsize=10)
     fig.tight_layout()
     return save(fig, path, show)
 
@@ -565,8 +618,8 @@ def logit_lens_table(cells, probs, row_names, col_names, path, hits=None, title=
     ax.set_xlabel('input token (each column predicts the token after it)')
     ax.set_ylabel('residual stream after')
     fig.colorbar(im, ax=ax, fraction=0.025, pad=0.02).set_label('probability of the top token')
-    ax.set_title(title or 'logit lens: top next-token prediction of every layer (blue box: the actual next token)',
-                 fontsize=10, loc='left')
+    ax.set_title(fit_text(title or 'logit lens: top next-token prediction of every layer (blue box: the actual '
+                          'next token)', fig.get_figwidth() - 1.6, 10), fontsize=10, loc='left')
     fig.tight_layout()
     return save(fig, path, show)
 
@@ -607,6 +660,12 @@ def model_label(source):
     if tail.endswith('.pt') and head:
         return os.path.basename(head) + ('' if tail == 'ckpt.pt' else '/' + tail)
     return tail or s
+
+
+def file_tag(*sources):
+    """The models of a run as part of a file name, so that runs on other models do not overwrite it:
+    ('gpt2',) -> 'gpt2'; ('gpt2', 'out-children/ckpt.pt') -> 'gpt2_vs_out-children'."""
+    return '_vs_'.join(re.sub(r'[^A-Za-z0-9._-]+', '-', model_label(s)).strip('-') or 'model' for s in sources if s)
 
 
 # ---- train: loss curve ----

@@ -311,13 +311,13 @@ def test_scripts_on_a_gpt2_vocabulary_checkpoint(tmp_path, gpt2_tok):
 
     out = run_script('attention.py', '--init_from=resume', '--start=The dog is a dog', '--layer=1', '--head=3',
                      cwd=tmp_path, env=ONE_THREAD).stdout
-    assert (tmp_path / 'results' / 'attention_grid.png').stat().st_size > 5000
-    assert (tmp_path / 'results' / 'attention_L1H3.png').stat().st_size > 5000
-    assert 'saved results/attention_grid.png' in out and 'layer 1 head 3' in out
+    assert (tmp_path / 'results' / 'attention_out_grid.png').stat().st_size > 5000
+    assert (tmp_path / 'results' / 'attention_out_L1H3.png').stat().st_size > 5000
+    assert 'saved results/attention_out_grid.png' in out and 'layer 1 head 3' in out
 
     out = run_script('embeddings.py', '--init_from=resume', '--compare_init_from=resume',
                      '--compare_out_dir=out-after', '--words=king,queen,dog,Rumpelstiltskin', cwd=tmp_path, env=ONE_THREAD).stdout
-    assert (tmp_path / 'results' / 'embeddings.png').stat().st_size > 5000
+    assert (tmp_path / 'results' / 'embeddings_out_vs_out-after.png').stat().st_size > 5000
     # every word moved by 10% of its length (the "after" model scaled the embeddings by 1.1)
     moves = re.findall(r"^\s+'(\w+)'\s+(\d+)\s+([\d.]+)\s+([\d.]+)%\s+([\d.]+)", out, re.M)
     assert {m[0] for m in moves} == {'king', 'queen', 'dog', 'Rumpelstiltskin'}
@@ -347,10 +347,10 @@ def test_scripts_on_a_character_level_checkpoint(tmp_path, monkeypatch):
     out = run_script('embeddings.py', '--init_from=resume', '--corpus=text.txt', '--num_tokens=10',
                      '--compare_init_from=resume', '--compare_out_dir=out-b', cwd=tmp_path, env=ONE_THREAD).stdout
     assert "the 10 most frequent tokens of text.txt: ' ' 220, 't' 140" in out
-    assert (tmp_path / 'results' / 'embeddings.png').exists()
+    assert (tmp_path / 'results' / 'embeddings_out_vs_out-b.png').exists()
 
     out = run_script('logit_lens.py', '--init_from=resume', '--start=the cat sat', cwd=tmp_path, env=ONE_THREAD).stdout
-    assert 'saved results/logit_lens.png' in out and 'block 1' in out
+    assert 'saved results/logit_lens_out.png' in out and 'block 1' in out
 
     out = run_script('beam.py', '--init_from=resume', '--start=the cat', '--num_beams=3', '--max_new_tokens=8',
                      cwd=tmp_path, env=ONE_THREAD).stdout
@@ -359,7 +359,7 @@ def test_scripts_on_a_character_level_checkpoint(tmp_path, monkeypatch):
     out = run_script('compare_samples.py', '--init_from=resume', '--compare_init_from=resume',
                      '--compare_out_dir=out-b', '--prompts=the cat|a dog', '--num_samples=2', '--max_new_tokens=10',
                      '--temperature=1.0', '--top_k=None', cwd=tmp_path, env=ONE_THREAD).stdout
-    table = (tmp_path / 'results' / 'compare_samples.md').read_text()
+    table = (tmp_path / 'results' / 'compare_samples_out_vs_out-b.md').read_text()
     assert table.strip() in out and '| prompt | # | out | p | out-b | p |' in table
     rows = [r.split(' | ') for r in table.splitlines() if r.startswith('| ') and not r.startswith('| prompt')]
     assert len(rows) == 4

@@ -1,13 +1,19 @@
 """
-Children's stories for fine-tuning: 17 public-domain fairy-tale and children's books from Project
-Gutenberg, downloaded, stripped of the Gutenberg licence text, cleaned, and tokenized by prepare_bin.py.
+Children's stories for fine-tuning: 10 fairy-tale and children's books from Project Gutenberg that are in
+the public domain worldwide, cleaned of the Gutenberg licence text, shipped in this folder
+(children_stories.txt.xz, 1.25 MB, see SOURCES.md), and tokenized by prepare_bin.py.
 
-    python data/children_stories/prepare.py                  # download (needs internet), clean, tokenize
+    python data/children_stories/prepare.py                  # the shipped copy: offline, same tokens anywhere
+    python data/children_stories/prepare.py --source=download      # the same books fetched from gutenberg.org
+    python data/children_stories/prepare.py --source=download_all  # all 17 books (7 are PD in the USA only)
     python data/children_stories/prepare.py --input=children_stories.txt    # a corpus you already have
     python train.py config/finetune_children_stories.py      # then fine-tune on data/children_stories
 
+Gutenberg revises its files now and then, so a download can differ from the shipped copy by a few lines
+and tokens; the shipped copy is what the numbers in readme.md were measured on.
+
 Writes into data/children_stories/ (or --out_dir):
-  raw/pg<id>.txt    each book as downloaded (kept, so a re-run or an interrupted run downloads nothing twice)
+  raw/pg<id>.txt    with --source=download: each book as downloaded (kept, so a re-run downloads nothing twice)
   input.txt         the cleaned corpus: one paragraph per line, books separated by one blank line
   train.bin, val.bin, prepare_info.json   as prepare_bin.py writes them: each book is one document,
                     followed by <|endoftext|>; val.bin is the last val_fraction of the tokens
@@ -19,6 +25,8 @@ file puts blank lines between paragraphs rather than stories, add --doc_sep=file
 The books, their ebook numbers and licence notes are in BOOKS below and in readme.md.
 """
 
+import hashlib
+import lzma
 import os
 import re
 import sys
@@ -33,7 +41,9 @@ import requests  # noqa: E402
 from prepare_bin import PrepareError, prepare  # noqa: E402
 
 # -----------------------------------------------------------------------------
-input: str = ''                # an existing corpus (file, folder or glob) to use instead of downloading
+input: str = ''                # an existing corpus (file, folder or glob) to use instead of the books below
+source: str = 'shipped'        # 'shipped': the copy in this folder (offline); 'download': the same books
+                               # from Project Gutenberg; 'download_all': also the 7 that are PD in the USA only
 out_dir: str = ''              # '' = this folder, where train.py --dataset=children_stories looks
 url: str = 'https://www.gutenberg.org/cache/epub/{id}/pg{id}.txt'  # where ebook {id} is fetched; a mirror works too
 val_fraction: float = 0.1      # val.bin = the last this fraction of the tokens
@@ -70,6 +80,24 @@ BOOKS = [
     (14838, "The Tale of Peter Rabbit", "Beatrix Potter (1902)", "public domain (text); 'Peter Rabbit' is a trademark of Warne"),
 ]
 
+# The books in the public domain worldwide, with why: everyone whose text is in the book died before 1955, over
+# 70 years ago (the longest term of most countries), and it was published before 1930 (the USA's rule).
+# children_stories.txt.xz holds exactly these, cleaned (ship.py made it; SOURCES.md lists every book).
+WORLDWIDE = {
+    5314: "Grimm brothers d. 1859 and 1863; translator Margaret Hunt d. 1912; published 1884",
+    503: "editor Andrew Lang d. 1912; published 1889",
+    640: "editor Andrew Lang d. 1912; published 1894",
+    7128: "editor Joseph Jacobs d. 1916; published 1892",
+    3833: "author K. Langloh Parker d. 1940; published 1896",
+    28: "editor Joseph Jacobs d. 1916; published 1894",
+    3655: "author Maria Edgeworth d. 1849; published 1796",
+    11: "author Lewis Carroll d. 1898; published 1865",
+    22566: "author L. Frank Baum d. 1919; published 1908",
+    14838: "author Beatrix Potter d. 1943; published 1902",
+}
+SHIPPED_FILE = os.path.join(HERE, 'children_stories.txt.xz')
+SHIPPED_SHA256 = '07eb05ab05e95638eadc3bee23fa1e4a896b04e69ead6c1c804eee7814755168'  # of the decompressed text
+
 
 # -----------------------------------------------------------------------------
 # download
@@ -88,8 +116,9 @@ def download(book_id, raw_dir, url=url):
             raise PrepareError(
                 f"download failed: {link}\n  ({type(e).__name__}: {e})\n"
                 f"Books downloaded so far are kept in {raw_dir} and are not fetched again: run the same command "
-                "later to continue, or point --url at a Project Gutenberg mirror. To continue offline with a corpus "
-                "file you already have (e.g. the Kaggle \"Children Stories Text Corpus\"):\n"
+                "later to continue, or point --url at a Project Gutenberg mirror. Offline, leave out --source to use "
+                "the shipped copy of the public-domain-worldwide books, or give a corpus file you already have "
+                "(e.g. the Kaggle \"Children Stories Text Corpus\"):\n"
                 "  python data/children_stories/prepare.py --input=path/to/children_stories.txt") from None
         head = r.content.decode('utf-8-sig', errors='replace')
         if not (START.search(head) and END.search(head)):  # a rate-limit or portal page, not a book: never cache it
@@ -165,14 +194,50 @@ def build_corpus(path, raw_dir, books=BOOKS, url=url):
     return path
 
 
+def unpack_shipped(path, shipped=SHIPPED_FILE):
+    """The shipped corpus, decompressed into `path` after checking it is the exact text SOURCES.md describes."""
+    try:
+        with open(shipped, 'rb') as f:
+            text = lzma.decompress(f.read())
+    except (OSError, lzma.LZMAError) as e:
+        raise PrepareError(f"cannot read the shipped corpus {shipped} ({e}); restore it with git checkout, or "
+                           "use --source=download (needs internet)") from None
+    if hashlib.sha256(text).hexdigest() != SHIPPED_SHA256:
+        raise PrepareError(f"{shipped} is not the shipped corpus (its sha256 differs from SOURCES.md): restore it "
+                           "with git checkout, or use --source=download (needs internet)")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + '.tmp'
+    with open(tmp, 'wb') as f:
+        f.write(text)
+    os.replace(tmp, path)
+    print(f"unpacked {shipped} into {path} ({len(text) / 1e6:.2f} MB, {len(WORLDWIDE)} books)")
+    return path
+
+
+SOURCES = ('shipped', 'download', 'download_all')
+
+
 def run(input='', out_dir='', url=url, val_fraction=0.1, block_size=1024, doc_sep='blank_line',
-        num_threads=0, books=BOOKS):
+        num_threads=0, books=None, source='shipped'):
     out_dir = out_dir or HERE
     extra = None
+    """Tokenize the corpus into out_dir: `input` as it is, else the shipped copy, else downloaded books
+    (`source`); a list of `books` (BOOKS entries) is downloaded whatever the source."""
+    if source not in SOURCES:
+        raise PrepareError(f"source={source!r} must be one of {', '.join(SOURCES)}")
+    if books is None:
+        books = BOOKS if source == 'download_all' else [b for b in BOOKS if b[0] in WORLDWIDE]
+    elif source == 'shipped':
+        source = 'download'
     if not input:
-        input = build_corpus(os.path.join(out_dir, 'input.txt'), os.path.join(out_dir, 'raw'), books, url)
+        if source == 'shipped':
+            input = unpack_shipped(os.path.join(out_dir, 'input.txt'))
+            url = 'shipped copy: ' + os.path.relpath(SHIPPED_FILE, os.path.dirname(os.path.dirname(HERE)))
+        else:
+            input = build_corpus(os.path.join(out_dir, 'input.txt'), os.path.join(out_dir, 'raw'), books, url)
         doc_sep = 'blank_line'  # our input.txt: one book per blank-line-separated block
-        extra = {'books': [dict(ebook=i, title=t, author=a, licence=lic, url=url.format(id=i)) for i, t, a, lic in books]}
+        extra = {'source': source, 'books': [dict(ebook=i, title=t, author=a, licence=WORLDWIDE.get(i, lic),
+                                                  url=url.format(id=i)) for i, t, a, lic in books]}
     return prepare(input=input, out_dir=out_dir, val_fraction=val_fraction, block_size=block_size,
                    doc_sep=doc_sep, num_threads=num_threads, extra=extra)
 
@@ -181,7 +246,7 @@ if __name__ == '__main__':
     from configurator import configure
     configure(globals())
     try:
-        run(input, out_dir, url, val_fraction, block_size, doc_sep, num_threads)
+        run(input, out_dir, url, val_fraction, block_size, doc_sep, num_threads, source=source)
     except PrepareError as e:
         sys.exit(f"error: {e}")
     except KeyboardInterrupt:

@@ -1,0 +1,167 @@
+"""Charts and inspection outputs a user reads: embeddings of models of different widths, tiny moves,
+file names per model, and the chart defects found by looking at every PNG."""
+import math
+import os
+import re
+
+import pytest
+import torch
+
+import plots
+from conftest import tiny_model, write_ckpt
+
+
+def run_embeddings(monkeypatch, tmp_path, capsys, **settings):
+    import embeddings
+    monkeypatch.chdir(tmp_path)
+    for k, v in {'device': 'cpu', 'results_dir': str(tmp_path / 'results'), **settings}.items():
+        monkeypatch.setattr(embeddings, k, v)
+    embeddings.main()
+    return capsys.readouterr().out
+
+
+def test_align_2d_undoes_a_rotation_reflection_and_scale():
+    from embeddings import align_2d
+    x = torch.randn(12, 2, dtype=torch.float64)
+    x -= x.mean(0)
+    t = 0.7
+    r = torch.tensor([[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]], dtype=torch.float64)
+    y = 3.0 * (x @ r) @ torch.tensor([[1.0, 0.0], [0.0, -1.0]], dtype=torch.float64)  # turned, mirrored, scaled
+    assert torch.allclose(align_2d(y, x), x, atol=1e-10)
+
+
+def test_embeddings_compare_models_of_different_widths(tmp_path, monkeypatch, capsys, gpt2_tok):
+    write_ckpt(tmp_path / 'out')  # 32 channels
+    write_ckpt(tmp_path / 'out-wide', tiny_model(seed=1, n_embd=48))
+    out = run_embeddings(monkeypatch, tmp_path, capsys, init_from='resume', out_dir='out',
+                         compare_init_from='resume', compare_out_dir='out-wide', words='king,queen,dog,cat')
+    assert '32-d embeddings and out-wide/ckpt.pt 48-d: no common space' in out
+    rows = re.findall(r"^  '(\w+)'\s+1  '(\w+)' -> '(\w+)'", out, re.M)
+    assert [r[0] for r in rows] == ['king', 'queen', 'dog', 'cat']
+    assert re.search(r'\d of 4 words keep their nearest word', out)
+    assert os.path.getsize(tmp_path / 'results' / 'embeddings_out_vs_out-wide.png') > 5000
+
+
+def test_embedding_moves_keep_significant_digits(tmp_path, monkeypatch, capsys, gpt2_tok):
+    write_ckpt(tmp_path / 'out')
+    after = tiny_model()
+    with torch.no_grad():
+        after.transformer.wte.weight.mul_(1 + 1e-5)  # a tiny move, as after a short fine-tuning
+    write_ckpt(tmp_path / 'out-after', after)
+    out = run_embeddings(monkeypatch, tmp_path, capsys, init_from='resume', out_dir='out',
+                         compare_init_from='resume', compare_out_dir='out-after', words='king,queen,dog')
+    rows = re.findall(r"^  '(\w+)'\s+1\s+(\S+)\s+(\S+)%", out, re.M)
+    assert len(rows) == 3
+    for _, moved, rel in rows:
+        assert float(moved) > 0 and float(rel) == pytest.approx(1e-3, rel=0.05)  # 1e-5 of the length, in % (float32)
+
+
+def test_file_tag_names_the_models():
+    assert plots.file_tag('gpt2') == 'gpt2'
+    assert plots.file_tag('gpt2', 'out-children/ckpt.pt') == 'gpt2_vs_out-children'
+    assert plots.file_tag('/models/my model/', None) == 'my-model'
+
+
+# -----------------------------------------------------------------------------
+# the charts, as a user reads them (the figures are kept open and measured instead of saved)
+
+@pytest.fixture
+def keep(monkeypatch):
+    """plots.save returns the figure, drawn, instead of writing it."""
+    def save(fig, path, show=False):
+        fig.canvas.draw()
+        return fig
+    monkeypatch.setattr(plots, 'save', save)
+    yield
+    plots._plt().close('all')
+
+
+def inside(fig, artist):
+    """The artist's drawn box lies inside the figure."""
+    box = artist.get_window_extent(fig.canvas.get_renderer())
+    w, h = fig.canvas.get_width_height()
+    return box.x0 >= -1 and box.y0 >= -1 and box.x1 <= w + 1 and box.y1 <= h + 1
+
+
+def test_eval_pairs_ratios_above_the_frame_and_short_legend(keep):
+    before, after = [-12.0, -30.5, -8.2, -45.0], [-0.01, -31.5, -2.2, -25.0]
+    fig = plots.eval_pairs([f"{i}: prompt" for i in range(1, 5)],
+                           {'before: /tmp/pytest-1/test_x/out-before/ckpt.pt': before,
+                            'after: /tmp/pytest-1/test_x/out-children/ckpt.pt': after}, 'x.png', 'title')
+    ax = fig.axes[0]
+    frame = ax.get_window_extent()
+    ratios = [t for t in ax.texts if t.get_text().startswith('×')]
+    assert len(ratios) == 4
+    for t in ratios:  # above the frame, not crossing it, and inside the figure
+        assert t.get_window_extent().y0 >= frame.y1 and inside(fig, t)
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ['before: out-before', 'after: out-children']
+    assert inside(fig, ax._left_title)
+
+
+def test_eval_token_changes_one_sided_axis_and_title_fits(keep):
+    long = ('tokens whose probability changed most: /tmp/pytest-of-root/pytest-12/test_eval0/out-before/ckpt.pt'
+            ' → /tmp/pytest-of-root/pytest-12/test_eval0/out-children-finetuned/ckpt.pt')
+    fig = plots.eval_token_changes([(' castle', 1, 2.3), ('.', 3, 0.05)], 'x.png', long)
+    ax = fig.axes[0]
+    assert ax.get_xlim()[0] == 0 and ax.get_xlim()[1] > 2.3  # every token gained: no empty negative half
+    assert inside(fig, ax.title) and '/tmp' not in ax.get_title() and 'out-children-finetuned' in ax.get_title()
+    fig = plots.eval_token_changes([(' castle', 1, 2.3), ('.', 3, -0.5)], 'x.png', 'mixed')
+    lo, hi = fig.axes[0].get_xlim()
+    assert lo == -hi
+
+
+def test_overview_steps_are_whole_numbers():
+    lp = [-0.2, -3.0, -8.0]  # three steps: matplotlib alone ticks 1, 1.5, 2, 2.5, 3
+    fig = plots.overview_figure(plots.SampleOverview(prompt='Hi', tokens=list('abc'), logprobs=lp,
+                                                     sample_logprobs=lp, title='t'))
+    ax = fig.axes[-1]
+    ticks = [x for x in ax.get_xticks() if ax.get_xlim()[0] <= x <= ax.get_xlim()[1]]
+    assert ticks and all(float(x).is_integer() for x in ticks)
+    plots._plt().close(fig)
+
+
+def test_step_chart_small_chosen_bar_is_marked_and_columns_align(gpt2_tok):
+    from decoding import Step
+    ids, lps = [13, 11, 290, 262], [-0.01, -6.0, -6.5, -7.0]
+    chart = plots.StepChart(4)
+    try:
+        step = Step(top_ids=ids, top_logprobs=lps, top_sample_logprobs=lps, chosen=290, chosen_logprob=-6.5,
+                    chosen_sample_logprob=-6.5, chosen_rank=3, entropy=1.0, sample_entropy=1.0)
+        chart.render(plots.step_bars(step, gpt2_tok))
+        assert list(chart.mark.get_ydata()) == [2]  # p = 0.0015: a marker where its bars would be
+        step = Step(top_ids=ids, top_logprobs=lps, top_sample_logprobs=lps, chosen=13, chosen_logprob=-0.01,
+                    chosen_sample_logprob=-0.01, chosen_rank=1, entropy=1.0, sample_entropy=1.0)
+        chart.render(plots.step_bars(step, gpt2_tok))
+        assert list(chart.mark.get_ydata()) == []
+        # a forced token far outside the top k, with a probability below float64's range
+        step = Step(top_ids=ids, top_logprobs=lps, top_sample_logprobs=lps, chosen=50, chosen_logprob=-1000.0,
+                    chosen_sample_logprob=float('-inf'), chosen_rank=41250, entropy=1.0, sample_entropy=1.0)
+        chart.render(plots.step_bars(step, gpt2_tok, forced=True))
+        rows = [t.get_text() for t in chart.values if t.get_text()] + [chart.header.get_text()]
+        assert len(rows) == 6 and '5.08e-435' in rows[4]
+        for r in rows:  # every row's two columns end at the same characters
+            assert r[plots.W - 1] != ' ' and r[plots.W] == ' ' and r[2 * plots.W] != ' '
+    finally:
+        chart.close()
+
+
+def test_attention_close_up_masks_future_cells(keep):
+    import numpy as np
+    T = 5
+    a = np.tril(np.ones((T, T)))
+    a /= a.sum(1, keepdims=True)
+    fig = plots.attention_head(a, list('abcde'), 'x.png', title='layer 0, head 0')
+    ax = fig.axes[0]
+    img = ax.images[0].get_array()
+    assert img.mask[0, 1] and img.mask[3, 4] and not img.mask[4, 0]  # future keys masked, not drawn as 0
+    assert tuple(ax.images[0].get_cmap().get_bad()[:3]) != (1.0, 1.0, 1.0)  # and not white like a zero weight
+    assert any(p.get_hatch() for p in ax.patches)
+
+
+def test_logit_lens_title_fits_a_small_model(keep):
+    import numpy as np
+    fig = plots.logit_lens_table([['a', 'b']] * 2, np.full((2, 2), 0.5), ['embeddings', 'block 0'], ['x', 'y'],
+                                 'x.png', title='logit lens of out-children-small: top next-token prediction per '
+                                 'layer (blue box = the actual next token)')
+    title = fig.axes[0]._left_title  # the title is drawn at the left (loc='left')
+    assert 'actual next token' in title.get_text() and inside(fig, title)
