@@ -380,7 +380,7 @@ def overview_figure(ov, width=12.0, cols=110, max_lines=60):
     from matplotlib.patches import Rectangle
     from matplotlib.ticker import MaxNLocator
     cmap = ListedColormap(plt.get_cmap('YlOrRd')(np.linspace(0.85, 0.0, 256)))  # unlikely: red; likely: pale
-    cmap.set_bad(cmap(0))
+    cmap = cmap.with_extremes(bad=cmap(0))
     norm = LogNorm(vmin=1e-4, vmax=1, clip=True)
     units = ov.units()
     cells = _overview_cells(ov.prompt, [text for text, _ in units], cols)
@@ -569,8 +569,7 @@ def attention_head(att, labels, path, title='', show=False):
     fig, ax = plt.subplots(figsize=(size + 1.2, size))
     a = np.asarray(att, dtype=float)
     a = np.where(np.triu(np.ones_like(a, dtype=bool), 1), np.nan, a)  # future keys: masked, not weight 0
-    cmap = plt.get_cmap('Blues').copy()
-    cmap.set_bad('0.82')
+    cmap = plt.get_cmap('Blues').with_extremes(bad='0.82')
     im = ax.imshow(a, cmap=cmap, vmin=0.0, vmax=1.0, interpolation='nearest')
     if T > 1:  # hatch over the masked cells: a staircase right of the diagonal (row r masks keys r+1..)
         stairs = [(T - 0.5, -0.5)] + [xy for r in range(T - 2, -1, -1) for xy in ((r + 0.5, r + 0.5), (r + 0.5, r - 0.5))]
