@@ -23,6 +23,7 @@ Pair files: pairs.py; result data: scores.py; tables and result files: report.py
 """
 import os
 import re
+import sys
 import time
 from contextlib import nullcontext
 
@@ -56,6 +57,8 @@ results_dir: str = 'results'  # where the result files go
 verbose: bool = False  # print every pair's exact response tokens with their log-probs
 show: bool = False  # also open the charts in a window, when a display exists
 # -----------------------------------------------------------------------------
+
+_written = []  # the result files, once written (what a Ctrl-C after that leaves)
 
 # sample.py settings that eval.py accepts and ignores, so that any sample.py command line runs here unchanged
 # (the configurator skips them with a note; scoring draws no random numbers, so seed is among them)
@@ -185,6 +188,7 @@ def main():
     if c is not None:
         print('\n' + compare_report(c, verbose))
     paths = write_results(run, c, results_dir, name or default_name(init_from, out_dir), show)
+    _written.extend(paths)
     print(f"\nwrote {', '.join(paths)} ({time.time() - t0:.1f}s)")
     if show:
         import plots
@@ -194,4 +198,9 @@ def main():
 if __name__ == '__main__':
     from configurator import configure, run_main
     configure(globals())
-    run_main(main)
+    try:
+        run_main(main)
+    except KeyboardInterrupt:  # Ctrl-C: the result files appear only at the very end, all at once
+        print(f"\ninterrupted; {'the result files were already written' if _written else 'nothing written'}",
+              file=sys.stderr)
+        sys.exit(130)

@@ -24,10 +24,15 @@ def read_val_ids(path, tok, max_tokens):
     n = max_tokens + 1 if max_tokens > 0 else None
     if path.endswith('.bin'):
         import numpy as np
-        ids = np.memmap(path, dtype=np.uint16, mode='r')[:n].tolist()
+        size = os.path.getsize(path)
+        if size % 2:
+            raise EvalDataError(f"--val_data={path} is {size:,} bytes, an odd number: a .bin holds 2-byte "
+                                "(uint16) token ids, so this one is cut short or is not a token file. Write it "
+                                "again with prepare.py or prepare_bin.py, or give a text file instead")
+        ids = np.memmap(path, dtype=np.uint16, mode='r')[:n].tolist() if size else []
     else:
         try:
-            with open(path, encoding='utf-8') as f:
+            with open(path, encoding='utf-8-sig') as f:  # a byte-order mark is not text
                 # ~4 characters per GPT-2 token: read generously, never the whole of a huge file
                 text = f.read(n * 16 if n else -1)
         except UnicodeDecodeError as e:  # replacing bytes would change the byte count of bits per byte
