@@ -24,7 +24,7 @@ Anything else fails with a message naming the key, the value and the expected ty
 A script that takes another script's command lines lists the keys it accepts and does not use in a
 global IGNORED_SETTINGS (eval.py takes sample.py's): those are skipped with a note, not set.
 
-run_main(main) runs a script's main() so that bad input (a ValueError or FileNotFoundError, whose
+run_main(main) runs main() so that bad input (a UserError, ValueError or FileNotFoundError, whose
 messages say what to fix) ends with one line `error: ...` instead of a traceback (TRACEBACK=1 shows it).
 """
 
