@@ -27,8 +27,8 @@ def read_val_ids(path, tok, max_tokens):
         size = os.path.getsize(path)
         if size % 2:
             raise EvalDataError(f"--val_data={path} is {size:,} bytes, an odd number: a .bin holds 2-byte "
-                                "(uint16) token ids, so this one is cut short or is not a token file. Write it "
-                                "again with prepare.py or prepare_bin.py, or give a text file instead")
+                                "(uint16) token ids, so this one is cut short or is not a token file. Write "
+                                "it again with prepare.py or prepare_bin.py, or give a text file instead")
         ids = np.memmap(path, dtype=np.uint16, mode='r')[:n].tolist() if size else []
     else:
         try:

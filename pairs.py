@@ -82,7 +82,7 @@ def _number(x):
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
-# what each pair field of a results file holds: (check of one item, what it should be); None = not a list
+# the list fields of a scored pair in a results file: (check of one entry, what an entry should be)
 _LISTS = {'prompt_ids': (lambda x: isinstance(x, int) and not isinstance(x, bool) and x >= 0, 'a token id'),
           'response_ids': (lambda x: isinstance(x, int) and not isinstance(x, bool) and x >= 0, 'a token id'),
           'tokens': (lambda x: isinstance(x, str), 'a string'),

@@ -86,8 +86,8 @@ COLUMNS = [
            lambda r: [format_prob(r.p.logprob)]),
     Column('lp/token', lambda r: f"{r.p.mean_logprob:.3f}", 8, ('mean_logprob',),
            lambda r: [f"{r.p.mean_logprob:.6f}"], md_title='log-prob/token'),
-    Column('ppl', lambda r: format_ppl(r.p.perplexity, '.6g'), 9, ('perplexity',), lambda r: [f"{r.p.perplexity:.4f}"],
-           md_title='perplexity'),
+    Column('ppl', lambda r: format_ppl(r.p.perplexity, '.6g'), 9, ('perplexity',),
+           lambda r: [f"{r.p.perplexity:.4f}"], md_title='perplexity'),
     Column('greedy', lambda r: 'yes' if r.p.greedy else 'no', 6, ('greedy',), lambda r: [r.p.greedy],
            md=':---:'),
     Column('sampling p', lambda r: format_prob(r.p.sample_logprob), 11, ('sample_logprob',),
@@ -212,10 +212,9 @@ def val_rows(vals):
     if len({(v.window, v.stride) for _, v in vals}) == 1:
         windows = f"windows of {v0.window} tokens, {v0.stride} predicted per window"
     else:
-        windows = "windows of each model's block_size (row 'window')"
-        columns = [m + [('window', f"{v.window}, {v.stride} new")] for m, (_, v) in zip(columns, vals)]
-        notes.append("the models read windows of different lengths: a longer window gives each prediction "
-                     "more context, so lower perplexity is expected from it")
+        windows = "windows of each model's block_size (row 'window (stride)': stride = predicted per window)"
+        columns = [m + [('window (stride)', f"{v.window} ({v.stride})")] for m, (_, v) in zip(columns, vals)]
+        notes.append("the windows differ in length: a longer one gives more context (lower perplexity)")
     if len(vals) == 2 and (vals[0][1].path, vals[0][1].tokens) != (vals[1][1].path, vals[1][1].tokens):
         notes.append("the two columns were measured on different data or token counts: not comparable")
     return windows, columns, notes
@@ -346,12 +345,13 @@ def write_all(writers, remove=()):
         root, ext = os.path.splitext(path)
         tmps[path] = f"{root}.tmp{tag}{ext}"  # same folder: the rename cannot cross file systems
     folder = os.path.dirname(next(iter(writers))) or '.'
-    where = path = folder
+    where, earlier = folder, 'earlier result files there are unchanged'
     try:
         for path, write in writers.items():
             where = path
             write(tmps[path])
         with _locked(folder):
+            earlier = 'the set there may be incomplete: run again'  # a rename failed (rare): some are in
             for path, tmp in tmps.items():
                 where = path
                 os.replace(tmp, path)
@@ -363,7 +363,7 @@ def write_all(writers, remove=()):
     except OSError as e:
         cause = e.strerror or str(e) or type(e).__name__
         fix = 'free some disk space' if e.errno == errno.ENOSPC else 'fix that'
-        raise UserError(f"cannot write {where}: {cause}; earlier result files there are unchanged. "
+        raise UserError(f"cannot write {where}: {cause}; {earlier}. "
                         f"{fix.capitalize()}, or give --results_dir=<another folder>") from None
     finally:
         for tmp in tmps.values():
@@ -384,7 +384,7 @@ def _remove_stale(folder):
 
 
 def write_results(run, c, results_dir, name, show=False):
-    """results/eval_<name>.json/.csv/.md/.png (+ _tokens.png when comparing), all or nothing: one run's set."""
+    """results/eval_<name>.json/.csv/.md/.png (+ _tokens.png when comparing): one run's set, or nothing."""
     import plots
     try:
         os.makedirs(results_dir, exist_ok=True)

@@ -623,14 +623,18 @@ def _results_file(tmp_path, run, edit):
     return str(path)
 
 
+def _set(field, k, value):
+    return lambda d: d['pairs'][field[0]][field[1]].__setitem__(k, value)
+
+
 @pytest.mark.parametrize('edit, match', [
-    (lambda d: d['pairs'][2]['logprobs'].__setitem__(1, 'abc'), r'pair 3: "logprobs"\[1\] is .abc., not a log-prob'),
-    (lambda d: d['pairs'][0]['logprobs'].__setitem__(0, 1e308), r'pair 1: "logprobs"\[0\] is .1e\+308., not a log-prob'),
-    (lambda d: d['pairs'][1]['logprobs'].__setitem__(0, True), r'pair 2: "logprobs"\[0\] is .True.'),
+    (_set((2, 'logprobs'), 1, 'abc'), r'pair 3: "logprobs"\[1\] is .abc., not a log-prob'),
+    (_set((0, 'logprobs'), 0, 1e308), r'pair 1: "logprobs"\[0\] is .1e\+308., not a log-prob'),
+    (_set((1, 'logprobs'), 0, True), r'pair 2: "logprobs"\[0\] is .True.'),
     (lambda d: d['pairs'][1].__setitem__('logprobs', '-1.5'), r'pair 2: "logprobs" must be a list'),
     (lambda d: d['pairs'][1]['logprobs'].pop(), r'pair 2: "logprobs" has \d+ entries for \d+ response tokens'),
-    (lambda d: d['pairs'][0]['ranks'].__setitem__(0, 0), r'pair 1: "ranks"\[0\] is .0., not a rank >= 1'),
-    (lambda d: d['pairs'][0]['response_ids'].__setitem__(0, 'x'), r'pair 1: "response_ids"\[0\] is .x., not a token id'),
+    (_set((0, 'ranks'), 0, 0), r'pair 1: "ranks"\[0\] is .0., not a rank >= 1'),
+    (_set((0, 'response_ids'), 0, 'x'), r'pair 1: "response_ids"\[0\] is .x., not a token id'),
     (lambda d: d['pairs'][0].pop('tokens'), r'pair 1 has no "tokens"'),
     (lambda d: d['val'].__setitem__('nll', 'lots'), r'"val": "nll" is .lots.'),
 ])
@@ -651,7 +655,8 @@ def test_a_utf8_byte_order_mark_is_accepted(tmp_path, run):
     from pairs import read_results
     r, _ = run
     (tmp_path / 'pairs.json').write_bytes(b'\xef\xbb\xbf' + json.dumps(PAIRS[:2]).encode('utf-8'))
-    assert [p['prompt'] for p in read_pairs(str(tmp_path / 'pairs.json'))] == [PAIRS[0]['prompt'], PAIRS[1]['prompt']]
+    prompts = [p['prompt'] for p in read_pairs(str(tmp_path / 'pairs.json'))]
+    assert prompts == [PAIRS[0]['prompt'], PAIRS[1]['prompt']]
     (tmp_path / 'r.json').write_bytes(b'\xef\xbb\xbf' + json.dumps(r.to_dict()).encode('utf-8'))
     assert read_results(str(tmp_path / 'r.json')).logprob == r.logprob
     _, tok = run
@@ -675,9 +680,9 @@ def test_ctrl_c_is_one_line_exit_130_and_writes_nothing(tmp_path, tiny_ckpt):
     import sys
     from conftest import ROOT
     (tmp_path / 'pairs.json').write_text(json.dumps(PAIRS[:2]), encoding='utf-8')
-    np.random.default_rng(0).integers(0, 50000, 400_000, dtype=np.uint16).tofile(tmp_path / 'val.bin')
-    p = subprocess.Popen([sys.executable, str(ROOT / 'eval.py'), f'--out_dir={tiny_ckpt}', '--eval_data=pairs.json',
-                          '--val_data=val.bin', '--val_tokens=0'], cwd=tmp_path, stdout=subprocess.PIPE,
+    np.random.default_rng(0).integers(0, 50000, 200_000, dtype=np.uint16).tofile(tmp_path / 'val.bin')
+    p = subprocess.Popen([sys.executable, str(ROOT / 'eval.py'), f'--out_dir={tiny_ckpt}',
+                          '--eval_data=pairs.json', '--val_data=val.bin', '--val_tokens=0'], cwd=tmp_path, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True,
                          env={**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONUNBUFFERED': '1'})
     for line in p.stdout:
@@ -718,9 +723,10 @@ def test_each_model_shows_its_own_window(run):
     after = EvalRun('tiny', {}, r.pairs, ValResult('v.bin', 100, 400, 250.0, 3, 5, 64, 32))
     text = val_report([('before', before), ('after', after)])
     assert 'windows of 1024' not in text and "windows of each model's block_size" in text
-    row, = [line.split() for line in text.splitlines() if line.strip().startswith('window ')]
-    assert row == ['window', '1024,', '512', 'new', '64,', '32', 'new']
+    row, = [line for line in text.splitlines() if line.strip().startswith('window ')]
+    assert row.split() == ['window', '(stride)', '1024', '(512)', '64', '(32)']
+    assert len(row) == len([line for line in text.splitlines() if 'perplexity ' in line][0])  # aligned
     md = markdown(after, compare(before, after))
-    assert '| window | 1024, 512 new | 64, 32 new |' in md and 'windows of 1024' not in md
+    assert '| window (stride) | 1024 (512) | 64 (32) |' in md and 'windows of 1024' not in md
     same = val_report([('before', before), ('after', EvalRun('x', {}, r.pairs, before.val))])
     assert 'windows of 1024 tokens, 512 predicted per window' in same and '\n  window' not in same
