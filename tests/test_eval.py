@@ -684,7 +684,9 @@ def test_ctrl_c_is_one_line_exit_130_and_writes_nothing(tmp_path, tiny_ckpt):
     p = subprocess.Popen([sys.executable, str(ROOT / 'eval.py'), f'--out_dir={tiny_ckpt}',
                           '--eval_data=pairs.json', '--val_data=val.bin', '--val_tokens=0'], cwd=tmp_path, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True,
-                         env={**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONUNBUFFERED': '1'})
+                         env={**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONUNBUFFERED': '1'},
+                         # Ctrl-C's default action, even where this test runs with SIGINT ignored (a background job)
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     for line in p.stdout:
         if 'greedy decoding reproduces' in line:  # the pairs are scored; the held-out pass is running
             break
