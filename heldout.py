@@ -15,6 +15,11 @@ def check_val_path(path):
     if not os.path.isfile(path):
         raise EvalDataError(f"--val_data={path}: no such file. Give a held-out text file or a val.bin "
                             "(data/<dataset>/val.bin, written by prepare.py)")
+    size = os.path.getsize(path)
+    if path.endswith('.bin') and size % 2:  # checked before any model is loaded
+        raise EvalDataError(f"--val_data={path} is {size:,} bytes, an odd number: a .bin holds 2-byte "
+                            "(uint16) token ids, so this one is cut short or is not a token file. Write "
+                            "it again with prepare.py or prepare_bin.py, or give a text file instead")
 
 
 def read_val_ids(path, tok, max_tokens):
@@ -24,10 +29,10 @@ def read_val_ids(path, tok, max_tokens):
     n = max_tokens + 1 if max_tokens > 0 else None
     if path.endswith('.bin'):
         import numpy as np
-        ids = np.memmap(path, dtype=np.uint16, mode='r')[:n].tolist()
+        ids = np.memmap(path, dtype=np.uint16, mode='r')[:n].tolist() if os.path.getsize(path) else []
     else:
         try:
-            with open(path, encoding='utf-8') as f:
+            with open(path, encoding='utf-8-sig') as f:  # a byte-order mark is not text
                 # ~4 characters per GPT-2 token: read generously, never the whole of a huge file
                 text = f.read(n * 16 if n else -1)
         except UnicodeDecodeError as e:  # replacing bytes would change the byte count of bits per byte

@@ -4,6 +4,7 @@ Prompt/response pairs: eval_data.json and earlier results read and validated, pa
 Every JSON file goes through read_json, so a broken file gets the same one-line message naming the spot.
 """
 import json
+import math
 import os
 import re
 
@@ -17,7 +18,7 @@ def read_json(path, missing):
     if not os.path.exists(path):
         raise EvalDataError(f"{path} does not exist: {missing}")
     try:
-        with open(path, encoding='utf-8') as f:
+        with open(path, encoding='utf-8-sig') as f:  # a UTF-8 byte-order mark (Windows editors) is fine
             return json.load(f)
     except json.JSONDecodeError as e:
         raise EvalDataError(f"{path} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}. "
@@ -73,11 +74,80 @@ def read_results(path):
         raise EvalDataError(f"--compare_to={path} is not a results file of eval.py (format "
                             f"{d.get('format') if isinstance(d, dict) else type(d).__name__!r}, expected "
                             f"{RESULTS_FORMAT!r}); give it a results/eval_<name>.json")
-    try:
-        return EvalRun.from_dict(d, source=path)
-    except (KeyError, TypeError, AttributeError) as e:
-        raise EvalDataError(f"--compare_to={path} is not a results file of eval.py (missing {e}); "
-                            "give it a results/eval_<name>.json") from None
+    check_results(d, f"--compare_to={path}")
+    return EvalRun.from_dict(d, source=path)
+
+
+def _number(x):
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+# the list fields of a scored pair in a results file: (check of one entry, what an entry should be)
+_LISTS = {'prompt_ids': (lambda x: isinstance(x, int) and not isinstance(x, bool) and x >= 0, 'a token id'),
+          'response_ids': (lambda x: isinstance(x, int) and not isinstance(x, bool) and x >= 0, 'a token id'),
+          'tokens': (lambda x: isinstance(x, str), 'a string'),
+          'expected': (lambda x: isinstance(x, str), 'a string'),
+          'ranks': (lambda x: isinstance(x, int) and not isinstance(x, bool) and x >= 1, 'a rank >= 1'),
+          # log-probs are <= 0; null is probability 0 (JSON has no -inf); 1e-6: float rounding of log(1)
+          'logprobs': (lambda x: x is None or _number(x) and x <= 1e-6, 'a log-prob (a number <= 0 or null)'),
+          'sample_logprobs': (lambda x: x is None or _number(x) and x <= 1e-6,
+                              'a log-prob (a number <= 0 or null)')}
+
+
+def check_results(d, where):
+    """Every field EvalRun.from_dict reads, checked, so that a hand-edited results file gets one line
+    naming the pair, the field and the entry instead of a TypeError deep in the report."""
+    def bad(what):
+        return EvalDataError(f"{where}: {what}; fix that entry or re-create the file by running eval.py "
+                             "on that model again")
+    if not isinstance(d.get('model'), str):
+        raise bad(f'"model" must be a string, got {d.get("model")!r}')
+    if not isinstance(d.get('settings', {}), dict):
+        raise bad('"settings" must be an object {...}')
+    if not isinstance(d.get('pairs'), list) or not d['pairs']:
+        raise bad(f'"pairs" must be a non-empty list of scored pairs, got {str(d.get("pairs"))[:40]!r}')
+    for i, p in enumerate(d['pairs'], 1):
+        if not isinstance(p, dict):
+            raise bad(f"pair {i} is a {type(p).__name__}, not an object {{...}}")
+        for key in ('index', 'prompt', 'response', *_LISTS):
+            if key not in p and key != 'sample_logprobs':
+                raise bad(f'pair {i} has no "{key}"')
+        if not (isinstance(p['index'], int) and not isinstance(p['index'], bool)):
+            raise bad(f'pair {i}: "index" must be an integer, got {p["index"]!r}')
+        for key in ('prompt', 'response', 'note'):
+            if not isinstance(p.get(key, ''), str):
+                raise bad(f'pair {i}: "{key}" must be a string, got {p[key]!r}')
+        j = p.get('joined')
+        if j is not None and not (isinstance(j, list) and len(j) == 2 and all(isinstance(x, str) for x in j)):
+            raise bad(f'pair {i}: "joined" must be null or [prompt, response] strings, got {j!r}')
+        if not isinstance(p.get('extra', {}), dict):
+            raise bad(f'pair {i}: "extra" must be an object {{...}}')
+        n = len(p['response_ids']) if isinstance(p['response_ids'], list) else 0
+        for key, (ok, what) in _LISTS.items():
+            xs = p.get(key)
+            if key == 'sample_logprobs' and xs is None:
+                continue
+            if not isinstance(xs, list):
+                raise bad(f'pair {i}: "{key}" must be a list, got {str(xs)[:40]!r}')
+            for k, x in enumerate(xs):
+                if not ok(x):
+                    raise bad(f'pair {i}: "{key}"[{k}] is {str(x)[:40]!r}, not {what}')
+            if key != 'prompt_ids' and len(xs) != n:
+                raise bad(f'pair {i}: "{key}" has {len(xs)} entries for {n} response tokens')
+        if n == 0 or not p['prompt_ids']:
+            raise bad(f'pair {i}: "{"response_ids" if n == 0 else "prompt_ids"}" is empty')
+    v = d.get('val')
+    if v:
+        if not isinstance(v, dict):
+            raise bad('"val" must be null or an object {...}')
+        for key in ('tokens', 'bytes', 'top1', 'top5', 'window', 'stride'):
+            x, least = v.get(key), 0 if key in ('top1', 'top5') else 1
+            if not (isinstance(x, int) and not isinstance(x, bool) and x >= least):
+                raise bad(f'"val": "{key}" is {x!r}, not a whole number >= {least}')
+        if not (_number(v.get('nll')) and v['nll'] >= 0):
+            raise bad(f'"val": "nll" is {v.get("nll")!r}, not a number >= 0 (summed negative log-likelihood)')
+        if not isinstance(v.get('path'), str):
+            raise bad(f'"val": "path" must be a string, got {v.get("path")!r}')
 
 
 def join_texts(prompt, response, mode='auto'):

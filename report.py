@@ -9,15 +9,20 @@ log-prob (after - before, nats; or None). COLUMNS says, for each column, its hea
 each rendering; the console and Markdown show rounded text, the CSV full precision.
 """
 import csv
+import errno
 import io
 import json
 import math
 import os
+import re
+import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
+from configurator import UserError
 from formatting import format_prob, format_ratio
-from scores import PairResult, perplexity
+from scores import PairResult, format_ppl, perplexity
 
 
 def arrow(d):
@@ -81,8 +86,8 @@ COLUMNS = [
            lambda r: [format_prob(r.p.logprob)]),
     Column('lp/token', lambda r: f"{r.p.mean_logprob:.3f}", 8, ('mean_logprob',),
            lambda r: [f"{r.p.mean_logprob:.6f}"], md_title='log-prob/token'),
-    Column('ppl', lambda r: f"{r.p.perplexity:.6g}", 7, ('perplexity',), lambda r: [f"{r.p.perplexity:.4f}"],
-           md_title='perplexity'),
+    Column('ppl', lambda r: format_ppl(r.p.perplexity, '.6g'), 9, ('perplexity',),
+           lambda r: [f"{r.p.perplexity:.4f}"], md_title='perplexity'),
     Column('greedy', lambda r: 'yes' if r.p.greedy else 'no', 6, ('greedy',), lambda r: [r.p.greedy],
            md=':---:'),
     Column('sampling p', lambda r: format_prob(r.p.sample_logprob), 11, ('sample_logprob',),
@@ -190,16 +195,29 @@ def val_report(runs):
     if not vals:
         return ''
     v0 = vals[0][1]
+    windows, columns, notes = val_rows(vals)
     lines = [f"held-out data {v0.path}: {v0.tokens:,} tokens predicted ({v0.bytes:,} UTF-8 bytes of text), "
-             f"windows of {v0.window} tokens, {v0.stride} predicted per window",
-             f"  {'':<16}" + ''.join(f"{label:>14}" for label, _ in vals)]
-    columns = [v.metrics() for _, v in vals]
+             + windows, f"  {'':<16}" + ''.join(f"{label:>14}" for label, _ in vals)]
     for k, (title, _) in enumerate(columns[0]):
         lines.append(f"  {title:<16}" + ''.join(f"{m[k][1]:>14}" for m in columns))
+    return '\n'.join(lines + [f"  note: {n}" for n in notes])
+
+
+def val_rows(vals):
+    """(how the windows were cut, each column's [(name, value)], notes) of labelled held-out results.
+    Each model reads windows of its own block_size: one phrase when they agree, else a row per column."""
+    v0 = vals[0][1]
+    columns = [v.metrics() for _, v in vals]
+    notes = []
+    if len({(v.window, v.stride) for _, v in vals}) == 1:
+        windows = f"windows of {v0.window} tokens, {v0.stride} predicted per window"
+    else:
+        windows = "windows of each model's block_size (row 'window (stride)': stride = predicted per window)"
+        columns = [m + [('window (stride)', f"{v.window} ({v.stride})")] for m, (_, v) in zip(columns, vals)]
+        notes.append("the windows differ in length: a longer one gives more context (lower perplexity)")
     if len(vals) == 2 and (vals[0][1].path, vals[0][1].tokens) != (vals[1][1].path, vals[1][1].tokens):
-        lines.append("  note: the two columns were measured on different data or token counts: "
-                     "not comparable")
-    return '\n'.join(lines)
+        notes.append("the two columns were measured on different data or token counts: not comparable")
+    return windows, columns, notes
 
 
 def compare_report(c, verbose=False):
@@ -271,32 +289,82 @@ def markdown(run, c=None):
     vals = held_out((('before', c.before), ('after', run)) if c else (('model', run),))
     if vals:
         v0 = vals[0][1]
+        windows, columns, notes = val_rows(vals)
         out += ['## Held-out data', '', f"`{v0.path}`: {v0.tokens:,} tokens predicted "
-                f"({v0.bytes:,} UTF-8 bytes of text), windows of {v0.window}, "
-                f"{v0.stride} predicted per window.", '',
+                f"({v0.bytes:,} UTF-8 bytes of text), {windows}.", '',
                 '| | ' + ' | '.join(label for label, _ in vals) + ' |', '|---|' + '---:|' * len(vals)]
-        columns = [v.metrics() for _, v in vals]
         for k, (title, _) in enumerate(columns[0]):
             out.append(f"| {title} | " + ' | '.join(m[k][1] for m in columns) + ' |')
-        out.append('')
+        out += [''] + [f"Note: {n}." for n in notes] + ([''] if notes else [])
     return '\n'.join(out)
 
 
 # -----------------------------------------------------------------------------
 # result files
 
-def write_all(writers):
-    """{path: write(tmp_path)}: each file is written to a temporary name first and all are renamed into
-    place only once every one is ready, so an error (a full disk, a failing chart) replaces none."""
-    tmps = {}
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists but is another user's
+        return True
+    return True
+
+
+@contextmanager
+def _locked(folder):
+    """An exclusive lock on the results folder while one run renames its files into place, so that runs
+    writing the same name one after another (or at once) each leave a whole set. flock on the folder itself
+    leaves no lock file behind; where flock does not exist (Windows) or the file system refuses it, the
+    renames run unlocked, as fast as before."""
+    try:
+        import fcntl
+        fd = os.open(folder, os.O_RDONLY)
+    except (ImportError, OSError):
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:
+            pass
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def write_all(writers, remove=()):
+    """{path: write(tmp_path)}: each file is written to a temporary name first; only once every one is
+    ready are they all renamed into place, and the `remove` paths (files of an earlier set that this one
+    does not have) deleted, under a lock on the folder. So an error (a full disk, a failing chart) replaces
+    nothing, and concurrent runs of one name leave one run's complete set, never a mix of two.
+    An operating-system error is a UserError naming the file and the cause."""
+    tmps, tag = {}, f"{os.getpid()}-{uuid.uuid4().hex[:8]}"  # unique per call: threads of one process too
     for path in writers:
         root, ext = os.path.splitext(path)
-        tmps[path] = f"{root}.tmp{os.getpid()}{ext}"  # same folder: the rename cannot cross file systems
+        tmps[path] = f"{root}.tmp{tag}{ext}"  # same folder: the rename cannot cross file systems
+    folder = os.path.dirname(next(iter(writers))) or '.'
+    where, earlier = folder, 'earlier result files there are unchanged'
     try:
         for path, write in writers.items():
+            where = path
             write(tmps[path])
-        for path, tmp in tmps.items():
-            os.replace(tmp, path)
+        with _locked(folder):
+            earlier = 'the set there may be incomplete: run again'  # a rename failed (rare): some are in
+            for path, tmp in tmps.items():
+                where = path
+                os.replace(tmp, path)
+            for path in remove:
+                where = path
+                if os.path.lexists(path):
+                    os.remove(path)
+            _remove_stale(folder)
+    except OSError as e:
+        cause = e.strerror or str(e) or type(e).__name__
+        fix = 'free some disk space' if e.errno == errno.ENOSPC else 'fix that'
+        raise UserError(f"cannot write {where}: {cause}; {earlier}. "
+                        f"{fix.capitalize()}, or give --results_dir=<another folder>") from None
     finally:
         for tmp in tmps.values():
             if os.path.exists(tmp):
@@ -304,10 +372,26 @@ def write_all(writers):
     return list(writers)
 
 
-def write_results(run, c, results_dir, name, show=False):
-    """results/eval_<name>.json/.csv/.md/.png (+ _tokens.png when comparing), all or nothing."""
+def _remove_stale(folder):
+    """Temporary files of eval runs that were killed (kill -9, a power cut) before cleaning up."""
+    for f in os.listdir(folder):
+        m = re.match(r'eval_.*\.tmp(\d+)-[0-9a-f]{8}(\.\w+)?$', f)
+        if m and not _alive(int(m[1])):
+            try:
+                os.remove(os.path.join(folder, f))
+            except OSError:
+                pass
+
+
+def write_results(run, c, results_dir, name, show=False, html=False):
+    """results/eval_<name>.json/.csv/.md/.png (+ _tokens.png when comparing, + .html for the browser
+    report, made from the .json's own text: the same numbers): one run's set, or nothing."""
     import plots
-    os.makedirs(results_dir, exist_ok=True)
+    try:
+        os.makedirs(results_dir, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create the results folder {results_dir}: {e.strerror or e}; "
+                        "give --results_dir=<another folder>") from None
     base = os.path.join(results_dir, f"eval_{name}")
     d = run.to_dict()
     if c is not None:
@@ -335,4 +419,9 @@ def write_results(run, c, results_dir, name, show=False):
         items = [(p.tokens[i], p.index, dd) for p, i, dd in c.top_tokens(12, True) + c.top_tokens(12, False)]
         writers[base + '_tokens.png'] = lambda path: plots.eval_token_changes(
             items, path, f"tokens whose probability changed most: {c.before.model} → {run.model}", show=show)
-    return write_all(writers)
+    if html:
+        import html_report
+        page = html_report.eval_page(json.loads(texts['.json']))
+        writers[base + '.html'] = lambda path: html_report.write_html(page, path)
+    # a set without a tokens chart or a page removes an earlier run's one: no file from another run stays
+    return write_all(writers, remove=[base + ext for ext in ('_tokens.png', '.html') if base + ext not in writers])

@@ -20,6 +20,12 @@ class EvalDataError(UserError, ValueError):
     A UserError (run_main prints one line) and, as before, a ValueError."""
 
 
+def format_ppl(x, spec='.3f'):
+    """A perplexity as text that keeps table columns: `spec` up to a million, then 4 significant digits
+    (a random model's 1.235e+24, not a 28-digit number; 3 from 1e100 on, so at most 9 characters)."""
+    return f"{x:{spec}}" if x < 1e6 else f"{x:.4g}" if x < 1e100 else f"{x:.3g}"  # inf -> 'inf'
+
+
 def perplexity(mean_logprob):
     """exp(-mean log-prob per token); inf rather than an OverflowError for absurdly unlikely text."""
     return math.exp(-mean_logprob) if mean_logprob > -700 else float('inf')
@@ -113,7 +119,7 @@ class ValResult:
 
     def metrics(self):
         """[(name, value as text)]: the rows of every held-out table, console and Markdown."""
-        return [('perplexity', f"{self.perplexity:.3f}"), ('bits per byte', f"{self.bits_per_byte:.4f}"),
+        return [('perplexity', format_ppl(self.perplexity)), ('bits per byte', f"{self.bits_per_byte:.4f}"),
                 ('top-1 accuracy', f"{100 * self.acc1:.2f}%"), ('top-5 accuracy', f"{100 * self.acc5:.2f}%")]
 
 

@@ -475,3 +475,261 @@ def test_every_sample_py_setting_is_accepted(tmp_path):
     assert len(names) > 15
     g = dict(vars(ev))
     configure(g, [f"--{k}={getattr(sample, k)}" for k in names if k not in ('fixed_response', 'compare_temperatures')])
+
+
+# -----------------------------------------------------------------------------
+# result files: one run's whole set, one-line errors
+
+def _fake_charts(monkeypatch, barrier=None):
+    """Charts as small text files naming their run (fast, and checkable), optionally all drawn at once."""
+    import plots
+
+    def chart(labels, series, path, *a, **k):
+        if barrier is not None:
+            barrier.wait(timeout=20)  # every writer is ready to rename at the same moment
+        with open(path, 'w') as f:
+            f.write(list(series)[-1])
+
+    monkeypatch.setattr(plots, 'eval_pairs', chart)
+    monkeypatch.setattr(plots, 'eval_token_changes',
+                        lambda items, path, title, **k: open(path, 'w').write(title.split(' → ')[-1]))
+
+
+def _result_set(folder, name):
+    """The run each of results/eval_<name>.* says it holds."""
+    base = os.path.join(folder, f'eval_{name}')
+    d = json.loads(open(base + '.json', encoding='utf-8').read())
+    md = open(base + '.md', encoding='utf-8').readline().removeprefix('# eval: ').strip()
+    row, = csv.DictReader(open(base + '.csv', encoding='utf-8'))
+    return {d['model'], md, 'model%d' % round(-1 - float(row['logprob'])), open(base + '.png').read()}
+
+
+def _slow_renames(monkeypatch):
+    """Renames that take a while: any interleaving of two runs' renames shows as a mixed set."""
+    import time
+    replace = os.replace
+
+    def slow(a, b):
+        time.sleep(0.03)
+        replace(a, b)
+    monkeypatch.setattr(os, 'replace', slow)
+
+
+def _write_model(folder, i):
+    write_results(_run([[-1.0 - i]], f'model{i}'), None, folder, 'same')
+
+
+def test_concurrent_processes_writing_one_name_leave_one_whole_set(tmp_path, monkeypatch):
+    import multiprocessing as mp
+    ctx = mp.get_context('fork')
+    n = 4
+    _fake_charts(monkeypatch, ctx.Barrier(n))
+    _slow_renames(monkeypatch)
+    for attempt in range(2):
+        procs = [ctx.Process(target=_write_model, args=(str(tmp_path), i)) for i in range(n)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+        assert [p.exitcode for p in procs] == [0] * n
+        one, = [_result_set(str(tmp_path), 'same')]
+        assert len(one) == 1, f"a mixed set: {one}"  # json, md, csv and png all from the same run
+    assert sorted(os.listdir(tmp_path)) == [f'eval_same{e}' for e in ('.csv', '.json', '.md', '.png')]
+
+
+def test_concurrent_threads_writing_one_name_leave_one_whole_set(tmp_path, monkeypatch):
+    import threading
+    n = 3
+    _fake_charts(monkeypatch, threading.Barrier(n))
+    _slow_renames(monkeypatch)
+    errors = []
+
+    def write(i):
+        try:
+            _write_model(str(tmp_path), i)
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors
+    assert len(_result_set(str(tmp_path), 'same')) == 1
+    assert sorted(os.listdir(tmp_path)) == [f'eval_same{e}' for e in ('.csv', '.json', '.md', '.png')]
+
+
+def test_a_set_without_a_comparison_removes_the_earlier_tokens_chart(tmp_path, monkeypatch):
+    _fake_charts(monkeypatch)
+    before, after = _run([[-3.0]], 'model2'), _run([[-1.0]], 'model0')
+    paths = write_results(after, compare(before, after), str(tmp_path), 'x')
+    assert os.path.join(str(tmp_path), 'eval_x_tokens.png') in paths
+    write_results(_run([[-2.0]], 'model1'), None, str(tmp_path), 'x')
+    assert not (tmp_path / 'eval_x_tokens.png').exists()  # it belonged to the earlier run's set
+    assert _result_set(str(tmp_path), 'x') == {'model1'}
+
+
+def test_temp_files_of_killed_runs_are_removed(tmp_path, monkeypatch):
+    _fake_charts(monkeypatch)
+    import subprocess
+    import sys
+    dead = subprocess.run([sys.executable, '-c', 'import os; print(os.getpid())'], capture_output=True,
+                          text=True).stdout.strip()
+    (tmp_path / f'eval_old.tmp{dead}-0123abcd.json').write_text('{}')     # a killed run's
+    (tmp_path / f'eval_old.tmp{os.getpid()}-0123abcd.png').write_text('')  # a live process's: kept
+    write_results(_run([[-1.0]], 'model0'), None, str(tmp_path), 'x')
+    assert not (tmp_path / f'eval_old.tmp{dead}-0123abcd.json').exists()
+    assert (tmp_path / f'eval_old.tmp{os.getpid()}-0123abcd.png').exists()
+
+
+def test_full_disk_is_one_line_and_earlier_results_stay(tmp_path, monkeypatch):
+    import errno
+    import report
+    from configurator import UserError
+    _fake_charts(monkeypatch)
+    first = write_results(_run([[-1.0]], 'model0'), None, str(tmp_path), 'x')
+    before = {p: open(p, 'rb').read() for p in first}
+
+    class Full:
+        def __init__(self, path, *a, **k):
+            self.f = open(path, *a, **k)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def write(self, text):
+            raise OSError(errno.ENOSPC, 'No space left on device')
+
+    monkeypatch.setattr(report, 'open', Full, raising=False)
+    with pytest.raises(UserError) as e:
+        write_results(_run([[-2.0]], 'model1'), None, str(tmp_path), 'x')
+    msg = str(e.value)
+    assert 'eval_x.json' in msg and 'No space left on device' in msg and 'Free some disk space' in msg
+    assert '\n' not in msg
+    assert {p: open(p, 'rb').read() for p in first} == before
+    assert sorted(os.listdir(tmp_path)) == sorted(os.path.basename(p) for p in first)  # no temp files left
+
+
+# -----------------------------------------------------------------------------
+# hand-edited or odd input files
+
+def _results_file(tmp_path, run, edit):
+    d = json.loads(json.dumps(run.to_dict()))
+    edit(d)
+    path = tmp_path / 'before.json'
+    path.write_text(json.dumps(d), encoding='utf-8')
+    return str(path)
+
+
+def _set(field, k, value):
+    return lambda d: d['pairs'][field[0]][field[1]].__setitem__(k, value)
+
+
+@pytest.mark.parametrize('edit, match', [
+    (_set((2, 'logprobs'), 1, 'abc'), r'pair 3: "logprobs"\[1\] is .abc., not a log-prob'),
+    (_set((0, 'logprobs'), 0, 1e308), r'pair 1: "logprobs"\[0\] is .1e\+308., not a log-prob'),
+    (_set((1, 'logprobs'), 0, True), r'pair 2: "logprobs"\[0\] is .True.'),
+    (lambda d: d['pairs'][1].__setitem__('logprobs', '-1.5'), r'pair 2: "logprobs" must be a list'),
+    (lambda d: d['pairs'][1]['logprobs'].pop(), r'pair 2: "logprobs" has \d+ entries for \d+ response tokens'),
+    (_set((0, 'ranks'), 0, 0), r'pair 1: "ranks"\[0\] is .0., not a rank >= 1'),
+    (_set((0, 'response_ids'), 0, 'x'), r'pair 1: "response_ids"\[0\] is .x., not a token id'),
+    (lambda d: d['pairs'][0].pop('tokens'), r'pair 1 has no "tokens"'),
+    (lambda d: d['val'].__setitem__('nll', 'lots'), r'"val": "nll" is .lots.'),
+])
+def test_hand_edited_compare_to_file_names_the_field(tmp_path, run, edit, match):
+    from pairs import read_results
+    from scores import ValResult
+    r, _ = run
+    r = EvalRun(r.model, r.settings, r.pairs, ValResult('v.bin', 10, 40, 25.0, 3, 5, 32, 16))
+    path = _results_file(tmp_path, r, edit)
+    with pytest.raises(EvalDataError, match=match) as e:
+        read_results(path)
+    assert str(e.value).startswith(f'--compare_to={path}: ') and 'running eval.py' in str(e.value)
+    back = read_results(_results_file(tmp_path, r, lambda d: None))  # the file as written reads back
+    assert [p.logprobs for p in back.pairs] == [p.logprobs for p in r.pairs] and back.val == r.val
+
+
+def test_a_utf8_byte_order_mark_is_accepted(tmp_path, run):
+    from pairs import read_results
+    r, _ = run
+    (tmp_path / 'pairs.json').write_bytes(b'\xef\xbb\xbf' + json.dumps(PAIRS[:2]).encode('utf-8'))
+    prompts = [p['prompt'] for p in read_pairs(str(tmp_path / 'pairs.json'))]
+    assert prompts == [PAIRS[0]['prompt'], PAIRS[1]['prompt']]
+    (tmp_path / 'r.json').write_bytes(b'\xef\xbb\xbf' + json.dumps(r.to_dict()).encode('utf-8'))
+    assert read_results(str(tmp_path / 'r.json')).logprob == r.logprob
+    _, tok = run
+    (tmp_path / 'val.txt').write_bytes(b'\xef\xbb\xbf' + TEXT.encode('utf-8'))
+    assert read_val_ids(str(tmp_path / 'val.txt'), tok, 0) == tok.encode(TEXT)
+
+
+def test_odd_sized_or_empty_val_bin_names_the_file(tmp_path, run):
+    _, tok = run
+    (tmp_path / 'val.bin').write_bytes(np.array([1, 2, 3], dtype=np.uint16).tobytes() + b'\x00')
+    with pytest.raises(EvalDataError, match=r'val\.bin is 7 bytes, an odd number.*prepare\.py'):
+        read_val_ids(str(tmp_path / 'val.bin'), tok, 0)
+    (tmp_path / 'empty.bin').write_bytes(b'')
+    with pytest.raises(EvalDataError, match=r'empty\.bin holds 0 token'):
+        read_val_ids(str(tmp_path / 'empty.bin'), tok, 0)
+
+
+def test_ctrl_c_is_one_line_exit_130_and_writes_nothing(tmp_path, tiny_ckpt):
+    import signal
+    import subprocess
+    import sys
+    from conftest import ROOT
+    (tmp_path / 'pairs.json').write_text(json.dumps(PAIRS[:2]), encoding='utf-8')
+    np.random.default_rng(0).integers(0, 50000, 200_000, dtype=np.uint16).tofile(tmp_path / 'val.bin')
+    p = subprocess.Popen([sys.executable, str(ROOT / 'eval.py'), f'--out_dir={tiny_ckpt}',
+                          '--eval_data=pairs.json', '--val_data=val.bin', '--val_tokens=0'], cwd=tmp_path, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True,
+                         env={**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONUNBUFFERED': '1'},
+                         # Ctrl-C's default action, even where this test runs with SIGINT ignored (a background job)
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    for line in p.stdout:
+        if 'greedy decoding reproduces' in line:  # the pairs are scored; the held-out pass is running
+            break
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 130, err
+    assert err.strip().splitlines()[-1] == 'interrupted; nothing written' and 'Traceback' not in err
+    assert not (tmp_path / 'results').exists() or not any((tmp_path / 'results').iterdir())
+
+
+# -----------------------------------------------------------------------------
+# tables that stay aligned
+
+def test_huge_perplexity_keeps_the_columns(run):
+    from report import COLUMNS, Row, console_table, val_report
+    from scores import ValResult
+    v = ValResult('v.bin', 100, 400, 100 * 56.0, 3, 5, 32, 16)  # a random model: perplexity e^56
+    r, _ = run
+    text = val_report([('model', EvalRun('m', {}, r.pairs, v))])
+    row, = [line for line in text.splitlines() if line.strip().startswith('perplexity')]
+    assert row.split()[-1] == '2.092e+24' and len(row) == len('  perplexity      ') + 14
+    p = _run([[-60.0, -58.0]], 'random').pairs[0]  # a pair's perplexity e^59
+    ppl = [c for c in COLUMNS if c.title == 'ppl'][0]
+    header, line = console_table('pairs', [Row(p)], False)
+    assert len(ppl.text(Row(p))) <= ppl.width and header.index('greedy') + 6 == line.index('yes') + 3
+    from scores import format_ppl
+    assert format_ppl(1.2345678e24) == '1.235e+24' and format_ppl(123.4567) == '123.457'
+    assert format_ppl(float('inf')) == 'inf' and len(format_ppl(1e300)) <= 9
+
+
+def test_each_model_shows_its_own_window(run):
+    from report import val_report
+    from scores import ValResult
+    r, _ = run
+    before = EvalRun('gpt2', {}, r.pairs, ValResult('v.bin', 100, 400, 300.0, 3, 5, 1024, 512))
+    after = EvalRun('tiny', {}, r.pairs, ValResult('v.bin', 100, 400, 250.0, 3, 5, 64, 32))
+    text = val_report([('before', before), ('after', after)])
+    assert 'windows of 1024' not in text and "windows of each model's block_size" in text
+    row, = [line for line in text.splitlines() if line.strip().startswith('window ')]
+    assert row.split() == ['window', '(stride)', '1024', '(512)', '64', '(32)']
+    assert len(row) == len([line for line in text.splitlines() if 'perplexity ' in line][0])  # aligned
+    md = markdown(after, compare(before, after))
+    assert '| window (stride) | 1024 (512) | 64 (32) |' in md and 'windows of 1024' not in md
+    same = val_report([('before', before), ('after', EvalRun('x', {}, r.pairs, before.val))])
+    assert 'windows of 1024 tokens, 512 predicted per window' in same and '\n  window' not in same
