@@ -8,6 +8,7 @@ import math
 import os
 import re
 
+from load import byte_text
 from scores import RESULTS_FORMAT, EvalDataError, EvalRun
 
 JOIN_MODES = ('auto', 'none', 'space')
@@ -189,8 +190,7 @@ def tokenize_pair(tok, prompt, response):
     note = ''
     if n != plen:
         b = tok.token_bytes(ids[k])
-        head = b[:plen - n].decode('utf-8', 'backslashreplace')
-        tail = b[plen - n:].decode('utf-8', 'backslashreplace')
+        head, tail = byte_text(b[:plen - n]), byte_text(b[plen - n:])  # '<E2 80>' for part of a character
         note = (f"token {tok.token_text(ids[k])!r} spans the join (prompt's {head!r} + response's {tail!r}); "
                 f"it is scored as part of the response, after the {k} prompt token{'s' if k != 1 else ''} "
                 "before it" + (" (after <|endoftext|>)" if k == 0 else ''))
