@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from load import (autocast_ctx, char_tokenizer, checkpoint_dict, describe_init_from, device_type_of,
+from load import (autocast_ctx, checkpoint_dict, data_tokenizer, describe_init_from, device_type_of,
                   load_checkpoint, model_from_checkpoint, resolve_device, resolve_dtype, save_checkpoint,
                   should_compile, use_grad_scaler)
 from model import GPT, GPTConfig
@@ -194,10 +194,10 @@ best_val_loss = 1e9
 state = {}  # train_state of the checkpoint we resume (RNG and sampling state etc.)
 ckpt_path = os.path.join(out_dir, 'ckpt.pt')
 last_path = os.path.join(out_dir, 'ckpt_last.pt')
-meta_path = os.path.join(data_dir, 'meta.pkl')
-meta_vocab_size = char_tokenizer(meta_path).vocab_size if os.path.exists(meta_path) else None
+data_tok = data_tokenizer(data_dir)  # meta.pkl (characters) or tokenizer.json (trained BPE); None: GPT-2 ids
+meta_vocab_size = data_tok.vocab_size if data_tok else None
 if meta_vocab_size is not None and master_process:
-    print(f"found vocab_size = {meta_vocab_size} (inside {meta_path})")
+    print(f"found vocab_size = {meta_vocab_size} (inside {data_tok.name})")
 checkpoint = None
 try:
     if init_from == 'scratch':
@@ -248,7 +248,7 @@ elif block_size > model.config.block_size:
     block_size = config['block_size'] = model.config.block_size
     tokens_per_iter = gradient_accumulation_steps * ddp_world_size * batch_size * block_size
 if meta_vocab_size is None and model.config.vocab_size < 50257:
-    fail(f"the model has vocab_size {model.config.vocab_size} but {data_dir} has no meta.pkl: its .bin files "
+    fail(f"the model has vocab_size {model.config.vocab_size} but {data_dir} has no meta.pkl or tokenizer.json: its .bin files "
          "hold GPT-2 token ids (up to 50256)")
 if dtype == 'float64':
     model.double()
@@ -422,7 +422,8 @@ def save(path, snaps):
     extra = dict(evaluated_iter=evaluated_iter, evals_without_improvement=evals_without_improvement,
                  best_iter=best_iter, tokens_seen=tokens_seen, elapsed=elapsed, world_size=ddp_world_size,
                  rng=snaps, scaler=scaler.state_dict() if scaler.is_enabled() else {})
-    ckpt = checkpoint_dict(raw_model, optimizer, iter_num, best_val_loss, config, train_state=extra)
+    ckpt = checkpoint_dict(raw_model, optimizer, iter_num, best_val_loss, config, train_state=extra,
+                           tokenizer=data_tok or {'kind': 'gpt2'})  # the checkpoint decodes on its own
     tqdm.write(f"saving checkpoint to {path}")
     save_checkpoint(ckpt, path)
     if path == ckpt_path and os.path.exists(last_path):
