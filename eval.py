@@ -406,7 +406,10 @@ def eval(eval_data='eval_data.json', model='resume', tok=None, *, join='auto', b
     for i, p in enumerate(pairs, 1):
         pt, rt = join_texts(p['prompt'], p['response'], join)
         joined.append((pt, rt))
-        ctx_ids, resp_ids, note = tokenize_pair(tok, pt, rt)
+        try:
+            ctx_ids, resp_ids, note = tokenize_pair(tok, pt, rt)
+        except ValueError as e:  # a character vocabulary without some character of the pair
+            raise EvalDataError(f"{path}: pair {i} cannot be encoded: {e}") from None
         if len(ctx_ids) + len(resp_ids) > bs:
             raise EvalDataError(f"{path}: pair {i} is {len(ctx_ids) + len(resp_ids)} tokens (prompt {len(ctx_ids)} + "
                                 f"response {len(resp_ids)}), longer than the model's block_size {bs}: shorten it")

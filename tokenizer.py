@@ -110,7 +110,7 @@ def _char_from_itos(itos, unk, name, where):
         missing = sorted(set(c for c in s if c not in stoi))
         if missing:
             raise ValueError(f"characters {missing[:10]}{' ...' if len(missing) > 10 else ''} are not in the "
-                             f"character vocabulary of {where} ({len(itos)} symbols): remove them from the text")
+                             f"vocabulary of {where} ({len(itos)} characters): remove them from the text")
         return [stoi[c] for c in s]
 
     def encode(s):
