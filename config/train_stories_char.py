@@ -1,6 +1,10 @@
-# A character-level GPT on the children's stories, as upstream's shakespeare_char baby GPT but sized for a
-# laptop CPU: one token per character (126 of them, plus <|endoftext|>), so the vocabulary is tiny and all
-# the compute goes into the transformer. It writes English-looking words and phrases within minutes.
+# A character-level GPT on the children's stories, the size of upstream's CPU recipe for shakespeare_char
+# (4 layers, 128 channels, 64 characters of context): one token per character (126 of them, plus
+# <|endoftext|>), so the vocabulary is tiny and all the compute goes into the transformer.
+# Measured on a 2-core x86 CPU shared with other jobs (load average 4): ~2.9 s per iteration of 768
+# characters, loss 4.80 -> 3.03 nats per character in the first 40 iterations. An idle machine is faster;
+# compare_tokenizers.py's much smaller character model reached 3.48 bits per byte after 0.5 MB of text,
+# so English-looking words need about the 1.15 M characters this config trains on.
 #
 #   python prepare_bin.py --input=data/children_stories/input.txt --tokenizer=char --out_dir=data/children_stories_char
 #   python train.py config/train_stories_char.py
