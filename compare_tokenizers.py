@@ -262,7 +262,7 @@ def main():
                           val_tokens=n, seconds=info.get('seconds', 0.0)))
         rows.append((name, sentence_pieces(name, tok)))
     os.makedirs(out, exist_ok=True)
-    plots.token_boxes(rows, os.path.join(out, 'token_boundaries.png'), f"how each tokenizer cuts one sentence")
+    plots.token_boxes(rows, os.path.join(out, "token_boundaries.png"), "how each tokenizer cuts one sentence")
     runs = []
     for name, spec in train_specs.items():
         tok, info, folder = toks[name]

@@ -4,7 +4,7 @@
 # Measured on a 2-core x86 CPU shared with other jobs (load average 4): ~2.9 s per iteration of 768
 # characters, loss 4.80 -> 3.03 nats per character in the first 40 iterations. An idle machine is faster;
 # compare_tokenizers.py's much smaller character model reached 3.48 bits per byte after 0.5 MB of text,
-# so English-looking words need about the 1.15 M characters this config trains on.
+# and this config trains a larger model on 1.15 M characters (about 1.2 MB of text).
 #
 #   python prepare_bin.py --input=data/children_stories/input.txt --tokenizer=char --out_dir=data/children_stories_char
 #   python train.py config/train_stories_char.py

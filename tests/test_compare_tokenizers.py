@@ -3,8 +3,6 @@ model per tokenizer, bits per byte on identical val text, the table and charts, 
 import json
 import math
 
-import numpy as np
-import torch
 
 from conftest import run_script
 
