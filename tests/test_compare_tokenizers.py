@@ -3,7 +3,6 @@ model per tokenizer, bits per byte on identical val text, the table and charts, 
 import json
 import math
 
-
 from conftest import run_script
 
 TEXT = ("Once upon a time a little hen found a grain of wheat. \"Who will plant this wheat?\" she asked.\n"
