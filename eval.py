@@ -107,7 +107,10 @@ def score_pairs(eval_data='eval_data.json', model='resume', tok=None, *, join='a
     for i, p in enumerate(pairs, 1):
         prompt, response = join_texts(p['prompt'], p['response'], join)
         joined.append((prompt, response))
-        prompt_ids, response_ids, note = tokenize_pair(tok, prompt, response)
+        try:
+            prompt_ids, response_ids, note = tokenize_pair(tok, prompt, response)
+        except ValueError as e:  # a character vocabulary without some character of the pair
+            raise EvalDataError(f"{path}: pair {i} cannot be encoded: {e}") from None
         if len(prompt_ids) + len(response_ids) > block_size:
             raise EvalDataError(f"{path}: pair {i} is {len(prompt_ids) + len(response_ids)} tokens (prompt "
                                 f"{len(prompt_ids)} + response {len(response_ids)}), longer than the model's "

@@ -14,7 +14,8 @@ then
 - A model trained with bias=False gets zero biases (the same function); vocab_size stays the model's
   (50304 for upstream-style models from scratch: ids past 50256 are never produced by the tokenizer).
 - The tokenizer files are GPT-2's own vocab.json/merges.txt, read from tiktoken's cache (downloaded on
-  first use); character-level models (meta.pkl) get config and weights only.
+  first use); character-level and trained-BPE models (meta.pkl, tokenizer.json) get config and weights
+  only, and a one-line note saying so.
 """
 
 import os
@@ -57,6 +58,9 @@ def export(model, tok, path, with_tokenizer=True):
     hf.save_pretrained(path)
     if with_tokenizer and gpt2_vocab:
         write_gpt2_tokenizer(path, model.config.block_size)
+    elif with_tokenizer:
+        print(f"note: no tokenizer files written: the model uses {tok.kind if tok else 'an unknown'} tokens, not "
+              "GPT-2's BPE; encode its text with this project's tokenizer.py (tokenizer_for)")
     return hf
 
 

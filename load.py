@@ -23,14 +23,12 @@ import torch
 
 from hf import GPT2_SIZES
 from model import GPT, GPTConfig, MODEL_ARGS
+from tokenizer import (EOT, LoadError, Tokenizer, byte_text, char_tokenizer, data_tokenizer,  # noqa: F401
+                       gpt2_tokenizer, tokenizer_for)  # the tokenizers live in tokenizer.py; scripts get them here
 
 UNWANTED_PREFIX = '_orig_mod.'  # keys saved from a torch.compile'd model
 
 
-class LoadError(ValueError):
-    """A model or tokenizer that cannot be loaded; the message says why and what to do instead."""
-
-EOT = '<|endoftext|>'
 
 
 # -----------------------------------------------------------------------------
@@ -102,140 +100,6 @@ def should_compile(compile, device_type):
               "torch.compile does not help there")
         return False
     return True
-
-
-# -----------------------------------------------------------------------------
-# tokenizers
-
-class Tokenizer:
-    """encode/decode for one vocabulary: tiktoken's GPT-2 BPE, or a character-level meta.pkl."""
-
-    def __init__(self, name, encode, decode, token_bytes, vocab_size, eot=None):
-        self.name = name
-        self._encode, self._decode, self._token_bytes = encode, decode, token_bytes
-        self.vocab_size = vocab_size
-        self.eot = eot  # id of <|endoftext|>, or None
-
-    def encode(self, text):
-        return self._encode(text)
-
-    def decode(self, ids):
-        return self._decode(list(ids))
-
-    def token_bytes(self, i):
-        """The raw bytes of one token (a BPE token may be part of a UTF-8 character)."""
-        return self._token_bytes(i)
-
-    def token_text(self, i):
-        """One token as text for display: bytes that are part of a UTF-8 character show as <E2 80> (see
-        byte_text), and the ids a padded vocabulary adds beyond the tokenizer's (upstream trains with
-        50304 > 50257) as <id N>."""
-        if not 0 <= i < self.vocab_size:
-            return f"<id {i}>"
-        return byte_text(self.token_bytes(i))
-
-    def pieces(self, ids):
-        """A token sequence as display pieces [(start, end, text)]: ids[start:end] shown as text. Every
-        view of a sequence uses these. GPT-2 splits some characters into byte-level tokens (a curly quote
-        “ is often two); tokens that together form whole characters are one piece with the characters'
-        text, and a token whose character is not completed by the next ones keeps its label <E2 80>."""
-        ids = [int(i) for i in ids]
-        whole = lambda k: 0 <= ids[k] < self.vocab_size  # noqa: E731  (ids a padded vocabulary adds are never joined)
-        out, i = [], 0
-        while i < len(ids):
-            end = i + 1
-            if whole(i) and '\ufffd' in self.token_bytes(ids[i]).decode('utf-8', 'replace'):
-                b = self.token_bytes(ids[i])
-                for k in range(i + 1, min(i + 4, len(ids))):  # a character has at most 4 bytes
-                    if not whole(k):
-                        break
-                    b += self.token_bytes(ids[k])
-                    if '\ufffd' not in b.decode('utf-8', 'replace'):
-                        end = k + 1
-                        break
-            text = self.token_text(ids[i]) if end == i + 1 else byte_text(b)
-            out.append((i, end, text))
-            i = end
-        return out
-
-
-def byte_text(b):
-    """Bytes as text; each run of bytes that are not whole UTF-8 characters as one compact label of their
-    hex values: b' \\xe2\\x80' -> ' <E2 80>' (the start of a curly quote), b'\\x9c' -> '<9C>'."""
-    out, run = [], []
-    for ch in b.decode('utf-8', 'surrogateescape') + '\n':  # undecodable bytes become U+DC80..U+DCFF
-        if '\udc80' <= ch <= '\udcff':
-            run.append(f"{ord(ch) - 0xdc00:02X}")
-            continue
-        if run:
-            out.append(f"<{' '.join(run)}>")
-            run = []
-        out.append(ch)
-    return ''.join(out)[:-1]
-
-
-def gpt2_tokenizer():
-    """tiktoken's GPT-2 BPE, <|endoftext|> allowed in text (as upstream sample.py)."""
-    import tiktoken
-    try:
-        enc = tiktoken.get_encoding('gpt2')
-    except Exception as e:
-        raise LoadError(
-            f"could not load tiktoken's GPT-2 vocabulary ({type(e).__name__}: {e}). It is downloaded on "
-            "first use; offline, point TIKTOKEN_CACHE_DIR at a folder holding the cached files") from None
-    return Tokenizer('gpt2', lambda s: enc.encode(s, allowed_special={EOT}), enc.decode,
-                     enc.decode_single_token_bytes, enc.n_vocab, eot=enc.eot_token)
-
-
-class _PlainUnpickler(pickle.Unpickler):
-    """Unpickles dicts, lists, strings and numbers only: a meta.pkl naming any class or function is refused."""
-
-    def find_class(self, module, name):
-        raise pickle.UnpicklingError(f"meta.pkl refers to {module}.{name}; only plain data is loaded")
-
-
-def char_tokenizer(meta_path):
-    """Character-level vocabulary from a nanoGPT meta.pkl ({'vocab_size', 'stoi', 'itos'})."""
-    try:
-        with open(meta_path, 'rb') as f:
-            meta = _PlainUnpickler(f).load()  # upstream's format, read without running code
-    except pickle.UnpicklingError as e:
-        if 'refers to' in str(e):  # a class or function: loading it would run code
-            what = str(e).partition('refers to ')[2].partition(';')[0]
-            raise LoadError(f"{meta_path} is not loaded: it names {what}, a class or function that unpickling "
-                            "would run; a meta.pkl holds plain data only. Rewrite it with data/<dataset>/prepare.py") from None
-        raise LoadError(f"{meta_path} is not a readable pickle (truncated or corrupt?): {e}; rewrite it with "
-                        "data/<dataset>/prepare.py") from None
-    except OSError as e:
-        raise LoadError(f"cannot read {meta_path} ({e.strerror})") from None
-    except Exception as e:  # EOFError, ValueError, ...: a damaged or foreign file
-        raise LoadError(f"{meta_path} is not a readable pickle (truncated or corrupt?): {type(e).__name__}: {e}; "
-                        "rewrite it with data/<dataset>/prepare.py") from None
-    if not isinstance(meta, dict) or not {'stoi', 'itos'} <= set(meta):
-        raise LoadError(f"{meta_path} is not a character vocabulary: expected a dict with 'vocab_size', 'stoi' "
-                        "and 'itos' (as data/<dataset>/prepare.py writes it)")
-    stoi, itos = meta['stoi'], meta['itos']
-
-    def encode(s):
-        missing = sorted(set(c for c in s if c not in stoi))
-        if missing:
-            raise ValueError(f"characters {missing[:10]} are not in the vocabulary of {meta_path}")
-        return [stoi[c] for c in s]
-
-    return Tokenizer(f'char:{meta_path}', encode, lambda ids: ''.join(itos[i] for i in ids),
-                     lambda i: itos[i].encode('utf-8'), meta['vocab_size'])
-
-
-def tokenizer_for(checkpoint=None, data_dir='data'):
-    """Upstream's rule: a checkpoint whose config names a dataset with a meta.pkl is character-level;
-    everything else uses GPT-2's BPE."""
-    dataset = ((checkpoint or {}).get('config') or {}).get('dataset')
-    if dataset:
-        meta_path = os.path.join(data_dir, dataset, 'meta.pkl')
-        if os.path.exists(meta_path):
-            print(f"Loading meta from {meta_path}...")
-            return char_tokenizer(meta_path)
-    return gpt2_tokenizer()
 
 
 def read_text(value, setting='start'):
@@ -329,8 +193,10 @@ def model_from_checkpoint(ckpt, dropout=None, path='checkpoint'):
     return model
 
 
-def checkpoint_dict(model, optimizer=None, iter_num=0, best_val_loss=1e9, config=None, **extra):
-    """The checkpoint format upstream nanoGPT reads (plus top-level extras upstream ignores)."""
+def checkpoint_dict(model, optimizer=None, iter_num=0, best_val_loss=1e9, config=None, tokenizer=None, **extra):
+    """The checkpoint format upstream nanoGPT reads (plus top-level extras upstream ignores). tokenizer (a
+    Tokenizer or its .record) is kept as plain data, so the checkpoint decodes without its data folder; without
+    one, loaders look in the dataset folder as upstream does."""
     ckpt = {
         'model': clean_state_dict(model.state_dict()),
         'optimizer': optimizer.state_dict() if optimizer is not None else {},
@@ -340,6 +206,8 @@ def checkpoint_dict(model, optimizer=None, iter_num=0, best_val_loss=1e9, config
         'config': dict(config or {}),
         'gelu': model.config.gelu,
     }
+    if tokenizer is not None:
+        ckpt['tokenizer'] = tokenizer if isinstance(tokenizer, dict) else tokenizer.record
     ckpt.update(extra)
     return ckpt
 

@@ -709,3 +709,56 @@ def plot_loss(steps, evals, path, title='', show=False):
     ax.set_title(title or 'training loss', fontsize=10)
     fig.tight_layout()
     return save(fig, path, show)
+
+
+# ---- compare_tokenizers: how a sentence is cut, loss against bytes of text seen ----
+
+def token_boxes(rows, path, title='', show=False):
+    """One row per tokenizer: the sentence's tokens as coloured boxes, each as wide as its characters.
+
+    rows: [(name, [token text, ...])]; the texts of a row join to the sentence (a byte-level token that
+    holds part of a character shows as '�'). Boxes alternate colours so neighbours are told apart."""
+    plt = _plt()
+    from matplotlib.patches import Rectangle
+    width = max(sum(len(t) for t in toks) for _, toks in rows)
+    cw = 0.11  # inches per character: the figure grows with the sentence, text never overflows a box
+    fig, ax = plt.subplots(figsize=(max(6.0, 2.6 + width * cw), 0.8 + 0.55 * len(rows)))
+    colours = ('#cfe3f7', '#fde0c5', '#d5efd0', '#f3d2e6')
+    for r, (name, toks) in enumerate(rows):
+        y, x = len(rows) - 1 - r, 0
+        for k, t in enumerate(toks):
+            shown = t.replace(' ', '␣').replace('\n', '↵').replace('\t', '→')
+            ax.add_patch(Rectangle((x, y + 0.12), len(t), 0.76, facecolor=colours[k % len(colours)],
+                                   edgecolor='#555555', lw=0.6))
+            ax.text(x + len(t) / 2, y + 0.5, shown, ha='center', va='center', family='monospace', fontsize=8)
+            x += len(t)
+        ax.text(width + 0.8, y + 0.5, f"{len(toks)} tokens", va='center', fontsize=8)
+    ax.set_xlim(0, width + 8)
+    ax.set_ylim(0, len(rows))
+    ax.set_yticks([len(rows) - 0.5 - r for r in range(len(rows))])
+    ax.set_yticklabels([name for name, _ in rows], fontsize=9)
+    ax.set_xticks([])
+    for s in ('top', 'right', 'bottom'):
+        ax.spines[s].set_visible(False)
+    ax.set_title(title or 'token boundaries (␣ = space)', fontsize=10)
+    fig.tight_layout()
+    return save(fig, path, show)
+
+
+def tokenizer_curves(curves, path, title='', show=False):
+    """Val loss of each run in bits per byte against the bytes of text trained on (one chart, all runs).
+
+    curves: {name: [(bytes seen, bits per byte), ...]}."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    for name, pts in curves.items():
+        if pts:
+            x, y = zip(*pts)
+            ax.plot([v / 1e6 for v in x], y, 'o-', ms=3, lw=1.6, label=f"{name} (last {y[-1]:.3f})")
+    ax.set_xlabel('text trained on (MB of UTF-8 bytes)')
+    ax.set_ylabel('val loss (bits per byte)')
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc='upper right')
+    ax.set_title(title or 'val loss per byte of text, by tokenizer', fontsize=10)
+    fig.tight_layout()
+    return save(fig, path, show)

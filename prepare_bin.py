@@ -1,12 +1,22 @@
 """
-Turn text into nanoGPT's data files: train.bin and val.bin, flat arrays of GPT-2 token ids (uint16),
-documents separated by <|endoftext|> (id 50256). train.py reads them from data/<name>/.
+Turn text into nanoGPT's data files: train.bin and val.bin, flat arrays of token ids (uint16), documents
+separated by <|endoftext|>. train.py reads them from data/<name>/.
 
     python prepare_bin.py --input=stories.txt --out_dir=data/stories
     python prepare_bin.py --input=corpus/                  # every .txt file under the folder (recursive)
     python prepare_bin.py --input='books/**/*.txt'         # a glob (quote it so the shell leaves it alone)
     python prepare_bin.py --dataset=roneneldan/TinyStories --out_dir=data/tinystories   # Hugging Face hub
     python train.py --dataset=stories ...                  # then train on data/stories/{train,val}.bin
+    python prepare_bin.py --input=stories.txt --tokenizer=char                 # characters: + meta.pkl
+    python prepare_bin.py --input=stories.txt --tokenizer=bpe --vocab_size=4096  # own BPE: + tokenizer.json
+
+Tokenizers. gpt2 (default): tiktoken's GPT-2 BPE, <|endoftext|> = 50256. char: one token per character of
+the train split, written to meta.pkl in upstream's format (vocab_size, itos, stoi), <|endoftext|> the last
+id; a character that occurs only in val is an error naming it, or becomes --char_unk if you set one.
+bpe: a byte-level BPE trained with Hugging Face `tokenizers` on the train split (--vocab_size tokens,
+--bpe_regex=True splits text with GPT-2's pattern first so no token crosses a word; False lets merges span
+spaces), written to tokenizer.json. Every script finds these files through the checkpoint's dataset, and
+train.py records the tokenizer in the checkpoint too.
 
 Documents. Files are read in sorted order. In a text file a document ends at a blank line (one or more
 empty or whitespace-only lines) and at the end of the file; --doc_sep=file makes each whole file one
@@ -16,7 +26,9 @@ Every document is followed by <|endoftext|>, as in upstream's openwebtext. Windo
 (around a dataset row). Otherwise the text is kept as it is; "<|endoftext|>" written in it is ordinary text.
 
 Split. val.bin is the last val_fraction of the token stream (rounded to whole tokens), train.bin the
-rest, like upstream's shakespeare prepare.py does with characters. It is deterministic, needs no second
+rest, like upstream's shakespeare prepare.py does with characters. For char and bpe the tokenizer is made
+from the train split, so the split is made in the text: val is the last val_fraction of the characters,
+from the start of a line; this text is the same whichever tokenizer then encodes it. It is deterministic, needs no second
 pass over the input, and for a corpus in book order it holds out the last books' text. Each split must
 have more than block_size+1 tokens, or training could not draw a single (x, y) pair from it.
 
@@ -24,8 +36,9 @@ Streaming. The input is read line by line and cut into ~1 MB pieces (a long docu
 lines where the cut cannot change its tokens); the pieces are tokenized by tiktoken on num_threads
 threads while the next ones are read, and the ids are appended to the .bin on disk. Memory stays
 bounded whatever the input size. Everything is written under temporary names and renamed at the end:
-an error or Ctrl-C leaves no partial file. prepare_info.json records the sources, sizes, token counts
-and the split.
+an error or Ctrl-C leaves no partial file. prepare_info.json records the sources, sizes, token counts,
+the split and the tokenizer with its vocabulary size. (char and bpe read the whole text into memory first:
+the tokenizer must see the train split before anything is encoded.)
 """
 
 import glob
@@ -52,11 +65,17 @@ val_fraction: float = 0.1      # val.bin = the last this fraction of the tokens,
 doc_sep: str = 'blank_line'    # what ends a document in text files: 'blank_line' or 'file'
 block_size: int = 1024         # the context length you will train with: each split needs > block_size+1 tokens
 num_threads: int = 0           # tokenizer threads; 0 = every core this process may use
+tokenizer: str = 'gpt2'        # 'gpt2' (tiktoken), 'char' (meta.pkl) or 'bpe' (trained here: tokenizer.json)
+vocab_size: int = 4096         # bpe: tokens in the trained vocabulary (256 bytes + merges + <|endoftext|>)
+bpe_regex: bool = True         # bpe: split text with GPT-2's regex before merging (False: merges cross words)
+char_unk: str = ''             # char: one character that val-only characters become ('' = they are an error)
 # -----------------------------------------------------------------------------
 
 INFO = 'prepare_info.json'
 PIECE_CHARS = 1 << 20          # text handed to one tokenizer call (~1 MB): bounds memory, spreads work
 DOC_SEPS = ('blank_line', 'file')
+TOKENIZERS = ('gpt2', 'char', 'bpe')
+VOCAB_FILES = {'char': 'meta.pkl', 'bpe': 'tokenizer.json'}
 
 
 class PrepareError(ValueError):
@@ -334,9 +353,12 @@ def _cores():
 
 def prepare(input='', dataset='', dataset_config='', split='train', text_field='text', out_dir='',
             val_fraction=0.1, doc_sep='blank_line', block_size=1024, num_threads=0,
-            piece_chars=PIECE_CHARS, show_progress=True, extra=None):
+            piece_chars=PIECE_CHARS, show_progress=True, extra=None, tokenizer='gpt2', vocab_size=4096,
+            bpe_regex=True, char_unk='', text_split=False):
     """Tokenize the input into out_dir/train.bin, val.bin and prepare_info.json (plus the dict `extra`, e.g.
-    where the text came from). Returns a Result. Raises PrepareError on bad input or settings, leaving nothing behind."""
+    where the text came from). Returns a Result. Raises PrepareError on bad input or settings, leaving nothing behind.
+    text_split=True splits GPT-2 data in the text too (as char and bpe always do), so that every tokenizer
+    gets the identical val text (compare_tokenizers.py)."""
     if bool(input) == bool(dataset):
         raise PrepareError("set one of --input=FILE|FOLDER|GLOB or --dataset=NAME" if not input else
                            "set --input or --dataset, not both")
@@ -349,6 +371,13 @@ def prepare(input='', dataset='', dataset_config='', split='train', text_field='
     if num_threads < 0:
         raise PrepareError(f"num_threads={num_threads!r} must be >= 0 (0 = all cores)")
     num_threads = num_threads or _cores()
+    if tokenizer not in TOKENIZERS:
+        raise PrepareError(f"tokenizer={tokenizer!r} must be one of {', '.join(TOKENIZERS)}")
+    if tokenizer == 'bpe' and not 257 < vocab_size <= 65536:
+        raise PrepareError(f"vocab_size={vocab_size} must be above 257 (256 bytes + <|endoftext|>) and at most "
+                           "65,536 (token ids are stored as uint16), e.g. --vocab_size=4096")
+    if char_unk and len(char_unk) != 1:
+        raise PrepareError(f"char_unk={char_unk!r} must be a single character, e.g. --char_unk='?'")
 
     if input:
         paths = resolve_inputs(input)
@@ -362,6 +391,14 @@ def prepare(input='', dataset='', dataset_config='', split='train', text_field='
     out_dir = out_dir or os.path.join('data', default_name(input, dataset))
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise PrepareError(f"--out_dir={out_dir!r} is a file; give a folder")
+    if tokenizer != 'gpt2' or text_split:
+        pieces = (file_pieces(paths, sources, doc_sep, piece_chars) if input else
+                  dataset_pieces(ds, text_field, sources[0], piece_chars))
+        return prepare_text(pieces, sources, out_dir, tokenizer, val_fraction, block_size, vocab_size, bpe_regex,
+                            char_unk, info={'doc_sep': 'dataset row' if dataset else doc_sep,
+                                            'dataset': (dict(name=dataset, config=dataset_config, split=split,
+                                                             text_field=text_field) if dataset else None),
+                                            **(extra or {})})
     enc = gpt2_encoding()
 
     from tqdm import tqdm
@@ -411,6 +448,7 @@ def prepare(input='', dataset='', dataset_config='', split='train', text_field='
             'created': datetime.now(timezone.utc).isoformat(timespec='seconds'),
             'script': 'prepare_bin.py',
             'tokenizer': f"tiktoken gpt2 (tiktoken {_version('tiktoken')})",
+            'vocab_size': enc.n_vocab,
             'dtype': 'uint16',
             'eot_token': enc.eot_token,
             'documents_end_with_eot': True,
@@ -449,9 +487,158 @@ def prepare(input='', dataset='', dataset_config='', split='train', text_field='
     print(f"train.bin has {res.train_tokens:,} tokens")
     print(f"val.bin has {res.val_tokens:,} tokens (the last {res.val_tokens / n:.1%})")
     print(f"wrote {final['train.bin']}, {final['val.bin']}, {final[INFO]}")
-    if os.path.exists(os.path.join(out_dir, 'meta.pkl')):
-        print(f"note: {os.path.join(out_dir, 'meta.pkl')} (a character-level vocabulary from another run) would make "
-              "sample.py decode these GPT-2 ids with it: delete it")
+    for f in VOCAB_FILES.values():
+        if os.path.exists(os.path.join(out_dir, f)):
+            print(f"note: {os.path.join(out_dir, f)} (a vocabulary from another run) would make "
+                  "sample.py decode these GPT-2 ids with it: delete it")
+    return res
+
+
+# -----------------------------------------------------------------------------
+# char and trained BPE: split the text, make the vocabulary from train, encode both
+
+def split_docs(docs, val_fraction):
+    """[(text, ends_document, source_index)] -> (train, val) in the same form: val is the last val_fraction
+    of the characters, starting at a line start (a document cut in two ends train without <|endoftext|>)."""
+    total = sum(len(t) for t, _, _ in docs)
+    cut = round(total * (1 - val_fraction))
+    pos = 0
+    for i, (t, ends, si) in enumerate(docs):
+        if pos + len(t) > cut:
+            off = cut - pos
+            nl = t.rfind('\n', 0, off) if off else -1  # back to the line's start: no word is cut in two
+            off = nl + 1 if nl != -1 else off
+            head = [(t[:off], False, si)] if off else []
+            return docs[:i] + head, [(t[off:], ends, si)] + docs[i + 1:]
+        pos += len(t)
+    return docs, []
+
+
+def make_tokenizer(kind, train, val, vocab_size, bpe_regex, char_unk):
+    """(Tokenizer, file name, write(path)) for the vocabulary made from the train texts."""
+    import tokenizer as tk
+    if kind == 'gpt2':
+        return tk.gpt2_tokenizer(), None, None
+    text = [t for t, _, _ in train]
+    if kind == 'char':
+        known = set().union(*map(set, text))
+        counts = {}
+        for t, _, _ in val:
+            for c in set(t) - known:
+                counts[c] = counts.get(c, 0) + t.count(c)
+        if counts and not char_unk:
+            shown = ', '.join(f"{c!r} ({n}x)" for c, n in sorted(counts.items(), key=lambda x: -x[1])[:10])
+            raise PrepareError(f"{len(counts)} character{'s' * (len(counts) > 1)} occur only in the val split: {shown}"
+                               f"{' ...' if len(counts) > 10 else ''}. The vocabulary comes from train, so the model "
+                               "could not read them: map them to an unknown symbol with --char_unk='?', or move text "
+                               "with them into train (a smaller --val_fraction)")
+        if counts:
+            print(f"note: {sum(counts.values()):,} characters of val ({len(counts)} kinds) become {char_unk!r}")
+        meta = tk.char_meta(''.join(text), char_unk)
+        return tk.char_from_meta(meta, 'meta.pkl'), 'meta.pkl', lambda p: tk.save_meta(meta, p)
+    # bpe: whole documents with the regex (it splits them anyway); line by line without it, since BPE
+    # training rescans a sequence at every merge and a whole book as one sequence would take hours
+    texts = text if bpe_regex else (line for t in text for line in t.splitlines(keepends=True))
+    hf = tk.train_bpe(texts, vocab_size, bpe_regex)
+    return tk.bpe_tokenizer(hf.to_str(), 'tokenizer.json'), 'tokenizer.json', hf.save
+
+
+def prepare_text(pieces, sources, out_dir, kind, val_fraction, block_size, vocab_size=4096, bpe_regex=True,
+                 char_unk='', info=None):
+    """prepare() for a tokenizer made from the train split (or text_split=True): read everything, split
+    the text, make the vocabulary, encode, check, write atomically."""
+    t0 = time.time()
+    docs, cur = [], []
+    for text, ends, si in pieces:  # whole documents, so a document is encoded in one piece
+        cur.append(text)
+        if ends:
+            docs.append((''.join(cur), True, si))
+            cur = []
+    if not docs:
+        raise PrepareError(f"no text in {sources[0].name!r}: the input is empty or only blank lines")
+    train, val = split_docs(docs, val_fraction)
+    print(f"{len(docs):,} documents; split in the text: {sum(len(t) for t, _, _ in train):,} characters train, "
+          f"{sum(len(t) for t, _, _ in val):,} val")
+    tok, vocab_file, write_vocab = make_tokenizer(kind, train, val, vocab_size, bpe_regex, char_unk)
+    if tok.vocab_size > 65536:
+        raise PrepareError(f"the {kind} vocabulary has {tok.vocab_size:,} tokens, more than uint16 ids can hold "
+                           "(65,536): lower --vocab_size")
+    print(f"tokenizer: {kind}, {tok.vocab_size:,} tokens")
+    res = Result(out_dir=out_dir, sources=sources, documents=len(docs), bytes=sum(s.bytes for s in sources))
+    arrays = {}
+    for name, part in (('train', train), ('val', val)):
+        ids = tok.encode_batch([t for t, _, _ in part])
+        for (t, ends, si), x in zip(part, ids):
+            sources[si].tokens += len(x) + ends
+        arr = [np.array(x + [tok.eot] * ends, dtype=np.int64) for (t, ends, si), x in zip(part, ids)]
+        arr = np.concatenate(arr) if arr else np.zeros(0, np.int64)
+        assert not len(arr) or arr.max() < 65536, "ids checked against the vocabulary size above"
+        arrays[name] = arr.astype(np.uint16)
+    res.train_tokens, res.val_tokens = len(arrays['train']), len(arrays['val'])
+    n = res.train_tokens + res.val_tokens
+    need = block_size + 2
+    for name, k, fix in (('train', res.train_tokens, 'lower'), ('val', res.val_tokens, 'raise')):
+        if k < need:
+            raise PrepareError(f"{name}.bin would hold only {k:,} of the {n:,} {kind} tokens (val_fraction="
+                               f"{val_fraction}), but training with block_size={block_size} needs more than "
+                               f"{block_size + 1:,}: {fix} --val_fraction, lower --block_size or add text")
+    res.seconds = time.time() - t0
+    meta = {
+        'created': datetime.now(timezone.utc).isoformat(timespec='seconds'),
+        'script': 'prepare_bin.py',
+        'tokenizer': kind if kind != 'gpt2' else f"tiktoken gpt2 (tiktoken {_version('tiktoken')})",
+        'vocab_size': tok.vocab_size,
+        **({'bpe_regex': bpe_regex, 'library': f"tokenizers {_version('tokenizers')}"} if kind == 'bpe' else {}),
+        **({'char_unk': char_unk} if kind == 'char' else {}),
+        'vocab_file': vocab_file,
+        'dtype': 'uint16',
+        'eot_token': tok.eot,
+        'documents_end_with_eot': True,
+        'sources': [asdict(s) for s in sources],
+        'bytes': res.bytes,
+        'documents': res.documents,
+        'tokens': {'total': n, 'train': res.train_tokens, 'val': res.val_tokens},
+        'split': {'val_fraction': val_fraction, 'rule': 'val is the last val_fraction of the text (characters), '
+                  'from a line start; the vocabulary is made from train only',
+                  'train_chars': sum(len(t) for t, _, _ in train), 'val_chars': sum(len(t) for t, _, _ in val)},
+        'block_size': block_size,
+        'seconds': round(res.seconds, 3),
+        **(info or {}),
+    }
+    made = []
+    d = os.path.abspath(out_dir)
+    while not os.path.exists(d):
+        made.append(d)
+        d = os.path.dirname(d)
+    os.makedirs(out_dir, exist_ok=True)
+    names = ['train.bin', 'val.bin', INFO] + ([vocab_file] if vocab_file else [])
+    final = {k: os.path.join(out_dir, k) for k in names}
+    tmp = {k: os.path.join(out_dir, f'.{k}.{os.getpid()}.tmp') for k in names}
+    try:
+        arrays['train'].tofile(tmp['train.bin'])
+        arrays['val'].tofile(tmp['val.bin'])
+        with open(tmp[INFO], 'w', encoding='utf-8') as f:
+            json.dump(meta, f, indent=2, ensure_ascii=False)
+            f.write('\n')
+        if vocab_file:
+            write_vocab(tmp[vocab_file])
+        for k in names:
+            os.replace(tmp[k], final[k])
+    except BaseException:
+        for p in tmp.values():
+            if os.path.exists(p):
+                os.remove(p)
+        for d in made:
+            if os.path.isdir(d) and not os.listdir(d):
+                os.rmdir(d)
+        raise
+    for other in VOCAB_FILES.values():  # a stale vocabulary of another kind would be picked up by the loaders
+        if other != vocab_file and os.path.exists(os.path.join(out_dir, other)):
+            os.remove(os.path.join(out_dir, other))
+            print(f"removed {os.path.join(out_dir, other)}: a vocabulary from an earlier run of another kind")
+    print(f"{res.documents:,} documents, {n:,} tokens; train.bin has {res.train_tokens:,}, val.bin {res.val_tokens:,}; "
+          f"{res.bytes / max(n, 1):.2f} bytes per token")
+    print(f"wrote {', '.join(final.values())}")
     return res
 
 
@@ -474,7 +661,8 @@ if __name__ == '__main__':
     try:
         res = prepare(input=input, dataset=dataset, dataset_config=dataset_config, split=split,
                       text_field=text_field, out_dir=out_dir, val_fraction=val_fraction, doc_sep=doc_sep,
-                      block_size=block_size, num_threads=num_threads)
+                      block_size=block_size, num_threads=num_threads, tokenizer=tokenizer, vocab_size=vocab_size,
+                      bpe_regex=bpe_regex, char_unk=char_unk)
     except PrepareError as e:
         sys.exit(f"error: {e}")
     except KeyboardInterrupt:

@@ -41,7 +41,7 @@ from tqdm import tqdm
 
 import trainstate
 from configurator import UserError, configure, one_line_errors
-from load import (autocast_ctx, char_tokenizer, describe_init_from, device_type_of, load_checkpoint,
+from load import (autocast_ctx, data_tokenizer, describe_init_from, device_type_of, load_checkpoint,
                   model_from_checkpoint, resolve_device, resolve_dtype, should_compile, use_grad_scaler)
 from model import GPT, GPTConfig
 
@@ -190,10 +190,11 @@ ARCH = ('n_layer', 'n_head', 'n_embd', 'bias', 'gelu')  # settings only a model 
 iter_num = 0
 best_val_loss = 1e9
 checkpoint = None  # the checkpoint we resume: optimizer, GradScaler, train_state (RNG, sampler, counters)
-meta_path = os.path.join(data_dir, 'meta.pkl')
-meta_vocab_size = char_tokenizer(meta_path).vocab_size if os.path.exists(meta_path) else None
+data_tok = data_tokenizer(data_dir)  # meta.pkl (characters) or tokenizer.json (trained BPE); None: GPT-2 ids
+meta_vocab_size = data_tok.vocab_size if data_tok else None
 if meta_vocab_size is not None and master_process:
-    print(f"found vocab_size = {meta_vocab_size} (inside {meta_path})")
+    print(f"found vocab_size = {meta_vocab_size} (inside {data_tok.name})")
+tok_record = data_tok.record if data_tok else {'kind': 'gpt2'}  # in every checkpoint: it decodes alone
 try:
     if init_from == 'scratch':
         if master_process:
@@ -255,8 +256,8 @@ elif block_size > model.config.block_size:
     block_size = config['block_size'] = model.config.block_size
     tokens_per_iter = gradient_accumulation_steps * ddp_world_size * batch_size * block_size
 if meta_vocab_size is None and model.config.vocab_size < 50257:
-    raise UserError(f"the model has vocab_size {model.config.vocab_size} but {data_dir} has no meta.pkl: its "
-                    ".bin files hold GPT-2 token ids (up to 50256)")
+    raise UserError(f"the model has vocab_size {model.config.vocab_size} but {data_dir} has no meta.pkl or "
+                    "tokenizer.json: its .bin files hold GPT-2 token ids (up to 50256)")
 if dtype == 'float64':
     model.double()
 model.to(device)
@@ -466,8 +467,9 @@ try:
                 elif not eval_only:
                     run.evals_without_improvement += 1
                 if iter_num > 0 and not eval_only:
-                    trainstate.save(ckpt_path if improved or always_save_checkpoint else last_path, raw_model,
-                                    optimizer, iter_num, best_val_loss, config, run, snaps, scaler)
+                    save_path = ckpt_path if improved or always_save_checkpoint else last_path
+                    trainstate.save(save_path, raw_model, optimizer, iter_num, best_val_loss, config, run, snaps,
+                                    scaler, tok_record)
                     saved_iter = iter_num
                 if early_stop_patience and run.evals_without_improvement >= early_stop_patience:
                     early_stop = True
@@ -559,7 +561,7 @@ if end != 'eval_only':
     if master_process:
         if iter_num > 0 and saved_iter != iter_num:  # (nothing trained yet, or this very state is saved)
             trainstate.save(ckpt_path if always_save_checkpoint else last_path, raw_model, optimizer,
-                            iter_num, best_val_loss, config, run, snaps, scaler)
+                            iter_num, best_val_loss, config, run, snaps, scaler, tok_record)
             saved_iter = iter_num
         how = {'done': 'finished', 'early_stop': 'stopped early', 'interrupted': 'interrupted'}[end]
         print(f"{how} at iter {iter_num} ({run.tokens_seen:,} tokens, {run.elapsed / 60:.1f} min of "

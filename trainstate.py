@@ -92,13 +92,14 @@ class Progress:
                       **{k: v for k, v in state.items() if k in cls.__dataclass_fields__}})
 
 
-def save(path, model, optimizer, iter_num, best_val_loss, config, progress, rngs, scaler):
-    """Write the current state, with every rank's RNG snapshot (rngs), atomically to path. Saving ckpt.pt
-    removes ckpt_last.pt: ckpt.pt is then the latest state."""
+def save(path, model, optimizer, iter_num, best_val_loss, config, progress, rngs, scaler, tokenizer=None):
+    """Write the current state, with every rank's RNG snapshot (rngs) and the tokenizer's record,
+    atomically to path. Saving ckpt.pt removes ckpt_last.pt: ckpt.pt is then the latest state."""
     train_state = dict(asdict(progress), world_size=len(rngs), rng=rngs,
                        scaler=scaler.state_dict() if scaler.is_enabled() else {})
     tqdm.write(f"saving checkpoint to {path}")
-    ckpt = checkpoint_dict(model, optimizer, iter_num, best_val_loss, config, train_state=train_state)
+    ckpt = checkpoint_dict(model, optimizer, iter_num, best_val_loss, config, tokenizer,
+                           train_state=train_state)
     save_checkpoint(ckpt, path)
     last = os.path.join(os.path.dirname(path), LAST)
     if os.path.basename(path) == CKPT and os.path.exists(last):
