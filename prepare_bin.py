@@ -44,15 +44,19 @@ the tokenizer must see the train split before anything is encoded.)
 import glob
 import json
 import os
+import re
 import signal
 import sys
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field, asdict
 from datetime import datetime, timezone
 
 import numpy as np
+
+from configurator import UserError, configure, run_main
 
 # -----------------------------------------------------------------------------
 input: str = ''                # a text file, a folder (its .txt files, recursively) or a glob like 'books/*.txt'
@@ -78,7 +82,7 @@ TOKENIZERS = ('gpt2', 'char', 'bpe')
 VOCAB_FILES = {'char': 'meta.pkl', 'bpe': 'tokenizer.json'}
 
 
-class PrepareError(ValueError):
+class PrepareError(UserError, ValueError):
     """Bad input or settings; the message names the file or value and what to do."""
 
 
@@ -351,6 +355,57 @@ def _cores():
     return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
 
 
+@contextmanager
+def staged(out_dir, names):
+    """Temporary files {name: path} in out_dir for the block to write; when it ends without error they are
+    renamed into place, else (an error, Ctrl-C, kill) removed with any folder this made: nothing half-written
+    stays, and the files already there are unchanged. An operating-system error (a full disk, a folder
+    that cannot be written) becomes one PrepareError naming the path and the cause."""
+    made = []  # folders this creates, deepest first, removed again if it fails
+    d = os.path.abspath(out_dir)
+    while not os.path.exists(d):
+        made.append(d)
+        d = os.path.dirname(d)
+    tmp = {k: os.path.join(out_dir, f'.{k}.{os.getpid()}.tmp') for k in names}
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        remove_stale_tmp(out_dir)
+        yield tmp
+        for k in names:
+            os.replace(tmp[k], os.path.join(out_dir, k))
+    except BaseException as e:
+        for p in tmp.values():
+            if os.path.exists(p):
+                os.remove(p)
+        for d in made:
+            if os.path.isdir(d) and not os.listdir(d):
+                os.rmdir(d)
+        if isinstance(e, OSError):
+            raise PrepareError(f"cannot write {e.filename or out_dir}: {e.strerror or e}; the files already in "
+                               f"{out_dir} are unchanged: free some space or choose another --out_dir") from None
+        raise
+
+
+def remove_stale_tmp(out_dir):
+    """Delete the temporary files (.train.bin.<pid>.tmp, ...) of runs that were killed (kill -9, a power
+    loss) and so never cleaned up; those of a process still running are left alone."""
+    if os.name == 'nt':  # os.kill(pid, 0) would end the process there, not ask about it
+        return
+    for f in os.listdir(out_dir):
+        m = re.fullmatch(r'\.(.+)\.(\d+)\.tmp', f)
+        if not m or int(m.group(2)) == os.getpid():
+            continue
+        try:
+            os.kill(int(m.group(2)), 0)  # signal 0: only asks whether the process exists
+            continue
+        except ProcessLookupError:
+            pass
+        except PermissionError:  # it exists, under another user
+            continue
+        os.remove(os.path.join(out_dir, f))
+        print(f"removed {os.path.join(out_dir, f)}: left by an earlier run that was killed")
+
+
 def prepare(input='', dataset='', dataset_config='', split='train', text_field='text', out_dir='',
             val_fraction=0.1, doc_sep='blank_line', block_size=1024, num_threads=0,
             piece_chars=PIECE_CHARS, show_progress=True, extra=None, tokenizer='gpt2', vocab_size=4096,
@@ -402,28 +457,19 @@ def prepare(input='', dataset='', dataset_config='', split='train', text_field='
     enc = gpt2_encoding()
 
     from tqdm import tqdm
-    if input:
-        total = sum(os.path.getsize(p) for p in paths)
-        print(f"reading {len(paths)} file{'s' * (len(paths) > 1)} ({total / 1e6:,.2f} MB): "
-              f"{', '.join(paths[:3])}{', ...' if len(paths) > 3 else ''}")
-        bar = tqdm(total=total, unit='B', unit_scale=True, desc='tokenizing', disable=not show_progress)
-        pieces = file_pieces(paths, sources, doc_sep, piece_chars, progress=bar.update)
-    else:
-        print(f"reading {len(ds):,} rows of {sources[0].name}")
-        bar = tqdm(total=len(ds), unit=' docs', unit_scale=True, desc='tokenizing', disable=not show_progress)
-        pieces = dataset_pieces(ds, text_field, sources[0], piece_chars, progress=bar.update)
-
-    made = []  # folders this run creates, removed again if it fails
-    d = os.path.abspath(out_dir)
-    while not os.path.exists(d):
-        made.append(d)
-        d = os.path.dirname(d)
-    os.makedirs(out_dir, exist_ok=True)
-    final = {k: os.path.join(out_dir, k) for k in ('train.bin', 'val.bin', INFO)}
-    tmp = {k: os.path.join(out_dir, f'.{k}.{os.getpid()}.tmp') for k in final}
     res = Result(out_dir=out_dir, sources=sources)
     t0 = time.time()
-    try:
+    with staged(out_dir, ('train.bin', 'val.bin', INFO)) as tmp:
+        if input:
+            total = sum(os.path.getsize(p) for p in paths)
+            print(f"reading {len(paths)} file{'s' * (len(paths) > 1)} ({total / 1e6:,.2f} MB): "
+                  f"{', '.join(paths[:3])}{', ...' if len(paths) > 3 else ''}")
+            bar = tqdm(total=total, unit='B', unit_scale=True, desc='tokenizing', disable=not show_progress)
+            pieces = file_pieces(paths, sources, doc_sep, piece_chars, progress=bar.update)
+        else:
+            print(f"reading {len(ds):,} rows of {sources[0].name}")
+            bar = tqdm(total=len(ds), unit=' docs', unit_scale=True, desc='tokenizing', disable=not show_progress)
+            pieces = dataset_pieces(ds, text_field, sources[0], piece_chars, progress=bar.update)
         with bar:
             n = encode_to_file(pieces, tmp['train.bin'], enc, sources, num_threads, piece_chars)
         res.seconds = time.time() - t0
@@ -469,16 +515,6 @@ def prepare(input='', dataset='', dataset_config='', split='train', text_field='
         with open(tmp[INFO], 'w', encoding='utf-8') as f:
             json.dump(info, f, indent=2, ensure_ascii=False)
             f.write('\n')
-        for k in final:
-            os.replace(tmp[k], final[k])
-    except BaseException:  # errors and Ctrl-C: no partial files
-        for p in tmp.values():
-            if os.path.exists(p):
-                os.remove(p)
-        for d in made:  # deepest first
-            if os.path.isdir(d) and not os.listdir(d):
-                os.rmdir(d)
-        raise
 
     print(f"tokenized {res.bytes / 1e6:,.2f} MB in {res.seconds:.2f} s: {res.mb_per_s:.1f} MB/s "
           f"on {num_threads} thread{'s' * (num_threads > 1)}")
@@ -486,7 +522,7 @@ def prepare(input='', dataset='', dataset_config='', split='train', text_field='
           f"(including {res.documents:,} <|endoftext|>)")
     print(f"train.bin has {res.train_tokens:,} tokens")
     print(f"val.bin has {res.val_tokens:,} tokens (the last {res.val_tokens / n:.1%})")
-    print(f"wrote {final['train.bin']}, {final['val.bin']}, {final[INFO]}")
+    print(f"wrote {', '.join(os.path.join(out_dir, k) for k in ('train.bin', 'val.bin', INFO))}")
     for f in VOCAB_FILES.values():
         if os.path.exists(os.path.join(out_dir, f)):
             print(f"note: {os.path.join(out_dir, f)} (a vocabulary from another run) would make "
@@ -605,16 +641,8 @@ def prepare_text(pieces, sources, out_dir, kind, val_fraction, block_size, vocab
         'seconds': round(res.seconds, 3),
         **(info or {}),
     }
-    made = []
-    d = os.path.abspath(out_dir)
-    while not os.path.exists(d):
-        made.append(d)
-        d = os.path.dirname(d)
-    os.makedirs(out_dir, exist_ok=True)
     names = ['train.bin', 'val.bin', INFO] + ([vocab_file] if vocab_file else [])
-    final = {k: os.path.join(out_dir, k) for k in names}
-    tmp = {k: os.path.join(out_dir, f'.{k}.{os.getpid()}.tmp') for k in names}
-    try:
+    with staged(out_dir, names) as tmp:
         arrays['train'].tofile(tmp['train.bin'])
         arrays['val'].tofile(tmp['val.bin'])
         with open(tmp[INFO], 'w', encoding='utf-8') as f:
@@ -622,23 +650,13 @@ def prepare_text(pieces, sources, out_dir, kind, val_fraction, block_size, vocab
             f.write('\n')
         if vocab_file:
             write_vocab(tmp[vocab_file])
-        for k in names:
-            os.replace(tmp[k], final[k])
-    except BaseException:
-        for p in tmp.values():
-            if os.path.exists(p):
-                os.remove(p)
-        for d in made:
-            if os.path.isdir(d) and not os.listdir(d):
-                os.rmdir(d)
-        raise
     for other in VOCAB_FILES.values():  # a stale vocabulary of another kind would be picked up by the loaders
         if other != vocab_file and os.path.exists(os.path.join(out_dir, other)):
             os.remove(os.path.join(out_dir, other))
             print(f"removed {os.path.join(out_dir, other)}: a vocabulary from an earlier run of another kind")
     print(f"{res.documents:,} documents, {n:,} tokens; train.bin has {res.train_tokens:,}, val.bin {res.val_tokens:,}; "
           f"{res.bytes / max(n, 1):.2f} bytes per token")
-    print(f"wrote {', '.join(final.values())}")
+    print(f"wrote {', '.join(os.path.join(out_dir, k) for k in names)}")
     return res
 
 
@@ -654,20 +672,21 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt  # a kill (SIGTERM) cleans up like Ctrl-C
 
 
-if __name__ == '__main__':
-    from configurator import configure
-    configure(globals())
+def main():
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         res = prepare(input=input, dataset=dataset, dataset_config=dataset_config, split=split,
                       text_field=text_field, out_dir=out_dir, val_fraction=val_fraction, doc_sep=doc_sep,
                       block_size=block_size, num_threads=num_threads, tokenizer=tokenizer, vocab_size=vocab_size,
                       bpe_regex=bpe_regex, char_unk=char_unk)
-    except PrepareError as e:
-        sys.exit(f"error: {e}")
     except KeyboardInterrupt:
         print("\ninterrupted: nothing written (temporary files removed)", file=sys.stderr)
         sys.exit(130)
     name = os.path.basename(os.path.normpath(res.out_dir))
     if os.path.normpath(os.path.dirname(os.path.abspath(res.out_dir))) == os.path.abspath('data'):
         print(f"train on it with: python train.py --dataset={name}")
+
+
+if __name__ == '__main__':
+    configure(globals())
+    run_main(main)  # a PrepareError (bad input, a full disk) ends as one line `error: ...`, exit status 1

@@ -239,6 +239,55 @@ def test_failure_keeps_previous_output(tmp_path, enc, monkeypatch):
     assert {p: (out / p).read_bytes() for p in listing(out)} == before
 
 
+@pytest.mark.parametrize('tokenizer', ['gpt2', 'char'])
+def test_full_disk_one_line_and_previous_output_kept(tmp_path, enc, monkeypatch, tokenizer):
+    """An operating-system error while writing (here a full disk) is a PrepareError naming the path and the
+    cause, not a traceback; the earlier output stays as it was and no temporary file is left."""
+    write_corpus(tmp_path / 'stories.txt', DOCS)
+    out = tmp_path / 'out'
+    kw = dict(input=str(tmp_path / 'stories.txt'), out_dir=str(out), block_size=8, show_progress=False,
+              tokenizer=tokenizer)
+    pb.prepare(**kw)
+    before = {p: (out / p).read_bytes() for p in listing(out)}
+    real_dump = json.dump
+
+    def full(obj, f, **kw_):  # prepare_info.json is written last, after both .bin files
+        raise OSError(28, 'No space left on device', f.name)
+    monkeypatch.setattr(pb.json, 'dump', full)
+    with pytest.raises(pb.PrepareError, match=r"cannot write .*prepare_info\.json.*: No space left on device; "
+                                              r"the files already in .* are unchanged"):
+        pb.prepare(**kw)
+    monkeypatch.setattr(pb.json, 'dump', real_dump)
+    assert {p: (out / p).read_bytes() for p in listing(out)} == before
+
+
+def test_cli_out_dir_that_cannot_be_made(tmp_path):
+    """--out_dir under a file: one line naming the path and the cause, exit status 1."""
+    write_corpus(tmp_path / 'stories.txt', DOCS)
+    (tmp_path / 'afile').write_text('not a folder')
+    proc = run_script('prepare_bin.py', '--input=stories.txt', '--out_dir=afile/data', '--block_size=8',
+                      cwd=tmp_path, check=False)
+    assert proc.returncode == 1 and 'Traceback' not in proc.stderr, proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith('error: cannot write') and 'afile' in line and 'Not a directory' in line
+
+
+def test_stale_temporary_files_of_killed_runs_removed(tmp_path, enc):
+    """kill -9 leaves .train.bin.<pid>.tmp behind: the next run removes those of dead processes only."""
+    write_corpus(tmp_path / 'stories.txt', DOCS)
+    out = tmp_path / 'out'
+    out.mkdir()
+    dead = subprocess.Popen([sys.executable, '-c', 'pass'])
+    dead.wait()  # its pid now belongs to no process
+    stale = [out / f'.train.bin.{dead.pid}.tmp', out / f'.prepare_info.json.{dead.pid}.tmp']
+    alive = out / f'.train.bin.{os.getppid()}.tmp'  # a run still in progress: not ours to remove
+    for p in stale + [alive]:
+        p.write_bytes(b'partial')
+    pb.prepare(input=str(tmp_path / 'stories.txt'), out_dir=str(out), block_size=8, show_progress=False)
+    assert not any(p.exists() for p in stale) and alive.exists()
+    assert {'train.bin', 'val.bin', 'prepare_info.json'} <= set(listing(out))
+
+
 def test_cli_error_and_ctrl_c(tmp_path):
     (tmp_path / 'bad.txt').write_bytes(b'caf\xe9\n')
     proc = run_script('prepare_bin.py', '--input=bad.txt', '--out_dir=out', cwd=tmp_path, check=False)
