@@ -6,6 +6,7 @@ Fine-tune GPT-2 on children's stories (make the data first: python data/children
 $ python train.py config/finetune_children_stories.py                   # device=auto: CUDA, else MPS, else CPU
 $ python train.py config/finetune_children_stories.py --device=mps --batch_size=4
 $ python train.py config/finetune_children_stories.py --init_from=resume   # after Ctrl-C, a crash, or for more iters
+$ python train.py config/finetune_children_stories.py --freeze_layers=10  # only the last 2 blocks train (freeze.py)
 A small model from scratch, to watch one learn (about two minutes on 2 CPU cores):
 $ python train.py config/train_stories_tiny.py
 
@@ -39,6 +40,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+import freeze
 from load import (autocast_ctx, char_tokenizer, checkpoint_dict, describe_init_from, device_type_of,
                   load_checkpoint, model_from_checkpoint, resolve_device, resolve_dtype, save_checkpoint,
                   should_compile, use_grad_scaler)
@@ -72,6 +74,8 @@ n_embd = 768
 dropout = 0.0  # for pretraining 0 is good, for finetuning try 0.1+
 bias = False  # do we use bias inside LayerNorm and Linear layers?
 gelu = 'exact'  # from scratch: 'exact' (upstream nanoGPT) or 'tanh' (GPT-2); other models keep their own
+freeze_layers = 0  # freeze the embeddings and the first N blocks (-1: every block; 0: none); see freeze.py
+train_tied_head = False  # with freeze_layers: train the token embedding anyway, which is lm_head too (tied)
 # adamw optimizer
 learning_rate = 6e-4  # max learning rate
 max_iters = 600000  # total number of training iterations
@@ -97,6 +101,7 @@ plot = True  # redraw out_dir/loss.png at each eval
 config_keys = [k for k, v in globals().items() if not k.startswith('_') and isinstance(v, (int, float, bool, str))]
 from configurator import configure  # noqa: E402
 configure(globals())  # overrides from command line or config file
+freeze_asked = freeze.given(globals())  # the freezing keys set by an argument (a resume must not change them)
 # -----------------------------------------------------------------------------
 
 
@@ -219,6 +224,8 @@ try:
         iter_num = int(checkpoint.get('iter_num', 0))
         best_val_loss = float(checkpoint.get('best_val_loss', 1e9))
         state = checkpoint.get('train_state') or {}
+        freeze_layers, train_tied_head = freeze.resumed(checkpoint.get('config'), config, freeze_asked)
+        config.update(freeze_layers=freeze_layers, train_tied_head=train_tied_head)  # the checkpoint's
         if master_process:
             print(f"Resuming training from {path} (iter {iter_num}, best val loss {best_val_loss:.4f})")
             changed = {k: (v, config[k]) for k, v in (checkpoint.get('config') or {}).items()
@@ -300,6 +307,15 @@ if checkpoint is not None:
     if state.get('scaler') and scaler.is_enabled():
         scaler.load_state_dict(state['scaler'])
 checkpoint = None  # free up memory
+
+# layer freezing, after the optimizer is built: its groups keep every parameter, as upstream's (so either
+# project resumes the checkpoint), and a frozen one never gets a gradient, so AdamW keeps no state for it
+try:
+    n_trainable, n_total = freeze.freeze(model, freeze_layers, train_tied_head)
+except freeze.FreezeError as e:
+    fail(e)
+if master_process:
+    print('\n'.join(freeze.describe(model, freeze_layers, train_tied_head, n_trainable, n_total)))
 
 # compile the model
 raw_model = model  # the GPT itself: saved, and used for MFU
