@@ -651,3 +651,79 @@ def plot_loss(steps, evals, path, title='', show=False):
     ax.set_title(title or 'training loss', fontsize=10)
     fig.tight_layout()
     return save(fig, path, show)
+
+
+# ---- sweep: val loss against each setting, every run's curve ----
+
+def _log_axis(key, xs):
+    """Learning rates (and any positive setting spanning 20x or more) read best on a log axis."""
+    nums = [x for x in xs if isinstance(x, (int, float)) and not isinstance(x, bool)]
+    if len(nums) != len(xs) or not nums or min(nums) <= 0:
+        return False
+    return 'lr' in key or 'learning_rate' in key or max(nums) / min(nums) >= 20
+
+
+def sweep_values(rows, keys, path, title='', show=False):
+    """Best val loss against each swept setting: one panel per key, one line per combination of the other
+    settings (points only when the runs share no other values, as in a random or Optuna search).
+    rows: dicts with 'settings' {key: value} and 'best_val_loss'."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(keys), figsize=(max(6.0, 4.6 * len(keys)), 4.4), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        xs = [r['settings'][key] for r in rows]
+        numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in xs)
+        cats = [] if numeric else sorted({fmt for fmt in map(repr, xs)})
+        pos = (lambda x: x) if numeric else (lambda x: cats.index(repr(x)))
+        others = [k for k in keys if k != key]
+        groups = {}
+        for r in rows:
+            groups.setdefault(tuple(r['settings'][k] for k in others), []).append(r)
+        lines = len(groups) <= 8 and any(len(g) > 1 for g in groups.values())
+        if lines:
+            for g, rs in sorted(groups.items(), key=lambda kv: str(kv[0])):
+                rs = sorted(rs, key=lambda r: pos(r['settings'][key]))
+                label = ', '.join(f"{k}={v}" for k, v in zip(others, g)) or 'val loss'
+                ax.plot([pos(r['settings'][key]) for r in rs], [r['best_val_loss'] for r in rs], 'o-', ms=5,
+                        lw=1.5, label=label)
+            if others:
+                ax.legend(fontsize=8, loc='best')
+        else:
+            ax.plot([pos(x) for x in xs], [r['best_val_loss'] for r in rows], 'o', ms=6, alpha=0.8)
+        if numeric and _log_axis(key, xs):
+            ax.set_xscale('log')
+        if not numeric:
+            ax.set_xticks(range(len(cats)), cats)
+        ax.set_xlabel(key + (' (log scale)' if numeric and _log_axis(key, xs) else ''))
+        ax.set_ylabel('best val loss (nats per token)')
+        ax.grid(alpha=0.3, which='both')
+    fig.suptitle(title or 'sweep: best val loss', fontsize=10)
+    fig.tight_layout()
+    return save(fig, path, show)
+
+
+def sweep_curves(rows, path, title='', show=False, max_labels=12):
+    """Every run's val loss against iteration on one chart, best run first in the legend (the best
+    max_labels named; the rest drawn thin and grey). rows: dicts with 'name', 'curve' [(iter, val)],
+    'best_val_loss', sorted best first."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(9, 5))
+    for i, r in enumerate(rows):
+        it = [c[0] for c in r['curve']]
+        va = [c[1] for c in r['curve']]
+        if i < max_labels:
+            ax.plot(it, va, 'o-', ms=3, lw=1.4, label=f"{r['best_val_loss']:.3f}  {r['name']}", zorder=3)
+        else:
+            ax.plot(it, va, '-', color='0.7', lw=0.8, zorder=1)
+    # the first eval (an untrained model) dwarfs the rest: start the axis at the later evals' top
+    later = [c[1] for r in rows for c in r['curve'][1:]]
+    if later:
+        lo, hi = min(later), max(later)
+        ax.set_ylim(lo - 0.05 * (hi - lo + 1e-9), hi + 0.1 * (hi - lo + 1e-9))
+    ax.set_xlabel('iteration')
+    ax.set_ylabel('val loss (nats per token)')
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc='upper right', title='best val loss, run', title_fontsize=8)
+    ax.set_title((title or 'sweep: val loss of every run') + (f" (the best {max_labels} named)" if len(rows) > max_labels
+                                                             else ''), fontsize=10)
+    fig.tight_layout()
+    return save(fig, path, show)
