@@ -39,7 +39,8 @@ def freeze(model, n, train_tied_head=False):
     if n < -1 or n > L:
         raise FreezeError(f"freeze_layers={n}: the model has {L} blocks; use 0 (train everything), 1..{L} "
                           f"(the embeddings and that many blocks from the bottom), or -1 (every block)")
-    frozen = [] if n == 0 else [model.transformer.wte, model.transformer.wpe, *model.transformer.h[:L if n == -1 else n]]
+    tr = model.transformer
+    frozen = [] if n == 0 else [tr.wte, tr.wpe, *tr.h[:L if n == -1 else n]]
     for p in model.parameters():
         p.requires_grad_(True)
     for m in frozen:
@@ -57,7 +58,7 @@ def describe(model, n, train_tied_head, trainable, total):
     lines = []
     if n != 0:
         k = L if n == -1 else n
-        blocks = f"all {L} blocks" if k == L else f"block 0" if k == 1 else f"blocks 0-{k - 1} of {L}"
+        blocks = f"all {L} blocks" if k == L else "block 0" if k == 1 else f"blocks 0-{k - 1} of {L}"
         tied = ("is trained (train_tied_head=True): as output layer and as input embedding" if train_tied_head else
                 "is frozen with it (train_tied_head=True would train the shared matrix, as output and input)")
         lines.append(f"freeze_layers={n}: frozen: token and position embeddings, {blocks}; lm_head is tied to the "
@@ -65,9 +66,9 @@ def describe(model, n, train_tied_head, trainable, total):
     lines.append(f"parameters: {trainable:,} trainable of {total:,} ({100 * trainable / total:.1f}%)")
     if n != 0:
         frozen_bytes = sum(p.numel() * p.element_size() for p in model.parameters() if not p.requires_grad)
-        lines.append(f"frozen parameters get no gradients and no AdamW state: {3 * frozen_bytes / 2**20:,.1f} MiB "
-                     f"saved ({2 * frozen_bytes / 2**20:,.1f} MiB optimizer state, {frozen_bytes / 2**20:,.1f} MiB "
-                     f"gradients)")
+        mib = frozen_bytes / 2**20
+        lines.append(f"frozen parameters get no gradients and no AdamW state: {3 * mib:,.1f} MiB saved "
+                     f"({2 * mib:,.1f} MiB optimizer state, {mib:,.1f} MiB gradients)")
     return lines
 
 

@@ -723,7 +723,7 @@ def sweep_curves(rows, path, title='', show=False, max_labels=12):
     ax.set_ylabel('val loss (nats per token)')
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc='upper right', title='best val loss, run', title_fontsize=8)
-    ax.set_title((title or 'sweep: val loss of every run') + (f" (the best {max_labels} named)" if len(rows) > max_labels
-                                                             else ''), fontsize=10)
+    more = f" (the best {max_labels} named)" if len(rows) > max_labels else ''
+    ax.set_title((title or 'sweep: val loss of every run') + more, fontsize=10)
     fig.tight_layout()
     return save(fig, path, show)

@@ -3,7 +3,8 @@ Hyperparameter sweeps over train.py: a grid, a random sample or an Optuna search
 out_dir and one result row per run, a table sorted by val loss and charts.
 
 $ python sweep.py config/train_stories_tiny.py --grid="learning_rate=1e-3,3e-4 n_layer=2,4" --max_iters=300
-$ python sweep.py config/train_stories_tiny.py --search=random --trials=6 --grid="learning_rate=1e-4:1e-2:log n_layer=2,4"
+$ python sweep.py config/train_stories_tiny.py --search=random --trials=6 \\
+      --grid="learning_rate=1e-4:1e-2:log n_layer=2,4"
 $ python sweep.py config/train_stories_tiny.py --search=optuna --trials=20 --storage=sqlite:///sweep.db \\
       --grid="learning_rate=1e-4:1e-2:log n_layer=2,4"
 
@@ -46,7 +47,7 @@ from configurator import UserError, configure, run_main
 grid = ''  # the settings to sweep: "key=v1,v2 key=lo:hi[:log]" (ranges for random and optuna only)
 search = 'grid'  # 'grid' (every combination), 'random' (trials draws) or 'optuna'
 trials = 10  # random: how many runs; optuna: how many trials the study should have in all
-seed = 0  # random: which draws; optuna: the sampler's seed
+search_seed = 0  # random: which draws; optuna: the sampler's seed (train.py's own seed is --seed)
 sweep_dir = 'sweep'  # runs, results and charts go here
 storage = ''  # optuna: a database URL shared by every process of the study, e.g. sqlite:///sweep.db ('' = memory)
 study = 'sweep'  # optuna: the study's name in storage
@@ -65,7 +66,8 @@ def parse_space(text, search):
     for item in text.split():
         key, eq, vals = item.partition('=')
         if not eq or not key or not vals:
-            raise UserError(f"--grid: {item!r} is not key=values; write e.g. --grid=\"learning_rate=1e-3,3e-4 n_layer=2,4\"")
+            raise UserError(f"--grid: {item!r} is not key=values; write e.g. "
+                            f"--grid=\"learning_rate=1e-3,3e-4 n_layer=2,4\"")
         parts = vals.split(':')
         if ',' not in vals and len(parts) in (2, 3) and all(_number(p) is not None for p in parts[:2]):
             if len(parts) == 3 and parts[2] != 'log':
@@ -80,7 +82,8 @@ def parse_space(text, search):
         else:
             space[key] = [_value(v) for v in vals.split(',')]
     if not space:
-        raise UserError("nothing to sweep: give --grid=\"key=v1,v2 ...\" (e.g. --grid=\"learning_rate=1e-3,3e-4\")")
+        raise UserError("nothing to sweep: give --grid=\"key=v1,v2 ...\" "
+                        "(e.g. --grid=\"learning_rate=1e-3,3e-4\")")
     return space
 
 
@@ -140,7 +143,8 @@ def throughput(out_dir):
     try:
         with open(os.path.join(out_dir, 'log.csv'), newline='') as f:
             rows = list(csv.DictReader(f))
-        return round(int(rows[-1]['tokens']) / float(rows[-1]['elapsed_s'])) if float(rows[-1]['elapsed_s']) else None
+        tokens, seconds = int(rows[-1]['tokens']), float(rows[-1]['elapsed_s'])
+        return round(tokens / seconds) if seconds else None
     except (OSError, ValueError, KeyError, IndexError, ZeroDivisionError):
         return None
 
@@ -157,7 +161,8 @@ def train(settings, name, train_args, on_eval=None):
     t0 = time.time()
     pruned, seen = False, 0
     with open(os.path.join(out, 'train.out'), 'w') as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, 'PYTHONUNBUFFERED': '1'})
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                env={**os.environ, 'PYTHONUNBUFFERED': '1'})
         try:
             while proc.poll() is None:
                 time.sleep(poll_s if on_eval else 0.2)
@@ -210,8 +215,8 @@ def read_rows():
 
 
 def said(row, i, n):
-    what = (f"best val loss {row['best_val_loss']:.4f} at iter {row['best_iter']}" if row['best_val_loss'] is not None
-            else row['error'])
+    best = row['best_val_loss']
+    what = f"best val loss {best:.4f} at iter {row['best_iter']}" if best is not None else row['error']
     print(f"[{i}/{n}] {row['name']}: {row['status']}, {what} ({row['wall_s']:.0f} s)", flush=True)
 
 
@@ -221,7 +226,8 @@ def run_list(runs, train_args):
             for r in read_rows()}
     todo = []
     for name, settings in runs:
-        status = have.get((name, json.dumps(json.loads(json.dumps(settings)), sort_keys=True), json.dumps(train_args)))
+        key = json.dumps(json.loads(json.dumps(settings)), sort_keys=True)  # as a row read back has it
+        status = have.get((name, key, json.dumps(train_args)))
         if status in DONE and not (status == 'failed' and retry_failed):
             continue
         todo.append((name, settings))
@@ -242,10 +248,12 @@ def run_optuna(space, train_args):
     except ImportError:
         raise UserError("--search=optuna needs Optuna: pip install optuna") from None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # median pruning from the second eval on (the first is the untrained model), once 2 trials have ended
     pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1) if prune else optuna.pruners.NopPruner()
     try:
-        st = optuna.create_study(study_name=study, storage=storage or None, load_if_exists=True, direction='minimize',
-                                 pruner=pruner, sampler=optuna.samplers.TPESampler(seed=seed))
+        st = optuna.create_study(study_name=study, storage=storage or None, load_if_exists=True,
+                                 direction='minimize', pruner=pruner,
+                                 sampler=optuna.samplers.TPESampler(seed=search_seed))
     except (ImportError, ValueError) as e:
         raise UserError(f"--storage={storage!r}: {e}") from None
     ended = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
@@ -325,7 +333,8 @@ def main():
         (own if a.startswith('--') and a[2:].partition('=')[0].replace('-', '_') in OWN else train_args).append(a)
     configure(globals(), own)
     if any(a.startswith('--out_dir=') for a in train_args):
-        raise UserError("--out_dir: every run gets its own (sweep_dir/runs/<name>); choose the folder with --sweep_dir")
+        raise UserError("--out_dir: every run gets its own (sweep_dir/runs/<name>); "
+                        "choose the folder with --sweep_dir")
     if search not in ('grid', 'random', 'optuna'):
         raise UserError(f"--search={search!r}: use grid, random or optuna")
     if trials < 1:
@@ -338,7 +347,7 @@ def main():
             combos = [dict(zip(space, vs)) for vs in itertools.product(*space.values())]
             run_list([(run_name(s), s) for s in combos], train_args)
         elif search == 'random':
-            rng, runs = random.Random(seed), {}
+            rng, runs = random.Random(search_seed), {}
             for _ in range(100 * trials):  # distinct draws (a small list space may have fewer than trials)
                 s = {k: draw(rng, spec) for k, spec in space.items()}
                 runs.setdefault(run_name(s), s)
