@@ -691,6 +691,9 @@ def sweep_values(rows, keys, path, title='', show=False):
             ax.plot([pos(x) for x in xs], [r['best_val_loss'] for r in rows], 'o', ms=6, alpha=0.8)
         if numeric and _log_axis(key, xs):
             ax.set_xscale('log')
+        if numeric and len(set(xs)) <= 8:  # a grid: tick the swept values themselves
+            ax.set_xticks(sorted(set(xs)), [f"{x:g}" for x in sorted(set(xs))])
+            ax.minorticks_off()
         if not numeric:
             ax.set_xticks(range(len(cats)), cats)
         ax.set_xlabel(key + (' (log scale)' if numeric and _log_axis(key, xs) else ''))
@@ -718,7 +721,14 @@ def sweep_curves(rows, path, title='', show=False, max_labels=12):
     later = [c[1] for r in rows for c in r['curve'][1:]]
     if later:
         lo, hi = min(later), max(later)
-        ax.set_ylim(lo - 0.05 * (hi - lo + 1e-9), hi + 0.1 * (hi - lo + 1e-9))
+        top = hi + 0.1 * (hi - lo + 1e-9)
+        ax.set_ylim(lo - 0.05 * (hi - lo + 1e-9), top)
+        above = [r['curve'][0] for r in rows if r['curve'] and r['curve'][0][1] > top]
+        if above:  # say so, rather than let the lines leave the frame unexplained
+            vs = [c[1] for c in above]
+            ax.text(0.01, 0.02, f"above the top: the first evals (iteration {above[0][0]}, val loss "
+                    f"{min(vs):.2f}{'' if max(vs) - min(vs) < 0.005 else f'-{max(vs):.2f}'})",
+                    transform=ax.transAxes, va='bottom', fontsize=8, color='0.3')  # falling curves leave it empty
     ax.set_xlabel('iteration')
     ax.set_ylabel('val loss (nats per token)')
     ax.grid(alpha=0.3)

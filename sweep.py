@@ -322,8 +322,9 @@ def report(space, train_args):
     from plots import sweep_curves, sweep_values
     ok = [r for r in rows if r['best_val_loss'] is not None]
     if ok:
-        sweep_values(ok, keys, os.path.join(sweep_dir, 'val_loss.png'), title=f"{sweep_dir}: best val loss")
-        sweep_curves(ok, os.path.join(sweep_dir, 'curves.png'), title=f"{sweep_dir}: val loss of every run")
+        name = os.path.basename(os.path.abspath(sweep_dir))
+        sweep_values(ok, keys, os.path.join(sweep_dir, 'val_loss.png'), title=f"{name}: best val loss")
+        sweep_curves(ok, os.path.join(sweep_dir, 'curves.png'), title=f"{name}: val loss of every run")
     print(f"wrote {sweep_dir}/results.md, val_loss.png, curves.png")
 
 
