@@ -663,10 +663,16 @@ def _log_axis(key, xs):
     return 'lr' in key or 'learning_rate' in key or max(nums) / min(nums) >= 20
 
 
-def sweep_values(rows, keys, path, title='', show=False):
+def _short(v):
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def sweep_values(rows, keys, path, listed=None, title='', show=False):
     """Best val loss against each swept setting: one panel per key, one line per combination of the other
-    settings (points only when the runs share no other values, as in a random or Optuna search).
-    rows: dicts with 'settings' {key: value} and 'best_val_loss'."""
+    settings when those come from lists of values (a grid), points otherwise (values drawn from ranges).
+    rows: dicts with 'settings' {key: value} and 'best_val_loss'; listed: the keys swept over a list of
+    values (default all): their values are the ticks."""
+    listed = set(keys if listed is None else listed)
     plt = _plt()
     fig, axes = plt.subplots(1, len(keys), figsize=(max(6.0, 4.6 * len(keys)), 4.4), squeeze=False)
     for ax, key in zip(axes[0], keys):
@@ -678,11 +684,11 @@ def sweep_values(rows, keys, path, title='', show=False):
         groups = {}
         for r in rows:
             groups.setdefault(tuple(r['settings'][k] for k in others), []).append(r)
-        lines = len(groups) <= 8 and any(len(g) > 1 for g in groups.values())
+        lines = len(groups) <= 8 and set(others) <= listed and any(len(g) > 1 for g in groups.values())
         if lines:
             for g, rs in sorted(groups.items(), key=lambda kv: str(kv[0])):
                 rs = sorted(rs, key=lambda r: pos(r['settings'][key]))
-                label = ', '.join(f"{k}={v}" for k, v in zip(others, g)) or 'val loss'
+                label = ', '.join(f"{k}={_short(v)}" for k, v in zip(others, g)) or 'val loss'
                 ax.plot([pos(r['settings'][key]) for r in rs], [r['best_val_loss'] for r in rs], 'o-', ms=5,
                         lw=1.5, label=label)
             if others:
@@ -691,8 +697,8 @@ def sweep_values(rows, keys, path, title='', show=False):
             ax.plot([pos(x) for x in xs], [r['best_val_loss'] for r in rows], 'o', ms=6, alpha=0.8)
         if numeric and _log_axis(key, xs):
             ax.set_xscale('log')
-        if numeric and len(set(xs)) <= 8:  # a grid: tick the swept values themselves
-            ax.set_xticks(sorted(set(xs)), [f"{x:g}" for x in sorted(set(xs))])
+        if numeric and key in listed and len(set(xs)) <= 8:  # tick the swept values themselves
+            ax.set_xticks(sorted(set(xs)), [f"{x:.4g}" for x in sorted(set(xs))])
             ax.minorticks_off()
         if not numeric:
             ax.set_xticks(range(len(cats)), cats)
@@ -709,7 +715,7 @@ def sweep_curves(rows, path, title='', show=False, max_labels=12):
     max_labels named; the rest drawn thin and grey). rows: dicts with 'name', 'curve' [(iter, val)],
     'best_val_loss', sorted best first."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(9, 5))
+    fig, ax = plt.subplots(figsize=(9, 5.5), layout='constrained')  # room for the legend below the frame
     for i, r in enumerate(rows):
         it = [c[0] for c in r['curve']]
         va = [c[1] for c in r['curve']]
@@ -730,10 +736,12 @@ def sweep_curves(rows, path, title='', show=False, max_labels=12):
                     f"{min(vs):.2f}{'' if max(vs) - min(vs) < 0.005 else f'-{max(vs):.2f}'})",
                     transform=ax.transAxes, va='bottom', fontsize=8, color='0.3')  # falling curves leave it empty
     ax.set_xlabel('iteration')
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_ylabel('val loss (nats per token)')
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc='upper right', title='best val loss, run', title_fontsize=8)
+    named = min(len(rows), max_labels)
+    fig.legend(fontsize=7, loc='outside lower center', ncols=1 if named <= 4 else 2,
+               title='best val loss, run', title_fontsize=8)
     more = f" (the best {max_labels} named)" if len(rows) > max_labels else ''
     ax.set_title((title or 'sweep: val loss of every run') + more, fontsize=10)
-    fig.tight_layout()
     return save(fig, path, show)

@@ -308,7 +308,7 @@ def report(space, train_args):
     head = ['#', *keys, 'params', 'best val loss', 'at iter', 'tokens/s', 'wall s', 'status']
     lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
     for i, r in enumerate(rows, 1):
-        cells = [str(i), *[fmt(r['settings'][k]) for k in keys], f"{r['params']:,}" if r['params'] else '',
+        cells = [str(i), *[f"{v:.4g}" if isinstance(v, float) else str(v) for v in (r['settings'][k] for k in keys)], f"{r['params']:,}" if r['params'] else '',
                  f"{r['best_val_loss']:.4f}" if r['best_val_loss'] is not None else '',
                  str(r['best_iter']) if r['best_iter'] is not None else '',
                  f"{r['tokens_per_s']:,}" if r['tokens_per_s'] else '', f"{r['wall_s']:.0f}",
@@ -323,7 +323,8 @@ def report(space, train_args):
     ok = [r for r in rows if r['best_val_loss'] is not None]
     if ok:
         name = os.path.basename(os.path.abspath(sweep_dir))
-        sweep_values(ok, keys, os.path.join(sweep_dir, 'val_loss.png'), title=f"{name}: best val loss")
+        sweep_values(ok, keys, os.path.join(sweep_dir, 'val_loss.png'), [k for k in keys if isinstance(space[k], list)],
+                     title=f"{name}: best val loss")
         sweep_curves(ok, os.path.join(sweep_dir, 'curves.png'), title=f"{name}: val loss of every run")
     print(f"wrote {sweep_dir}/results.md, val_loss.png, curves.png")
 
