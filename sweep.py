@@ -119,10 +119,13 @@ def run_name(settings):
     return ','.join(f"{k}={fmt(v)}" for k, v in settings.items()).replace('/', '_').replace(' ', '_')
 
 
-def error_line(text):
-    """The line that says why a run failed: train.py's 'error: ...', else the last line (a traceback's)."""
+def error_line(text, returncode):
+    """The line that says why a run failed: train.py's 'error: ...', the signal that killed it (the
+    out-of-memory killer's SIGKILL), else the last line (a traceback's)."""
     lines = [l.strip() for l in text.splitlines() if l.strip()]
     errors = [l for l in lines if l.startswith('error:')]
+    if not errors and returncode < 0:
+        return f"killed by {signal.Signals(-returncode).name}"
     return (errors or lines or ['(no output)'])[-1]
 
 
@@ -183,12 +186,18 @@ def train(settings, name, train_args, on_eval=None):
     evals = read_evals(out)
     vals = [(v, it) for it, v in evals if math.isfinite(v)]
     m = re.search(r"parameters: ([\d,]+) trainable of ([\d,]+)", text)
+    # a signal that reached train.py but not us (kill <pid>, a job scheduler): it saved and stopped, and the
+    # sweep stops too, without a row, so the same command trains this run again
+    if not pruned and (proc.returncode in (130, -signal.SIGINT, -signal.SIGTERM)
+                       or re.search(r"^interrupted at iter \d+", text, re.M)):
+        print(f"{name}: train.py was interrupted", flush=True)
+        raise KeyboardInterrupt
     status = 'pruned' if pruned else 'done' if proc.returncode == 0 and vals else 'failed'
     best = min(vals) if vals else (None, None)
     return dict(name=name, settings=settings, status=status, best_val_loss=best[0], best_iter=best[1],
                 iters=evals[-1][0] if evals else 0, params=int(m.group(2).replace(',', '')) if m else None,
                 trainable=int(m.group(1).replace(',', '')) if m else None, tokens_per_s=throughput(out),
-                wall_s=round(wall, 1), error=error_line(text) if status == 'failed' else '', out_dir=out,
+                wall_s=round(wall, 1), error=error_line(text, proc.returncode) if status == 'failed' else '', out_dir=out,
                 curve=evals, args=train_args)
 
 

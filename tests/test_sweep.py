@@ -92,6 +92,29 @@ def test_grid_killed_and_rerun_trains_only_missing_runs(cfg, tmp_path):
     assert '4 of 4 runs already have results' in out and len(rows(tmp_path / 'sw')) == 4
 
 
+def test_ctrl_c_or_a_kill_stops_the_run_and_the_sweep_without_a_row(cfg, tmp_path):
+    log = tmp_path / 'sw' / 'runs' / 'learning_rate=0.001' / 'log.csv'
+    for how in ('kill train.py', 'Ctrl-C'):
+        proc = subprocess.Popen([sys.executable, str(ROOT / 'sweep.py'), str(cfg), '--grid=learning_rate=1e-3,2e-3',
+                                 '--max_iters=100000', '--sweep_dir=sw'], cwd=tmp_path, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                                env={**os.environ, 'OMP_NUM_THREADS': '1'})
+        t0 = time.time()
+        while not (log.exists() and log.read_text().count('eval') >= 2) and time.time() - t0 < 120:
+            time.sleep(0.2)
+        if how == 'Ctrl-C':
+            os.killpg(proc.pid, signal.SIGINT)  # the terminal's Ctrl-C reaches the sweep and its train.py
+        else:  # kill <pid> of train.py alone: it saves and exits 0, which must not count as a finished run
+            child = subprocess.run(['pgrep', '-P', str(proc.pid)], capture_output=True, text=True).stdout.split()
+            os.kill(int(child[0]), signal.SIGTERM)
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 130 and 'sweep stopped' in out, (how, out)
+        assert not (tmp_path / 'sw' / 'results.jsonl').exists(), how  # no row: the same command trains it again
+        assert (log.parent / 'ckpt.pt').exists()  # train.py saved it on the way out
+        assert not (tmp_path / 'sw' / 'runs' / 'learning_rate=0.002').exists()
+        log.unlink()
+
+
 def test_a_failing_setting_is_recorded_and_the_sweep_goes_on(cfg, tmp_path):
     proc = sweep(tmp_path, cfg, '--grid=batch_size=0,4', '--sweep_dir=sw')
     bad, good = rows(tmp_path / 'sw')
