@@ -99,15 +99,20 @@ def test_ctrl_c_or_a_kill_stops_the_run_and_the_sweep_without_a_row(cfg, tmp_pat
                                  '--max_iters=100000', '--sweep_dir=sw'], cwd=tmp_path, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, start_new_session=True,
                                 env={**os.environ, 'OMP_NUM_THREADS': '1'})
-        t0 = time.time()
-        while not (log.exists() and log.read_text().count('eval') >= 2) and time.time() - t0 < 120:
-            time.sleep(0.2)
-        if how == 'Ctrl-C':
-            os.killpg(proc.pid, signal.SIGINT)  # the terminal's Ctrl-C reaches the sweep and its train.py
-        else:  # kill <pid> of train.py alone: it saves and exits 0, which must not count as a finished run
-            child = subprocess.run(['pgrep', '-P', str(proc.pid)], capture_output=True, text=True).stdout.split()
-            os.kill(int(child[0]), signal.SIGTERM)
-        out, _ = proc.communicate(timeout=120)
+        try:
+            t0 = time.time()
+            while not (log.exists() and log.read_text().count('eval') >= 2) and time.time() - t0 < 120:
+                time.sleep(0.2)
+            if how == 'Ctrl-C':
+                os.killpg(proc.pid, signal.SIGINT)  # the terminal's Ctrl-C reaches the sweep and its train.py
+            else:  # kill <pid> of train.py alone: it saves and exits 0, which must not count as a finished run
+                child = subprocess.run(['pgrep', '-P', str(proc.pid)], capture_output=True, text=True).stdout.split()
+                os.kill(int(child[0]), signal.SIGTERM)
+            out, _ = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:  # a sweep that did not stop must not outlive the test (max_iters=100000)
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
         assert proc.returncode == 130 and 'sweep stopped' in out, (how, out)
         assert not (tmp_path / 'sw' / 'results.jsonl').exists(), how  # no row: the same command trains it again
         assert (log.parent / 'ckpt.pt').exists()  # train.py saved it on the way out
