@@ -741,8 +741,6 @@ def token_boxes(rows, path, title='', show=False):
     for s in ('top', 'right', 'bottom'):
         ax.spines[s].set_visible(False)
     ax.set_title(title or 'token boundaries (␣ = space)', fontsize=10)
-    fig.tight_layout()
-    return save(fig, path, show)
 
 
 def tokenizer_curves(curves, path, title='', show=False):
@@ -761,4 +759,97 @@ def tokenizer_curves(curves, path, title='', show=False):
     ax.legend(fontsize=8, loc='upper right')
     ax.set_title(title or 'val loss per byte of text, by tokenizer', fontsize=10)
     fig.tight_layout()
+
+
+# ---- sweep: val loss against each setting, every run's curve ----
+
+def _log_axis(key, xs):
+    """Learning rates (and any positive setting spanning 20x or more) read best on a log axis."""
+    nums = [x for x in xs if isinstance(x, (int, float)) and not isinstance(x, bool)]
+    if len(nums) != len(xs) or not nums or min(nums) <= 0:
+        return False
+    return 'lr' in key or 'learning_rate' in key or max(nums) / min(nums) >= 20
+
+
+def _short(v):
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def sweep_values(rows, keys, path, listed=None, title='', show=False):
+    """Best val loss against each swept setting: one panel per key, one line per combination of the other
+    settings when those come from lists of values (a grid), points otherwise (values drawn from ranges).
+    rows: dicts with 'settings' {key: value} and 'best_val_loss'; listed: the keys swept over a list of
+    values (default all): their values are the ticks."""
+    listed = set(keys if listed is None else listed)
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(keys), figsize=(max(6.0, 4.6 * len(keys)), 4.4), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        xs = [r['settings'][key] for r in rows]
+        numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in xs)
+        cats = [] if numeric else sorted({fmt for fmt in map(repr, xs)})
+        pos = (lambda x: x) if numeric else (lambda x: cats.index(repr(x)))
+        others = [k for k in keys if k != key]
+        groups = {}
+        for r in rows:
+            groups.setdefault(tuple(r['settings'][k] for k in others), []).append(r)
+        lines = len(groups) <= 8 and set(others) <= listed and any(len(g) > 1 for g in groups.values())
+        if lines:
+            for g, rs in sorted(groups.items(), key=lambda kv: str(kv[0])):
+                rs = sorted(rs, key=lambda r: pos(r['settings'][key]))
+                label = ', '.join(f"{k}={_short(v)}" for k, v in zip(others, g)) or 'val loss'
+                ax.plot([pos(r['settings'][key]) for r in rs], [r['best_val_loss'] for r in rs], 'o-', ms=5,
+                        lw=1.5, label=label)
+            if others:
+                ax.legend(fontsize=8, loc='best')
+        else:
+            ax.plot([pos(x) for x in xs], [r['best_val_loss'] for r in rows], 'o', ms=6, alpha=0.8)
+        if numeric and _log_axis(key, xs):
+            ax.set_xscale('log')
+        if numeric and key in listed and len(set(xs)) <= 8:  # tick the swept values themselves
+            ax.set_xticks(sorted(set(xs)), [f"{x:.4g}" for x in sorted(set(xs))])
+            ax.minorticks_off()
+        if not numeric:
+            ax.set_xticks(range(len(cats)), cats)
+        ax.set_xlabel(key + (' (log scale)' if numeric and _log_axis(key, xs) else ''))
+        ax.set_ylabel('best val loss (nats per token)')
+        ax.grid(alpha=0.3, which='both')
+    fig.suptitle(title or 'sweep: best val loss', fontsize=10)
+    fig.tight_layout()
+    return save(fig, path, show)
+
+
+def sweep_curves(rows, path, title='', show=False, max_labels=12):
+    """Every run's val loss against iteration on one chart, best run first in the legend (the best
+    max_labels named; the rest drawn thin and grey). rows: dicts with 'name', 'curve' [(iter, val)],
+    'best_val_loss', sorted best first."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(9, 5.5), layout='constrained')  # room for the legend below the frame
+    for i, r in enumerate(rows):
+        it = [c[0] for c in r['curve']]
+        va = [c[1] for c in r['curve']]
+        if i < max_labels:
+            ax.plot(it, va, 'o-', ms=3, lw=1.4, label=f"{r['best_val_loss']:.3f}  {r['name']}", zorder=3)
+        else:
+            ax.plot(it, va, '-', color='0.7', lw=0.8, zorder=1)
+    # the first eval (an untrained model) dwarfs the rest: start the axis at the later evals' top
+    later = [c[1] for r in rows for c in r['curve'][1:]]
+    if later:
+        lo, hi = min(later), max(later)
+        top = hi + 0.1 * (hi - lo + 1e-9)
+        ax.set_ylim(lo - 0.05 * (hi - lo + 1e-9), top)
+        above = [r['curve'][0] for r in rows if r['curve'] and r['curve'][0][1] > top]
+        if above:  # say so, rather than let the lines leave the frame unexplained
+            vs = [c[1] for c in above]
+            ax.text(0.01, 0.02, f"above the top: the first evals (iteration {above[0][0]}, val loss "
+                    f"{min(vs):.2f}{'' if max(vs) - min(vs) < 0.005 else f'-{max(vs):.2f}'})",
+                    transform=ax.transAxes, va='bottom', fontsize=8, color='0.3')  # falling curves leave it empty
+    ax.set_xlabel('iteration')
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.set_ylabel('val loss (nats per token)')
+    ax.grid(alpha=0.3)
+    named = min(len(rows), max_labels)
+    fig.legend(fontsize=7, loc='outside lower center', ncols=1 if named <= 4 else 2,
+               title='best val loss, run', title_fontsize=8)
+    more = f" (the best {max_labels} named)" if len(rows) > max_labels else ''
+    ax.set_title((title or 'sweep: val loss of every run') + more, fontsize=10)
     return save(fig, path, show)

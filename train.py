@@ -6,6 +6,7 @@ Fine-tune GPT-2 on children's stories (make the data first: python data/children
 $ python train.py config/finetune_children_stories.py                 # device=auto: CUDA, else MPS, else CPU
 $ python train.py config/finetune_children_stories.py --device=mps --batch_size=4
 $ python train.py config/finetune_children_stories.py --init_from=resume  # after Ctrl-C, a crash, more iters
+$ python train.py config/finetune_children_stories.py --freeze_layers=10  # only the last 2 blocks train (freeze.py)
 A small model from scratch, to watch one learn (about two minutes on 2 CPU cores):
 $ python train.py config/train_stories_tiny.py
 
@@ -39,6 +40,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+import freeze
 import trainstate
 from configurator import UserError, configure, one_line_errors
 from load import (autocast_ctx, data_tokenizer, describe_init_from, device_type_of, load_checkpoint,
@@ -73,6 +75,8 @@ n_embd: int = 768
 dropout: float = 0.0  # for pretraining 0 is good, for finetuning try 0.1+
 bias: bool = False  # do we use bias inside LayerNorm and Linear layers?
 gelu: str = 'exact'  # from scratch: 'exact' (upstream nanoGPT) or 'tanh' (GPT-2); other models keep their own
+freeze_layers: int = 0  # freeze the embeddings and the first N blocks (-1: every block; 0: none); see freeze.py
+train_tied_head: bool = False  # with freeze_layers: train the token embedding anyway, which is lm_head too (tied)
 # adamw optimizer
 learning_rate: float = 6e-4  # max learning rate
 max_iters: int = 600000  # total number of training iterations
@@ -99,6 +103,7 @@ config_keys = [k for k, v in globals().items()
                if not k.startswith('_') and isinstance(v, (int, float, bool, str))]
 configure(globals())  # overrides from command line or config file
 one_line_errors()  # bad input (a UserError) ends the run with one line `error: ...`, as run_main elsewhere
+freeze_asked = freeze.given(globals())  # the freezing keys set by an argument (a resume must not change them)
 # -----------------------------------------------------------------------------
 
 device = resolve_device(device)  # a ValueError that names the fix: one line, as a UserError
@@ -213,6 +218,8 @@ try:
         model = model_from_checkpoint(checkpoint, dropout, path)
         iter_num = int(checkpoint.get('iter_num', 0))
         best_val_loss = float(checkpoint.get('best_val_loss', 1e9))
+        freeze_layers, train_tied_head = freeze.resumed(checkpoint.get('config'), config, freeze_asked)
+        config.update(freeze_layers=freeze_layers, train_tied_head=train_tied_head)  # the checkpoint's
         if master_process:
             print(f"Resuming training from {path} (iter {iter_num}, best val loss {best_val_loss:.4f})")
             per_run = ('init_from', 'max_iters', 'device', 'dtype', 'backend')
@@ -303,6 +310,12 @@ if checkpoint is not None:
     if state.get('scaler') and scaler.is_enabled():
         scaler.load_state_dict(state['scaler'])
 checkpoint = None  # free up memory
+
+# layer freezing, after the optimizer is built: its groups keep every parameter, as upstream's (so either
+# project resumes the checkpoint), and a frozen one never gets a gradient, so AdamW keeps no state for it
+n_trainable, n_total = freeze.freeze(model, freeze_layers, train_tied_head)
+if master_process:
+    print('\n'.join(freeze.describe(model, freeze_layers, train_tied_head, n_trainable, n_total)))
 
 # compile the model
 raw_model = model  # the GPT itself: saved, and used for MFU
