@@ -18,6 +18,7 @@ wall time and the best CPU time (user + system, all threads) of each over `repea
 ratios: on a machine shared with other work, CPU time is the steadier of the two.
 """
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -60,9 +61,9 @@ with torch.inference_mode():
     y = model.generate(x, attention_mask=torch.ones_like(x), do_sample=True, num_return_sequences=n,
                        max_new_tokens=tokens, min_new_tokens=tokens, temperature=float(temperature),
                        top_k=top_k, top_p=1.0, pad_token_id=50256)
-for row in y.tolist():
+for i, row in enumerate(y.tolist(), start=1):
     print(enc.decode(row))
-    print('---------------')
+    print(f"sample {i}/{n}: {len(row) - x.size(1)} new tokens")
 """
 
 
@@ -107,8 +108,9 @@ def main():
         for r in range(repeats):
             for name, cmd in runs.items():
                 secs, cpu, out = timed(cmd)
-                assert out.count('---------------') == num_samples, out[-1000:]
                 print(f"  round {r + 1}: {name}: {secs:.1f} s wall, {cpu:.1f} s CPU", flush=True)
+                done = re.findall(rf'^sample \d+/{num_samples}: {max_new_tokens} new tokens', out, re.M)
+                assert len(done) == num_samples, out[-1000:]
                 best[name], best_cpu[name] = min(best[name], secs), min(best_cpu[name], cpu)
     tokens = num_samples * max_new_tokens
     for name, secs in best.items():
