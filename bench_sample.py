@@ -90,8 +90,8 @@ def main():
     with tempfile.TemporaryDirectory() as d:
         hf.save_pretrained(d)
         del hf
-        ours = [sys.executable, 'sample.py', f'--init_from={d}', f'--start={prompt}', f'--num_samples={num_samples}',
-                f'--max_new_tokens={max_new_tokens}', f'--temperature={temperature}', f'--top_k={top_k}',
+        ours = [sys.executable, 'sample.py', f'--init_from={d}', f'--start={prompt}',
+                f'--num_samples={num_samples}', f'--max_new_tokens={max_new_tokens}', f'--temperature={temperature}', f'--top_k={top_k}',
                 '--device=cpu', '--dtype=float32', f'--seed={seed}']
         runs = {f'sample.py, {num_samples} samples together (batch_size={num_samples})':
                 ours + [f'--batch_size={num_samples}'],
@@ -100,7 +100,8 @@ def main():
                  str(temperature), str(top_k), str(seed)]}
         if one_at_a_time:
             runs['sample.py --batch_size=1 (one after another)'] = ours + ['--batch_size=1']
-        print(f"CPU float32, {threads or torch.get_num_threads()} threads, GPT-2 shape n_layer={n_layer} n_embd={n_embd}, "
+        print(f"CPU float32, {threads or torch.get_num_threads()} threads, GPT-2 shape n_layer={n_layer} "
+              f"n_embd={n_embd}, "
               f"random weights; {num_samples} samples x {max_new_tokens} tokens, T={temperature}, top-k {top_k}; "
               f"whole processes (start, load, generate, print), best of {repeats}")
         best = {name: float('inf') for name in runs}

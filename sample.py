@@ -60,8 +60,8 @@ dtype: str = 'auto'  # 'auto' (bfloat16 or float16 on CUDA, float32 elsewhere), 
 compile: bool = False  # torch.compile the model (CUDA only); as upstream, generate() itself runs uncompiled
 stop_at_eot: bool = False  # end a sample once it produces <|endoftext|> (counted in its probability)
 show_probs: bool = False  # per step: a terminal line and a bar chart of the probs_top_k most likely tokens
-chart_samples: int = 0  # show_probs: step charts for the first N samples (-1 = all; 0 = all if they come to at most
-#   100 charts, else sample 1 only). Every sample still gets its terminal lines and overview.png
+chart_samples: int = 0  # show_probs: step charts for the first N samples (-1 = all; 0 = all if they come
+#   to at most 100 charts, else sample 1 only). Every sample still gets its terminal lines and overview.png
 chart_workers: int = 0  # processes drawing step charts: 0 = one per CPU core (at most 8), 1 = this process only
 probs_top_k: int = 10  # how many of the most likely tokens each step's chart and line show
 fixed_response: str | list = ''  # score this response instead of sampling: text, "FILE:path" or token ids "[464, 3290]";
@@ -254,7 +254,7 @@ def new_run_dir(results_dir, prefix='sample'):
 
 
 AUTO_CHARTS = 100  # chart_samples=0: every sample's step charts up to this many in all, else sample 1's only
-MIN_CHARTS_PER_WORKER = 40  # fewer charts than this per extra process: draw them here (a process takes ~2 s to start)
+MIN_CHARTS_PER_WORKER = 40  # fewer charts per extra process: draw them here (a process takes ~1 s of CPU to start)
 _chart = None  # a worker process's reused StepChart
 
 
