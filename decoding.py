@@ -178,14 +178,23 @@ def sample(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
 
 
 def draw(lp, temperature, generator=None):
-    """One token id (B,) per row of sampling log-probs lp (B, V) float64; the argmax when temperature is 0."""
+    """One token id (B,) per row of sampling log-probs lp (B, V) float64; the argmax when temperature is 0.
+
+    generator: one torch.Generator for every row, or a list of B generators, one per row: row b then
+    draws from its own stream, so what it gets does not depend on the other rows in the batch."""
     if temperature == 0:
         return lp.argmax(-1)
     # inverse-CDF draw: the first token whose cumulative probability exceeds a uniform u. Same
     # distribution as torch.multinomial, ~10x cheaper on CPU over a 50k vocabulary; a token of
     # probability 0 is never drawn (its CDF step is empty)
     cdf = lp.exp().cumsum(-1)  # (B, V)
-    u = torch.rand(cdf.size(0), 1, generator=generator, dtype=cdf.dtype, device=cdf.device)  # (B, 1)
+    if isinstance(generator, (list, tuple)):
+        if len(generator) != cdf.size(0):
+            raise ValueError(f"{len(generator)} generators for a batch of {cdf.size(0)} rows: "
+                             "give one per row")
+        u = torch.cat([torch.rand(1, 1, generator=g, dtype=cdf.dtype, device=cdf.device) for g in generator])
+    else:
+        u = torch.rand(cdf.size(0), 1, generator=generator, dtype=cdf.dtype, device=cdf.device)  # (B, 1)
     u = torch.minimum(u * cdf[:, -1:], cdf[:, -1:] * (1 - 1e-12))  # never at or past the total
     return torch.searchsorted(cdf, u, right=True).squeeze(-1)
 
@@ -248,8 +257,9 @@ def generate(model, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None
     stop_token: end a row once it produces this id (e.g. 50256, <|endoftext|>); it is included.
     details: k > 0 records a `Step` (top-k candidates, chosen token and rank) per token.
     generator: a torch.Generator for reproducible draws (make_generator(device, seed) puts it where
-        the draws happen); use_cache=False recomputes the whole context every step, as upstream
-        does (the reference the KV cache is tested against).
+        the draws happen), or a list of one per row (row b's tokens then depend only on its prompt and
+        generator, not on the batch it is in); use_cache=False recomputes the whole context every step,
+        as upstream does (the reference the KV cache is tested against).
     Most likely you'll want the model in eval() mode."""
     check_sampling(temperature, top_k, top_p)
     if not torch.is_tensor(idx) or idx.dim() != 2 or idx.size(1) == 0:

@@ -13,18 +13,24 @@ Upstream nanoGPT's sample.py, with its settings and defaults (device and dtype d
   temperature 1, no top-k/top-p: what the model believes) and under the *sampling distribution* (after
   temperature, top-k and top-p: what the tokens were actually drawn from), as probability and log-prob;
 - show_probs=True: for every step, one terminal line and one bar chart of the probs_top_k most likely
-  tokens, the chosen one in another colour, saved as results_dir/sample_<date-time>/sample_<i>/step_<n>.png,
-  and per sample an overview figure (overview.png) of its tokens shaded by probability;
+  tokens, the chosen one in another colour, saved as results_dir/sample_<date-time>/sample_<i>/step_<n>.png
+  (for the first chart_samples samples, drawn by one process per core), and per sample an overview
+  figure (overview.png) of its tokens shaded by probability;
 - fixed_response: score a given response after the prompt instead of sampling (same output and charts);
 - compare_temperatures: one step's distribution under several temperatures, side by side (temperatures.png);
 - num_beams=N: deterministic beam search (model.GPT.beam_search), its beams ranked with their scores shown
   as arithmetic, next to the greedy continuation and its probability (see beam.py).
 - html=True (the default): results_dir/sample_<date-time>/index.html, every token shaded by probability
   with its top candidates on hover, one self-contained page (html_report.py; serve.py is the live version).
+The samples are generated together, batch_size at a time, as the rows of one batch through the KV cache;
+sample i draws from its own random stream (seed + i - 1), so batch_size does not change its tokens
+(its log-probs only by float rounding, ~1e-6 in float32; see docs/sample.md).
 Charts are drawn after generation, from the numbers generate() collected.
 """
 import math
+import multiprocessing
 import os
+import re
 import time
 from ast import literal_eval
 from datetime import datetime
@@ -33,7 +39,7 @@ import torch
 
 import load
 import plots
-from configurator import configure, run_main
+from configurator import UserError, configure, run_main
 from decoding import check_sampling, entropy, f64, greedy_and_beams, make_generator, sampling_logprobs
 from formatting import format_prob
 
@@ -42,18 +48,26 @@ init_from: str = 'resume'  # 'resume' (from out_dir), a gpt2 variant (e.g. 'gpt2
 out_dir: str = 'out'  # ignored if init_from is not 'resume'
 start: str = "\n"  # or "<|endoftext|>" or etc. Can also specify a file, use as: "FILE:prompt.txt"
 num_samples: int = 10  # number of samples to draw
+batch_size: int = 10  # samples generated together in one batch; lower it to save memory (the KV cache
+#   takes 75 MB a row for GPT-2 124M, 630 MB for gpt2-xl, in float32). Sample i draws from its own
+#   random stream seeded with seed+i-1, so a seed gives the same samples whatever the batch size (the
+#   log-probs differ by float rounding, ~1e-6 in float32, which could flip a draw only at a near-exact tie)
 max_new_tokens: int = 500  # number of tokens generated in each sample
 temperature: float = 0.8  # 1.0 = no change, < 1.0 = less random, > 1.0 = more random, 0 = greedy
 top_k: int | None = 200  # retain only the top_k most likely tokens, clamp others to have 0 probability (None = off)
 top_p: float = 1.0  # nucleus sampling: keep the most likely tokens holding top_p of the probability (1.0 = off)
-seed: int = 1337
+seed: int = 1337  # sample i (1-based) draws from its own random stream seeded with seed+i-1
 device: str = 'auto'  # 'auto' (cuda, then mps, then cpu), or 'cpu', 'cuda', 'cuda:0', 'cuda:1', 'mps', etc.
 dtype: str = 'auto'  # 'auto' (bfloat16 or float16 on CUDA, float32 elsewhere), 'float32', 'bfloat16' or 'float16'
 compile: bool = False  # torch.compile the model (CUDA only); as upstream, generate() itself runs uncompiled
 stop_at_eot: bool = False  # end a sample once it produces <|endoftext|> (counted in its probability)
 show_probs: bool = False  # per step: a terminal line and a bar chart of the probs_top_k most likely tokens
+chart_samples: int = 0  # show_probs: step charts for the first N samples (-1 = all; 0 = all if they come
+#   to at most 100 charts, else sample 1 only). Every sample still gets its terminal lines and overview.png
+chart_workers: int = 0  # processes drawing step charts: 0 = one per CPU core (at most 8), 1 = this process only
 probs_top_k: int = 10  # how many of the most likely tokens each step's chart and line show
-fixed_response: str | list = ''  # score this response instead of sampling: text, "FILE:path" or token ids "[464, 3290]"
+fixed_response: str | list = ''  # score this response instead of sampling: text, "FILE:path" or token ids "[464, 3290]";
+#   text that looks like a broken id list ("[1,") is an error: write "text:[1," to score it as text
 compare_temperatures: str | list = ''  # e.g. "0.5,1.0,2.0": one step's top tokens under each temperature, side by side
 compare_step: int = 0  # the step compared: 0 = the first new token, n = after n tokens of sample 1 (or the response)
 results_dir: str = 'results'  # charts go to results_dir/sample_<date-time>/
@@ -68,18 +82,34 @@ html: bool = True  # write results_dir/sample_<date-time>/index.html: every toke
 MAX_WINDOWS = 4  # with show, at most this many overview windows (every PNG is saved regardless)
 
 
-def response_ids(value, tok):
-    """The token ids of fixed_response: text, FILE:path, or a list of ids ("[464, 3290]" or a list).
-    Returns (ids, what it was read as)."""
+ID_LIST = re.compile(r'\s*\[[\d\s,.+-]*\]?\s*')  # only what a list of token ids is made of
+
+
+def parse_response(value):
+    """fixed_response as a list of token ids, or as a str: text, FILE:path, or text:<the text itself>.
+    Text made only of what an id list is made of ("[1,", "[1 2]") is a mistyped list: an error."""
     if isinstance(value, str) and value.lstrip().startswith('['):
         try:
             parsed = literal_eval(value.strip())
         except (SyntaxError, ValueError):
             parsed = None
         if isinstance(parsed, list) and all(isinstance(t, int) and not isinstance(t, bool) for t in parsed):
-            value = parsed  # a list of token ids; anything else starting with '[' is text
+            return parsed  # a list of token ids
+        if ID_LIST.fullmatch(value):
+            raise UserError(f"fixed_response={value!r} looks like a list of token ids but is not one: write "
+                            f"the ids as --fixed_response='[464, 3290]', or --fixed_response='text:{value}' "
+                            f"to score it as text")
+    return value  # text, e.g. "[Verse 1] ..."
+
+
+def response_ids(value, tok):
+    """The token ids of fixed_response: text, FILE:path, text:<text> (taken as is), or a list of ids
+    ("[464, 3290]" or a list). Returns (ids, what it was read as)."""
+    value = parse_response(value)
     if isinstance(value, (list, tuple)):
         ids, what = list(value), 'token ids'  # checked against the vocabulary by model.score()
+    elif value.startswith('text:'):
+        ids, what = tok.encode(value[len('text:'):]), 'text'
     else:
         ids, what = tok.encode(load.read_text(value, 'fixed_response')), 'text'
     if not ids:
@@ -103,17 +133,23 @@ def parse_temperatures(value):
 
 
 def generate_samples(model, ctx, prompt, n, max_new_tokens, temperature, top_k, top_p, details=0,
-                     response=None, stop_token=None, generator=None):
-    """Yield n decoding.Sample results for the prompt (token ids), one at a time, as upstream draws them.
+                     response=None, stop_token=None, generator=None, batch_size=None):
+    """Yield n decoding.Sample results for the prompt (token ids), in order, generated batch_size at a
+    time as the rows of one batch (all n at once by default): each batch is one pass through the KV
+    cache, where a row that stops early waits for the others. generator: a list of n generators, one per
+    sample, makes each sample independent of batch_size; a single one is shared by the rows.
     With response (token ids), that response is forced and scored instead of sampled."""
     device = model.lm_head.weight.device
-    x = torch.tensor([prompt], dtype=torch.long, device=device)  # (1, T)
-    for _ in range(n):
+    per_row = isinstance(generator, (list, tuple))
+    bs = batch_size or n
+    for i in range(0, n, bs):
+        b = min(bs, n - i)
+        x = torch.tensor([prompt] * b, dtype=torch.long, device=device)  # (b, T)
         with torch.no_grad(), ctx:
-            s = model.generate(x, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                               fixed_response=response, stop_token=stop_token, details=details,
-                               generator=generator)[0]
-        yield s  # outside the autocast context: the caller's code runs as usual
+            out = model.generate(x, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                                 fixed_response=response, stop_token=stop_token, details=details,
+                                 generator=generator[i:i + b] if per_row else generator)
+        yield from out  # outside the autocast context: the caller's code runs as usual
 
 
 def step_line(t, step, tok, forced=False, alternatives=4):
@@ -155,10 +191,15 @@ def step_bars(sample, tok, i, temperature, top_k, top_p, forced=False):
     who = 'fixed_response' if forced else f"sample {i}"
     out = []
     for t, step in enumerate(sample.steps):
-        so_far = tok.decode(sample.ids[max(0, P + t - 24):P + t])  # the tail is all the title shows
+        so_far = shown(tok, sample.ids[max(0, P + t - 24):P + t])  # the tail is all the title shows
         title = f"{who} · step {t + 1}/{n} · {sampling}\ntext so far: \"{plots.text_tail(so_far)}\""
         out.append(plots.step_bars(step, tok, title, sampling, forced))
     return out
+
+
+def shown(tok, ids):
+    """ids as display text: partial characters as <E2 80> rather than a replacement character."""
+    return ''.join(text for _, _, text in tok.pieces(ids))
 
 
 def overview(sample, tok, i, temperature, top_k, top_p, forced=False):
@@ -173,7 +214,8 @@ def overview(sample, tok, i, temperature, top_k, top_p, forced=False):
                                 tokens=[tok.token_text(t) for t in sample.tokens],
                                 logprobs=sample.logprobs.tolist(),
                                 sample_logprobs=sample.sample_logprobs.tolist(),
-                                title=title, sampling=sampling, forced=forced)
+                                title=title, sampling=sampling, forced=forced,
+                                pieces=tok.pieces(sample.tokens))  # a character of several tokens: one piece
 
 
 @torch.no_grad()
@@ -191,7 +233,7 @@ def temperature_comparison(model, ctx, ids, temps, top_k, top_p, k, tok, step=0)
         probs.append(lp[top].exp().tolist())
         entropies.append(float(entropy(lp)))
     filt = plots.sampling_text(1, top_k, top_p).partition(', ')[2]  # the top-k/top-p part only
-    title = (f"Next-token distribution at step {step + 1}, after \"{plots.text_tail(tok.decode(ids[-24:]), 50)}\": "
+    title = (f"Next-token distribution at step {step + 1}, after \"{plots.text_tail(shown(tok, ids[-24:]), 50)}\": "
              f"the model's {len(top)} most likely tokens under each temperature")
     return plots.TemperatureComparison(labels=[plots.token_label(tok.token_text(i)) for i in top.tolist()],
                                        temperatures=list(temps), probs=probs, entropies=entropies, title=title,
@@ -221,30 +263,89 @@ def new_run_dir(results_dir, prefix='sample'):
             path = f"{base}-{n}"
 
 
-def draw_step_charts(jobs, k):
-    """Draw (StepBars, path) jobs into PNGs with one reused figure, with a progress bar. Returns seconds."""
+AUTO_CHARTS = 100  # chart_samples=0: every sample's step charts up to this many in all, else sample 1's only
+MIN_CHARTS_PER_WORKER = 40  # fewer charts per extra process: draw them here (a process takes ~1 s of CPU to start)
+_chart = None  # a worker process's reused StepChart
+
+
+def _init_chart_worker(k):
+    """Set up a chart-drawing process: headless matplotlib, one reused figure."""
+    global _chart
+    os.environ['MPLBACKEND'] = 'Agg'  # files only: a worker never opens windows
+    _chart = plots.StepChart(k)
+
+
+def _draw_chart_chunk(jobs):
+    """Draw (StepBars, path) jobs with the worker's figure; returns how many."""
+    for bars, path in jobs:
+        _chart.draw(bars, path)
+    return len(jobs)
+
+
+def chart_workers_for(n_jobs, workers=0):
+    """How many processes draw n_jobs charts: workers (0 = one per CPU core, at most 8), fewer when
+    each would get under MIN_CHARTS_PER_WORKER charts (1 = in this process)."""
+    if workers <= 0:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
+        workers = min(cores or 1, 8)
+    return max(1, min(workers, n_jobs // MIN_CHARTS_PER_WORKER))
+
+
+def draw_step_charts(jobs, k, workers=1):
+    """Draw (StepBars, path) jobs into PNGs with one reused figure per process, with a progress bar.
+    workers > 1 spreads them over that many 'spawn' processes (torch is loaded here: no fork).
+    Returns seconds."""
     from tqdm import tqdm
-    chart = plots.StepChart(k)
     t0 = time.perf_counter()
+    bar = tqdm(total=len(jobs), desc='step charts', unit='chart', leave=False)
     try:
-        for bars, path in tqdm(jobs, desc='step charts', unit='chart', leave=False):
-            chart.draw(bars, path)
+        if workers <= 1:
+            chart = plots.StepChart(k)
+            try:
+                for bars, path in jobs:
+                    chart.draw(bars, path)
+                    bar.update()
+            finally:
+                chart.close()
+        else:
+            chunks = [jobs[c:c + 10] for c in range(0, len(jobs), 10)]  # small chunks: the progress bar moves
+            ctx = multiprocessing.get_context('spawn')
+            with ctx.Pool(workers, initializer=_init_chart_worker, initargs=(k,)) as pool:
+                for done in pool.imap_unordered(_draw_chart_chunk, chunks):
+                    bar.update(done)
     finally:
-        chart.close()
+        bar.close()
     return time.perf_counter() - t0
 
 
-def save_step_charts(samples, tok, run_dir, temperature, top_k, top_p, k, forced=False, windows=False):
-    """Every step chart and every overview of samples (generated with details) into run_dir."""
+def charted_samples(lengths, chart_samples):
+    """How many samples (of step counts `lengths`) get step charts, for the chart_samples setting."""
+    if chart_samples < 0 or (chart_samples == 0 and sum(lengths) <= AUTO_CHARTS):
+        return len(lengths)
+    return min(chart_samples or 1, len(lengths))
+
+
+def save_step_charts(samples, tok, run_dir, temperature, top_k, top_p, k, forced=False, windows=False,
+                     chart_samples=0, workers=0):
+    """The step charts of the first chart_samples samples (see charted_samples) and every sample's
+    overview (samples generated with details) into run_dir. workers: see chart_workers_for."""
     jobs, all_bars = [], []
+    drawn, n = charted_samples([len(s.steps) for s in samples], chart_samples), len(samples)
     for i, s in enumerate(samples, start=1):
         digits = max(3, len(str(len(s.steps))))
         bars = step_bars(s, tok, i, temperature, top_k, top_p, forced)
         folder = os.path.join(run_dir, f"sample_{i}")
-        jobs += [(b, os.path.join(folder, f"step_{t:0{digits}d}.png")) for t, b in enumerate(bars, start=1)]
+        if i <= drawn:
+            jobs += [(b, os.path.join(folder, f"step_{t:0{digits}d}.png")) for t, b in enumerate(bars, start=1)]
         all_bars += bars
-    print(f"drawing {len(jobs)} step charts into {run_dir}/sample_<i>/step_<n>.png")
-    secs = draw_step_charts(jobs, k)
+    if drawn < n:
+        total = sum(len(s.steps) for s in samples)
+        print(f"step charts for {'sample 1' if drawn == 1 else f'samples 1-{drawn}'} only "
+              f"(--chart_samples=-1 draws all {total} charts of the {n} samples)")
+    procs = chart_workers_for(len(jobs), workers)
+    print(f"drawing {len(jobs)} step charts into {run_dir}/sample_<i>/step_<n>.png"
+          + (f" ({procs} processes)" if procs > 1 else ''))
+    secs = draw_step_charts(jobs, k, procs)
     print(f"drew {len(jobs)} step charts in {secs:.1f} s ({secs / max(len(jobs), 1):.3f} s per chart)")
     for i, s in enumerate(samples, start=1):
         path = plots.draw_overview(overview(s, tok, i, temperature, top_k, top_p, forced),
@@ -273,6 +374,12 @@ def beam_search_vs_greedy(loaded, prompt, stop_token):
 def main():
     # check the settings before loading anything
     check_sampling(temperature, top_k, top_p)
+    for name, value, lo in (('num_samples', num_samples, 1), ('batch_size', batch_size, 1),
+                            ('chart_samples', chart_samples, -1)):
+        if value < lo:
+            raise UserError(f"{name} must be >= {lo}, got {value}" + (" (-1 = all)" if lo == -1 else ''))
+    if fixed_response:
+        parse_response(fixed_response)  # a mistyped id list fails here, before the model loads
     if probs_top_k < 1:
         raise ValueError(f"probs_top_k must be >= 1, got {probs_top_k}")
     temps = parse_temperatures(compare_temperatures)
@@ -304,14 +411,18 @@ def main():
         return beam_search_vs_greedy(loaded, prompt, stop_token)
     if show_probs:
         steps = len(response) if forced else f"up to {max_new_tokens}"
-        print(f"show_probs: after generation, one chart per step will be drawn under {results_dir}/ "
-              f"({n} sample{'s' * (n != 1)} x {steps} steps)")
-    generator = make_generator(loaded.device, seed)  # reproducible draws
+        print(f"show_probs: after generation, step charts ({n} sample{'s' * (n != 1)} x {steps} steps, "
+              f"drawn for chart_samples of them) and overviews go under {results_dir}/")
+    # one random stream per sample: a seed gives the same samples whatever batch_size
+    generators = [make_generator(loaded.device, seed + i) for i in range(n)]
+    if n > 1:
+        print(f"generating {n} samples, {min(batch_size, n)} at a time")
 
     samples = []
     details = probs_top_k if show_probs or html else 0
     for i, s in enumerate(generate_samples(model, loaded.ctx, prompt, n, max_new_tokens, temperature, top_k,
-                                           top_p, details, response, stop_token, generator), start=1):
+                                           top_p, details, response, stop_token, generators, batch_size),
+                          start=1):
         samples.append(s)
         print(tok.decode(s.ids))
         if show_probs:
@@ -325,7 +436,8 @@ def main():
     run_dir = new_run_dir(results_dir) if (show_probs or temps or html) else None
     windows = show and plots.interactive_display()
     if show_probs:
-        save_step_charts(samples, tok, run_dir, temperature, top_k, top_p, probs_top_k, forced, windows)
+        save_step_charts(samples, tok, run_dir, temperature, top_k, top_p, probs_top_k, forced, windows,
+                         chart_samples, chart_workers)
     if temps:
         base = samples[0].ids if samples else prompt
         step = min(compare_step, len(base) - len(prompt))  # sample 1 may be shorter (<|endoftext|>, max_new_tokens)

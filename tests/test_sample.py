@@ -313,3 +313,96 @@ def test_tiny_probabilities_are_printed_never_as_zero(gpt2_tok):
         assert '(sampling         0)' not in line and f"(sampling {format_prob(st.chosen_sample_logprob):>9})" in line
     b = S.step_bars(s, tok, 1, 0.001, None, 1.0, forced=True)[s.steps.index(tiny[0])]
     assert format_prob(b.sample_logprobs[b.chosen], 3) != '0' and 'e-' in format_prob(b.sample_logprobs[b.chosen], 3)
+
+
+def test_samples_drawn_together_equal_samples_drawn_one_at_a_time():
+    """One generator per sample: a sample's tokens do not depend on batch_size, rows that stop early
+    included, and its log-probs are the reference forward pass's (up to float32 rounding of the batch)."""
+    from decoding import make_generator
+    model, prompt = tiny_model(), [464, 3290, 318]
+    gens = lambda: [make_generator('cpu', 7 + i) for i in range(4)]  # noqa: E731
+    first = list(S.generate_samples(model, nullcontext(), prompt, 4, 10, 1.5, None, 1.0, generator=gens()))
+    stop = first[0].tokens[3]  # a token sample 1 draws: some rows stop early, at different steps
+    calls = []
+    generate = model.generate
+    model.generate = lambda x, *a, **kw: calls.append(x.size(0)) or generate(x, *a, **kw)
+    runs = {bs: list(S.generate_samples(model, nullcontext(), prompt, 4, 10, 1.5, None, 1.0, details=3,
+                                        stop_token=stop, generator=gens(), batch_size=bs)) for bs in (4, 3, 1)}
+    assert calls == [4, 3, 1, 1, 1, 1, 1]  # batch_size rows at a time, the last batch smaller
+    lengths = {len(s.tokens) for s in runs[1]}
+    assert len(lengths) > 1 and any(s.stopped for s in runs[1]) and not all(s.stopped for s in runs[1])
+    for bs in (4, 3):
+        for a, b in zip(runs[bs], runs[1]):
+            assert a.tokens == b.tokens and a.stopped == b.stopped
+            assert a.logprobs.tolist() == pytest.approx(b.logprobs.tolist(), abs=1e-5)
+            assert a.sample_logprobs.tolist() == pytest.approx(b.sample_logprobs.tolist(), abs=1e-5)
+            assert [st.chosen for st in a.steps] == b.tokens and [st.chosen_rank for st in a.steps] == \
+                [st.chosen_rank for st in b.steps]
+    assert len({tuple(s.tokens) for s in runs[4]}) == 4  # four different samples, not one repeated
+    for s in runs[4]:  # the numbers themselves, against a plain forward pass
+        for t, tk in enumerate(s.tokens):
+            mlp, slp = reference(model, prompt + s.tokens[:t], 1.5)
+            assert s.logprobs[t] == pytest.approx(float(mlp[tk]), abs=1e-4)
+            assert s.sample_logprobs[t] == pytest.approx(float(slp[tk]), abs=1e-4)
+
+
+def test_per_row_generators_need_one_per_row():
+    from decoding import sample
+    logits = torch.randn(3, 50)
+    with pytest.raises(ValueError, match='2 generators for a batch of 3'):
+        sample(logits, generator=[torch.Generator(), torch.Generator()])
+    ids, _ = sample(logits, generator=[torch.Generator().manual_seed(i) for i in range(3)])
+    for b in range(3):  # row b draws what it would draw alone with its generator
+        alone, _ = sample(logits[b:b + 1], generator=torch.Generator().manual_seed(b))
+        assert ids[b] == alone[0]
+
+
+def test_chart_samples_rule_and_workers():
+    assert S.charted_samples([4, 4, 4], 0) == 3  # small runs: every chart
+    assert S.charted_samples([500] * 10, 0) == 1  # the default run: sample 1 only
+    assert S.charted_samples([500] * 10, -1) == 10 and S.charted_samples([5] * 3, 2) == 2
+    assert S.charted_samples([5] * 3, 7) == 3
+    assert S.chart_workers_for(500, 2) == 2 and S.chart_workers_for(30, 2) == 1  # a process costs a start
+    assert S.chart_workers_for(10 ** 6, 0) >= 1 and S.chart_workers_for(10 ** 6, 64) == 64
+
+
+def test_step_charts_drawn_by_processes_equal_those_drawn_here(gpt2_tok, tmp_path):
+    model, tok = tiny_model(), gpt2_tok
+    s, = S.generate_samples(model, nullcontext(), tok.encode(PROMPT), 1, 4, 0.8, 200, 1.0, details=5,
+                            generator=torch.Generator().manual_seed(0))
+    bars = S.step_bars(s, tok, 1, 0.8, 200, 1.0)
+    S.draw_step_charts([(b, str(tmp_path / 'here' / f"{t}.png")) for t, b in enumerate(bars)], 5, workers=1)
+    S.draw_step_charts([(b, str(tmp_path / 'procs' / f"{t}.png")) for t, b in enumerate(bars)], 5, workers=2)
+    for t in range(4):
+        assert (tmp_path / 'procs' / f"{t}.png").read_bytes() == (tmp_path / 'here' / f"{t}.png").read_bytes()
+
+
+def test_cli_chart_samples_draws_the_first_n_and_says_how_to_get_all(tmp_path):
+    write_ckpt(tmp_path / 'out')
+    proc = run_script('sample.py', '--out_dir=out', f'--start={PROMPT}', '--num_samples=3', '--batch_size=2',
+                      '--max_new_tokens=3', '--show_probs=True', '--chart_samples=2', '--device=cpu', cwd=tmp_path)
+    out = proc.stdout
+    run, = (tmp_path / 'results').iterdir()
+    assert pngs(run) == [f"sample_{i}/{n}" for i in (1, 2) for n in
+                         ['overview.png', 'step_001.png', 'step_002.png', 'step_003.png']] + ['sample_3/overview.png']
+    assert 'step charts for samples 1-2 only (--chart_samples=-1 draws all 9 charts of the 3 samples)' in out
+    assert len(step_lines(out)) == 3 * 3  # every sample's steps are printed
+    assert [int(m) for m in re.findall(r'^sample (\d)/3: ', out, re.M)] == [1, 2, 3]  # in order
+
+
+def test_cli_no_samples_and_a_mistyped_id_list_are_errors_before_loading(tmp_path, monkeypatch, capsys, gpt2_tok):
+    import runpy
+    monkeypatch.chdir(tmp_path)
+    for args, words in ((['--num_samples=0'], ['num_samples', '>= 1', 'got 0']),
+                        (['--fixed_response=[1,'], ["'[1,'", 'token ids', '[464, 3290]', "text:[1,"]),
+                        (['--fixed_response=[1 2]'], ["'[1 2]'", 'text:[1 2]'])):
+        monkeypatch.setattr('sys.argv', ['sample.py', '--out_dir=nowhere', *args])  # no model: checked first
+        with pytest.raises(SystemExit) as e:
+            runpy.run_path(S.__file__, run_name='__main__')
+        msg = capsys.readouterr().err.strip()
+        assert e.value.code == 1 and msg.startswith('error: ') and '\n' not in msg, msg
+        assert all(w in msg for w in words) and 'ckpt.pt' not in msg, msg
+    # text: scores the rest as text, whatever it looks like
+    assert S.response_ids('text:[1,', gpt2_tok) == (gpt2_tok.encode('[1,'), 'text')
+    assert S.response_ids('text:FILE:x', gpt2_tok) == (gpt2_tok.encode('FILE:x'), 'text')
+    assert S.response_ids('[1, 2]', gpt2_tok) == ([1, 2], 'token ids')
