@@ -66,7 +66,8 @@ _written = []  # the result files, once written (what a Ctrl-C after that leaves
 # (the configurator skips them with a note; scoring draws no random numbers, so seed is among them)
 IGNORED_SETTINGS = ('start', 'num_samples', 'max_new_tokens', 'seed', 'show_probs', 'probs_top_k',
                     'stop_at_eot', 'fixed_response', 'compare_temperatures', 'compare_step', 'num_beams',
-                    'length_penalty', 'no_repeat_ngram_size', 'early_stopping')
+                    'length_penalty', 'no_repeat_ngram_size', 'early_stopping', 'chart_samples',
+                    'chart_workers')
 
 
 def _model_and_tokenizer(model, tok, **load_kw):

@@ -741,6 +741,8 @@ def token_boxes(rows, path, title='', show=False):
     for s in ('top', 'right', 'bottom'):
         ax.spines[s].set_visible(False)
     ax.set_title(title or 'token boundaries (␣ = space)', fontsize=10)
+    fig.tight_layout()
+    return save(fig, path, show)
 
 
 def tokenizer_curves(curves, path, title='', show=False):
@@ -759,6 +761,7 @@ def tokenizer_curves(curves, path, title='', show=False):
     ax.legend(fontsize=8, loc='upper right')
     ax.set_title(title or 'val loss per byte of text, by tokenizer', fontsize=10)
     fig.tight_layout()
+    return save(fig, path, show)
 
 
 # ---- sweep: val loss against each setting, every run's curve ----
