@@ -126,3 +126,12 @@ def run_script(script, *args, cwd, check=True, timeout=300, env=None):
         raise AssertionError(f"{script} {' '.join(map(str, args))} failed ({proc.returncode}):\n"
                              f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread: tiny models gain nothing from more, and on a busy machine threads cost seconds."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -5,7 +5,6 @@ the live app generates greedy text equal to generate(), branches from an alterna
 SCREENSHOTS_DIR=results/examples python -m pytest tests/test_browser.py  also writes report_*.png there;
 with SCREENSHOTS_MODEL=<a train.py out_dir> the report and app tests use that model (readable text for the README)."""
 import contextlib
-import json
 import math
 import os
 import time
@@ -27,21 +26,13 @@ try:
     from playwright.sync_api import sync_playwright
 except ImportError:
     sync_playwright = None
-pytestmark = pytest.mark.skipif(sync_playwright is None or not os.path.exists(CHROMIUM),
-                                reason="browser tests need Chromium and Playwright: apt-get install -y chromium && "
-                                       "pip install playwright (never `playwright install`)")
+pytestmark = [pytest.mark.skipif(sync_playwright is None or not os.path.exists(CHROMIUM),
+                                 reason="browser tests need Chromium and Playwright: apt-get install -y chromium "
+                                        "&& pip install playwright (never `playwright install`)"),
+              pytest.mark.usefixtures('one_thread')]  # see conftest.one_thread
 INJ = '</script><img src=x onerror="window.__pwned=1">"\'&'
 SHOTS = os.environ.get('SCREENSHOTS_DIR')
 SHOTS_MODEL = os.environ.get('SCREENSHOTS_MODEL')
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: tiny models gain nothing from more, and on a busy machine threads cost seconds."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope='module')

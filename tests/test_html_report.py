@@ -19,13 +19,7 @@ from formatting import format_prob, format_ratio
 INJ = '</script><img src=x onerror="alert(1)">&\'"\u2028'
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: tiny models gain nothing from more, and on a busy machine threads cost seconds."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('one_thread')  # see conftest.one_thread
 
 
 def page_data(path):

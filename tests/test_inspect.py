@@ -14,12 +14,7 @@ ONE_THREAD = {'OMP_NUM_THREADS': '1'}  # tiny models: threads only wait for each
 PROMPT = [464, 3290, 318, 257]  # "The dog is a"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('one_thread')  # see conftest.one_thread
 
 
 def greedy(model, prompt, n, stop=None):
