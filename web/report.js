@@ -243,9 +243,13 @@
     if (pinned) pinned.classList.remove('sel');
     pinned = null;
   }
+  // after Escape, hovering opens a popover again only once the mouse moves: the token that the closed
+  // popover uncovers under a still pointer gets a mouseover, which must not undo the Escape
+  let escaped = false;
+  main.addEventListener('mousemove', () => { escaped = false; });
   main.addEventListener('mouseover', (e) => {
     const s = e.target.closest && e.target.closest('.tk');
-    if (s && !pinned) showPop(s, false);
+    if (s && !pinned && !escaped) showPop(s, false);
   });
   main.addEventListener('mouseout', (e) => {
     const s = e.target.closest && e.target.closest('.tk');
@@ -282,7 +286,7 @@
   });
   document.addEventListener('keydown', (e) => {
     if (e.key === 'Escape' && !pop.hidden) {
-      const back = pinned; hidePop(); if (back) back.focus({ preventScroll: true });
+      const back = pinned; hidePop(); escaped = true; if (back) back.focus({ preventScroll: true });
     }
   });
   document.addEventListener('click', (e) => {
