@@ -157,8 +157,9 @@ def load_checkpoint(path, map_location='cpu'):
         # "Unsupported global: GLOBAL io.open was not ..."
         named = re.search(r'GLOBAL (\S+?)[.]?(\s|$)', str(e))
         if not named:  # the unpickler met bytes it cannot read: damage, not code
+            why = lines[-2] if len(lines) > 1 else lines[0] if lines else 'unreadable pickle'
             raise ValueError(f"{path} is not a readable torch checkpoint (truncated or corrupt?): "
-                             f"{lines[-2] if len(lines) > 1 else lines[0] if lines else 'unreadable pickle'}") from None
+                             f"{why}") from None
         raise ValueError(f"{path} holds Python objects beyond tensors and plain values, so it is not loaded "
                          f"(loading it would run code from the file): it names {named.group(1)}") from None
     except Exception as e:
@@ -329,8 +330,9 @@ def load_model(init_from='resume', out_dir='out', device='auto', dtype='auto', c
             model = GPT.from_pretrained(src, dict(dropout=dropout) if dropout is not None else None)
         except OSError as e:  # no network, no such hub model, or a folder without weights
             first = (str(e).strip().splitlines() or [type(e).__name__])[0].rstrip('.')
-            raise LoadError(f"transformers could not load {where!r}: {first}. "
-                             f"{'GPT-2 weights download from the Hugging Face hub on first use; offline, ' if kind == 'gpt2' else ''}"
+            hint = ('GPT-2 weights download from the Hugging Face hub on first use; offline, '
+                    if kind == 'gpt2' else '')
+            raise LoadError(f"transformers could not load {where!r}: {first}. {hint}"
                              "give a local Hugging Face GPT-2 folder (config.json + weights) "
                              "as --init_from=path") from None
         tok = gpt2_tokenizer()
