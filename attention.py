@@ -97,7 +97,8 @@ def main():
     grid = plots.attention_grid(att.numpy(), os.path.join(results_dir, f"{name}_{tag}_grid.png"),
                                 title=f"attention of {plots.model_label(loaded.source)} on {short!r}\n"
                                       f"rows: layers, columns: heads; in each map query down, key across")
-    close = plots.attention_head(a.numpy(), labels, os.path.join(results_dir, f"{name}_{tag}_L{lay}H{head}.png"),
+    close = plots.attention_head(a.numpy(), labels,
+                                 os.path.join(results_dir, f"{name}_{tag}_L{lay}H{head}.png"),
                                  title=f"layer {lay}, head {head}: row = query token, column = key token")
     print(f"saved {grid}")
     print(f"saved {close}")

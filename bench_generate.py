@@ -77,8 +77,10 @@ def main():
         up = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(up)
         um = up.GPT(up.GPTConfig(**ours.model_args)).eval()
-        res = um.load_state_dict(ours.state_dict(), strict=False)  # upstream may keep mask buffers (attn.bias)
-        assert not res.missing_keys or all(k.endswith('.attn.bias') for k in res.missing_keys), res.missing_keys
+        # upstream may keep mask buffers (attn.bias)
+        res = um.load_state_dict(ours.state_dict(), strict=False)
+        assert (not res.missing_keys
+                or all(k.endswith('.attn.bias') for k in res.missing_keys)), res.missing_keys
         for block in um.transformer.h:  # same GELU as the others, so the tokens can be compared
             block.mlp.gelu = torch.nn.GELU(approximate='tanh')
         up_name = f"upstream nanoGPT generate() ({path}, uncached)"

@@ -91,7 +91,8 @@ def main():
         hf.save_pretrained(d)
         del hf
         ours = [sys.executable, 'sample.py', f'--init_from={d}', f'--start={prompt}',
-                f'--num_samples={num_samples}', f'--max_new_tokens={max_new_tokens}', f'--temperature={temperature}', f'--top_k={top_k}',
+                f'--num_samples={num_samples}', f'--max_new_tokens={max_new_tokens}',
+                f'--temperature={temperature}', f'--top_k={top_k}',
                 '--device=cpu', '--dtype=float32', f'--seed={seed}']
         runs = {f'sample.py, {num_samples} samples together (batch_size={num_samples})':
                 ours + [f'--batch_size={num_samples}'],
@@ -102,7 +103,8 @@ def main():
             runs['sample.py --batch_size=1 (one after another)'] = ours + ['--batch_size=1']
         print(f"CPU float32, {threads or torch.get_num_threads()} threads, GPT-2 shape n_layer={n_layer} "
               f"n_embd={n_embd}, "
-              f"random weights; {num_samples} samples x {max_new_tokens} tokens, T={temperature}, top-k {top_k}; "
+              f"random weights; {num_samples} samples x {max_new_tokens} tokens, T={temperature}, "
+              f"top-k {top_k}; "
               f"whole processes (start, load, generate, print), best of {repeats}")
         best = {name: float('inf') for name in runs}
         best_cpu = dict(best)
@@ -118,7 +120,8 @@ def main():
         print(f"{name:<62s} {secs:7.1f} s wall ({tokens / secs:6.1f} tokens/s), {best_cpu[name]:7.1f} s CPU")
     names = list(best)
     for what, b in (('wall', best), ('CPU', best_cpu)):
-        print(f"ratio transformers / sample.py, {what:>4} time: {b[names[1]] / b[names[0]]:.2f}x   (goal >= 1.0)")
+        print(f"ratio transformers / sample.py, {what:>4} time: "
+              f"{b[names[1]] / b[names[0]]:.2f}x   (goal >= 1.0)")
         if one_at_a_time:
             print(f"ratio one-at-a-time / together, {what:>4} time: {b[names[2]] / b[names[0]]:.2f}x")
 

@@ -37,7 +37,7 @@ work_dir: str = 'out-tokenizers'        # per tokenizer: data/ (train.bin, val.b
 tokenizers: str = 'char,gpt2,bpe-512,bpe-2048,bpe-8192,bpe-512-noregex,bpe-2048-noregex'  # statistics
 train_tokenizers: str = 'char,gpt2,bpe-2048,bpe-2048-noregex'  # the ones --train=True trains a model on
 sentence: str = "Once upon a time, the little princess couldn't find her golden ball in the well."
-val_fraction: float = 0.1               # val = the last this fraction of the text (identical for every tokenizer)
+val_fraction: float = 0.1               # val = the last this fraction of the text (same for every tokenizer)
 train: bool = False                     # also train and evaluate a model per tokenizer
 budget_mb: float = 0.5                  # MB of UTF-8 text each model trains on (equal bytes seen)
 n_layer: int = 2                        # a model small enough for a CPU: minutes per tokenizer
@@ -136,22 +136,25 @@ def run_training(name, tok, folder, bpt_train, model_dir):
     tokens_per_iter = batch_size * block_size
     iters = max(1, math.ceil(budget_mb * 1e6 / bpt_train / tokens_per_iter))
     every = max(1, iters // evals)
-    resume = os.path.exists(os.path.join(model_dir, 'ckpt.pt')) or os.path.exists(os.path.join(model_dir, 'ckpt_last.pt'))
+    resume = (os.path.exists(os.path.join(model_dir, 'ckpt.pt'))
+              or os.path.exists(os.path.join(model_dir, 'ckpt_last.pt')))
     args = [f'--out_dir={model_dir}', f'--data_dir={folder}', f'--dataset={name}',
             f"--init_from={'resume' if resume else 'scratch'}", f'--n_layer={n_layer}', f'--n_head={n_head}',
             f'--n_embd={n_embd}', f'--block_size={block_size}', f'--batch_size={batch_size}',
-            '--gradient_accumulation_steps=1', f'--learning_rate={learning_rate}', f'--min_lr={learning_rate / 10}',
-            f'--max_iters={iters}', f'--lr_decay_iters={iters}', f'--warmup_iters={max(1, min(100, iters // 10))}',
-            f'--eval_interval={every}', f'--eval_iters={eval_iters}', f'--log_interval={every}', '--beta2=0.99',
+            '--gradient_accumulation_steps=1', f'--learning_rate={learning_rate}',
+            f'--min_lr={learning_rate / 10}', f'--max_iters={iters}', f'--lr_decay_iters={iters}',
+            f'--warmup_iters={max(1, min(100, iters // 10))}', f'--eval_interval={every}',
+            f'--eval_iters={eval_iters}', f'--log_interval={every}', '--beta2=0.99',
             '--dropout=0.0', '--bias=False', '--always_save_checkpoint=True', f'--device={device}',
             '--compile=False', '--plot=False', f'--seed={seed}', '--progress=False']
-    print(f"--- {name}: {iters} iterations of {tokens_per_iter:,} tokens = {iters * tokens_per_iter * bpt_train / 1e6:.2f} "
+    print(f"--- {name}: {iters} iterations of {tokens_per_iter:,} tokens = "
+          f"{iters * tokens_per_iter * bpt_train / 1e6:.2f} "
           f"MB of text ({bpt_train:.2f} bytes per token)")
     t0 = time.time()
     proc = subprocess.run([sys.executable, os.path.join(ROOT, 'train.py'), *args])
     if proc.returncode != 0:
-        raise UserError(f"training {name} failed (train.py exit status {proc.returncode}); run again to continue "
-                        f"from {model_dir}")
+        raise UserError(f"training {name} failed (train.py exit status {proc.returncode}); "
+                        f"run again to continue from {model_dir}")
     return iters, time.time() - t0
 
 
@@ -162,9 +165,10 @@ def evaluate(name, spec, tok, folder, info, train_bytes, val_text):
     from eval import evaluate_val
     from load import load_model
     model_dir = os.path.join(work_dir, name, 'model')
-    key = dict(spec, budget_mb=budget_mb, n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size,
-               batch_size=batch_size, learning_rate=learning_rate, val_bytes=val_bytes, seed=seed,
-               input=os.path.abspath(input), sample_start=sample_start, sample_bytes=sample_bytes)
+    key = dict(spec, budget_mb=budget_mb, n_layer=n_layer, n_head=n_head, n_embd=n_embd,
+               block_size=block_size, batch_size=batch_size, learning_rate=learning_rate,
+               val_bytes=val_bytes, seed=seed, input=os.path.abspath(input), sample_start=sample_start,
+               sample_bytes=sample_bytes)
     res_path = os.path.join(model_dir, 'result.json')
     if os.path.exists(res_path):
         res = json.load(open(res_path, encoding='utf-8'))
@@ -188,8 +192,8 @@ def evaluate(name, spec, tok, folder, info, train_bytes, val_text):
             if row.get('val_loss'):  # nats per token -> bits per byte
                 curve.append((int(row['tokens']) * bpt_train, float(row['val_loss']) / math.log(2) / bpt_val))
     prompt = [tok.eot] + tok.encode(sample_start)
-    s = L.model.generate(torch.tensor([prompt], device=L.device), math.ceil(sample_bytes / bpt_val), temperature=0.8,
-                         top_k=200, generator=make_generator(L.device, seed))[0]
+    s = L.model.generate(torch.tensor([prompt], device=L.device), math.ceil(sample_bytes / bpt_val),
+                         temperature=0.8, top_k=200, generator=make_generator(L.device, seed))[0]
     res = dict(name=name, settings=key, kind=spec['kind'], vocab_size=tok.vocab_size,
                params=L.model.get_num_params(), iters=iters, tokens_seen=iters * batch_size * block_size,
                bytes_seen=round(iters * batch_size * block_size * bpt_train), train_seconds=round(seconds, 1),
@@ -218,24 +222,26 @@ def markdown(stats, runs):
              '| tokenizer | vocabulary | bytes per token (val) | val tokens | made in (s) |',
              '|---|---:|---:|---:|---:|']
     for s in stats:
-        lines.append(f"| {s['name']} | {s['vocab_size']:,} | {s['bytes_per_token']:.3f} | {s['val_tokens']:,} | "
-                     f"{s['seconds']:.1f} |")
+        lines.append(f"| {s['name']} | {s['vocab_size']:,} | {s['bytes_per_token']:.3f} | "
+                     f"{s['val_tokens']:,} | {s['seconds']:.1f} |")
     lines += ['', '![token boundaries](token_boundaries.png)', '']
     if runs:
         r0 = runs[0]
-        lines += [f"## The same model on each ({n_layer} layers, {n_head} heads, {n_embd} channels, block {block_size} "
-                  f"tokens, batch {batch_size}, lr {learning_rate:g})", '',
-                  f"Budget: equal text seen, {budget_mb:g} MB per model. Bits per byte on the identical first "
-                  f"{r0['val_bytes']:,} bytes of the val text (lower is better). For reference on other data: "
-                  "nanoGPT's baby GPT on shakespeare_char reaches 1.4697 nats per character (2.12 bits per "
-                  "character) after far more training.", '',
-                  '| tokenizer | vocabulary | parameters | iterations | tokens seen | MB seen | train time (s) | '
-                  'val bits/token | **val bits/byte** |', '|---|---:|---:|---:|---:|---:|---:|---:|---:|']
+        lines += [f"## The same model on each ({n_layer} layers, {n_head} heads, {n_embd} channels, "
+                  f"block {block_size} tokens, batch {batch_size}, lr {learning_rate:g})", '',
+                  f"Budget: equal text seen, {budget_mb:g} MB per model. Bits per byte on the identical "
+                  f"first {r0['val_bytes']:,} bytes of the val text (lower is better). For reference on "
+                  "other data: nanoGPT's baby GPT on shakespeare_char reaches 1.4697 nats per character "
+                  "(2.12 bits per character) after far more training.", '',
+                  '| tokenizer | vocabulary | parameters | iterations | tokens seen | MB seen | '
+                  'train time (s) | val bits/token | **val bits/byte** |',
+                  '|---|---:|---:|---:|---:|---:|---:|---:|---:|']
         for r in sorted(runs, key=lambda r: r['val_bits_per_byte']):
             lines.append(f"| {r['name']} | {r['vocab_size']:,} | {r['params'] / 1e6:.2f}M | {r['iters']:,} | "
                          f"{r['tokens_seen']:,} | {r['bytes_seen'] / 1e6:.2f} | {r['train_seconds']:.0f} | "
                          f"{r['val_bits_per_token']:.3f} | **{r['val_bits_per_byte']:.4f}** |")
-        lines += ['', '![loss vs bytes](loss_vs_bytes.png)', '', '### Samples (temperature 0.8, top-k 200)', '']
+        lines += ['', '![loss vs bytes](loss_vs_bytes.png)', '',
+                  '### Samples (temperature 0.8, top-k 200)', '']
         for r in runs:
             lines += [f"**{r['name']}**:", '', '```', r['sample'].replace('```', "'''"), '```', '']
     return '\n'.join(lines) + '\n'
@@ -269,7 +275,8 @@ def main():
         runs.append(evaluate(name, spec, tok, folder, info, train_bytes, eval_text))
     if runs:
         if len({r['val_bytes'] for r in runs}) != 1:  # the comparison is only fair on identical text
-            raise UserError(f"runs were evaluated on different val text: {[r['val_bytes'] for r in runs]} bytes")
+            raise UserError(f"runs were evaluated on different val text: "
+                            f"{[r['val_bytes'] for r in runs]} bytes")
         plots.tokenizer_curves({r['name']: r['curve'] for r in runs}, os.path.join(out, 'loss_vs_bytes.png'),
                                f"val loss per byte of text, {budget_mb:g} MB of text per model")
     with open(os.path.join(out, 'comparison.json'), 'w', encoding='utf-8') as f:

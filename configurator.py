@@ -54,7 +54,8 @@ def _allowed_types(g, key):
     ann = g.get('__annotations__', {}).get(key)
     if ann is None:
         return (type(g[key]),), g[key] is None
-    args = typing.get_args(ann) if isinstance(ann, types.UnionType) or typing.get_origin(ann) is typing.Union else (ann,)
+    args = (typing.get_args(ann)
+            if isinstance(ann, types.UnionType) or typing.get_origin(ann) is typing.Union else (ann,))
     optional = type(None) in args
     return tuple(a for a in args if a is not type(None)), optional
 
@@ -123,7 +124,8 @@ def apply_file(g, path):
             src = f.read()
     except OSError as e:
         raise ConfigError(f"config file {path!r} cannot be read ({e.strerror}); "
-                          f"arguments without '=' are config files, settings are written --key=value") from None
+                          f"arguments without '=' are config files, "
+                          f"settings are written --key=value") from None
     ns = dict(g)  # the file may read the current settings
     try:
         exec(compile(src, path, 'exec'), ns)
@@ -131,7 +133,8 @@ def apply_file(g, path):
         raise ConfigError(f"config file {path!r} failed: {type(e).__name__}: {e}") from None
     print(f"Overriding config with {path}")
     for key, value in ns.items():
-        if key.startswith('_') or key == '__builtins__' or isinstance(value, (types.ModuleType, types.FunctionType, type)):
+        if (key.startswith('_') or key == '__builtins__'
+                or isinstance(value, (types.ModuleType, types.FunctionType, type))):
             continue
         if key in g.get('IGNORED_SETTINGS', ()):
             _note_ignored(g, key, value)
@@ -153,7 +156,8 @@ def apply_arg(g, arg):
     if key in g.get('IGNORED_SETTINGS', ()):
         return _note_ignored(g, key, raw)
     if key not in g or key.startswith('_'):
-        close = [k for k in g if not k.startswith('_') and isinstance(g[k], (int, float, bool, str, type(None)))
+        close = [k for k in g if not k.startswith('_')
+                 and isinstance(g[k], (int, float, bool, str, type(None)))
                  and (k.startswith(key[:3]) or key in k)]
         hint = f" (did you mean {', '.join(sorted(close)[:5])}?)" if close else ''
         raise ConfigError(f"unknown config key: {key!r}{hint}")
@@ -176,7 +180,8 @@ def configure(g, argv=None):
         for arg in argv:
             if '=' not in arg:
                 if arg.startswith('--'):
-                    raise ConfigError(f"argument {arg!r} has no value: write {arg}=VALUE (for a flag, {arg}=True)")
+                    raise ConfigError(f"argument {arg!r} has no value: write {arg}=VALUE "
+                                      f"(for a flag, {arg}=True)")
                 apply_file(g, arg)
             else:
                 apply_arg(g, arg)

@@ -289,7 +289,8 @@ def generate(model, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None
 
     # (B, t) each: new ids, log-probs under both distributions, ranks, the model's top tokens
     cols = [torch.stack(c, 1).cpu() for c in [new_ids] + list(zip(*stats))[:4]] if stats else \
-        [torch.zeros(B, 0, dtype=dt) for dt in (torch.long, torch.float64, torch.float64, torch.long, torch.long)]
+        [torch.zeros(B, 0, dtype=dt)
+         for dt in (torch.long, torch.float64, torch.float64, torch.long, torch.long)]
     ids, lps, sample_lps, ranks, top1 = cols
     out = []
     for b in range(B):

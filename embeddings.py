@@ -159,16 +159,20 @@ def main():
             else f"{len(groups)} words")
     title = f"token embeddings of {what}: PCA of {model_label(a.source)}"
     if separate:
-        title = (f"token embeddings of {what}: a PCA of each model ({xa.size(1)} and {xb.size(1)} dimensions)\n"
-                 f"blue: {model_label(a.source)}, red: {model_label(b.source)} turned onto it (orthogonal Procrustes)")
+        title = (f"token embeddings of {what}: a PCA of each model "
+                 f"({xa.size(1)} and {xb.size(1)} dimensions)\n"
+                 f"blue: {model_label(a.source)}, red: {model_label(b.source)} "
+                 "turned onto it (orthogonal Procrustes)")
     elif b is not None:
         title += f"\nblue: {model_label(a.source)}, red: {model_label(b.source)}"
-    path = embedding_scatter(pa.numpy(), labels, os.path.join(results_dir, f"{name}_{file_tag(a.source, b and b.source)}.png"),
+    path = embedding_scatter(pa.numpy(), labels,
+                             os.path.join(results_dir, f"{name}_{file_tag(a.source, b and b.source)}.png"),
                              xy_after=None if pb is None else pb.numpy(),
                              names=(model_label(a.source), model_label(b.source) if b else ''),
                              arrow_scale=arrow_scale,
                              axis_labels=(f"PC1 ({ratio[0]:.1%} of variance)", f"PC2 ({ratio[1]:.1%})")
-                             if not separate else (f"PC1 of {model_label(a.source)}", f"PC2 of {model_label(a.source)}"),
+                             if not separate else
+                             (f"PC1 of {model_label(a.source)}", f"PC2 of {model_label(a.source)}"),
                              title=title)
     print(f"saved {path}")
 
@@ -181,7 +185,8 @@ def _print_moves(xa, xb, labels, groups, source_a, source_b):
     na, nb = _nearest(xa), _nearest(xb)  # nearest other word by cosine similarity, in each model
     print(f"how each point moved from {source_a} to {source_b} (full {xa.size(1)}-d space; "
           "largest relative move first):")
-    print(f"  {'token/word':<16} {'tokens':>6} {'|moved|':>9} {'relative':>9} {'cosine':>8}  nearest word before -> after")
+    print(f"  {'token/word':<16} {'tokens':>6} {'|moved|':>9} {'relative':>9} {'cosine':>8}  "
+          "nearest word before -> after")
     for i in sorted(range(len(groups)), key=lambda i: -float(rel[i])):
         # significant digits, not decimals: fine-tuning moves embeddings by tiny amounts
         print(f"  {labels[i]!r:<16} {len(groups[i]):>6} {moved[i]:>9.3g} {f'{100 * rel[i]:.3g}%':>9} "
@@ -196,10 +201,12 @@ def _compare_widths(xa, xb, pa, labels, groups, source_a, source_b):
     mb, cb, rb = pca_2d(xb)
     pb = align_2d((xb - mb) @ cb, pa)
     na, nb = _nearest(xa), _nearest(xb)
-    print(f"{source_a} has {xa.size(1)}-d embeddings and {source_b} {xb.size(1)}-d: no common space to measure "
-          f"moves in, so each model gets its own PCA ({source_b}: PC1 {rb[0]:.1%}, PC2 {rb[1]:.1%}), the second "
-          "turned onto the first; the nearest word of each word, by cosine similarity in each model:")
-    print(f"  {'token/word':<16} {'tokens':>6}  nearest word in {model_label(source_a)} -> in {model_label(source_b)}")
+    print(f"{source_a} has {xa.size(1)}-d embeddings and {source_b} {xb.size(1)}-d: no common space to "
+          f"measure moves in, so each model gets its own PCA ({source_b}: PC1 {rb[0]:.1%}, "
+          f"PC2 {rb[1]:.1%}), the second turned onto the first; the nearest word of each word, "
+          "by cosine similarity in each model:")
+    print(f"  {'token/word':<16} {'tokens':>6}  "
+          f"nearest word in {model_label(source_a)} -> in {model_label(source_b)}")
     for i in range(len(groups)):
         print(f"  {labels[i]!r:<16} {len(groups[i]):>6}  {labels[na[i]]!r} -> {labels[nb[i]]!r}"
               + ('' if na[i] == nb[i] else '  (changed)'))

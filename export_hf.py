@@ -26,7 +26,7 @@ import torch
 from load import load_model
 
 # -----------------------------------------------------------------------------
-init_from = 'resume'  # 'resume' (out_dir/ckpt.pt), a checkpoint file or folder, 'gpt2*', or a Hugging Face folder
+init_from = 'resume'  # 'resume' (out_dir/ckpt.pt), a checkpoint file/folder, 'gpt2*' or a Hugging Face folder
 out_dir = 'out'  # with init_from='resume': the folder holding ckpt.pt
 export_dir = ''  # where to write the Hugging Face folder; '' = <out_dir>/hf
 tokenizer = True  # also write GPT-2's tokenizer files (models with GPT-2's vocabulary)
@@ -59,8 +59,8 @@ def export(model, tok, path, with_tokenizer=True):
     if with_tokenizer and gpt2_vocab:
         write_gpt2_tokenizer(path, model.config.block_size)
     elif with_tokenizer:
-        print(f"note: no tokenizer files written: the model uses {tok.kind if tok else 'an unknown'} tokens, not "
-              "GPT-2's BPE; encode its text with this project's tokenizer.py (tokenizer_for)")
+        print(f"note: no tokenizer files written: the model uses {tok.kind if tok else 'an unknown'} "
+              "tokens, not GPT-2's BPE; encode its text with this project's tokenizer.py (tokenizer_for)")
     return hf
 
 
@@ -79,13 +79,14 @@ def main():
     loaded = load_model(init_from, out_dir, device='cpu', dtype='float32')
     model = loaded.model
     path = export_dir or os.path.join(out_dir, 'hf')
-    print(f"exporting {loaded.source} ({model.get_num_params() / 1e6:.2f}M parameters, GELU {model.config.gelu}, "
-          f"vocab {model.config.vocab_size}) to {path}")
+    print(f"exporting {loaded.source} ({model.get_num_params() / 1e6:.2f}M parameters, "
+          f"GELU {model.config.gelu}, vocab {model.config.vocab_size}) to {path}")
     export(model, loaded.tok, path, tokenizer)
     print(f"wrote {', '.join(sorted(os.listdir(path)))}")
     if check:  # random token ids: any vocabulary, character-level included
         n = min(64, model.config.block_size)
-        ids = torch.randint(0, model.config.vocab_size, (n,), generator=torch.Generator().manual_seed(0)).tolist()
+        ids = torch.randint(0, model.config.vocab_size, (n,),
+                            generator=torch.Generator().manual_seed(0)).tolist()
         diff = max_logit_diff(model, path, ids)
         print(f"check: transformers' logits match ours to {diff:.2e} (max abs difference over {n} tokens)")
         if diff > 1e-3:

@@ -19,7 +19,8 @@ def format_prob(logprob, digits=4):
 
 
 def format_ratio(logratio, digits=3):
-    """exp(logratio) as a factor, for any logratio in nats: '×27.6', '×0.0821', '×3.20e-05', '×1.05e+20'."""
+    """exp(logratio) as a factor, for any logratio in nats:
+    '×27.6', '×0.0821', '×3.20e-05', '×1.05e+20'."""
     if math.isnan(logratio):
         return '×nan'
     if abs(logratio) < 4 * math.log(10):

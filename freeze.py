@@ -59,10 +59,11 @@ def describe(model, n, train_tied_head, trainable, total):
     if n != 0:
         k = L if n == -1 else n
         blocks = f"all {L} blocks" if k == L else "block 0" if k == 1 else f"blocks 0-{k - 1} of {L}"
-        tied = ("is trained (train_tied_head=True): as output layer and as input embedding" if train_tied_head else
+        tied = ("is trained (train_tied_head=True): as output layer and as input embedding"
+                if train_tied_head else
                 "is frozen with it (train_tied_head=True would train the shared matrix, as output and input)")
-        lines.append(f"freeze_layers={n}: frozen: token and position embeddings, {blocks}; lm_head is tied to the "
-                     f"token embedding (one matrix, as GPT-2), so it {tied}")
+        lines.append(f"freeze_layers={n}: frozen: token and position embeddings, {blocks}; "
+                     f"lm_head is tied to the token embedding (one matrix, as GPT-2), so it {tied}")
     lines.append(f"parameters: {trainable:,} trainable of {total:,} ({100 * trainable / total:.1f}%)")
     if n != 0:
         frozen_bytes = sum(p.numel() * p.element_size() for p in model.parameters() if not p.requires_grad)
@@ -92,8 +93,9 @@ def resumed(ckpt_config, current, asked):
     bad = [k for k in KEYS if k in asked and current[k] != stored[k]]
     if bad:
         raise FreezeError(
-            "the checkpoint was trained with " + ', '.join(f"{k}={stored[k]!r}" for k in KEYS) + " but this run "
-            "asks for " + ', '.join(f"{k}={current[k]!r}" for k in bad) + ": a resumed run keeps its freezing, so "
-            "drop " + ' and '.join(f"--{k}" for k in bad) + ", or start a new run from these weights with "
+            "the checkpoint was trained with " + ', '.join(f"{k}={stored[k]!r}" for k in KEYS)
+            + " but this run asks for " + ', '.join(f"{k}={current[k]!r}" for k in bad)
+            + ": a resumed run keeps its freezing, so drop " + ' and '.join(f"--{k}" for k in bad)
+            + ", or start a new run from these weights with "
             "--init_from=<out_dir>/ckpt.pt --out_dir=<a new folder>")
     return stored['freeze_layers'], stored['train_tied_head']

@@ -24,9 +24,11 @@ from formatting import format_prob, format_ratio
 
 WEB = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'web')
 FORMAT = 'nanogpt-report/1'
-SAMPLING = ('num_samples', 'temperature', 'top_k', 'top_p', 'seed', 'fixed_response')  # beam search ignores them
+# beam search ignores them
+SAMPLING = ('num_samples', 'temperature', 'top_k', 'top_p', 'seed', 'fixed_response')
+# shown in a sample.py report
 SAMPLE_SETTINGS = ('init_from', 'out_dir', 'start', 'num_samples', 'max_new_tokens', 'temperature', 'top_k',
-                   'top_p', 'seed', 'stop_at_eot', 'fixed_response', 'device', 'dtype')  # shown in a sample.py report
+                   'top_p', 'seed', 'stop_at_eot', 'fixed_response', 'device', 'dtype')
 
 
 def num(x):
@@ -105,7 +107,8 @@ def sample_page(samples, tok, settings, forced=False, title=''):
 def beam_page(L, beams, greedy, settings, k=10):
     """The page's data for sample.py --num_beams: each beam (decoding.Beam) and greedy decoding's Sample,
     their top-k candidates from one more scoring pass (beam search keeps no Steps). Each token's own
-    log-prob is the one beam search summed; there is no sampling distribution (beam search is deterministic)."""
+    log-prob is the one beam search summed; there is no sampling distribution (beam search is
+    deterministic)."""
     from decoding import score
     seqs = [b for b in list(beams) + [greedy] if b is not None and b.tokens]
     with L.ctx:
@@ -115,10 +118,11 @@ def beam_page(L, beams, greedy, settings, k=10):
         tokens = [token_entry(L.tok, i, lp, None, st.chosen_rank, st)
                   for i, lp, st in zip(b.tokens, b.logprobs.tolist(), s.steps)]
         title = f"beam {j + 1}" if hasattr(b, 'score') else 'greedy decoding (temperature 0)'
-        docs.append(dict(title=title, model_only=True, prompt=L.tok.decode(b.prompt), prompt_ids=list(b.prompt),
-                         tokens=tokens, totals=sample_totals(b)))
+        docs.append(dict(title=title, model_only=True, prompt=L.tok.decode(b.prompt),
+                         prompt_ids=list(b.prompt), tokens=tokens, totals=sample_totals(b)))
     settings = {k: v for k, v in settings.items() if k not in SAMPLING}
-    return dict(format=FORMAT, kind='sample', title=f"sample.py: beam search, {len(beams)} beams and greedy decoding",
+    return dict(format=FORMAT, kind='sample',
+                title=f"sample.py: beam search, {len(beams)} beams and greedy decoding",
                 sampling=None, settings=setting_rows(settings), docs=docs)
 
 
@@ -148,7 +152,8 @@ def eval_page(d, title=''):
         totals = [['tokens', str(len(tokens))], ['probability of the response', format_prob(p['logprob'])],
                   ['log-prob', f"{p['logprob']:.4f}"], ['perplexity', f"{p['perplexity']:.2f}"],
                   ['greedy decoding gives it', 'yes' if p['greedy'] else 'no']]
-        row = [str(p['index']), (p.get('joined') or [p['prompt']])[0], (p.get('joined') or [0, p['response']])[1],
+        row = [str(p['index']), (p.get('joined') or [p['prompt']])[0],
+               (p.get('joined') or [0, p['response']])[1],
                format_prob(p['logprob']), f"{p['logprob']:.3f}", f"{p['perplexity']:.2f}"]
         if b is not None:
             dl = p['logprob'] - b['logprob']
@@ -175,8 +180,9 @@ def eval_page(d, title=''):
     if cmp:
         summary.append(['pairs more / less likely than before', f"{cmp.get('rose')} / {cmp.get('fell')}"])
     sampling = sampling_text(s.get('temperature', 1), s.get('top_k'), s.get('top_p')) if sampled else None
-    return dict(format=FORMAT, kind='eval', title=title or f"eval.py: {d.get('model', '')}", sampling=sampling,
-                compare=bool(cmp), settings=settings, summary=summary, table=dict(head=head, rows=rows), docs=docs)
+    return dict(format=FORMAT, kind='eval', title=title or f"eval.py: {d.get('model', '')}",
+                sampling=sampling, compare=bool(cmp), settings=settings, summary=summary,
+                table=dict(head=head, rows=rows), docs=docs)
 
 
 def setting_rows(settings):
@@ -185,7 +191,8 @@ def setting_rows(settings):
 
 
 def live_page(model_name, about, defaults, limits):
-    """The page's data for serve.py: no texts yet; about the model (shown), the controls' defaults and limits."""
+    """The page's data for serve.py: no texts yet; about the model (shown), the controls' defaults
+    and limits."""
     return dict(format=FORMAT, kind='live', title=f"nanoGPT-probs live: {model_name}",
                 settings=setting_rows(about), defaults=defaults, limits=limits, docs=[])
 

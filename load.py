@@ -23,8 +23,9 @@ import torch
 
 from hf import GPT2_SIZES
 from model import GPT, GPTConfig, MODEL_ARGS
+# the tokenizers live in tokenizer.py; scripts get them here
 from tokenizer import (EOT, LoadError, Tokenizer, byte_text, char_tokenizer, data_tokenizer,  # noqa: F401
-                       gpt2_tokenizer, tokenizer_for)  # the tokenizers live in tokenizer.py; scripts get them here
+                       gpt2_tokenizer, tokenizer_for)
 
 UNWANTED_PREFIX = '_orig_mod.'  # keys saved from a torch.compile'd model
 
@@ -45,9 +46,12 @@ def resolve_device(device='auto'):
         return 'cpu'
     kind = device.split(':')[0]
     if kind == 'cuda' and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} but CUDA is not available here; use --device=auto or --device=cpu")
-    if kind == 'mps' and not (getattr(torch.backends, 'mps', None) is not None and torch.backends.mps.is_available()):
-        raise ValueError(f"device={device!r} but Apple MPS is not available here; use --device=auto or --device=cpu")
+        raise ValueError(f"device={device!r} but CUDA is not available here; "
+                         "use --device=auto or --device=cpu")
+    if kind == 'mps' and not (getattr(torch.backends, 'mps', None) is not None
+                              and torch.backends.mps.is_available()):
+        raise ValueError(f"device={device!r} but Apple MPS is not available here; "
+                         "use --device=auto or --device=cpu")
     if kind not in ('cpu', 'cuda', 'mps'):
         raise ValueError(f"unknown device {device!r}: use auto, cpu, cuda, cuda:N or mps")
     return device
@@ -58,7 +62,8 @@ def device_type_of(device):
     return device.split(':')[0]
 
 
-DTYPES = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16, 'float64': torch.float64}
+DTYPES = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16,
+          'float64': torch.float64}
 
 
 def resolve_dtype(dtype, device_type):
@@ -103,7 +108,8 @@ def should_compile(compile, device_type):
 
 
 def read_text(value, setting='start'):
-    """value itself, or the contents of the file it names as FILE:path (upstream's --start=FILE:prompt.txt)."""
+    """value itself, or the contents of the file it names as FILE:path
+    (upstream's --start=FILE:prompt.txt)."""
     if not value.startswith('FILE:'):
         return value
     path = value[len('FILE:'):]
@@ -135,21 +141,25 @@ def load_checkpoint(path, map_location='cpu'):
     if os.path.isdir(path):
         path = os.path.join(path, 'ckpt.pt')
     if not os.path.exists(path):
-        raise FileNotFoundError(f"no checkpoint at {path}: train one with train.py (it writes out_dir/ckpt.pt), "
-                                "or set --out_dir to the folder that holds ckpt.pt")
+        raise FileNotFoundError(f"no checkpoint at {path}: train one with train.py (it writes "
+                                "out_dir/ckpt.pt), or set --out_dir to the folder that holds ckpt.pt")
     if not _torch_file(path):
         raise ValueError(f"{path} is not a readable torch checkpoint (truncated or corrupt?): torch.save "
-                         "writes a complete zip archive (before torch 1.6, a pickle), and this file is neither")
+                         "writes a complete zip archive (before torch 1.6, a pickle), and this file is "
+                         "neither")
     try:
-        with warnings.catch_warnings():  # torch warns about the pickle protocol of damaged files: the error says it
+        # torch warns about the pickle protocol of damaged files: the error says it
+        with warnings.catch_warnings():
             warnings.simplefilter('ignore')
             ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-        named = re.search(r'GLOBAL (\S+?)[.]?(\s|$)', str(e))  # "Unsupported global: GLOBAL io.open was not ..."
+        # "Unsupported global: GLOBAL io.open was not ..."
+        named = re.search(r'GLOBAL (\S+?)[.]?(\s|$)', str(e))
         if not named:  # the unpickler met bytes it cannot read: damage, not code
+            why = lines[-2] if len(lines) > 1 else lines[0] if lines else 'unreadable pickle'
             raise ValueError(f"{path} is not a readable torch checkpoint (truncated or corrupt?): "
-                             f"{lines[-2] if len(lines) > 1 else lines[0] if lines else 'unreadable pickle'}") from None
+                             f"{why}") from None
         raise ValueError(f"{path} holds Python objects beyond tensors and plain values, so it is not loaded "
                          f"(loading it would run code from the file): it names {named.group(1)}") from None
     except Exception as e:
@@ -157,7 +167,8 @@ def load_checkpoint(path, map_location='cpu'):
                          f"{type(e).__name__}: {e}") from None
     if not isinstance(ckpt, dict) or 'model' not in ckpt or 'model_args' not in ckpt:
         keys = sorted(ckpt) if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise ValueError(f"{path} is not a nanoGPT checkpoint: expected keys 'model' and 'model_args', found {keys}")
+        raise ValueError(f"{path} is not a nanoGPT checkpoint: expected keys 'model' and 'model_args', "
+                         f"found {keys}")
     missing = [k for k in MODEL_ARGS if k != 'dropout' and k not in ckpt['model_args']]
     if missing:
         raise ValueError(f"{path}: model_args lacks {missing}")
@@ -165,7 +176,8 @@ def load_checkpoint(path, map_location='cpu'):
 
 
 def _torch_file(path):
-    """Whether path starts like something torch.save writes: a zip archive, or a legacy pickle (0x80 PROTO)."""
+    """Whether path starts like something torch.save writes: a zip archive, or a legacy pickle
+    (0x80 PROTO)."""
     with open(path, 'rb') as f:
         head = f.read(4)
     return head[:1] == b'\x80' or (head.startswith(b'PK') and zipfile.is_zipfile(path))
@@ -173,7 +185,8 @@ def _torch_file(path):
 
 def clean_state_dict(state_dict):
     """Strip the '_orig_mod.' prefix that a torch.compile'd model leaves on its keys."""
-    return {k[len(UNWANTED_PREFIX):] if k.startswith(UNWANTED_PREFIX) else k: v for k, v in state_dict.items()}
+    return {k[len(UNWANTED_PREFIX):] if k.startswith(UNWANTED_PREFIX) else k: v
+            for k, v in state_dict.items()}
 
 
 def model_from_checkpoint(ckpt, dropout=None, path='checkpoint'):
@@ -189,14 +202,16 @@ def model_from_checkpoint(ckpt, dropout=None, path='checkpoint'):
     try:
         model.load_state_dict(sd)
     except RuntimeError as e:
-        raise ValueError(f"{path}: weights do not fit model_args {args}: {str(e).splitlines()[0]} ...") from None
+        raise ValueError(f"{path}: weights do not fit model_args {args}: "
+                         f"{str(e).splitlines()[0]} ...") from None
     return model
 
 
-def checkpoint_dict(model, optimizer=None, iter_num=0, best_val_loss=1e9, config=None, tokenizer=None, **extra):
+def checkpoint_dict(model, optimizer=None, iter_num=0, best_val_loss=1e9, config=None, tokenizer=None,
+                    **extra):
     """The checkpoint format upstream nanoGPT reads (plus top-level extras upstream ignores). tokenizer (a
-    Tokenizer or its .record) is kept as plain data, so the checkpoint decodes without its data folder; without
-    one, loaders look in the dataset folder as upstream does."""
+    Tokenizer or its .record) is kept as plain data, so the checkpoint decodes without its data folder;
+    without one, loaders look in the dataset folder as upstream does."""
     ckpt = {
         'model': clean_state_dict(model.state_dict()),
         'optimizer': optimizer.state_dict() if optimizer is not None else {},
@@ -307,20 +322,24 @@ def load_model(init_from='resume', out_dir='out', device='auto', dtype='auto', c
         if kind == 'gpt2' and not hub_offline() and not hub_reachable():
             src = hub_cached(where)  # no network: the cached copy, if any, without transformers' retries
             if src is None:
-                raise LoadError(f"cannot download {where!r}: no network (the Hugging Face hub did not answer within "
-                                "2 s) and it is not in the Hugging Face cache. Run once with network, or give a "
-                                "local Hugging Face GPT-2 folder (config.json + weights) as --init_from=path")
+                raise LoadError(f"cannot download {where!r}: no network (the Hugging Face hub did not "
+                                "answer within 2 s) and it is not in the Hugging Face cache. Run once with "
+                                "network, or give a local Hugging Face GPT-2 folder (config.json + weights) "
+                                "as --init_from=path")
         try:
             model = GPT.from_pretrained(src, dict(dropout=dropout) if dropout is not None else None)
         except OSError as e:  # no network, no such hub model, or a folder without weights
             first = (str(e).strip().splitlines() or [type(e).__name__])[0].rstrip('.')
-            raise LoadError(f"transformers could not load {where!r}: {first}. "
-                             f"{'GPT-2 weights download from the Hugging Face hub on first use; offline, ' if kind == 'gpt2' else ''}"
-                             "give a local Hugging Face GPT-2 folder (config.json + weights) as --init_from=path") from None
+            hint = ('GPT-2 weights download from the Hugging Face hub on first use; offline, '
+                    if kind == 'gpt2' else '')
+            raise LoadError(f"transformers could not load {where!r}: {first}. {hint}"
+                             "give a local Hugging Face GPT-2 folder (config.json + weights) "
+                             "as --init_from=path") from None
         tok = gpt2_tokenizer()
     if tok.vocab_size > model.config.vocab_size:
         raise ValueError(f"{where}: the model has vocab_size {model.config.vocab_size} but its tokenizer "
-                         f"({tok.name}) has {tok.vocab_size} tokens; the checkpoint and the data do not belong together")
+                         f"({tok.name}) has {tok.vocab_size} tokens; "
+                         "the checkpoint and the data do not belong together")
     if dtype == 'float64':
         model.double()  # exact reference computations; no autocast for float64
     model.to(device)

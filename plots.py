@@ -42,7 +42,8 @@ BYTE_LABEL = re.compile(r'(<[0-9A-F]{2}(?: [0-9A-F]{2})*>)')  # load.byte_text's
 
 def token_label(text, max_len=14):
     """Make a token readable on an axis: spaces as '␣', newlines and tabs as \\n and \\t, long ones cut."""
-    out = ''.join(part if i % 2 else part.replace(' ', '␣') for i, part in enumerate(BYTE_LABEL.split(text)))
+    out = ''.join(part if i % 2 else part.replace(' ', '␣')
+                  for i, part in enumerate(BYTE_LABEL.split(text)))
     out = out.replace('\n', '\\n').replace('\t', '\\t').replace('\r', '\\r')
     return out if len(out) <= max_len else out[:max_len - 1] + '…'
 
@@ -115,11 +116,13 @@ def eval_pairs(labels, series, path, title='', show=False):
         above = blended_transform_factory(ax.transData, ax.transAxes)
         for i, (b, a) in enumerate(zip(*l10.values())):
             d = a - b  # log10 of the ratio
-            ax.text(i, 1.01, format_ratio(d * math.log(10)), transform=above, ha='center', va='bottom', fontsize=7,
-                    rotation=90 if n > 8 else 0, color='#2ca02c' if d > 0 else '#d62728' if d < 0 else 'black')
+            ax.text(i, 1.01, format_ratio(d * math.log(10)), transform=above, ha='center', va='bottom',
+                    fontsize=7, rotation=90 if n > 8 else 0,
+                    color='#2ca02c' if d > 0 else '#d62728' if d < 0 else 'black')
     ax.set_ylim(lo, max(0.0, vmax) + 0.12 * span)  # room above the bars for the legend
     ax.yaxis.set_major_locator(MaxNLocator(integer=True, nbins=10))
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"$10^{{{int(y)}}}$" if y < 0 else '1' if y == 0 else ''))
+    ax.yaxis.set_major_formatter(FuncFormatter(
+        lambda y, _: f"$10^{{{int(y)}}}$" if y < 0 else '1' if y == 0 else ''))
     ax.axhline(0, color='black', linewidth=0.6)
     ax.set_xticks(range(n))
     ax.set_xticklabels(labels, rotation=60, ha='right', fontsize=8)
@@ -154,7 +157,8 @@ def eval_token_changes(items, path, title='', show=False):
     # the side with no bars only when some bar is there: every token gained (or lost) -> a one-sided axis
     ax.set_xlim(-lim if any(d < 0 for _, d in items) else 0, lim if any(d > 0 for _, d in items) else 0)
     ax.set_xlabel('change in log-probability, nats (after − before); label = factor')
-    ax.set_title(fit_text(short_models(title or 'tokens that gained and lost probability'), 7.4, 10), fontsize=10)
+    ax.set_title(fit_text(short_models(title or 'tokens that gained and lost probability'), 7.4, 10),
+                 fontsize=10)
     ax.grid(axis='x', alpha=0.3)
     fig.tight_layout()
     return save(fig, path, show)
@@ -164,7 +168,8 @@ def eval_token_changes(items, path, title='', show=False):
 
 
 W = 10  # characters per number column of the step chart's table: '5.076e-435' fits
-MODEL_COLOR, MODEL_LIGHT = '#3a6ea5', '#a9c6e8'    # model distribution: dark bar; sampling distribution: light bar
+# model distribution: dark bar; sampling distribution: light bar
+MODEL_COLOR, MODEL_LIGHT = '#3a6ea5', '#a9c6e8'
 CHOSEN_COLOR, CHOSEN_LIGHT = '#d1495b', '#f2b5bd'  # the chosen token, same two shades
 
 
@@ -266,7 +271,8 @@ class StepChart:
         ax.set_axisbelow(True)
         for s in ('top', 'right'):
             ax.spines[s].set_visible(False)
-        self.title = self.fig.suptitle('', x=0.02, y=0.985, ha='left', va='top', fontsize=10, parse_math=False)
+        self.title = self.fig.suptitle('', x=0.02, y=0.985, ha='left', va='top', fontsize=10,
+                                       parse_math=False)
         handles = [Patch(color=MODEL_COLOR), Patch(color=MODEL_LIGHT), Patch(color=CHOSEN_COLOR)]
         self.legend = self.fig.legend(handles, ['', '', ''], loc='upper right', bbox_to_anchor=(0.99, 0.995),
                                       fontsize=8, frameon=False)
@@ -287,7 +293,8 @@ class StepChart:
             mb.set_facecolor(CHOSEN_COLOR if hit else MODEL_COLOR)
             sb.set_facecolor(CHOSEN_LIGHT if hit else MODEL_LIGHT)
             note = f" \u2190 {'forced' if bars.forced else 'chosen'}, rank {bars.ranks[i]}" if hit else ''
-            txt.set_text(f"{format_prob(bars.logprobs[i], 3):>{W}} {format_prob(bars.sample_logprobs[i], 3):>{W}}{note}")
+            txt.set_text(f"{format_prob(bars.logprobs[i], 3):>{W}} "
+                         f"{format_prob(bars.sample_logprobs[i], 3):>{W}}{note}")
             txt.set_color(CHOSEN_COLOR if hit else '0.15')
             txt.set_fontweight('bold' if hit else 'normal')
         ax = self.ax
@@ -332,7 +339,7 @@ class SampleOverview:
     prompt: str         # the prompt text (drawn grey, unshaded; long prompts keep their tail)
     tokens: list        # text of each generated (or forced) token
     logprobs: list      # model-distribution log-probability of each token
-    sample_logprobs: list  # sampling-distribution log-probability of each token (-inf: top-k/top-p excluded it)
+    sample_logprobs: list  # sampling-distribution log-probability of each token (-inf: cut by top-k/top-p)
     title: str
     sampling: str = ''  # the sampling settings, for the legend
     forced: bool = False
@@ -397,7 +404,8 @@ def overview_figure(ov, width=12.0, cols=110, max_lines=60):
     title_h, text_h, cbar_h, plot_h = 0.75, n_lines * line_h + 0.1, 0.55, 2.6
     H = title_h + text_h + cbar_h + plot_h + 0.2
     fig = plt.figure(figsize=(width, H))
-    frac = lambda y, h: [margin_l / width, 1 - (y + h) / H, 1 - (margin_l + margin_r) / width, h / H]  # noqa: E731
+    frac = lambda y, h: [margin_l / width, 1 - (y + h) / H,  # noqa: E731
+                         1 - (margin_l + margin_r) / width, h / H]
     ax = fig.add_axes(frac(title_h, text_h))
     ax.set_xlim(0, cols)
     ax.set_ylim(n_lines, 0)
@@ -411,8 +419,8 @@ def overview_figure(ov, width=12.0, cols=110, max_lines=60):
                 color='0.45' if idx < 0 else 'white' if dark else 'black', parse_math=False)
     ax.add_collection(PatchCollection(rects, facecolors=colors, edgecolors='white', linewidths=0.6))
     if cut:
-        ax.text(cols, n_lines + 0.2, f"… text cut after {max_lines} lines", ha='right', va='top', fontsize=8,
-                color='0.4')
+        ax.text(cols, n_lines + 0.2, f"… text cut after {max_lines} lines", ha='right', va='top',
+                fontsize=8, color='0.4')
     fig.suptitle(ov.title, x=margin_l / width, y=1 - 0.08 / H, ha='left', va='top', fontsize=10.5,
                  parse_math=False)
     cax = fig.add_axes(frac(title_h + text_h + 0.12, 0.14))
@@ -420,7 +428,8 @@ def overview_figure(ov, width=12.0, cols=110, max_lines=60):
     cb.set_ticks([1e-4, 1e-3, 1e-2, 1e-1, 1], labels=['≤0.0001', '0.001', '0.01', '0.1', '1'])
     cb.ax.tick_params(labelsize=8)
     what = 'forced' if ov.forced else 'generated'
-    joined = ' (tokens that form one character: together)' if any(b - a > 1 for a, b, _ in ov.pieces or []) else ''
+    joined = (' (tokens that form one character: together)'
+              if any(b - a > 1 for a, b, _ in ov.pieces or []) else '')
     cb.set_label(f"shading: model probability of each {what} token{joined} (grey: prompt)", fontsize=9)
     # chosen-token probability per step, both distributions, log scale
     pax = fig.add_axes([0.06, 0.45 / H, 0.92, (plot_h - 0.85) / H])
@@ -429,8 +438,10 @@ def overview_figure(ov, width=12.0, cols=110, max_lines=60):
     sp = np.exp(slp).clip(min=1e-300)  # below float64's range: drawn at the bottom, not dropped
     sp[np.isneginf(slp)] = np.nan  # excluded by top-k/top-p: nothing to draw on a log scale
     mk = dict(marker='o', ms=3) if len(steps) <= 120 else {}
-    pax.plot(steps, np.exp(ov.logprobs).clip(min=1e-300), color=MODEL_COLOR, lw=1.2, label='model distribution (T=1, no top-k/top-p)', **mk)
-    pax.plot(steps, sp, color='#e08a3c', lw=1.0, alpha=0.9, label=f"sampling distribution ({ov.sampling})", **mk)
+    pax.plot(steps, np.exp(ov.logprobs).clip(min=1e-300), color=MODEL_COLOR, lw=1.2,
+             label='model distribution (T=1, no top-k/top-p)', **mk)
+    pax.plot(steps, sp, color='#e08a3c', lw=1.0, alpha=0.9,
+             label=f"sampling distribution ({ov.sampling})", **mk)
     pax.set_yscale('log')
     lo = min([p for p in list(ov.probs) + list(sp[~np.isnan(sp)]) if p > 0] + [1e-3])
     pax.set_ylim(max(lo / 2, 1e-30), 1.5)
@@ -449,10 +460,11 @@ def step_viewer(bars_list, k):
     """An interactive window that pages through step charts (keys: left/right, page up/down, home/end).
     Kept open for show_windows(); needs a display."""
     chart = StepChart(k)
-    chart.fig.text(0.99, 0.01, 'keys: \u2190 \u2192 step, PgUp PgDn 10 steps, Home End', ha='right', va='bottom',
-                   fontsize=8, color='0.4')
+    chart.fig.text(0.99, 0.01, 'keys: \u2190 \u2192 step, PgUp PgDn 10 steps, Home End', ha='right',
+                   va='bottom', fontsize=8, color='0.4')
     at = [0]
-    moves = {'right': 1, 'left': -1, 'pagedown': 10, 'pageup': -10, 'end': len(bars_list), 'home': -len(bars_list)}
+    moves = {'right': 1, 'left': -1, 'pagedown': 10, 'pageup': -10,
+             'end': len(bars_list), 'home': -len(bars_list)}
 
     def on_key(event):
         if event.key in moves:
@@ -473,7 +485,7 @@ def draw_overview(ov, path, show=False):
 @dataclass
 class TemperatureComparison:
     """One next-token distribution under several temperatures (the settings' top-k/top-p applied)."""
-    labels: list        # the k most likely tokens under the model, most likely first (temperature keeps this order)
+    labels: list        # the model's k most likely tokens, most likely first (temperature keeps this order)
     temperatures: list
     probs: list         # probs[j][i]: probability of token i at temperatures[j]
     entropies: list     # entropy (nats) of the whole distribution at each temperature
@@ -572,7 +584,8 @@ def attention_head(att, labels, path, title='', show=False):
     cmap = plt.get_cmap('Blues').with_extremes(bad='0.82')
     im = ax.imshow(a, cmap=cmap, vmin=0.0, vmax=1.0, interpolation='nearest')
     if T > 1:  # hatch over the masked cells: a staircase right of the diagonal (row r masks keys r+1..)
-        stairs = [(T - 0.5, -0.5)] + [xy for r in range(T - 2, -1, -1) for xy in ((r + 0.5, r + 0.5), (r + 0.5, r - 0.5))]
+        stairs = [(T - 0.5, -0.5)] + [xy for r in range(T - 2, -1, -1)
+                                      for xy in ((r + 0.5, r + 0.5), (r + 0.5, r - 0.5))]
         ax.add_patch(plt.Polygon(stairs, closed=True, fill=False, hatch='///', edgecolor='0.6', linewidth=0))
     ticks = [token_label(s, 12) for s in labels]
     ax.set_xticks(range(T))
@@ -606,10 +619,11 @@ def logit_lens_table(cells, probs, row_names, col_names, path, hits=None, title=
     for r in range(R):
         for c in range(C):
             p = float(probs[r][c])
-            ax.text(c, r, f"{token_label(cells[r][c], 9)}\n{prob_text(p)}", ha='center', va='center', fontsize=6.5,
-                    color='white' if p > 0.65 else 'black', linespacing=1.0)
+            ax.text(c, r, f"{token_label(cells[r][c], 9)}\n{prob_text(p)}", ha='center', va='center',
+                    fontsize=6.5, color='white' if p > 0.65 else 'black', linespacing=1.0)
             if hits is not None and hits[r][c]:
-                ax.add_patch(plt.Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, edgecolor='#1f77b4', linewidth=1.6))
+                ax.add_patch(plt.Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, edgecolor='#1f77b4',
+                                           linewidth=1.6))
     ax.set_xticks(range(C))
     ax.set_xticklabels([token_label(s, 10) for s in col_names], rotation=45, ha='right', fontsize=8)
     ax.set_yticks(range(R))
@@ -617,8 +631,9 @@ def logit_lens_table(cells, probs, row_names, col_names, path, hits=None, title=
     ax.set_xlabel('input token (each column predicts the token after it)')
     ax.set_ylabel('residual stream after')
     fig.colorbar(im, ax=ax, fraction=0.025, pad=0.02).set_label('probability of the top token')
-    ax.set_title(fit_text(title or 'logit lens: top next-token prediction of every layer (blue box: the actual '
-                          'next token)', fig.get_figwidth() - 1.6, 10), fontsize=10, loc='left')
+    ax.set_title(fit_text(title or 'logit lens: top next-token prediction of every layer '
+                          '(blue box: the actual next token)', fig.get_figwidth() - 1.6, 10),
+                 fontsize=10, loc='left')
     fig.tight_layout()
     return save(fig, path, show)
 
@@ -664,7 +679,8 @@ def model_label(source):
 def file_tag(*sources):
     """The models of a run as part of a file name, so that runs on other models do not overwrite it:
     ('gpt2',) -> 'gpt2'; ('gpt2', 'out-children/ckpt.pt') -> 'gpt2_vs_out-children'."""
-    return '_vs_'.join(re.sub(r'[^A-Za-z0-9._-]+', '-', model_label(s)).strip('-') or 'model' for s in sources if s)
+    return '_vs_'.join(re.sub(r'[^A-Za-z0-9._-]+', '-', model_label(s)).strip('-') or 'model'
+                       for s in sources if s)
 
 
 # ---- train: loss curve ----
@@ -688,7 +704,8 @@ def plot_loss(steps, evals, path, title='', show=False):
             r = np.minimum(np.minimum(i, len(y) - 1 - i), h)  # narrower at the ends, still centred
             c = np.concatenate([[0.0], np.cumsum(y)])  # prefix sums: O(n), drawn at every eval of a long run
             avg = (c[i + r + 1] - c[i - r]) / (2 * r + 1)
-            ax.plot(it, avg, color='tab:blue', alpha=0.6, lw=1.0, label=f'train, moving average of {2 * h + 1}')
+            ax.plot(it, avg, color='tab:blue', alpha=0.6, lw=1.0,
+                    label=f'train, moving average of {2 * h + 1}')
     if evals:
         it, tr, va = zip(*evals)
         ax.plot(it, tr, 'o--', color='navy', ms=4, lw=1.5, markeredgecolor='white', mew=0.5,
@@ -843,9 +860,10 @@ def sweep_curves(rows, path, title='', show=False, max_labels=12):
         above = [r['curve'][0] for r in rows if r['curve'] and r['curve'][0][1] > top]
         if above:  # say so, rather than let the lines leave the frame unexplained
             vs = [c[1] for c in above]
+            # falling curves leave it empty
             ax.text(0.01, 0.02, f"above the top: the first evals (iteration {above[0][0]}, val loss "
                     f"{min(vs):.2f}{'' if max(vs) - min(vs) < 0.005 else f'-{max(vs):.2f}'})",
-                    transform=ax.transAxes, va='bottom', fontsize=8, color='0.3')  # falling curves leave it empty
+                    transform=ax.transAxes, va='bottom', fontsize=8, color='0.3')
     ax.set_xlabel('iteration')
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_ylabel('val loss (nats per token)')

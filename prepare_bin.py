@@ -28,9 +28,9 @@ Every document is followed by <|endoftext|>, as in upstream's openwebtext. Windo
 Split. val.bin is the last val_fraction of the token stream (rounded to whole tokens), train.bin the
 rest, like upstream's shakespeare prepare.py does with characters. For char and bpe the tokenizer is made
 from the train split, so the split is made in the text: val is the last val_fraction of the characters,
-from the start of a line; this text is the same whichever tokenizer then encodes it. It is deterministic, needs no second
-pass over the input, and for a corpus in book order it holds out the last books' text. Each split must
-have more than block_size+1 tokens, or training could not draw a single (x, y) pair from it.
+from the start of a line; this text is the same whichever tokenizer then encodes it. It is deterministic,
+needs no second pass over the input, and for a corpus in book order it holds out the last books' text.
+Each split must have more than block_size+1 tokens, or training could not draw a single (x, y) pair from it.
 
 Streaming. The input is read line by line and cut into ~1 MB pieces (a long document is cut only between
 lines where the cut cannot change its tokens); the pieces are tokenized by tiktoken on num_threads
@@ -59,15 +59,15 @@ import numpy as np
 from configurator import UserError, configure, run_main
 
 # -----------------------------------------------------------------------------
-input: str = ''                # a text file, a folder (its .txt files, recursively) or a glob like 'books/*.txt'
-dataset: str = ''              # or a Hugging Face dataset: a hub name (needs internet) or a save_to_disk folder
+input: str = ''                # a text file, a folder (.txt files, recursively) or a glob like 'books/*.txt'
+dataset: str = ''              # or a Hugging Face dataset: hub name (needs internet) or save_to_disk folder
 dataset_config: str = ''       # the dataset's configuration, for datasets that have several ('' = default)
 split: str = 'train'           # which split of --dataset to read
 text_field: str = 'text'       # the column of --dataset that holds the text; each row is one document
 out_dir: str = ''              # where train.bin, val.bin and prepare_info.json go; '' = data/<input's name>
 val_fraction: float = 0.1      # val.bin = the last this fraction of the tokens, in (0, 1)
 doc_sep: str = 'blank_line'    # what ends a document in text files: 'blank_line' or 'file'
-block_size: int = 1024         # the context length you will train with: each split needs > block_size+1 tokens
+block_size: int = 1024         # the context length to train with: each split needs > block_size+1 tokens
 num_threads: int = 0           # tokenizer threads; 0 = every core this process may use
 tokenizer: str = 'gpt2'        # 'gpt2' (tiktoken), 'char' (meta.pkl) or 'bpe' (trained here: tokenizer.json)
 vocab_size: int = 4096         # bpe: tokens in the trained vocabulary (256 bytes + merges + <|endoftext|>)
@@ -138,7 +138,8 @@ def _has_magic(spec):
 
 
 def default_name(input, dataset):
-    """data/<name> when --out_dir is not given: the file's stem, the folder's or glob root's name, the dataset's."""
+    """data/<name> when --out_dir is not given: the file's stem, the folder's or glob root's name,
+    the dataset's."""
     if dataset:
         name = dataset.rstrip('/\\').replace('\\', '/').split('/')[-1]
     else:
@@ -237,7 +238,8 @@ def load_hf_dataset(name, config='', split='train'):
             ds = datasets.load_from_disk(name)
             if isinstance(ds, datasets.DatasetDict):
                 if split not in ds:
-                    raise PrepareError(f"dataset {name!r} has no split {split!r}; it has {list(ds)}: set --split")
+                    raise PrepareError(f"dataset {name!r} has no split {split!r}; it has {list(ds)}: "
+                                       "set --split")
                 ds = ds[split]
             return ds
         return datasets.load_dataset(name, config or None, split=split)
@@ -381,8 +383,9 @@ def staged(out_dir, names):
             if os.path.isdir(d) and not os.listdir(d):
                 os.rmdir(d)
         if isinstance(e, OSError):
-            raise PrepareError(f"cannot write {e.filename or out_dir}: {e.strerror or e}; the files already in "
-                               f"{out_dir} are unchanged: free some space or choose another --out_dir") from None
+            raise PrepareError(f"cannot write {e.filename or out_dir}: {e.strerror or e}; the files "
+                               f"already in {out_dir} are unchanged: free some space or choose another "
+                               "--out_dir") from None
         raise
 
 
@@ -411,16 +414,19 @@ def prepare(input='', dataset='', dataset_config='', split='train', text_field='
             piece_chars=PIECE_CHARS, show_progress=True, extra=None, tokenizer='gpt2', vocab_size=4096,
             bpe_regex=True, char_unk='', text_split=False):
     """Tokenize the input into out_dir/train.bin, val.bin and prepare_info.json (plus the dict `extra`, e.g.
-    where the text came from). Returns a Result. Raises PrepareError on bad input or settings, leaving nothing behind.
+    where the text came from). Returns a Result. Raises PrepareError on bad input or settings, leaving
+    nothing behind.
     text_split=True splits GPT-2 data in the text too (as char and bpe always do), so that every tokenizer
     gets the identical val text (compare_tokenizers.py)."""
     if bool(input) == bool(dataset):
         raise PrepareError("set one of --input=FILE|FOLDER|GLOB or --dataset=NAME" if not input else
                            "set --input or --dataset, not both")
     if not (isinstance(val_fraction, (int, float)) and 0 < val_fraction < 1):
-        raise PrepareError(f"val_fraction={val_fraction!r} must be between 0 and 1 (exclusive), e.g. --val_fraction=0.1")
+        raise PrepareError(f"val_fraction={val_fraction!r} must be between 0 and 1 (exclusive), "
+                           "e.g. --val_fraction=0.1")
     if block_size < 1:
-        raise PrepareError(f"block_size={block_size!r} must be a positive number of tokens, e.g. --block_size=1024")
+        raise PrepareError(f"block_size={block_size!r} must be a positive number of tokens, "
+                           "e.g. --block_size=1024")
     if doc_sep not in DOC_SEPS:
         raise PrepareError(f"doc_sep={doc_sep!r} must be one of {', '.join(DOC_SEPS)}")
     if num_threads < 0:
@@ -429,7 +435,8 @@ def prepare(input='', dataset='', dataset_config='', split='train', text_field='
     if tokenizer not in TOKENIZERS:
         raise PrepareError(f"tokenizer={tokenizer!r} must be one of {', '.join(TOKENIZERS)}")
     if tokenizer == 'bpe' and not 257 < vocab_size <= 65536:
-        raise PrepareError(f"vocab_size={vocab_size} must be above 257 (256 bytes + <|endoftext|>) and at most "
+        raise PrepareError(f"vocab_size={vocab_size} must be above 257 (256 bytes + <|endoftext|>) "
+                           "and at most "
                            "65,536 (token ids are stored as uint16), e.g. --vocab_size=4096")
     if char_unk and len(char_unk) != 1:
         raise PrepareError(f"char_unk={char_unk!r} must be a single character, e.g. --char_unk='?'")
@@ -440,16 +447,19 @@ def prepare(input='', dataset='', dataset_config='', split='train', text_field='
     else:
         ds = load_hf_dataset(dataset, dataset_config, split)
         if text_field not in ds.column_names:
-            raise PrepareError(f"dataset {dataset!r} has no column {text_field!r}; its columns are {ds.column_names}: "
+            raise PrepareError(f"dataset {dataset!r} has no column {text_field!r}; "
+                               f"its columns are {ds.column_names}: "
                                "set --text_field")
-        sources = [Source(f"{dataset}{':' + dataset_config if dataset_config else ''} [{split}].{text_field}")]
+        sources = [Source(f"{dataset}{':' + dataset_config if dataset_config else ''} "
+                          f"[{split}].{text_field}")]
     out_dir = out_dir or os.path.join('data', default_name(input, dataset))
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise PrepareError(f"--out_dir={out_dir!r} is a file; give a folder")
     if tokenizer != 'gpt2' or text_split:
         pieces = (file_pieces(paths, sources, doc_sep, piece_chars) if input else
                   dataset_pieces(ds, text_field, sources[0], piece_chars))
-        return prepare_text(pieces, sources, out_dir, tokenizer, val_fraction, block_size, vocab_size, bpe_regex,
+        return prepare_text(pieces, sources, out_dir, tokenizer, val_fraction, block_size, vocab_size,
+                            bpe_regex,
                             char_unk, info={'doc_sep': 'dataset row' if dataset else doc_sep,
                                             'dataset': (dict(name=dataset, config=dataset_config, split=split,
                                                              text_field=text_field) if dataset else None),
@@ -468,7 +478,8 @@ def prepare(input='', dataset='', dataset_config='', split='train', text_field='
             pieces = file_pieces(paths, sources, doc_sep, piece_chars, progress=bar.update)
         else:
             print(f"reading {len(ds):,} rows of {sources[0].name}")
-            bar = tqdm(total=len(ds), unit=' docs', unit_scale=True, desc='tokenizing', disable=not show_progress)
+            bar = tqdm(total=len(ds), unit=' docs', unit_scale=True, desc='tokenizing',
+                       disable=not show_progress)
             pieces = dataset_pieces(ds, text_field, sources[0], piece_chars, progress=bar.update)
         with bar:
             n = encode_to_file(pieces, tmp['train.bin'], enc, sources, num_threads, piece_chars)
@@ -482,12 +493,14 @@ def prepare(input='', dataset='', dataset_config='', split='train', text_field='
         res.train_tokens = n - res.val_tokens
         need = block_size + 2  # tokens per split for one (x, y) pair of block_size tokens, with room to spare
         if n < 2 * need:
-            raise PrepareError(f"the input has only {n:,} tokens in all, but training with block_size={block_size} needs "
-                               f"more than {block_size + 1:,} in each of train and val: add text or lower --block_size")
+            raise PrepareError(f"the input has only {n:,} tokens in all, but training with "
+                               f"block_size={block_size} needs more than {block_size + 1:,} in each of "
+                               "train and val: add text or lower --block_size")
         for name, k, fix in (('train', res.train_tokens, 'lower'), ('val', res.val_tokens, 'raise')):
             if k < need:
-                raise PrepareError(f"{name}.bin would hold only {k:,} of the {n:,} tokens (val_fraction={val_fraction}), "
-                                   f"but training with block_size={block_size} needs more than {block_size + 1:,}: "
+                raise PrepareError(f"{name}.bin would hold only {k:,} of the {n:,} tokens "
+                                   f"(val_fraction={val_fraction}), but training with "
+                                   f"block_size={block_size} needs more than {block_size + 1:,}: "
                                    f"{fix} --val_fraction or lower --block_size")
         _move_tail(tmp['train.bin'], tmp['val.bin'], res.train_tokens)
         info = {
@@ -505,7 +518,8 @@ def prepare(input='', dataset='', dataset_config='', split='train', text_field='
             'bytes': res.bytes,
             'documents': res.documents,
             'tokens': {'total': n, 'train': res.train_tokens, 'val': res.val_tokens},
-            'split': {'val_fraction': val_fraction, 'rule': 'val.bin is the last val_fraction of the token stream'},
+            'split': {'val_fraction': val_fraction,
+                      'rule': 'val.bin is the last val_fraction of the token stream'},
             'block_size': block_size,
             'seconds': round(res.seconds, 3),
             'mb_per_s': round(res.mb_per_s, 2),
@@ -564,12 +578,15 @@ def make_tokenizer(kind, train, val, vocab_size, bpe_regex, char_unk):
                 counts[c] = counts.get(c, 0) + t.count(c)
         if counts and not char_unk:
             shown = ', '.join(f"{c!r} ({n}x)" for c, n in sorted(counts.items(), key=lambda x: -x[1])[:10])
-            raise PrepareError(f"{len(counts)} character{'s' * (len(counts) > 1)} occur only in the val split: {shown}"
-                               f"{' ...' if len(counts) > 10 else ''}. The vocabulary comes from train, so the model "
-                               "could not read them: map them to an unknown symbol with --char_unk='?', or move text "
+            raise PrepareError(f"{len(counts)} character{'s' * (len(counts) > 1)} occur only in the "
+                               f"val split: {shown}{' ...' if len(counts) > 10 else ''}. "
+                               "The vocabulary comes from train, so the model "
+                               "could not read them: map them to an unknown symbol with --char_unk='?', "
+                               "or move text "
                                "with them into train (a smaller --val_fraction)")
         if counts:
-            print(f"note: {sum(counts.values()):,} characters of val ({len(counts)} kinds) become {char_unk!r}")
+            print(f"note: {sum(counts.values()):,} characters of val ({len(counts)} kinds) "
+                  f"become {char_unk!r}")
         meta = tk.char_meta(''.join(text), char_unk)
         return tk.char_from_meta(meta, 'meta.pkl'), 'meta.pkl', lambda p: tk.save_meta(meta, p)
     # bpe: whole documents with the regex (it splits them anyway); line by line without it, since BPE
@@ -593,11 +610,13 @@ def prepare_text(pieces, sources, out_dir, kind, val_fraction, block_size, vocab
     if not docs:
         raise PrepareError(f"no text in {sources[0].name!r}: the input is empty or only blank lines")
     train, val = split_docs(docs, val_fraction)
-    print(f"{len(docs):,} documents; split in the text: {sum(len(t) for t, _, _ in train):,} characters train, "
+    print(f"{len(docs):,} documents; split in the text: "
+          f"{sum(len(t) for t, _, _ in train):,} characters train, "
           f"{sum(len(t) for t, _, _ in val):,} val")
     tok, vocab_file, write_vocab = make_tokenizer(kind, train, val, vocab_size, bpe_regex, char_unk)
     if tok.vocab_size > 65536:
-        raise PrepareError(f"the {kind} vocabulary has {tok.vocab_size:,} tokens, more than uint16 ids can hold "
+        raise PrepareError(f"the {kind} vocabulary has {tok.vocab_size:,} tokens, "
+                           "more than uint16 ids can hold "
                            "(65,536): lower --vocab_size")
     print(f"tokenizer: {kind}, {tok.vocab_size:,} tokens")
     res = Result(out_dir=out_dir, sources=sources, documents=len(docs), bytes=sum(s.bytes for s in sources))
@@ -624,7 +643,8 @@ def prepare_text(pieces, sources, out_dir, kind, val_fraction, block_size, vocab
         'script': 'prepare_bin.py',
         'tokenizer': kind if kind != 'gpt2' else f"tiktoken gpt2 (tiktoken {_version('tiktoken')})",
         'vocab_size': tok.vocab_size,
-        **({'bpe_regex': bpe_regex, 'library': f"tokenizers {_version('tokenizers')}"} if kind == 'bpe' else {}),
+        **({'bpe_regex': bpe_regex, 'library': f"tokenizers {_version('tokenizers')}"}
+           if kind == 'bpe' else {}),
         **({'char_unk': char_unk} if kind == 'char' else {}),
         'vocab_file': vocab_file,
         'dtype': 'uint16',
@@ -634,9 +654,11 @@ def prepare_text(pieces, sources, out_dir, kind, val_fraction, block_size, vocab
         'bytes': res.bytes,
         'documents': res.documents,
         'tokens': {'total': n, 'train': res.train_tokens, 'val': res.val_tokens},
-        'split': {'val_fraction': val_fraction, 'rule': 'val is the last val_fraction of the text (characters), '
+        'split': {'val_fraction': val_fraction,
+                  'rule': 'val is the last val_fraction of the text (characters), '
                   'from a line start; the vocabulary is made from train only',
-                  'train_chars': sum(len(t) for t, _, _ in train), 'val_chars': sum(len(t) for t, _, _ in val)},
+                  'train_chars': sum(len(t) for t, _, _ in train),
+                  'val_chars': sum(len(t) for t, _, _ in val)},
         'block_size': block_size,
         'seconds': round(res.seconds, 3),
         **(info or {}),
@@ -654,7 +676,8 @@ def prepare_text(pieces, sources, out_dir, kind, val_fraction, block_size, vocab
         if other != vocab_file and os.path.exists(os.path.join(out_dir, other)):
             os.remove(os.path.join(out_dir, other))
             print(f"removed {os.path.join(out_dir, other)}: a vocabulary from an earlier run of another kind")
-    print(f"{res.documents:,} documents, {n:,} tokens; train.bin has {res.train_tokens:,}, val.bin {res.val_tokens:,}; "
+    print(f"{res.documents:,} documents, {n:,} tokens; train.bin has {res.train_tokens:,}, "
+          f"val.bin {res.val_tokens:,}; "
           f"{res.bytes / max(n, 1):.2f} bytes per token")
     print(f"wrote {', '.join(os.path.join(out_dir, k) for k in names)}")
     return res
@@ -677,7 +700,8 @@ def main():
     try:
         res = prepare(input=input, dataset=dataset, dataset_config=dataset_config, split=split,
                       text_field=text_field, out_dir=out_dir, val_fraction=val_fraction, doc_sep=doc_sep,
-                      block_size=block_size, num_threads=num_threads, tokenizer=tokenizer, vocab_size=vocab_size,
+                      block_size=block_size, num_threads=num_threads, tokenizer=tokenizer,
+                      vocab_size=vocab_size,
                       bpe_regex=bpe_regex, char_unk=char_unk)
     except KeyboardInterrupt:
         print("\ninterrupted: nothing written (temporary files removed)", file=sys.stderr)

@@ -418,10 +418,12 @@ def write_results(run, c, results_dir, name, show=False, html=False):
     if c is not None and (c.top_tokens(1, True) or c.top_tokens(1, False)):  # some token changed
         items = [(p.tokens[i], p.index, dd) for p, i, dd in c.top_tokens(12, True) + c.top_tokens(12, False)]
         writers[base + '_tokens.png'] = lambda path: plots.eval_token_changes(
-            items, path, f"tokens whose probability changed most: {c.before.model} → {run.model}", show=show)
+            items, path, f"tokens whose probability changed most: {c.before.model} → {run.model}",
+            show=show)
     if html:
         import html_report
         page = html_report.eval_page(json.loads(texts['.json']))
         writers[base + '.html'] = lambda path: html_report.write_html(page, path)
     # a set without a tokens chart or a page removes an earlier run's one: no file from another run stays
-    return write_all(writers, remove=[base + ext for ext in ('_tokens.png', '.html') if base + ext not in writers])
+    return write_all(writers, remove=[base + ext for ext in ('_tokens.png', '.html')
+                                      if base + ext not in writers])

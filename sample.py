@@ -2,8 +2,10 @@
 Sample from a trained model, and see the probability of everything it generates.
 
     python sample.py --init_from=gpt2 --start="Once upon a time" --num_samples=3 --max_new_tokens=50
-    python sample.py --init_from=gpt2 --start="Once upon a time" --max_new_tokens=10 --num_samples=1 --show_probs=True
-    python sample.py --init_from=gpt2 --start="The capital of France is" --fixed_response=" Paris" --show_probs=True
+    python sample.py --init_from=gpt2 --start="Once upon a time" --max_new_tokens=10 --num_samples=1 \
+        --show_probs=True
+    python sample.py --init_from=gpt2 --start="The capital of France is" --fixed_response=" Paris" \
+        --show_probs=True
     python sample.py --init_from=gpt2 --start="Once upon a time" --compare_temperatures=0.5,1.0,2.0
     python sample.py --init_from=gpt2 --start="The capital of France is" --num_beams=4 --max_new_tokens=20
     python sample.py --out_dir=out-children --start=FILE:prompt.txt      # a checkpoint from train.py
@@ -44,7 +46,7 @@ from decoding import check_sampling, entropy, f64, greedy_and_beams, make_genera
 from formatting import format_prob
 
 # -----------------------------------------------------------------------------
-init_from: str = 'resume'  # 'resume' (from out_dir), a gpt2 variant (e.g. 'gpt2-xl'), a Hugging Face folder, a .pt
+init_from: str = 'resume'  # 'resume' (from out_dir), a gpt2 variant ('gpt2-xl'), a Hugging Face folder, a .pt
 out_dir: str = 'out'  # ignored if init_from is not 'resume'
 start: str = "\n"  # or "<|endoftext|>" or etc. Can also specify a file, use as: "FILE:prompt.txt"
 num_samples: int = 10  # number of samples to draw
@@ -54,25 +56,28 @@ batch_size: int = 10  # samples generated together in one batch; lower it to sav
 #   log-probs differ by float rounding, ~1e-6 in float32, which could flip a draw only at a near-exact tie)
 max_new_tokens: int = 500  # number of tokens generated in each sample
 temperature: float = 0.8  # 1.0 = no change, < 1.0 = less random, > 1.0 = more random, 0 = greedy
-top_k: int | None = 200  # retain only the top_k most likely tokens, clamp others to have 0 probability (None = off)
-top_p: float = 1.0  # nucleus sampling: keep the most likely tokens holding top_p of the probability (1.0 = off)
+top_k: int | None = 200  # retain only the top_k most likely tokens, others get 0 probability (None = off)
+top_p: float = 1.0  # nucleus: keep the most likely tokens holding top_p of the probability (1.0 = off)
 seed: int = 1337  # sample i (1-based) draws from its own random stream seeded with seed+i-1
 device: str = 'auto'  # 'auto' (cuda, then mps, then cpu), or 'cpu', 'cuda', 'cuda:0', 'cuda:1', 'mps', etc.
-dtype: str = 'auto'  # 'auto' (bfloat16 or float16 on CUDA, float32 elsewhere), 'float32', 'bfloat16' or 'float16'
+dtype: str = 'auto'  # 'auto' (bfloat16 or float16 on CUDA, else float32), 'float32', 'bfloat16', 'float16'
 compile: bool = False  # torch.compile the model (CUDA only); as upstream, generate() itself runs uncompiled
 stop_at_eot: bool = False  # end a sample once it produces <|endoftext|> (counted in its probability)
 show_probs: bool = False  # per step: a terminal line and a bar chart of the probs_top_k most likely tokens
 chart_samples: int = 0  # show_probs: step charts for the first N samples (-1 = all; 0 = all if they come
 #   to at most 100 charts, else sample 1 only). Every sample still gets its terminal lines and overview.png
-chart_workers: int = 0  # processes drawing step charts: 0 = one per CPU core (at most 8), 1 = this process only
+chart_workers: int = 0  # processes drawing step charts: 0 = one per core (at most 8), 1 = this process only
 probs_top_k: int = 10  # how many of the most likely tokens each step's chart and line show
-fixed_response: str | list = ''  # score this response instead of sampling: text, "FILE:path" or token ids "[464, 3290]";
-#   text that looks like a broken id list ("[1,") is an error: write "text:[1," to score it as text
-compare_temperatures: str | list = ''  # e.g. "0.5,1.0,2.0": one step's top tokens under each temperature, side by side
-compare_step: int = 0  # the step compared: 0 = the first new token, n = after n tokens of sample 1 (or the response)
+fixed_response: str | list = ''  # score this response instead of sampling: text, "FILE:path" or
+#   token ids "[464, 3290]"; text that looks like a broken id list ("[1,") is an error: write "text:[1,"
+#   to score it as text
+compare_temperatures: str | list = ''  # e.g. "0.5,1.0,2.0": one step's top tokens under each
+#   temperature, side by side
+compare_step: int = 0  # the step compared: 0 = the first new token, n = after n tokens of sample 1
+#   (or the response)
 results_dir: str = 'results'  # charts go to results_dir/sample_<date-time>/
 show: bool = True  # also show the charts in windows when a display exists (after the run; False = files only)
-num_beams: int = 0  # > 0: beam search with this many beams instead of sampling, printed next to greedy decoding
+num_beams: int = 0  # > 0: beam search with this many beams instead of sampling, shown next to greedy decoding
 length_penalty: float = 1.0  # beam score = sum of log-probs / tokens^length_penalty
 no_repeat_ngram_size: int = 0  # beam search: n > 0 bans any n-gram from occurring twice
 early_stopping: bool | str = False  # beam search: True, False (Hugging Face's heuristic) or 'never' (exact)
@@ -208,7 +213,8 @@ def overview(sample, tok, i, temperature, top_k, top_p, forced=False):
     lp, slp = sample.logprob, sample.sample_logprob
     who = 'fixed_response' if forced else f"sample {i}"
     title = (f"{who}: {len(sample.tokens)} tokens · {sampling}\n"
-             f"probability of the whole response: {format_prob(lp)} (log {lp:.2f}) under the model distribution, "
+             f"probability of the whole response: {format_prob(lp)} (log {lp:.2f}) "
+             "under the model distribution, "
              f"{format_prob(slp)} (log {slp:.2f}) under the sampling distribution")
     return plots.SampleOverview(prompt=tok.decode(sample.prompt),
                                 tokens=[tok.token_text(t) for t in sample.tokens],
@@ -223,7 +229,8 @@ def temperature_comparison(model, ctx, ids, temps, top_k, top_p, k, tok, step=0)
     """The next-token distribution after ids (token ids) under each temperature (plots.TemperatureComparison).
     One forward pass; the k tokens shown are the model's most likely (temperature keeps their order)."""
     bs = model.config.block_size
-    x = torch.tensor([ids[-bs:]], dtype=torch.long, device=model.lm_head.weight.device)  # what generation sees
+    # what generation sees
+    x = torch.tensor([ids[-bs:]], dtype=torch.long, device=model.lm_head.weight.device)
     with ctx:
         logits = model(x)[0][0, -1]  # (V,)
     top = f64(logits).topk(min(k, logits.size(-1))).indices  # (k,)
@@ -233,11 +240,12 @@ def temperature_comparison(model, ctx, ids, temps, top_k, top_p, k, tok, step=0)
         probs.append(lp[top].exp().tolist())
         entropies.append(float(entropy(lp)))
     filt = plots.sampling_text(1, top_k, top_p).partition(', ')[2]  # the top-k/top-p part only
-    title = (f"Next-token distribution at step {step + 1}, after \"{plots.text_tail(shown(tok, ids[-24:]), 50)}\": "
+    title = (f"Next-token distribution at step {step + 1}, after "
+             f"\"{plots.text_tail(shown(tok, ids[-24:]), 50)}\": "
              f"the model's {len(top)} most likely tokens under each temperature")
     return plots.TemperatureComparison(labels=[plots.token_label(tok.token_text(i)) for i in top.tolist()],
-                                       temperatures=list(temps), probs=probs, entropies=entropies, title=title,
-                                       sampling=filt)
+                                       temperatures=list(temps), probs=probs, entropies=entropies,
+                                       title=title, sampling=filt)
 
 
 def temperature_table(cmp):
@@ -264,7 +272,8 @@ def new_run_dir(results_dir, prefix='sample'):
 
 
 AUTO_CHARTS = 100  # chart_samples=0: every sample's step charts up to this many in all, else sample 1's only
-MIN_CHARTS_PER_WORKER = 40  # fewer charts per extra process: draw them here (a process takes ~1 s of CPU to start)
+# fewer charts per extra process: draw them here (a process takes ~1 s of CPU to start)
+MIN_CHARTS_PER_WORKER = 40
 _chart = None  # a worker process's reused StepChart
 
 
@@ -336,7 +345,8 @@ def save_step_charts(samples, tok, run_dir, temperature, top_k, top_p, k, forced
         bars = step_bars(s, tok, i, temperature, top_k, top_p, forced)
         folder = os.path.join(run_dir, f"sample_{i}")
         if i <= drawn:
-            jobs += [(b, os.path.join(folder, f"step_{t:0{digits}d}.png")) for t, b in enumerate(bars, start=1)]
+            jobs += [(b, os.path.join(folder, f"step_{t:0{digits}d}.png"))
+                     for t, b in enumerate(bars, start=1)]
         all_bars += bars
     if drawn < n:
         total = sum(len(s.steps) for s in samples)
@@ -386,7 +396,8 @@ def main():
     if compare_step < 0:
         raise ValueError(f"compare_step must be >= 0 (0 = the first new token), got {compare_step}")
     if num_beams < 0 or no_repeat_ngram_size < 0:
-        raise ValueError(f"num_beams and no_repeat_ngram_size must be >= 0, got {num_beams}, {no_repeat_ngram_size}")
+        raise ValueError(f"num_beams and no_repeat_ngram_size must be >= 0, "
+                         f"got {num_beams}, {no_repeat_ngram_size}")
     if num_beams and (fixed_response or show_probs or compare_temperatures):
         raise ValueError("num_beams is beam search on its own: leave out fixed_response, show_probs and "
                          "compare_temperatures (or set --num_beams=0)")
@@ -440,7 +451,8 @@ def main():
                          chart_samples, chart_workers)
     if temps:
         base = samples[0].ids if samples else prompt
-        step = min(compare_step, len(base) - len(prompt))  # sample 1 may be shorter (<|endoftext|>, max_new_tokens)
+        # sample 1 may be shorter (<|endoftext|>, max_new_tokens)
+        step = min(compare_step, len(base) - len(prompt))
         if step != compare_step:
             print(f"note: compare_step={compare_step}, but sample 1 has {len(base) - len(prompt)} tokens; "
                   f"comparing temperatures at step {step + 1}")
@@ -453,7 +465,8 @@ def main():
     if html:
         import html_report
         settings = {k: v for k, v in globals().items() if k in html_report.SAMPLE_SETTINGS}
-        print(f"report (open it in a browser): {html_report.sample_html(samples, tok, run_dir, settings, forced)}")
+        print(f"report (open it in a browser): "
+              f"{html_report.sample_html(samples, tok, run_dir, settings, forced)}")
     if windows and (show_probs or temps):
         print("showing the charts (close the windows to finish; --show=False skips this)")
         plots.show_windows()

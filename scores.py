@@ -79,7 +79,8 @@ class PairResult:
         return None if self.sample_logprobs is None else math.fsum(self.sample_logprobs)
 
     def label(self, width=30):
-        """'…upon a time| there lived a…': the end of the prompt, '|', the start of the response (joined)."""
+        """'…upon a time| there lived a…': the end of the prompt, '|', the start of the
+        response (joined)."""
         a = width * 2 // 5
         p, r = self.joined or (self.prompt, self.response)
         p, r = p.replace('\n', '\\n'), r.replace('\n', '\\n')

@@ -28,10 +28,10 @@ from decoding import (Sample, check_sampling, decode, entropy, f64, make_generat
 from formatting import format_prob
 
 # -----------------------------------------------------------------------------
-init_from: str = 'resume'  # 'resume' (from out_dir), a gpt2 variant (e.g. 'gpt2-xl'), a Hugging Face folder, a .pt
+init_from: str = 'resume'  # 'resume' (from out_dir), a gpt2 variant ('gpt2-xl'), a Hugging Face folder, a .pt
 out_dir: str = 'out'  # ignored if init_from is not 'resume'
 device: str = 'auto'  # 'auto' (cuda, then mps, then cpu), or 'cpu', 'cuda', 'cuda:1', 'mps'
-dtype: str = 'auto'  # 'auto' (bfloat16 or float16 on CUDA, float32 elsewhere), 'float32', 'bfloat16', 'float16'
+dtype: str = 'auto'  # 'auto' (bfloat16 or float16 on CUDA, else float32), 'float32', 'bfloat16', 'float16'
 compile: bool = False  # torch.compile the model (CUDA only)
 seed: int = 1337  # the default seed of a request
 host: str = '127.0.0.1'  # anything else lets other machines use the model (a warning is printed)
@@ -89,7 +89,8 @@ def field(body, name, kind, default, lo=None, hi=None, hint=''):
           isinstance(v, (int, float)) and not isinstance(v, bool) if kind is float else
           isinstance(v, int) and not isinstance(v, bool) if kind is int else isinstance(v, kind))
     if not ok:
-        raise BadRequest(f"{name} must be {kind.__name__ if kind is not float else 'a number'}, got {v!r:.60}")
+        raise BadRequest(f"{name} must be {kind.__name__ if kind is not float else 'a number'}, "
+                         f"got {v!r:.60}")
     if kind in (int, float) and ((lo is not None and v < lo) or (hi is not None and v > hi) or v != v):
         raise BadRequest(f"{name}={v!r} is outside [{lo}, {hi}]{hint}")
     return v
@@ -104,7 +105,8 @@ class App:
                                 max_new_tokens=max_new_tokens, seed=seed), **(defaults or {})}
         self.limits = {**dict(max_prompt_chars=max_prompt_chars, max_new_tokens=max_tokens_limit),
                        **(limits or {})}
-        page = html_report.live_page(L.source, dict(device=L.device, dtype=L.dtype), self.defaults, self.limits)
+        page = html_report.live_page(L.source, dict(device=L.device, dtype=L.dtype), self.defaults,
+                                     self.limits)
         self.page, self.policy = html_report.render(page, live=True)
 
     def ids(self, body, name, text_name, required=True):
@@ -112,8 +114,8 @@ class App:
         V = self.L.model.config.vocab_size
         if body.get(name) is not None:
             ids = body[name]
-            if not isinstance(ids, list) or any(isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < V
-                                                for t in ids):
+            if not isinstance(ids, list) or any(isinstance(t, bool) or not isinstance(t, int)
+                                                or not 0 <= t < V for t in ids):
                 raise BadRequest(f"{name} must be a list of token ids in [0, {V})")
             if len(ids) > self.limits['max_prompt_chars']:
                 raise BadRequest(f"{name} has {len(ids)} tokens; at most {self.limits['max_prompt_chars']}")
@@ -142,7 +144,8 @@ class App:
         if not prompt:
             raise BadRequest("the prompt is empty: the model needs at least one token to continue")
         prefix = self.ids(body, 'prefix_ids', 'prefix', required=False)
-        n = field(body, 'max_new_tokens', int, self.defaults['max_new_tokens'], 0, self.limits['max_new_tokens'],
+        n = field(body, 'max_new_tokens', int, self.defaults['max_new_tokens'], 0,
+                  self.limits['max_new_tokens'],
                   " (this server's limit; serve.py --max_tokens_limit raises it)")
         t, k, p = self.sampling(body)
         kk = field(body, 'top', int, top, 1, MAX_TOP)
@@ -164,8 +167,8 @@ class App:
             for s in ([] if stopped else stream_steps(m, L.ctx, prompt + prefix, n, t, k, p, kk, eot, gen)):
                 steps.append(s)
                 stopped = s.chosen == eot
-                yield dict(token=html_report.token_entry(tok, s.chosen, s.chosen_logprob, s.chosen_sample_logprob,
-                                                         s.chosen_rank, s))
+                yield dict(token=html_report.token_entry(tok, s.chosen, s.chosen_logprob,
+                                                         s.chosen_sample_logprob, s.chosen_rank, s))
             smp = as_sample(prompt, steps, stopped)
             yield dict(done=dict(text=tok.decode(smp.tokens), tokens=smp.tokens, logprob=num(smp.logprob),
                                  sample_logprob=num(smp.sample_logprob),
@@ -180,8 +183,9 @@ class App:
         kk = field(body, 'top', int, top, 1, MAX_TOP)
         with self.lock, self.L.ctx:
             s = score(self.L.model, [prompt], [response], t, k, p, details=kk)[0]
-        return dict(doc=html_report.sample_doc(s, self.L.tok, 'scored response', html_report.sampling_text(t, k, p),
-                                               forced=True), logprob=num(s.logprob))
+        return dict(doc=html_report.sample_doc(s, self.L.tok, 'scored response',
+                                               html_report.sampling_text(t, k, p), forced=True),
+                    logprob=num(s.logprob))
 
     def temperatures(self, body):
         """The next-token distribution after ids under several temperatures (decoding.sampling_logprobs)."""
@@ -196,7 +200,8 @@ class App:
         kk = field(body, 'top', int, top, 1, MAX_TOP)
         m, bs = self.L.model, self.L.model.config.block_size
         with self.lock, torch.inference_mode(), self.L.ctx:
-            x = torch.tensor([ids[-bs:]], dtype=torch.long, device=m.lm_head.weight.device)  # what generation sees
+            # what generation sees
+            x = torch.tensor([ids[-bs:]], dtype=torch.long, device=m.lm_head.weight.device)
             logits = m(x)[0][0, -1]  # (V,)
         order = f64(logits).topk(min(kk, logits.size(-1))).indices  # the model's most likely, (kk,)
         cols = []
@@ -213,8 +218,8 @@ class App:
 
     def info(self):
         c = self.L.model.config
-        return dict(model=self.L.source, vocab_size=c.vocab_size, block_size=c.block_size, device=self.L.device,
-                    dtype=self.L.dtype, defaults=self.defaults, limits=self.limits)
+        return dict(model=self.L.source, vocab_size=c.vocab_size, block_size=c.block_size,
+                    device=self.L.device, dtype=self.L.dtype, defaults=self.defaults, limits=self.limits)
 
 
 def num(x):
@@ -258,7 +263,8 @@ class Handler(BaseHTTPRequestHandler):
         name = host.split(']')[0] + ']' if host.startswith('[') else host.split(':')[0]
         if name in ('127.0.0.1', 'localhost', '[::1]'):
             return False
-        self.send_json(403, dict(error=f"Host {name[:60]!r} is not this machine: open the app at http://127.0.0.1"))
+        self.send_json(403, dict(error=f"Host {name[:60]!r} is not this machine: "
+                                       "open the app at http://127.0.0.1"))
         return True
 
     def do_GET(self):
@@ -288,17 +294,19 @@ class Handler(BaseHTTPRequestHandler):
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise BadRequest(f"the request body is not valid JSON ({e})") from None
         if not isinstance(body, dict):
-            raise BadRequest("the request body must be a JSON object, e.g. {\"prompt\": \"Once upon a time\"}")
+            raise BadRequest("the request body must be a JSON object, "
+                             "e.g. {\"prompt\": \"Once upon a time\"}")
         return body
 
     def do_POST(self):
         if self.foreign_host():
             return
         path = self.path.split('?', 1)[0]
-        routes = {'/api/generate': None, '/api/score': self.app.score, '/api/temperatures': self.app.temperatures}
+        routes = {'/api/generate': None, '/api/score': self.app.score,
+                  '/api/temperatures': self.app.temperatures}
         if path not in routes:
-            return self.send_json(404, dict(error=f"no such API: {path[:100]} (POST /api/generate, /api/score, "
-                                                  "/api/temperatures)"))
+            return self.send_json(404, dict(error=f"no such API: {path[:100]} "
+                                                  "(POST /api/generate, /api/score, /api/temperatures)"))
         try:
             body = self.read_body()
             if path != '/api/generate':
@@ -370,7 +378,8 @@ def main():
     if host not in LOOPBACK:
         print(f"warning: --host={host} lets any machine that can reach this one use the model (there is no "
               "password); keep the default 127.0.0.1 unless you mean it")
-    print(f"model: {L.source} on {L.device} ({L.dtype})\nserving http://{'127.0.0.1' if h == '0.0.0.0' else h}:{p}/ "
+    print(f"model: {L.source} on {L.device} ({L.dtype})\n"
+          f"serving http://{'127.0.0.1' if h == '0.0.0.0' else h}:{p}/ "
           "(Ctrl-C stops)")
     try:
         srv.serve_forever()

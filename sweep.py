@@ -18,9 +18,11 @@ pruning). With --storage pointing at one database, any number of processes or ma
 command share the study: each adds trials until it has --trials in all.
 
 Writes into sweep_dir:
-  runs/<name>/   each run's out_dir, as train.py writes it (ckpt.pt, log.csv, loss.png), and train.out, its output
-  results.jsonl  one row per run, appended as the run ends: settings, parameter count, best val loss, tokens/s,
-                 wall time, status (done, failed with its error line, or pruned) and the val loss curve
+  runs/<name>/   each run's out_dir, as train.py writes it (ckpt.pt, log.csv, loss.png), and train.out,
+                 its output
+  results.jsonl  one row per run, appended as the run ends: settings, parameter count, best val loss,
+                 tokens/s, wall time, status (done, failed with its error line, or pruned) and the val loss
+                 curve
   results.md     the runs sorted by best val loss (also printed)
   val_loss.png   best val loss against each swept setting (log x for learning rates)
   curves.png     every run's val loss curve on one chart
@@ -49,13 +51,16 @@ search = 'grid'  # 'grid' (every combination), 'random' (trials draws) or 'optun
 trials = 10  # random: how many runs; optuna: how many trials the study should have in all
 search_seed = 0  # random: which draws; optuna: the sampler's seed (train.py's own seed is --seed)
 sweep_dir = 'sweep'  # runs, results and charts go here
-storage = ''  # optuna: a database URL shared by every process of the study, e.g. sqlite:///sweep.db ('' = memory)
+storage = ''  # optuna: a database URL shared by every process of the study, e.g. sqlite:///sweep.db
+#   ('' = memory)
 study = 'sweep'  # optuna: the study's name in storage
-prune = True  # optuna: stop runs whose eval losses are worse than the median of earlier trials at that iteration
+prune = True  # optuna: stop runs whose eval losses are worse than the median of earlier trials
+#   at that iteration
 retry_failed = False  # run again the runs that failed before (a changed setting, a fixed bug)
 poll_s = 1.0  # how often a running run's log.csv is read for new evals (optuna pruning)
 # -----------------------------------------------------------------------------
-OWN = [k for k, v in list(globals().items()) if not k.startswith('_') and isinstance(v, (int, float, bool, str))]
+OWN = [k for k, v in list(globals().items())
+       if not k.startswith('_') and isinstance(v, (int, float, bool, str))]
 TRAIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'train.py')
 DONE = ('done', 'failed', 'pruned')
 
@@ -74,7 +79,8 @@ def parse_space(text, search):
                 raise UserError(f"--grid: {item!r}: a range is lo:hi or lo:hi:log")
             lo, hi = _number(parts[0]), _number(parts[1])
             if search == 'grid':
-                raise UserError(f"--grid: {item!r} is a range; a grid needs a list of values ({key}=v1,v2,...), "
+                raise UserError(f"--grid: {item!r} is a range; a grid needs a list of values "
+                                f"({key}=v1,v2,...), "
                                 f"or sample the range with --search=random or --search=optuna")
             if lo >= hi or (len(parts) == 3 and lo <= 0):
                 raise UserError(f"--grid: {item!r}: a range needs lo < hi (and lo > 0 for :log)")
@@ -197,8 +203,8 @@ def train(settings, name, train_args, on_eval=None):
     return dict(name=name, settings=settings, status=status, best_val_loss=best[0], best_iter=best[1],
                 iters=evals[-1][0] if evals else 0, params=int(m.group(2).replace(',', '')) if m else None,
                 trainable=int(m.group(1).replace(',', '')) if m else None, tokens_per_s=throughput(out),
-                wall_s=round(wall, 1), error=error_line(text, proc.returncode) if status == 'failed' else '', out_dir=out,
-                curve=evals, args=train_args)
+                wall_s=round(wall, 1), error=error_line(text, proc.returncode) if status == 'failed' else '',
+                out_dir=out, curve=evals, args=train_args)
 
 
 def append(row):
@@ -241,7 +247,8 @@ def run_list(runs, train_args):
             continue
         todo.append((name, settings))
     if len(todo) < len(runs):
-        print(f"{len(runs) - len(todo)} of {len(runs)} runs already have results in {sweep_dir}/results.jsonl; "
+        print(f"{len(runs) - len(todo)} of {len(runs)} runs already have results in "
+              f"{sweep_dir}/results.jsonl; "
               f"running the other {len(todo)}")
     for i, (name, settings) in enumerate(todo, 1):
         print(f"[{i}/{len(todo)}] {name} ...", flush=True)
@@ -258,7 +265,8 @@ def run_optuna(space, train_args):
         raise UserError("--search=optuna needs Optuna: pip install optuna") from None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # median pruning from the second eval on (the first is the untrained model), once 2 trials have ended
-    pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1) if prune else optuna.pruners.NopPruner()
+    pruner = (optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1) if prune
+              else optuna.pruners.NopPruner())
     try:
         st = optuna.create_study(study_name=study, storage=storage or None, load_if_exists=True,
                                  direction='minimize', pruner=pruner,
@@ -267,7 +275,8 @@ def run_optuna(space, train_args):
         raise UserError(f"--storage={storage!r}: {e}") from None
     ended = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
     left = trials - len(st.get_trials(deepcopy=False, states=ended))
-    print(f"optuna study {study!r} ({storage or 'in memory'}): {trials - left} trials done, {max(left, 0)} to go")
+    print(f"optuna study {study!r} ({storage or 'in memory'}): {trials - left} trials done, "
+          f"{max(left, 0)} to go")
 
     def objective(trial):
         settings = {}
@@ -299,7 +308,8 @@ def run_optuna(space, train_args):
         return row['best_val_loss']
 
     if left > 0:
-        st.optimize(objective, n_trials=left, callbacks=[optuna.study.MaxTrialsCallback(trials, states=ended)])
+        st.optimize(objective, n_trials=left,
+                    callbacks=[optuna.study.MaxTrialsCallback(trials, states=ended)])
 
 
 def report(space, train_args):
@@ -308,8 +318,9 @@ def report(space, train_args):
     for r in read_rows():
         if r['args'] == train_args and set(r['settings']) == set(space):
             latest[r['name']] = r  # a retried run: its last row
-    rows = sorted(latest.values(), key=lambda r: (r['best_val_loss'] is None or r['status'] == 'failed',
-                                                  r['best_val_loss'] if r['best_val_loss'] is not None else 0))
+    rows = sorted(latest.values(),
+                  key=lambda r: (r['best_val_loss'] is None or r['status'] == 'failed',
+                                 r['best_val_loss'] if r['best_val_loss'] is not None else 0))
     if not rows:
         print("no results yet")
         return
@@ -317,7 +328,9 @@ def report(space, train_args):
     head = ['#', *keys, 'params', 'best val loss', 'at iter', 'tokens/s', 'wall s', 'status']
     lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
     for i, r in enumerate(rows, 1):
-        cells = [str(i), *[f"{v:.4g}" if isinstance(v, float) else str(v) for v in (r['settings'][k] for k in keys)], f"{r['params']:,}" if r['params'] else '',
+        cells = [str(i), *[f"{v:.4g}" if isinstance(v, float) else str(v)
+                           for v in (r['settings'][k] for k in keys)],
+                 f"{r['params']:,}" if r['params'] else '',
                  f"{r['best_val_loss']:.4f}" if r['best_val_loss'] is not None else '',
                  str(r['best_iter']) if r['best_iter'] is not None else '',
                  f"{r['tokens_per_s']:,}" if r['tokens_per_s'] else '', f"{r['wall_s']:.0f}",
@@ -332,8 +345,8 @@ def report(space, train_args):
     ok = [r for r in rows if r['best_val_loss'] is not None]
     if ok:
         name = os.path.basename(os.path.abspath(sweep_dir))
-        sweep_values(ok, keys, os.path.join(sweep_dir, 'val_loss.png'), [k for k in keys if isinstance(space[k], list)],
-                     title=f"{name}: best val loss")
+        sweep_values(ok, keys, os.path.join(sweep_dir, 'val_loss.png'),
+                     [k for k in keys if isinstance(space[k], list)], title=f"{name}: best val loss")
         sweep_curves(ok, os.path.join(sweep_dir, 'curves.png'), title=f"{name}: val loss of every run")
     print(f"wrote {sweep_dir}/results.md, val_loss.png, curves.png")
 
@@ -341,7 +354,8 @@ def report(space, train_args):
 def main():
     own, train_args = [], []
     for a in sys.argv[1:]:
-        (own if a.startswith('--') and a[2:].partition('=')[0].replace('-', '_') in OWN else train_args).append(a)
+        (own if a.startswith('--') and a[2:].partition('=')[0].replace('-', '_') in OWN
+         else train_args).append(a)
     configure(globals(), own)
     if any(a.startswith('--out_dir=') for a in train_args):
         raise UserError("--out_dir: every run gets its own (sweep_dir/runs/<name>); "
@@ -368,7 +382,8 @@ def main():
         else:
             run_optuna(space, train_args)
     except KeyboardInterrupt:
-        print("\nsweep stopped: the run in progress has no row; the same command continues with the missing runs")
+        print("\nsweep stopped: the run in progress has no row; "
+              "the same command continues with the missing runs")
         report(space, train_args)
         sys.exit(130)
     report(space, train_args)

@@ -120,7 +120,8 @@ def gpt2_tokenizer():
 # characters
 
 class _PlainUnpickler(pickle.Unpickler):
-    """Unpickles dicts, lists, strings and numbers only: a meta.pkl naming any class or function is refused."""
+    """Unpickles dicts, lists, strings and numbers only: a meta.pkl naming any class or function
+    is refused."""
 
     def find_class(self, module, name):
         raise pickle.UnpicklingError(f"meta.pkl refers to {module}.{name}; only plain data is loaded")
@@ -176,8 +177,8 @@ def char_tokenizer(meta_path):
     except pickle.UnpicklingError as e:
         if 'refers to' in str(e):  # a class or function: loading it would run code
             what = str(e).partition('refers to ')[2].partition(';')[0]
-            raise LoadError(f"{meta_path} is not loaded: it names {what}, a class or function that unpickling "
-                            f"would run; a meta.pkl holds plain data only: {fix}") from None
+            raise LoadError(f"{meta_path} is not loaded: it names {what}, a class or function that "
+                            f"unpickling would run; a meta.pkl holds plain data only: {fix}") from None
         raise LoadError(f"{meta_path} is not a readable pickle (truncated or corrupt?): {e}; {fix}") from None
     except OSError as e:
         raise LoadError(f"cannot read {meta_path} ({e.strerror})") from None
@@ -185,8 +186,8 @@ def char_tokenizer(meta_path):
         raise LoadError(f"{meta_path} is not a readable pickle (truncated or corrupt?): "
                         f"{type(e).__name__}: {e}; {fix}") from None
     if not isinstance(meta, dict) or not {'stoi', 'itos'} <= set(meta):
-        raise LoadError(f"{meta_path} is not a character vocabulary: expected a dict with 'vocab_size', 'stoi' "
-                        "and 'itos' (as prepare_bin.py --tokenizer=char writes it)")
+        raise LoadError(f"{meta_path} is not a character vocabulary: expected a dict with 'vocab_size', "
+                        "'stoi' and 'itos' (as prepare_bin.py --tokenizer=char writes it)")
     return char_from_meta(meta, meta_path)
 
 
@@ -208,8 +209,10 @@ def save_meta(meta, path):
 # byte-level BPE (Hugging Face tokenizers)
 
 def _bytes_to_unicode():
-    """GPT-2's map of the 256 bytes to printable characters, which byte-level BPE vocabularies are written in."""
-    bs = list(range(ord('!'), ord('~') + 1)) + list(range(ord('¡'), ord('¬') + 1)) + list(range(ord('®'), ord('ÿ') + 1))
+    """GPT-2's map of the 256 bytes to printable characters, which byte-level BPE vocabularies
+    are written in."""
+    bs = (list(range(ord('!'), ord('~') + 1)) + list(range(ord('¡'), ord('¬') + 1))
+          + list(range(ord('®'), ord('ÿ') + 1)))
     cs = bs[:]
     n = 0
     for b in range(256):

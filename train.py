@@ -6,7 +6,7 @@ Fine-tune GPT-2 on children's stories (make the data first: python data/children
 $ python train.py config/finetune_children_stories.py                 # device=auto: CUDA, else MPS, else CPU
 $ python train.py config/finetune_children_stories.py --device=mps --batch_size=4
 $ python train.py config/finetune_children_stories.py --init_from=resume  # after Ctrl-C, a crash, more iters
-$ python train.py config/finetune_children_stories.py --freeze_layers=10  # only the last 2 blocks train (freeze.py)
+$ python train.py config/finetune_children_stories.py --freeze_layers=10  # only the last 2 blocks train
 A small model from scratch, to watch one learn (about two minutes on 2 CPU cores):
 $ python train.py config/train_stories_tiny.py
 
@@ -75,8 +75,8 @@ n_embd: int = 768
 dropout: float = 0.0  # for pretraining 0 is good, for finetuning try 0.1+
 bias: bool = False  # do we use bias inside LayerNorm and Linear layers?
 gelu: str = 'exact'  # from scratch: 'exact' (upstream nanoGPT) or 'tanh' (GPT-2); other models keep their own
-freeze_layers: int = 0  # freeze the embeddings and the first N blocks (-1: every block; 0: none); see freeze.py
-train_tied_head: bool = False  # with freeze_layers: train the token embedding anyway, which is lm_head too (tied)
+freeze_layers: int = 0  # freeze the embeddings and the first N blocks (-1: all; 0: none); see freeze.py
+train_tied_head: bool = False  # with freeze_layers: train the token embedding anyway, which is also lm_head
 # adamw optimizer
 learning_rate: float = 6e-4  # max learning rate
 max_iters: int = 600000  # total number of training iterations
@@ -481,8 +481,8 @@ try:
                     run.evals_without_improvement += 1
                 if iter_num > 0 and not eval_only:
                     save_path = ckpt_path if improved or always_save_checkpoint else last_path
-                    trainstate.save(save_path, raw_model, optimizer, iter_num, best_val_loss, config, run, snaps,
-                                    scaler, tok_record)
+                    trainstate.save(save_path, raw_model, optimizer, iter_num, best_val_loss, config, run,
+                                    snaps, scaler, tok_record)
                     saved_iter = iter_num
                 if early_stop_patience and run.evals_without_improvement >= early_stop_patience:
                     early_stop = True

@@ -6,7 +6,8 @@
 # compare_tokenizers.py's much smaller character model reached 3.48 bits per byte after 0.5 MB of text,
 # and this config trains a larger model on 1.15 M characters (about 1.2 MB of text).
 #
-#   python prepare_bin.py --input=data/children_stories/input.txt --tokenizer=char --out_dir=data/children_stories_char
+#   python prepare_bin.py --input=data/children_stories/input.txt --tokenizer=char \
+#       --out_dir=data/children_stories_char
 #   python train.py config/train_stories_char.py
 #   python sample.py --out_dir=out-stories-char --start="Once upon a time" --max_new_tokens=300
 #

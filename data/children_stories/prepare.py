@@ -13,7 +13,8 @@ Gutenberg revises its files now and then, so a download can differ from the ship
 and tokens; the shipped copy is what the numbers in readme.md were measured on.
 
 Writes into data/children_stories/ (or --out_dir):
-  raw/pg<id>.txt    with --source=download: each book as downloaded (kept, so a re-run downloads nothing twice)
+  raw/pg<id>.txt    with --source=download: each book as downloaded (kept, so a re-run downloads
+                    nothing twice)
   input.txt         the cleaned corpus: one paragraph per line, books separated by one blank line
   train.bin, val.bin, prepare_info.json   as prepare_bin.py writes them: each book is one document,
                     followed by <|endoftext|>; val.bin is the last val_fraction of the tokens
@@ -34,7 +35,8 @@ import time
 import unicodedata
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))  # the project root, for prepare_bin and configurator
+# the project root, for prepare_bin and configurator
+sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
 
 import requests  # noqa: E402
 
@@ -43,9 +45,10 @@ from prepare_bin import PrepareError, prepare  # noqa: E402
 # -----------------------------------------------------------------------------
 input: str = ''                # an existing corpus (file, folder or glob) to use instead of the books below
 source: str = 'shipped'        # 'shipped': the copy in this folder (offline); 'download': the same books
-                               # from Project Gutenberg; 'download_all': also the 7 that are PD in the USA only
+                               # from Project Gutenberg; 'download_all': also the 7 PD in the USA only
 out_dir: str = ''              # '' = this folder, where train.py --dataset=children_stories looks
-url: str = 'https://www.gutenberg.org/cache/epub/{id}/pg{id}.txt'  # where ebook {id} is fetched; a mirror works too
+# where ebook {id} is fetched; a mirror works too
+url: str = 'https://www.gutenberg.org/cache/epub/{id}/pg{id}.txt'
 val_fraction: float = 0.1      # val.bin = the last this fraction of the tokens
 block_size: int = 1024         # the context length you will train with (each split must be longer)
 doc_sep: str = 'blank_line'    # with --input: what ends a document, 'blank_line' or 'file'
@@ -56,13 +59,16 @@ num_threads: int = 0           # tokenizer threads; 0 = all cores
 # in the USA (Project Gutenberg's licence covers only its own header and footer, which are removed here);
 # the notes say where that may not hold in countries with life+70 copyright terms.
 BOOKS = [
-    (2591, "Grimms' Fairy Tales", "Jacob and Wilhelm Grimm, tr. Edgar Taylor and Marian Edwardes", "public domain"),
+    (2591, "Grimms' Fairy Tales", "Jacob and Wilhelm Grimm, tr. Edgar Taylor and Marian Edwardes",
+     "public domain"),
     (5314, "Household Tales", "Jacob and Wilhelm Grimm, tr. Margaret Hunt (1884)", "public domain"),
-    (27200, "Fairy Tales of Hans Christian Andersen", "Hans Christian Andersen (English translation as on Project Gutenberg)",
+    (27200, "Fairy Tales of Hans Christian Andersen",
+     "Hans Christian Andersen (English translation as on Project Gutenberg)",
      "public domain in the USA; translator not verified"),
     (503, "The Blue Fairy Book", "ed. Andrew Lang (1889)", "public domain"),
     (640, "The Yellow Fairy Book", "ed. Andrew Lang (1894)", "public domain"),
-    (29021, "The Fairy Tales of Charles Perrault", "Charles Perrault, tr. J. E. Mansion, ill. Harry Clarke (1922)",
+    (29021, "The Fairy Tales of Charles Perrault",
+     "Charles Perrault, tr. J. E. Mansion, ill. Harry Clarke (1922)",
      "public domain in the USA; the introduction by Thomas Bodkin (d. 1961) may be protected elsewhere"),
     (17208, "The Tales of Mother Goose", "Charles Perrault, tr. Charles Welsh (1901)", "public domain"),
     (7128, "Indian Fairy Tales", "ed. Joseph Jacobs (1892)", "public domain"),
@@ -77,11 +83,12 @@ BOOKS = [
     (3655, "The Parent's Assistant", "Maria Edgeworth (1796)", "public domain"),
     (11, "Alice's Adventures in Wonderland", "Lewis Carroll (1865)", "public domain"),
     (22566, "Dorothy and the Wizard in Oz", "L. Frank Baum (1908)", "public domain"),
-    (14838, "The Tale of Peter Rabbit", "Beatrix Potter (1902)", "public domain (text); 'Peter Rabbit' is a trademark of Warne"),
+    (14838, "The Tale of Peter Rabbit", "Beatrix Potter (1902)",
+     "public domain (text); 'Peter Rabbit' is a trademark of Warne"),
 ]
 
-# The books in the public domain worldwide, with why: everyone whose text is in the book died before 1955, over
-# 70 years ago (the longest term of most countries), and it was published before 1930 (the USA's rule).
+# The books in the public domain worldwide, with why: everyone whose text is in the book died before 1955,
+# over 70 years ago (the longest term of most countries), and it was published before 1930 (the USA's rule).
 # children_stories.txt.xz holds exactly these, cleaned (ship.py made it; SOURCES.md lists every book).
 WORLDWIDE = {
     5314: "Grimm brothers d. 1859 and 1863; translator Margaret Hunt d. 1912; published 1884",
@@ -96,7 +103,8 @@ WORLDWIDE = {
     14838: "author Beatrix Potter d. 1943; published 1902",
 }
 SHIPPED_FILE = os.path.join(HERE, 'children_stories.txt.xz')
-SHIPPED_SHA256 = '07eb05ab05e95638eadc3bee23fa1e4a896b04e69ead6c1c804eee7814755168'  # of the decompressed text
+# the sha256 of the decompressed text
+SHIPPED_SHA256 = '07eb05ab05e95638eadc3bee23fa1e4a896b04e69ead6c1c804eee7814755168'
 
 
 # -----------------------------------------------------------------------------
@@ -110,21 +118,23 @@ def download(book_id, raw_dir, url=url):
     if not os.path.exists(path):
         link = url.format(id=book_id)
         try:
-            r = requests.get(link, timeout=60, headers={'User-Agent': 'nanoGPT data/children_stories/prepare.py'})
+            r = requests.get(link, timeout=60,
+                             headers={'User-Agent': 'nanoGPT data/children_stories/prepare.py'})
             r.raise_for_status()
         except requests.RequestException as e:
             raise PrepareError(
                 f"download failed: {link}\n  ({type(e).__name__}: {e})\n"
-                f"Books downloaded so far are kept in {raw_dir} and are not fetched again: run the same command "
-                "later to continue, or point --url at a Project Gutenberg mirror. Offline, leave out --source to use "
-                "the shipped copy of the public-domain-worldwide books, or give a corpus file you already have "
-                "(e.g. the Kaggle \"Children Stories Text Corpus\"):\n"
+                f"Books downloaded so far are kept in {raw_dir} and are not fetched again: run the same "
+                "command later to continue, or point --url at a Project Gutenberg mirror. Offline, leave out "
+                "--source to use the shipped copy of the public-domain-worldwide books, or give a corpus "
+                "file you already have (e.g. the Kaggle \"Children Stories Text Corpus\"):\n"
                 "  python data/children_stories/prepare.py --input=path/to/children_stories.txt") from None
         head = r.content.decode('utf-8-sig', errors='replace')
-        if not (START.search(head) and END.search(head)):  # a rate-limit or portal page, not a book: never cache it
-            raise PrepareError(f"download failed: {link} answered with {len(r.content):,} bytes that are not a "
-                               f"Project Gutenberg text (they start {r.content[:60]!r}); try again later, point "
-                               "--url at a mirror, or use --input=path/to/children_stories.txt")
+        # a rate-limit or portal page, not a book: never cache it
+        if not (START.search(head) and END.search(head)):
+            raise PrepareError(f"download failed: {link} answered with {len(r.content):,} bytes that are "
+                               f"not a Project Gutenberg text (they start {r.content[:60]!r}); try again "
+                               "later, point --url at a mirror, or use --input=path/to/children_stories.txt")
         os.makedirs(raw_dir, exist_ok=True)
         tmp = path + '.tmp'
         with open(tmp, 'wb') as f:
@@ -144,19 +154,23 @@ def download(book_id, raw_dir, url=url):
 
 START = re.compile(r'^\*\*\*\s*START OF (THE|THIS) PROJECT GUTENBERG[^*]*\*\*\*[^\n]*$', re.M | re.I)
 END = re.compile(r'^\*\*\*\s*END OF (THE|THIS) PROJECT GUTENBERG[^*]*\*\*\*', re.M | re.I)
-END_LINE = re.compile(r'^\s*end of (the )?project gutenberg.*$', re.M | re.I)   # "End of Project Gutenberg's ..."
-CREDITS = re.compile(r'^\[?(produced by|e-?text prepared by|transcriber[\'’]s note)', re.I)   # production notes
-SOURCE_NOTE = re.compile(r'project gutenberg|archive\.org|pgdp\.net', re.I)  # "Note: Project Gutenberg also has ..."
+# "End of Project Gutenberg's ..."
+END_LINE = re.compile(r'^\s*end of (the )?project gutenberg.*$', re.M | re.I)
+# production notes
+CREDITS = re.compile(r'^\[?(produced by|e-?text prepared by|transcriber[\'’]s note)', re.I)
+# "Note: Project Gutenberg also has ..."
+SOURCE_NOTE = re.compile(r'project gutenberg|archive\.org|pgdp\.net', re.I)
 ILLUSTRATION = re.compile(r'\[Illustration[^\]]*\]', re.I)
 
 
 def strip_gutenberg(text, name='the text'):
     """The book itself: the text strictly between the *** START OF ... *** and *** END OF ... *** lines
-    (the Project Gutenberg header and licence are outside them), minus an "End of Project Gutenberg's ..." line."""
+    (the Project Gutenberg header and licence are outside them), minus an "End of Project Gutenberg's ..."
+    line."""
     start, end = START.search(text), END.search(text)
     if not start or not end or end.start() < start.end():
-        raise PrepareError(f"{name} does not look like a Project Gutenberg text: no '*** START OF THE PROJECT "
-                           "GUTENBERG EBOOK' / '*** END OF ...' lines around the book")
+        raise PrepareError(f"{name} does not look like a Project Gutenberg text: no '*** START OF THE "
+                           "PROJECT GUTENBERG EBOOK' / '*** END OF ...' lines around the book")
     return END_LINE.sub('', text[start.end():end.start()])
 
 
@@ -173,7 +187,8 @@ def clean(text):
                 or SOURCE_NOTE.search(block)):
             continue
         verse = any(ln[:1].isspace() for ln in lines) or max(len(ln) for ln in lines[:-1] or ['']) < 55
-        lines = [ln.strip() for ln in lines] if verse or len(lines) == 1 else [' '.join(ln.strip() for ln in lines)]
+        lines = ([ln.strip() for ln in lines] if verse or len(lines) == 1
+                 else [' '.join(ln.strip() for ln in lines)])
         out += [re.sub(r'\s{2,}', ' ', ln) for ln in lines]
     return '\n'.join(out)
 
@@ -184,7 +199,8 @@ def build_corpus(path, raw_dir, books=BOOKS, url=url):
     for i, (book_id, title, author, _) in enumerate(books, 1):
         print(f"[{i}/{len(books)}] {book_id:>5}  {title}, {author}")
         raw = download(book_id, raw_dir, url)
-        texts.append(clean(strip_gutenberg(raw, name=f"ebook {book_id} ({os.path.join(raw_dir, f'pg{book_id}.txt')})")))
+        texts.append(clean(strip_gutenberg(
+            raw, name=f"ebook {book_id} ({os.path.join(raw_dir, f'pg{book_id}.txt')})")))
     tmp = path + '.tmp'
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(tmp, 'w', encoding='utf-8', newline='\n') as f:
@@ -195,16 +211,17 @@ def build_corpus(path, raw_dir, books=BOOKS, url=url):
 
 
 def unpack_shipped(path, shipped=SHIPPED_FILE):
-    """The shipped corpus, decompressed into `path` after checking it is the exact text SOURCES.md describes."""
+    """The shipped corpus, decompressed into `path` after checking it is the exact text SOURCES.md
+    describes."""
     try:
         with open(shipped, 'rb') as f:
             text = lzma.decompress(f.read())
     except (OSError, lzma.LZMAError) as e:
-        raise PrepareError(f"cannot read the shipped corpus {shipped} ({e}); restore it with git checkout, or "
-                           "use --source=download (needs internet)") from None
+        raise PrepareError(f"cannot read the shipped corpus {shipped} ({e}); restore it with git "
+                           "checkout, or use --source=download (needs internet)") from None
     if hashlib.sha256(text).hexdigest() != SHIPPED_SHA256:
-        raise PrepareError(f"{shipped} is not the shipped corpus (its sha256 differs from SOURCES.md): restore it "
-                           "with git checkout, or use --source=download (needs internet)")
+        raise PrepareError(f"{shipped} is not the shipped corpus (its sha256 differs from SOURCES.md): "
+                           "restore it with git checkout, or use --source=download (needs internet)")
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = path + '.tmp'
     with open(tmp, 'wb') as f:

@@ -55,7 +55,8 @@ def split_books(data):
         raise SystemExit(f"error: expected {len(BOOKS)} books separated by blank lines, found {len(books)}")
     for (pg, title, *_), b in zip(BOOKS, books):
         if hashlib.sha256(b).hexdigest() != SHA256[pg]:
-            raise SystemExit(f"error: book {pg} ({title}) is not the text SOURCES.md describes (sha256 differs)")
+            raise SystemExit(f"error: book {pg} ({title}) is not the text SOURCES.md describes "
+                             "(sha256 differs)")
     return books
 
 
@@ -73,8 +74,9 @@ def main():
         b = books[pg]
         why = WORLDWIDE.get(pg)
         rows.append((pg, title, author, SHA256[pg], len(b), len(enc.encode_ordinary(b.decode())), why))
-    print(f"wrote {SHIPPED_FILE}: {os.path.getsize(SHIPPED_FILE):,} bytes, {len(keep)} books, {len(text):,} bytes "
-          f"of text, {len(enc.encode_ordinary(text.decode())):,} tokens, sha256 {hashlib.sha256(text).hexdigest()}")
+    print(f"wrote {SHIPPED_FILE}: {os.path.getsize(SHIPPED_FILE):,} bytes, {len(keep)} books, "
+          f"{len(text):,} bytes of text, {len(enc.encode_ordinary(text.decode())):,} tokens, "
+          f"sha256 {hashlib.sha256(text).hexdigest()}")
     for r in rows:
         print(f"  {'ship' if r[6] else 'skip'} {r[0]:>5} {r[4]:>9,} bytes {r[5]:>8,} tokens  {r[1]}")
 
