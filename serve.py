@@ -10,7 +10,7 @@ page as sample.py's report) and a small JSON API, usable from a notebook or a sc
     POST /api/score        {"prompt": "The capital of France is", "response": " Paris"}
     POST /api/temperatures {"ids": [464, 3139], "temperatures": [0.5, 1, 2]}
     GET  /api/info
-(request and response fields: the README's "See it in a browser"). Requests are served one at a time
+(request and response fields: docs/browser.md). Requests are served one at a time
 on the model (a lock; the others wait, none is lost). The server reads and writes no files, binds
 127.0.0.1 unless told otherwise, and answers bad input with a 400 and {"error": "..."}.
 """
