@@ -162,7 +162,7 @@ def evaluate(name, spec, tok, folder, info, train_bytes, val_text):
     """Train and evaluate one tokenizer's model, or read the result of a finished run."""
     import torch
     from decoding import make_generator
-    from eval import evaluate_val
+    from heldout import evaluate_val
     from load import load_model
     model_dir = os.path.join(work_dir, name, 'model')
     key = dict(spec, budget_mb=budget_mb, n_layer=n_layer, n_head=n_head, n_embd=n_embd,

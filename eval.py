@@ -51,7 +51,8 @@ compare_to: str = ''  # results/eval_<x>.json of an earlier run: the "before" of
 compare_init_from: str = ''  # or a second model (like init_from, not 'resume') scored in this run as "before"
 val_data: str = ''  # held-out text file or .bin of uint16 token ids: perplexity, bits/byte, top-1/5 accuracy
 val_tokens: int = 20000  # predict at most this many val_data tokens (0 = all); GPT-2 124M: ~80 s, 2 CPU cores
-# (~150 CPU-s; --dtype=bfloat16 with avx512_bf16: 1.7-1.8x faster, perplexity +0.004%; README: how measured)
+# (~150 CPU-s; --dtype=bfloat16 with avx512_bf16: 1.7-1.8x faster, perplexity +0.004%;
+#  docs/eval.md: how measured)
 val_stride: int = 0  # tokens predicted per window of block_size; 0 = block_size // 2 (each sees >= half)
 name: str = ''  # results/eval_<name>.*; '' = named after the model
 results_dir: str = 'results'  # where the result files go

@@ -7,7 +7,7 @@ $ python train.py config/finetune_children_stories.py                 # device=a
 $ python train.py config/finetune_children_stories.py --device=mps --batch_size=4
 $ python train.py config/finetune_children_stories.py --init_from=resume  # after Ctrl-C, a crash, more iters
 $ python train.py config/finetune_children_stories.py --freeze_layers=10  # only the last 2 blocks train
-A small model from scratch, to watch one learn (about two minutes on 2 CPU cores):
+A small model from scratch, to watch one learn (115 s on 2 CPU cores, see the config):
 $ python train.py config/train_stories_tiny.py
 
 Many GPUs, as upstream (NCCL on CUDA); the same command runs CPU processes with gloo (--device=cpu):

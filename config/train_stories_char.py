@@ -1,10 +1,10 @@
 # A character-level GPT on the children's stories, the size of upstream's CPU recipe for shakespeare_char
 # (4 layers, 128 channels, 64 characters of context): one token per character (126 of them, plus
 # <|endoftext|>), so the vocabulary is tiny and all the compute goes into the transformer.
-# Measured on a 2-core x86 CPU shared with other jobs (load average 4): ~2.9 s per iteration of 768
-# characters, loss 4.80 -> 3.03 nats per character in the first 40 iterations. An idle machine is faster;
-# compare_tokenizers.py's much smaller character model reached 3.48 bits per byte after 0.5 MB of text,
-# and this config trains a larger model on 1.15 M characters (about 1.2 MB of text).
+# Measured on a 2-core AMD EPYC machine while a test suite ran beside it: the whole config in 418 s
+# (`/usr/bin/time -f %e python train.py config/train_stories_char.py`), val loss 4.83 -> 1.85 nats per
+# character (2.67 bits per character); its samples are English words in a story rhythm, not yet sentences:
+# "Once upon a time you shall back him, befor with he going to clite and she rife had was could as of work".
 #
 #   python prepare_bin.py --input=data/children_stories/input.txt --tokenizer=char \
 #       --out_dir=data/children_stories_char
