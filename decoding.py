@@ -100,6 +100,18 @@ class Sample(_Tokens):
         return math.exp(self.sample_logprob)
 
 
+@dataclass
+class Beam(_Tokens):
+    """One finished hypothesis of GPT.beam_search(). Log-probs are under the model distribution
+    (beam search is deterministic: there is no sampling distribution)."""
+    prompt: list            # prompt token ids
+    tokens: list            # generated token ids (the stop token last, when stopped)
+    logprobs: torch.Tensor  # (T,) float64: log p(tokens[i] | prompt, tokens[:i])
+    score: float            # logprob / len(tokens) ** length_penalty, what beams are ranked by
+    length_penalty: float
+    stopped: bool = False   # ended at stop_token (else at max_new_tokens)
+
+
 # -----------------------------------------------------------------------------
 # Checks, where float64 math runs, the two distributions, sampling, per-token statistics
 
@@ -523,15 +535,3 @@ def _ngram_bans(seq, n):
         return []
     prefix = seq[len(seq) - n + 1:]
     return [seq[i + n - 1] for i in range(len(seq) - n + 1) if seq[i:i + n - 1] == prefix]
-
-
-@dataclass
-class Beam(_Tokens):
-    """One finished hypothesis of GPT.beam_search(). Log-probs are under the model distribution
-    (beam search is deterministic: there is no sampling distribution)."""
-    prompt: list            # prompt token ids
-    tokens: list            # generated token ids (the stop token last, when stopped)
-    logprobs: torch.Tensor  # (T,) float64: log p(tokens[i] | prompt, tokens[:i])
-    score: float            # logprob / len(tokens) ** length_penalty, what beams are ranked by
-    length_penalty: float
-    stopped: bool = False   # ended at stop_token (else at max_new_tokens)
