@@ -303,6 +303,29 @@ def describe_init_from(init_from, out_dir='out'):
                      f"{', '.join(GPT2_SIZES)}, a Hugging Face model folder, or a checkpoint file")
 
 
+def pretrained_model(kind, where, dropout=None):
+    """A GPT with Hugging Face GPT-2 weights: kind 'gpt2' (a hub name) or 'hf' (a local folder). Offline,
+    a hub model comes from the Hugging Face cache or fails at once, without transformers' retries; every
+    failure is one LoadError naming the fix."""
+    src = where
+    if kind == 'gpt2' and not hub_offline() and not hub_reachable():
+        src = hub_cached(where)  # no network: the cached copy, if any
+        if src is None:
+            raise LoadError(f"cannot download {where!r}: no network (the Hugging Face hub did not "
+                            "answer within 2 s) and it is not in the Hugging Face cache. Run once with "
+                            "network, or give a local Hugging Face GPT-2 folder (config.json + weights) "
+                            "as --init_from=path")
+    try:
+        return GPT.from_pretrained(src, dict(dropout=dropout) if dropout is not None else None)
+    except OSError as e:  # no network, no such hub model, or a folder without weights
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0].rstrip('.')
+        hint = ('GPT-2 weights download from the Hugging Face hub on first use; offline, '
+                if kind == 'gpt2' else '')
+        raise LoadError(f"transformers could not load {where!r}: {first}. {hint}"
+                        "give a local Hugging Face GPT-2 folder (config.json + weights) "
+                        "as --init_from=path") from None
+
+
 def load_model(init_from='resume', out_dir='out', device='auto', dtype='auto', compile=False, dropout=None,
                seed=None, eval_mode=True):
     """Load a model for inference (or training, with eval_mode=False) and everything around it."""
@@ -318,23 +341,7 @@ def load_model(init_from='resume', out_dir='out', device='auto', dtype='auto', c
         model = model_from_checkpoint(ckpt, dropout, where)
         tok = tokenizer_for(ckpt)
     else:
-        src = where
-        if kind == 'gpt2' and not hub_offline() and not hub_reachable():
-            src = hub_cached(where)  # no network: the cached copy, if any, without transformers' retries
-            if src is None:
-                raise LoadError(f"cannot download {where!r}: no network (the Hugging Face hub did not "
-                                "answer within 2 s) and it is not in the Hugging Face cache. Run once with "
-                                "network, or give a local Hugging Face GPT-2 folder (config.json + weights) "
-                                "as --init_from=path")
-        try:
-            model = GPT.from_pretrained(src, dict(dropout=dropout) if dropout is not None else None)
-        except OSError as e:  # no network, no such hub model, or a folder without weights
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0].rstrip('.')
-            hint = ('GPT-2 weights download from the Hugging Face hub on first use; offline, '
-                    if kind == 'gpt2' else '')
-            raise LoadError(f"transformers could not load {where!r}: {first}. {hint}"
-                             "give a local Hugging Face GPT-2 folder (config.json + weights) "
-                             "as --init_from=path") from None
+        model = pretrained_model(kind, where, dropout)
         tok = gpt2_tokenizer()
     if tok.vocab_size > model.config.vocab_size:
         raise ValueError(f"{where}: the model has vocab_size {model.config.vocab_size} but its tokenizer "

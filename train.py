@@ -44,7 +44,8 @@ import freeze
 import trainstate
 from configurator import UserError, configure, one_line_errors
 from load import (autocast_ctx, data_tokenizer, describe_init_from, device_type_of, load_checkpoint,
-                  model_from_checkpoint, resolve_device, resolve_dtype, should_compile, use_grad_scaler)
+                  model_from_checkpoint, pretrained_model, resolve_device, resolve_dtype, should_compile,
+                  use_grad_scaler)
 from model import GPT, GPTConfig
 
 # -----------------------------------------------------------------------------
@@ -235,14 +236,7 @@ try:
         if kind == 'ckpt':  # a new run that starts from a checkpoint's weights
             model = model_from_checkpoint(load_checkpoint(where), dropout, where)
         else:  # OpenAI's GPT-2 (downloads) or a local Hugging Face GPT-2 folder
-            try:
-                model = GPT.from_pretrained(where, dict(dropout=dropout))
-            except OSError as e:  # no network, no such hub model, a folder without weights: as load_model
-                first = (str(e).strip().splitlines() or [type(e).__name__])[0].rstrip('.')  # one line
-                hub = ("GPT-2 weights download from the Hugging Face hub on first use; offline, "
-                       if kind == 'gpt2' else "")
-                raise UserError(f"transformers could not load {where!r}: {first}. {hub}give a local Hugging "
-                                "Face GPT-2 folder (config.json + weights) as --init_from=path") from None
+            model = pretrained_model(kind, where, dropout)
 except (ValueError, FileNotFoundError, OSError) as e:
     raise UserError(str(e)) from None
 if init_from != 'scratch':  # the model brings its architecture: the saved config says what it is

@@ -109,14 +109,21 @@ def test_offline_gpt2_uses_the_cached_copy(monkeypatch, tmp_path):
     assert asked == [str(tmp_path / 'cached')] and m.source == 'gpt2' and m.model.config.n_embd == 32
 
 
-def test_offline_gpt2_script_is_one_fast_line(tmp_path):
-    """sample.py --init_from=gpt2 with no network and an empty Hugging Face cache (simulated with a proxy
-    that refuses connections): one line, well before transformers' ~33 s of retries."""
+@pytest.mark.parametrize('script', ['sample.py', 'train.py'])
+def test_offline_gpt2_script_is_one_fast_line(tmp_path, script):
+    """--init_from=gpt2 with no network and an empty Hugging Face cache (simulated with a proxy that
+    refuses connections): one line, well before transformers' ~33 s of retries, in every script."""
     env = {'HF_HUB_OFFLINE': '', 'HF_HOME': str(tmp_path / 'hf'), 'HTTPS_PROXY': 'http://127.0.0.1:9',
            'https_proxy': 'http://127.0.0.1:9'}
+    args = ['--num_samples=1', '--max_new_tokens=2']
+    if script == 'train.py':  # training reads its data before it loads the model
+        import numpy as np
+        (tmp_path / 'data').mkdir()
+        for split in ('train', 'val'):
+            np.arange(3000, dtype=np.uint16).tofile(tmp_path / 'data' / f'{split}.bin')
+        args = ['--data_dir=data', '--block_size=64', '--compile=False', '--device=cpu']
     t = time.perf_counter()
-    proc = run_script('sample.py', '--init_from=gpt2', '--num_samples=1', '--max_new_tokens=2', cwd=tmp_path,
-                      check=False, env=env)
+    proc = run_script(script, '--init_from=gpt2', *args, cwd=tmp_path, check=False, env=env)
     took = time.perf_counter() - t
     assert proc.returncode == 1 and 'Traceback' not in proc.stderr, proc.stderr
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
