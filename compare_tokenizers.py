@@ -29,6 +29,7 @@ import sys
 import time
 
 from configurator import UserError
+from report import text_writer, write_all
 
 # -----------------------------------------------------------------------------
 input: str = 'data/children_stories/input.txt'  # the corpus (file, folder or glob), as prepare_bin.py --input
@@ -57,6 +58,11 @@ seed: int = 1337
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 EOT = '<|endoftext|>'
+
+
+def read_json(path):
+    with open(path, encoding='utf-8') as f:
+        return json.load(f)
 
 
 def parse_spec(spec):
@@ -105,7 +111,7 @@ def prepare(name, spec, folder):
     from load import data_tokenizer, gpt2_tokenizer
     key = dict(spec, input=os.path.abspath(input), val_fraction=val_fraction)
     info_path = os.path.join(folder, 'prepare_info.json')
-    if not (os.path.exists(info_path) and json.load(open(info_path, encoding='utf-8')).get('compare') == key):
+    if not (os.path.exists(info_path) and read_json(info_path).get('compare') == key):
         print(f"--- {name}: preparing {folder}")
         try:
             prepare_bin.prepare(input=input, out_dir=folder, val_fraction=val_fraction, block_size=block_size,
@@ -114,7 +120,7 @@ def prepare(name, spec, folder):
                                 extra={'compare': key})
         except prepare_bin.PrepareError as e:
             raise UserError(str(e)) from None
-    info = json.load(open(info_path, encoding='utf-8'))
+    info = read_json(info_path)
     tok = data_tokenizer(folder) or gpt2_tokenizer()
     return tok, info
 
@@ -171,7 +177,7 @@ def evaluate(name, spec, tok, folder, info, train_bytes, val_text):
                sample_bytes=sample_bytes)
     res_path = os.path.join(model_dir, 'result.json')
     if os.path.exists(res_path):
-        res = json.load(open(res_path, encoding='utf-8'))
+        res = read_json(res_path)
         if res.get('settings') == key:
             print(f"--- {name}: done before ({res_path}); not retrained")
             return res
@@ -200,8 +206,8 @@ def evaluate(name, spec, tok, folder, info, train_bytes, val_text):
                val_bytes=r.bytes, val_tokens=r.tokens, val_bits_per_byte=r.bits_per_byte,
                val_bits_per_token=r.nll / math.log(2) / r.tokens, curve=curve,
                sample=tok.decode(prompt[1:] + list(s.tokens)))
-    with open(res_path, 'w', encoding='utf-8') as f:
-        json.dump(res, f, indent=1, ensure_ascii=False)
+    # written whole or not at all (report.write_all): its presence means "this run is done"
+    write_all({res_path: text_writer(json.dumps(res, indent=1, ensure_ascii=False))})
     return res
 
 
@@ -279,10 +285,9 @@ def main():
                             f"{[r['val_bytes'] for r in runs]} bytes")
         plots.tokenizer_curves({r['name']: r['curve'] for r in runs}, os.path.join(out, 'loss_vs_bytes.png'),
                                f"val loss per byte of text, {budget_mb:g} MB of text per model")
-    with open(os.path.join(out, 'comparison.json'), 'w', encoding='utf-8') as f:
-        json.dump(dict(stats=stats, runs=runs), f, indent=1, ensure_ascii=False)
-    with open(os.path.join(out, 'comparison.md'), 'w', encoding='utf-8') as f:
-        f.write(markdown(stats, runs))
+    summary = json.dumps(dict(stats=stats, runs=runs), indent=1, ensure_ascii=False)
+    write_all({os.path.join(out, 'comparison.json'): text_writer(summary),
+               os.path.join(out, 'comparison.md'): text_writer(markdown(stats, runs))})
     print(markdown(stats, runs))
     print(f"wrote {out}/comparison.md, comparison.json, token_boundaries.png"
           f"{', loss_vs_bytes.png' if runs else ''}")

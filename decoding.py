@@ -238,8 +238,10 @@ def token_stats(model_lp, sample_lp, chosen, details=0):
     steps = None
     if details:
         top_lp, top_ids = model_lp.topk(min(details, model_lp.size(-1)), dim=-1)  # (N, k)
+        model_h = entropy(model_lp)  # (N,)
+        sample_h = model_h if sample_lp is model_lp else entropy(sample_lp)  # one distribution at T=1
         cols = [top_ids, top_lp, sample_lp.gather(-1, top_ids), idx[:, 0], lp, sample_lp_chosen, rank,
-                entropy(model_lp), entropy(sample_lp)]
+                model_h, sample_h]
         steps = [Step(*row) for row in zip(*(c.cpu().tolist() for c in cols))]
     return lp, sample_lp_chosen, rank, top1, steps
 

@@ -253,13 +253,6 @@ def write_html(data, path, live=False):
     return path
 
 
-def eval_html(json_path, html_path=None):
-    """results/eval_<name>.html from the results/eval_<name>.json eval.py wrote. Returns its path."""
-    with open(json_path, encoding='utf-8') as f:
-        d = json.load(f)
-    return write_html(eval_page(d), html_path or os.path.splitext(json_path)[0] + '.html')
-
-
 def sample_html(samples, tok, run_dir, settings, forced=False):
     """run_dir/index.html for sample.py's samples (decoding.Sample objects). Returns its path."""
     return write_html(sample_page(samples, tok, settings, forced), os.path.join(run_dir, 'index.html'))

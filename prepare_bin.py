@@ -279,13 +279,12 @@ def dataset_pieces(ds, text_field, source, piece_chars=PIECE_CHARS, progress=Non
 # tokenizing and writing
 
 def gpt2_encoding():
-    import tiktoken
+    """tiktoken's GPT-2 encoding (tokenizer.py loads it); missing files are a PrepareError, one line."""
+    from tokenizer import LoadError, gpt2_encoding as load_encoding
     try:
-        return tiktoken.get_encoding('gpt2')
-    except Exception as e:
-        raise PrepareError(
-            f"could not load tiktoken's GPT-2 vocabulary ({type(e).__name__}: {e}). It is downloaded on "
-            "first use; offline, point TIKTOKEN_CACHE_DIR at a folder holding the cached files") from None
+        return load_encoding()
+    except LoadError as e:
+        raise PrepareError(str(e)) from None
 
 
 def _encode(enc, batch):

@@ -334,6 +334,14 @@ def _locked(folder):
         os.close(fd)  # releases the lock
 
 
+def text_writer(text):
+    """A write_all writer that puts text (UTF-8, newlines as they are) into the path it is given."""
+    def write(path):
+        with open(path, 'w', encoding='utf-8', newline='') as f:
+            f.write(text)
+    return write
+
+
 def write_all(writers, remove=()):
     """{path: write(tmp_path)}: each file is written to a temporary name first; only once every one is
     ready are they all renamed into place, and the `remove` paths (files of an earlier set that this one
@@ -398,13 +406,7 @@ def write_results(run, c, results_dir, name, show=False, html=False):
         d['comparison'] = c.to_dict()
     texts = {'.json': json.dumps(d, indent=1, ensure_ascii=False, allow_nan=False), '.csv': csv_text(run, c),
              '.md': markdown(run, c)}
-
-    def text_file(text):
-        def write(path):
-            with open(path, 'w', encoding='utf-8', newline='') as f:
-                f.write(text)
-        return write
-    writers = {base + ext: text_file(text) for ext, text in texts.items()}
+    writers = {base + ext: text_writer(text) for ext, text in texts.items()}
 
     labels = [f"{p.index}  {p.label(26)}" for p in run.pairs]
     if c is None:
@@ -422,8 +424,8 @@ def write_results(run, c, results_dir, name, show=False, html=False):
             show=show)
     if html:
         import html_report
-        page = html_report.eval_page(json.loads(texts['.json']))
-        writers[base + '.html'] = lambda path: html_report.write_html(page, path)
+        page, _ = html_report.render(html_report.eval_page(json.loads(texts['.json'])))
+        writers[base + '.html'] = text_writer(page)  # write_all gives it a temporary name, like the others
     # a set without a tokens chart or a page removes an earlier run's one: no file from another run stays
     return write_all(writers, remove=[base + ext for ext in ('_tokens.png', '.html')
                                       if base + ext not in writers])

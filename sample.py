@@ -341,6 +341,8 @@ def save_step_charts(samples, tok, run_dir, temperature, top_k, top_p, k, forced
     jobs, all_bars = [], []
     drawn, n = charted_samples([len(s.steps) for s in samples], chart_samples), len(samples)
     for i, s in enumerate(samples, start=1):
+        if i > drawn and not windows:  # a sample's bars are only for its charts and the step viewer
+            continue
         digits = max(3, len(str(len(s.steps))))
         bars = step_bars(s, tok, i, temperature, top_k, top_p, forced)
         folder = os.path.join(run_dir, f"sample_{i}")

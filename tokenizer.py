@@ -102,15 +102,21 @@ def byte_text(b):
 # -----------------------------------------------------------------------------
 # GPT-2
 
-def gpt2_tokenizer():
-    """tiktoken's GPT-2 BPE, <|endoftext|> allowed in text (as upstream sample.py)."""
+def gpt2_encoding():
+    """tiktoken's GPT-2 encoding itself (prepare_bin.py streams with it); a LoadError if its files are
+    missing."""
     import tiktoken
     try:
-        enc = tiktoken.get_encoding('gpt2')
+        return tiktoken.get_encoding('gpt2')
     except Exception as e:
         raise LoadError(
             f"could not load tiktoken's GPT-2 vocabulary ({type(e).__name__}: {e}). It is downloaded on "
             "first use; offline, point TIKTOKEN_CACHE_DIR at a folder holding the cached files") from None
+
+
+def gpt2_tokenizer():
+    """tiktoken's GPT-2 BPE, <|endoftext|> allowed in text (as upstream sample.py)."""
+    enc = gpt2_encoding()
     return Tokenizer('gpt2', lambda s: enc.encode(s, allowed_special={EOT}), enc.decode,
                      enc.decode_single_token_bytes, enc.n_vocab, eot=enc.eot_token,
                      encode_batch=lambda ts: enc.encode_batch(ts, allowed_special={EOT}))

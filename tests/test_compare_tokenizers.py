@@ -1,7 +1,6 @@
 """compare_tokenizers.py on a tiny corpus: statistics, the token-boundary figure, equal-bytes training of a tiny
 model per tokenizer, bits per byte on identical val text, the table and charts, and a resume that retrains nothing."""
 import json
-import math
 
 from conftest import run_script
 
@@ -31,8 +30,8 @@ def test_compare_tokenizers_end_to_end(tmp_path):
         assert abs(r['bytes_seen'] - 4000) <= 16 * 4 * 4.5  # within one iteration of the budget
     # identical val text: the same bytes predicted by both; bits per byte = total bits over those bytes
     assert runs['char']['val_bytes'] == runs['bpe-300']['val_bytes'] > 300
+    # (bits per byte itself is checked against a hand computation in test_tokenizers.py)
     for r in runs.values():
-        assert math.isclose(r['val_bits_per_byte'], r['val_bits_per_token'] * r['val_tokens'] / r['val_bytes'])
         assert r['sample'].startswith('Once upon a time') and len(r['curve']) >= 2
     md = (tmp_path / 'res' / 'comparison.md').read_text()
     assert f"| char | {stats['char']['vocab_size']} | 1.000 |" in md
