@@ -173,6 +173,7 @@ def main():
                              axis_labels=(f"PC1 ({ratio[0]:.1%} of variance)", f"PC2 ({ratio[1]:.1%})")
                              if not separate else
                              (f"PC1 of {model_label(a.source)}", f"PC2 of {model_label(a.source)}"),
+                             moves=not separate,
                              title=title)
     print(f"saved {path}")
 

@@ -37,7 +37,8 @@ def interactive_display():
     return bool(os.environ.get('DISPLAY') or os.environ.get('WAYLAND_DISPLAY'))
 
 
-BYTE_LABEL = re.compile(r'(<[0-9A-F]{2}(?: [0-9A-F]{2})*>)')  # load.byte_text's <E2 80>: its spaces stay
+# tokenizer.byte_text's <E2 80> and token_text's <id 50300>: labels whose spaces are not the token's
+BYTE_LABEL = re.compile(r'(<(?:[0-9A-F]{2}(?: [0-9A-F]{2})*|id \d+)>)')
 
 
 def token_label(text, max_len=14):
@@ -343,7 +344,7 @@ class SampleOverview:
     title: str
     sampling: str = ''  # the sampling settings, for the legend
     forced: bool = False
-    pieces: list = None  # load.Tokenizer.pieces of the tokens: tokens that form one character drawn as one
+    pieces: list = None  # tokenizer.Tokenizer.pieces of the tokens: tokens that form one character drawn as one
 
     @property
     def probs(self):
@@ -584,15 +585,15 @@ def attention_head(att, labels, path, title='', show=False):
     cmap = plt.get_cmap('Blues').with_extremes(bad='0.82')
     im = ax.imshow(a, cmap=cmap, vmin=0.0, vmax=1.0, interpolation='nearest')
     if T > 1:  # hatch over the masked cells: a staircase right of the diagonal (row r masks keys r+1..)
-        stairs = [(T - 0.5, -0.5)] + [xy for r in range(T - 2, -1, -1)
-                                      for xy in ((r + 0.5, r + 0.5), (r + 0.5, r - 0.5))]
+        stairs = [(T - 0.5, -0.5), (T - 0.5, T - 1.5)] + [xy for r in range(T - 2, -1, -1)
+                                                          for xy in ((r + 0.5, r + 0.5), (r + 0.5, r - 0.5))]
         ax.add_patch(plt.Polygon(stairs, closed=True, fill=False, hatch='///', edgecolor='0.6', linewidth=0))
     ticks = [token_label(s, 12) for s in labels]
     ax.set_xticks(range(T))
     ax.set_xticklabels(ticks, rotation=90, fontsize=8)
     ax.set_yticks(range(T))
     ax.set_yticklabels(ticks, fontsize=8)
-    ax.set_xlabel('key (attended to); grey hatched: later tokens, masked (a query never sees them)')
+    ax.set_xlabel('key (attended to)')
     ax.set_ylabel('query (attending)')
     if T <= 24:
         for i in range(T):
@@ -602,7 +603,8 @@ def attention_head(att, labels, path, title='', show=False):
                     ax.text(j, i, f"{w:.2f}"[1:] if w < 1 else '1', ha='center', va='center', fontsize=6.5,
                             color='white' if w > 0.6 else 'black')
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03).set_label('attention weight')
-    ax.set_title(fit_text(title, size - 0.5, 10), fontsize=10)
+    title += '\ngrey hatched: later tokens, masked (a query never sees them)'
+    ax.set_title(fit_text(title, fig.get_figwidth() - 1.0, 10), fontsize=10)
     fig.tight_layout()
     return save(fig, path, show)
 
@@ -639,21 +641,26 @@ def logit_lens_table(cells, probs, row_names, col_names, path, hits=None, title=
 
 
 def embedding_scatter(xy, labels, path, xy_after=None, names=('before', 'after'), arrow_scale=1.0,
-                      axis_labels=('PC1', 'PC2'), title='', show=False):
+                      axis_labels=('PC1', 'PC2'), title='', show=False, moves=True):
     """Labelled scatter of 2-D points (N, 2). With xy_after, a second model's points in the same
     projection and an arrow from each word's first position to its second (scaled by arrow_scale
-    when the moves are too small to see; the title says so)."""
+    when the moves are too small to see; the legend says so). moves=False: the two sets are separate
+    maps (models of different widths), so each word's two points are only joined by a thin grey line."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(9.0, 7.5))
     x0, y0 = [float(p[0]) for p in xy], [float(p[1]) for p in xy]
     ax.scatter(x0, y0, s=14, color='#1f77b4', label=names[0], zorder=3)
     if xy_after is not None:
-        x1 = [a + arrow_scale * (float(p[0]) - a) for a, p in zip(x0, xy_after)]
-        y1 = [b + arrow_scale * (float(p[1]) - b) for b, p in zip(y0, xy_after)]
+        scale = arrow_scale if moves else 1.0  # no move to magnify between two separate maps
+        x1 = [a + scale * (float(p[0]) - a) for a, p in zip(x0, xy_after)]
+        y1 = [b + scale * (float(p[1]) - b) for b, p in zip(y0, xy_after)]
         for a, b, c, d in zip(x0, y0, x1, y1):
-            ax.annotate('', xy=(c, d), xytext=(a, b), zorder=2,
-                        arrowprops=dict(arrowstyle='->', color='#d62728', lw=0.9, shrinkA=0, shrinkB=0))
-        scaled = f" (moves ×{arrow_scale:g})" if arrow_scale != 1 else ''
+            if moves:
+                ax.annotate('', xy=(c, d), xytext=(a, b), zorder=2,
+                            arrowprops=dict(arrowstyle='->', color='#d62728', lw=0.9, shrinkA=0, shrinkB=0))
+            else:
+                ax.plot([a, c], [b, d], color='0.7', lw=0.6, zorder=1)
+        scaled = f" (moves ×{scale:g})" if scale != 1 else ''
         ax.scatter(x1, y1, s=10, color='#d62728', label=names[1] + scaled, zorder=3)
     for a, b, s in zip(x0, y0, labels):
         ax.annotate(token_label(s, 16), (a, b), xytext=(3, 3), textcoords='offset points', fontsize=8)

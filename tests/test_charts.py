@@ -42,6 +42,20 @@ def test_embeddings_compare_models_of_different_widths(tmp_path, monkeypatch, ca
     assert os.path.getsize(tmp_path / 'results' / 'embeddings_out_vs_out-wide.png') > 5000
 
 
+def test_embedding_scatter_of_separate_maps_draws_no_moves(keep):
+    """Two models of different widths are two maps: no arrows, arrow_scale ignored, each red point where
+    that model's map has it."""
+    import numpy as np
+    xy, after = np.array([[0.0, 0.0], [1.0, 1.0], [2.0, 0.5]]), np.array([[0.1, 0.2], [0.9, 1.3], [2.2, 0.4]])
+    fig = plots.embedding_scatter(xy, ['a', 'b', 'c'], 'x.png', xy_after=after, arrow_scale=10.0, moves=False)
+    ax = fig.axes[0]
+    assert not [t for t in ax.texts if getattr(t, 'arrow_patch', None) is not None]
+    red = ax.collections[1].get_offsets()
+    assert np.allclose(red, after) and '×' not in ax.get_legend().get_texts()[1].get_text()
+    fig = plots.embedding_scatter(xy, ['a', 'b', 'c'], 'y.png', xy_after=after, arrow_scale=10.0)  # one space
+    assert np.allclose(fig.axes[0].collections[1].get_offsets(), xy + 10 * (after - xy))
+
+
 def test_embedding_moves_keep_significant_digits(tmp_path, monkeypatch, capsys, gpt2_tok):
     write_ckpt(tmp_path / 'out')
     after = tiny_model()
@@ -155,7 +169,16 @@ def test_attention_close_up_masks_future_cells(keep):
     img = ax.images[0].get_array()
     assert img.mask[0, 1] and img.mask[3, 4] and not img.mask[4, 0]  # future keys masked, not drawn as 0
     assert tuple(ax.images[0].get_cmap().get_bad()[:3]) != (1.0, 1.0, 1.0)  # and not white like a zero weight
-    assert any(p.get_hatch() for p in ax.patches)
+    (hatch,) = [p for p in ax.patches if p.get_hatch()]
+    path = hatch.get_path()
+    for r in range(T):  # the hatching covers exactly the masked cells: right of the diagonal
+        for c in range(T):
+            assert path.contains_point((c, r)) == (c > r), (r, c)
+    for artist in (ax.xaxis.label, ax.title):  # with a 3-token prompt too
+        assert inside(fig, artist)
+    fig = plots.attention_head(a[:3, :3], list('abc'), 'y.png', title='layer 0, head 0: row = query token, '
+                               'column = key token')
+    assert inside(fig, fig.axes[0].xaxis.label) and inside(fig, fig.axes[0].title)
 
 
 def test_logit_lens_title_fits_a_small_model(keep):
