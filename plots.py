@@ -600,7 +600,7 @@ def attention_head(att, labels, path, title='', show=False):
             for j in range(i + 1):
                 w = float(att[i][j])
                 if w >= 0.01:
-                    ax.text(j, i, f"{w:.2f}"[1:] if w < 1 else '1', ha='center', va='center', fontsize=6.5,
+                    ax.text(j, i, f"{w:.2f}"[1:] if w < 0.995 else '1', ha='center', va='center', fontsize=6.5,
                             color='white' if w > 0.6 else 'black')
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03).set_label('attention weight')
     title += '\ngrey hatched: later tokens, masked (a query never sees them)'

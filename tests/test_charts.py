@@ -179,6 +179,9 @@ def test_attention_close_up_masks_future_cells(keep):
     fig = plots.attention_head(a[:3, :3], list('abc'), 'y.png', title='layer 0, head 0: row = query token, '
                                'column = key token')
     assert inside(fig, fig.axes[0].xaxis.label) and inside(fig, fig.axes[0].title)
+    near_one = np.array([[1.0, 0, 0], [0.001, 0.999, 0], [0.5, 0.25, 0.25]])  # 0.999 rounds to 1, not '.00'
+    cells = [t.get_text() for t in plots.attention_head(near_one, list('abc'), 'z.png').axes[0].texts]
+    assert cells == ['1', '1', '.50', '.25', '.25']
 
 
 def test_logit_lens_title_fits_a_small_model(keep):
