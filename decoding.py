@@ -261,6 +261,19 @@ def next_logits(model, idx, cache):
 
 
 @torch.inference_mode()
+def under_temperatures(model, ids, temperatures, top_k=None, top_p=None, k=10):
+    """The next-token distribution after ids (a token-id list) under each temperature, from one forward
+    pass over the context generation would use: (the model's k most likely ids (k,), their sampling
+    log-probs (k,) float64 per temperature, the entropy in nats per temperature). Temperature keeps the
+    order of the tokens, so the same k are the most likely under every temperature (before top-k/top-p)."""
+    x = torch.tensor([ids], dtype=torch.long, device=model.lm_head.weight.device)
+    logits = next_logits(model, x, None)[0]  # (V,)
+    top = f64(logits).topk(min(k, logits.size(-1))).indices  # (k,)
+    lps = [sampling_logprobs(logits, t, top_k, top_p) for t in temperatures]  # each (V,) float64
+    return top, [lp[top] for lp in lps], [float(entropy(lp)) for lp in lps]
+
+
+@torch.inference_mode()
 def generate(model, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, fixed_response=None,
              stop_token=None, details=0, generator=None, use_cache=True):
     """Continue each row of idx (LongTensor (B, T)) and return one `Sample` per row.

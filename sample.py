@@ -42,7 +42,7 @@ import torch
 import load
 import plots
 from configurator import UserError, configure, run_main
-from decoding import check_sampling, entropy, f64, greedy_and_beams, make_generator, sampling_logprobs
+from decoding import check_sampling, greedy_and_beams, make_generator, under_temperatures
 from formatting import format_prob
 
 # -----------------------------------------------------------------------------
@@ -228,17 +228,9 @@ def overview(sample, tok, i, temperature, top_k, top_p, forced=False):
 def temperature_comparison(model, ctx, ids, temps, top_k, top_p, k, tok, step=0):
     """The next-token distribution after ids (token ids) under each temperature (plots.TemperatureComparison).
     One forward pass; the k tokens shown are the model's most likely (temperature keeps their order)."""
-    bs = model.config.block_size
-    # what generation sees
-    x = torch.tensor([ids[-bs:]], dtype=torch.long, device=model.lm_head.weight.device)
     with ctx:
-        logits = model(x)[0][0, -1]  # (V,)
-    top = f64(logits).topk(min(k, logits.size(-1))).indices  # (k,)
-    probs, entropies = [], []
-    for t in temps:
-        lp = sampling_logprobs(logits, t, top_k, top_p)  # (V,) float64
-        probs.append(lp[top].exp().tolist())
-        entropies.append(float(entropy(lp)))
+        top, lps, entropies = under_temperatures(model, ids, temps, top_k, top_p, k)
+    probs = [lp.exp().tolist() for lp in lps]
     filt = plots.sampling_text(1, top_k, top_p).partition(', ')[2]  # the top-k/top-p part only
     title = (f"Next-token distribution at step {step + 1}, after "
              f"\"{plots.text_tail(shown(tok, ids[-24:]), 50)}\": "

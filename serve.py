@@ -23,8 +23,7 @@ import torch
 import html_report
 import load
 from configurator import configure, run_main
-from decoding import (Sample, check_sampling, decode, entropy, f64, make_generator, sampling_logprobs,
-                      score)
+from decoding import Sample, check_sampling, decode, make_generator, score, under_temperatures
 from formatting import format_prob
 
 # -----------------------------------------------------------------------------
@@ -188,7 +187,7 @@ class App:
                     logprob=num(s.logprob))
 
     def temperatures(self, body):
-        """The next-token distribution after ids under several temperatures (decoding.sampling_logprobs)."""
+        """The next-token distribution after ids under several temperatures (decoding.under_temperatures)."""
         ids = self.ids(body, 'ids', 'prompt')
         if not ids:
             raise BadRequest("ids is empty: give the context (token ids) whose next token is compared")
@@ -198,19 +197,14 @@ class App:
         temps = [field({'temperature': x}, 'temperature', float, None, 0, 1e6) for x in temps]
         _, k, p = self.sampling({**body, 'temperature': 1.0})
         kk = field(body, 'top', int, top, 1, MAX_TOP)
-        m, bs = self.L.model, self.L.model.config.block_size
-        with self.lock, torch.inference_mode(), self.L.ctx:
-            # what generation sees
-            x = torch.tensor([ids[-bs:]], dtype=torch.long, device=m.lm_head.weight.device)
-            logits = m(x)[0][0, -1]  # (V,)
-        order = f64(logits).topk(min(kk, logits.size(-1))).indices  # the model's most likely, (kk,)
+        with self.lock, self.L.ctx:
+            order, lps, entropies = under_temperatures(self.L.model, ids, temps, k, p, kk)
         cols = []
-        for tt in temps:
-            lp = sampling_logprobs(logits, tt, k, p)  # (V,) float64
-            lps = lp[order].tolist()
+        for tt, lp, h in zip(temps, lps, entropies):
+            lp = lp.tolist()
             cols.append(dict(temperature=tt, name='greedy' if tt == 0 else f"T={tt:g}",
-                             logprobs=[num(x) for x in lps], probs=[format_prob(x) for x in lps],
-                             entropy=html_report.nats(float(entropy(lp)))))
+                             logprobs=[num(x) for x in lp], probs=[format_prob(x) for x in lp],
+                             entropy=html_report.nats(h)))
         tok = self.L.tok
         title = (f"next token after \u201c…{tok.decode(ids[-12:])}\u201d under each temperature"
                  f"{', ' + html_report.sampling_text(1, k, p).partition(', ')[2] if k or p < 1 else ''}")
