@@ -29,12 +29,12 @@ whose messages say what to fix) ends with one line `error: ...` instead of a tra
 it); one_line_errors() does the same for a script that runs at module level (train.py).
 """
 
+import ast
 import math
 import os
 import sys
 import types
 import typing
-from ast import literal_eval
 
 
 class ConfigError(ValueError):
@@ -72,7 +72,7 @@ def coerce(key, raw, current, types_=None, optional=False, source='command line'
     from_cli = isinstance(raw, str) and source == 'command line'
     if from_cli:
         try:
-            value = literal_eval(raw)
+            value = ast.literal_eval(raw)
         except (SyntaxError, ValueError):
             value = raw  # not a literal: keep the text (upstream does the same)
     else:
@@ -118,7 +118,8 @@ def coerce(key, raw, current, types_=None, optional=False, source='command line'
 
 
 def apply_file(g, path):
-    """Run a config file and copy its settings into g, with the same checks as --key=value."""
+    """Run a config file and copy its settings into g, with the same checks as --key=value. Returns the
+    keys the file assigns (to any value, an unchanged default too)."""
     try:
         with open(path, encoding='utf-8') as f:
             src = f.read()
@@ -128,7 +129,11 @@ def apply_file(g, path):
                           f"settings are written --key=value") from None
     ns = dict(g)  # the file may read the current settings
     try:
-        exec(compile(src, path, 'exec'), ns)
+        code = compile(src, path, 'exec', ast.PyCF_ONLY_AST)
+        assigned = {t.id for node in ast.walk(code) if isinstance(node, (ast.Assign, ast.AnnAssign))
+                    for t in (node.targets if isinstance(node, ast.Assign) else [node.target])
+                    if isinstance(t, ast.Name)}
+        exec(compile(code, path, 'exec'), ns)
     except Exception as e:
         raise ConfigError(f"config file {path!r} failed: {type(e).__name__}: {e}") from None
     print(f"Overriding config with {path}")
@@ -145,16 +150,18 @@ def apply_file(g, path):
             continue
         types_, optional = _allowed_types(g, key)
         g[key] = coerce(key, value, g[key], types_, optional, source=f"config file {path!r}")
+    return {k for k in assigned if k in g and k not in g.get('IGNORED_SETTINGS', ())}
 
 
 def apply_arg(g, arg):
-    """Apply one `--key=value` argument to g."""
+    """Apply one `--key=value` argument to g. Returns the key set (none for an ignored one)."""
     if not arg.startswith('--'):
         raise ConfigError(f"argument {arg!r}: settings are written --key=value")
     key, _, raw = arg[2:].partition('=')  # only the first '=' splits: values may contain '='
     key = key.replace('-', '_') if key not in g else key
     if key in g.get('IGNORED_SETTINGS', ()):
-        return _note_ignored(g, key, raw)
+        _note_ignored(g, key, raw)
+        return set()
     if key not in g or key.startswith('_'):
         close = [k for k in g if not k.startswith('_')
                  and isinstance(g[k], (int, float, bool, str, type(None)))
@@ -164,6 +171,7 @@ def apply_arg(g, arg):
     types_, optional = _allowed_types(g, key)
     g[key] = coerce(key, raw, g[key], types_, optional)
     print(f"Overriding: {key} = {g[key]!r}")
+    return {key}
 
 
 def _note_ignored(g, key, value):
@@ -172,24 +180,27 @@ def _note_ignored(g, key, value):
 
 
 def configure(g, argv=None):
-    """Apply argv (default sys.argv[1:]) to the globals dict g. From the command line, errors exit
+    """Apply argv (default sys.argv[1:]) to the globals dict g; returns the keys that were set (to any
+    value: a resumed run tells a setting asked for from a default). From the command line, errors exit
     with a one-line message; when argv is given (tests, notebooks) they raise ConfigError."""
     cli = argv is None
     argv = sys.argv[1:] if cli else argv
+    given = set()
     try:
         for arg in argv:
             if '=' not in arg:
                 if arg.startswith('--'):
                     raise ConfigError(f"argument {arg!r} has no value: write {arg}=VALUE "
                                       f"(for a flag, {arg}=True)")
-                apply_file(g, arg)
+                given |= apply_file(g, arg)
             else:
-                apply_arg(g, arg)
+                given |= apply_arg(g, arg)
     except ConfigError as e:
         if cli:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)  # a usage error, as argparse reports them
         raise
+    return given
 
 
 ONE_LINE = (UserError, ValueError, FileNotFoundError)  # errors whose message says what to fix

@@ -19,11 +19,7 @@ config; a resumed run keeps it, and asking for a different one is an error (an o
 parameters, and a different experiment). Upstream's checkpoints have no such key: they froze nothing.
 """
 
-import contextlib
-import io
-import sys
-
-from configurator import UserError, configure
+from configurator import UserError
 
 KEYS = ('freeze_layers', 'train_tied_head')
 DEFAULTS = {'freeze_layers': 0, 'train_tied_head': False}  # upstream's checkpoints: nothing frozen
@@ -71,18 +67,6 @@ def describe(model, n, train_tied_head, trainable, total):
         lines.append(f"frozen parameters get no gradients and no AdamW state: {3 * mib:,.1f} MiB saved "
                      f"({2 * mib:,.1f} MiB optimizer state, {mib:,.1f} MiB gradients)")
     return lines
-
-
-def given(g, argv=None):
-    """The freezing keys that the command line or a config file sets (to any value, the default too).
-    g: the script's settings (its globals, after configure); argv: default sys.argv[1:]."""
-    unset = object()
-    probe = dict(g)
-    probe['__annotations__'] = {**g.get('__annotations__', {}), **{k: type(DEFAULTS[k]) for k in KEYS}}
-    probe.update({k: unset for k in KEYS})
-    with contextlib.redirect_stdout(io.StringIO()):  # the overrides were printed by the real configure
-        configure(probe, sys.argv[1:] if argv is None else argv)
-    return {k for k in KEYS if probe[k] is not unset}
 
 
 def resumed(ckpt_config, current, asked):

@@ -102,9 +102,9 @@ plot: bool = True  # redraw out_dir/loss.png at each eval
 # -----------------------------------------------------------------------------
 config_keys = [k for k, v in globals().items()
                if not k.startswith('_') and isinstance(v, (int, float, bool, str))]
-configure(globals())  # overrides from command line or config file
+given = configure(globals())  # overrides from command line or config file; the keys they set
 one_line_errors()  # bad input (a UserError) ends the run with one line `error: ...`, as run_main elsewhere
-freeze_asked = freeze.given(globals())  # the freezing keys set by an argument (a resume must not change them)
+freeze_asked = given & set(freeze.KEYS)  # freezing asked for explicitly: a resume must not change it
 # -----------------------------------------------------------------------------
 
 device = resolve_device(device)  # a ValueError that names the fix: one line, as a UserError

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import freeze
+from configurator import configure
 from conftest import run_script, tiny_model, write_ckpt
 
 ARGS = dict(batch_size=4, block_size=16, gradient_accumulation_steps=1, eval_iters=1, eval_interval=1000,
@@ -63,15 +64,15 @@ def test_freeze_sets_requires_grad_and_counts():
             freeze.freeze(m, bad)
 
 
-def test_given_sees_arguments_and_config_files(tmp_path):
-    g = {'freeze_layers': 2, 'train_tied_head': True, 'batch_size': 4}
+def test_configure_reports_the_keys_arguments_and_config_files_set(tmp_path):
+    """What train.py's resume rule reads: a freezing key given explicitly, even at its current value."""
+    g = {'freeze_layers': 0, 'train_tied_head': False, 'batch_size': 4}
     cfg = tmp_path / 'cfg.py'
     cfg.write_text("batch_size = 8\n")
-    assert freeze.given(g, [str(cfg), '--batch_size=2']) == set()
-    assert freeze.given(g, ['--freeze_layers=0']) == {'freeze_layers'}  # the default value, set explicitly
-    cfg.write_text("train_tied_head = False\n")
-    assert freeze.given(g, [str(cfg)]) == {'train_tied_head'}
-    assert g == {'freeze_layers': 2, 'train_tied_head': True, 'batch_size': 4}  # g itself is left alone
+    assert configure(dict(g), [str(cfg), '--batch_size=2']) == {'batch_size'}
+    assert configure(dict(g), ['--freeze_layers=0']) == {'freeze_layers'}  # the default value, set explicitly
+    cfg.write_text("train_tied_head = False\nfreeze_layers: int = 0\n")  # both unchanged, both asked for
+    assert configure(dict(g), [str(cfg)]) == {'train_tied_head', 'freeze_layers'}
 
 
 def test_resumed_keeps_the_checkpoint_setting():
