@@ -36,13 +36,13 @@ def print_beams(beams, greedy, tok, length_penalty=None):
         end = 'stop token' if b.stopped else 'max_new_tokens'
         print(f"{r:2d}. score {score_text(b.logprob, len(b.tokens), alpha):<{width}}  "
               f"p = {format_prob(b.logprob)}  ({len(b.tokens)} tokens, ended at {end})")
-        print(f"    {tok.decode(b.tokens)!r}")
+        print(f"    {tok.display(b.tokens)!r}")
     if greedy is None:
         return
     n = len(greedy.tokens)
     print(f"greedy (temperature 0): p = {format_prob(greedy.logprob)} under the model distribution, "
           f"score {score_text(greedy.logprob, n, alpha) if n else 'n/a (no tokens)'}")
-    print(f"    {tok.decode(greedy.tokens)!r}")
+    print(f"    {tok.display(greedy.tokens)!r}")
     if n:
         best, g = beams[0].score, greedy.logprob / n ** alpha
         among = any(b.tokens == greedy.tokens for b in beams)

@@ -196,15 +196,10 @@ def step_bars(sample, tok, i, temperature, top_k, top_p, forced=False):
     who = 'fixed_response' if forced else f"sample {i}"
     out = []
     for t, step in enumerate(sample.steps):
-        so_far = shown(tok, sample.ids[max(0, P + t - 24):P + t])  # the tail is all the title shows
+        so_far = tok.display(sample.ids[max(0, P + t - 24):P + t])  # the tail is all the title shows
         title = f"{who} · step {t + 1}/{n} · {sampling}\ntext so far: \"{plots.text_tail(so_far)}\""
         out.append(plots.step_bars(step, tok, title, sampling, forced))
     return out
-
-
-def shown(tok, ids):
-    """ids as display text: partial characters as <E2 80> rather than a replacement character."""
-    return ''.join(text for _, _, text in tok.pieces(ids))
 
 
 def overview(sample, tok, i, temperature, top_k, top_p, forced=False):
@@ -233,7 +228,7 @@ def temperature_comparison(model, ctx, ids, temps, top_k, top_p, k, tok, step=0)
     probs = [lp.exp().tolist() for lp in lps]
     filt = plots.sampling_text(1, top_k, top_p).partition(', ')[2]  # the top-k/top-p part only
     title = (f"Next-token distribution at step {step + 1}, after "
-             f"\"{plots.text_tail(shown(tok, ids[-24:]), 50)}\": "
+             f"\"{plots.text_tail(tok.display(ids[-24:]), 50)}\": "
              f"the model's {len(top)} most likely tokens under each temperature")
     return plots.TemperatureComparison(labels=[plots.token_label(tok.token_text(i)) for i in top.tolist()],
                                        temperatures=list(temps), probs=probs, entropies=entropies,

@@ -206,7 +206,7 @@ class App:
                              logprobs=[num(x) for x in lp], probs=[format_prob(x) for x in lp],
                              entropy=html_report.nats(h)))
         tok = self.L.tok
-        title = (f"next token after \u201c…{tok.decode(ids[-12:])}\u201d under each temperature"
+        title = (f"next token after \u201c…{tok.display(ids[-12:])}\u201d under each temperature"
                  f"{', ' + html_report.sampling_text(1, k, p).partition(', ')[2] if k or p < 1 else ''}")
         return dict(title=title, tokens=[[i, tok.token_text(i)] for i in order.tolist()], columns=cols)
 

@@ -84,6 +84,12 @@ class Tokenizer:
         return out
 
 
+    def display(self, ids):
+        """ids as display text, from pieces: a character cut off at either end shows as <E2 80>, never
+        as a replacement character (decode() is for whole texts)."""
+        return ''.join(text for _, _, text in self.pieces(ids))
+
+
 def byte_text(b):
     """Bytes as text; each run of bytes that are not whole UTF-8 characters as one compact label of their
     hex values: b' \\xe2\\x80' -> ' <E2 80>' (the start of a curly quote), b'\\x9c' -> '<9C>'."""
