@@ -588,3 +588,12 @@ if end != 'eval_only':
 if ddp:
     torch.distributed.barrier()  # leave together once the master has saved (gloo aborts one that quits early)
     torch.distributed.destroy_process_group()
+    # Leave without interpreter teardown: gloo's threads can still be winding down when Python finalizes,
+    # and torch then aborts the process ("terminate called without an active exception") after a good
+    # run. Every file is closed by now (checkpoints and log.csv are written and closed as they are made),
+    # so only wandb's run and the buffered console output are left to close.
+    if wandb_log and master_process:
+        wandb.finish()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
