@@ -28,12 +28,12 @@ import time
 from contextlib import nullcontext
 
 from configurator import UserError
-from decoding import check_sampling, is_model_distribution
-from heldout import check_val_path, evaluate_val, read_val_ids
-from load import load_model
-from pairs import JOIN_MODES, check_pairs, join_texts, read_pairs, read_results, tokenize_pair
-from report import compare_report, pairs_report, val_report, write_results
-from scores import EvalDataError, EvalRun, PairResult, compare
+from nanoprobs.sampling import check_sampling, is_model_distribution
+from nanoprobs.heldout import check_val_path, evaluate_val, read_val_ids
+from nanoprobs.load import load_model
+from nanoprobs.pairs import JOIN_MODES, check_pairs, join_texts, read_pairs, read_results, tokenize_pair
+from nanoprobs.report import compare_report, pairs_report, val_report, write_results
+from nanoprobs.scores import EvalDataError, EvalRun, PairResult, compare
 
 # -----------------------------------------------------------------------------
 init_from: str = 'resume'  # 'resume' (out_dir/ckpt.pt), 'gpt2'...'gpt2-xl', a Hugging Face folder, a .pt
@@ -198,7 +198,7 @@ def main():
     _written.extend(paths)
     print(f"\nwrote {', '.join(paths)} ({time.time() - t0:.1f}s)")
     if show:
-        import plots
+        from nanoprobs import plots
         plots.show_windows()  # last: every file is written and every number printed
 
 

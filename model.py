@@ -1,15 +1,17 @@
 """
 The GPT language model (nanoGPT's, faithful to GPT-2), with the generate() that reports probabilities.
 
-Nothing here reads files, draws, or parses arguments: see load.py, plots.py and the scripts. The
-decoding machinery (result types, sampling math, scoring, beam search) lives in decoding.py, the
-Hugging Face weight mapping in hf.py.
+Nothing here reads files, draws, or parses arguments. generate(), score() and beam_search() forward to
+nanoprobs/decoding.py and nanoprobs/beams.py (the KV cache, the sampling math, the result types), which
+take the model as an argument and never import this file; the Hugging Face weight mapping is
+nanoprobs/hf.py.
 
 What this file adds to upstream nanoGPT's model.py:
 - GELU choice: GPT-2 was trained with the tanh approximation ('tanh', what transformers calls
   gelu_new); upstream nanoGPT uses exact GELU ('exact'), and checkpoints trained that way keep it.
 - GPT.from_pretrained() also takes a local Hugging Face GPT-2 directory.
-- A KV cache for fast incremental decoding, and a capture mode for the inspection scripts.
+- forward(cache=...) for fast incremental decoding (the cache is nanoprobs.decoding.KVCache), and a
+  capture mode for the inspection tools.
 - generate() returns, for every sample, the log-probability of every token it produced, under the
   model distribution and under the sampling distribution (see decoding.Sample), and optionally the
   top-k candidates of every step; generate(fixed_response=...) scores a given response instead.
@@ -23,7 +25,7 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-import hf
+from nanoprobs import beams, decoding, hf
 
 
 class LayerNorm(nn.Module):
@@ -36,40 +38,6 @@ class LayerNorm(nn.Module):
 
     def forward(self, input):
         return F.layer_norm(input, self.weight.shape, self.weight, self.bias, 1e-5)
-
-
-class KVCache:
-    """Keys and values of every layer for the tokens seen so far, preallocated to block_size.
-
-    pos is the number of cached positions; the next token fed to the model gets position `pos`."""
-
-    def __init__(self, config, batch_size, device, dtype):
-        hs = config.n_embd // config.n_head
-        shape = (config.n_layer, batch_size, config.n_head, config.block_size, hs)
-        self.k = torch.empty(shape, device=device, dtype=dtype)
-        self.v = torch.empty(shape, device=device, dtype=dtype)
-        self.pos = 0
-
-    def update(self, layer, k, v):
-        """Store k, v (B, nh, T, hs) of `layer` at the current position; return all cached ones
-        (B, nh, pos+T, hs)."""
-        T = k.size(2)
-        self.k[layer, :, :, self.pos:self.pos + T] = k
-        self.v[layer, :, :, self.pos:self.pos + T] = v
-        return self.k[layer, :, :, :self.pos + T], self.v[layer, :, :, :self.pos + T]
-
-    def reorder(self, index):
-        """Keep batch rows `index` (B',): beam search moves each beam's history along with it.
-        Only the filled positions are copied (the buffers are preallocated to block_size)."""
-        p = self.pos
-        for name in ('k', 'v'):
-            old = getattr(self, name)
-            if old.size(1) == len(index):
-                old[:, :, :, :p] = old[:, index, :, :p]  # the right side is a copy: safe in place
-            else:  # the number of rows changes (one prompt row becomes num_beams beams)
-                new = old.new_empty(old.shape[:1] + (len(index),) + old.shape[2:])
-                new[:, :, :, :p] = old[:, index, :, :p]
-                setattr(self, name, new)
 
 
 @dataclass
@@ -318,37 +286,21 @@ class GPT(nn.Module):
         return flops_per_iter * (1.0 / dt) / 312e12  # A100 GPU bfloat16 peak flops is 312 TFLOPS
 
     # -------------------------------------------------------------------------
-    # Generation, scoring and beam search: the machinery lives in decoding.py
+    # Generation, scoring and beam search: the machinery lives in nanoprobs/decoding.py and beams.py
 
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, fixed_response=None,
                  stop_token=None, details=0, generator=None, use_cache=True):
-        """Continue each row of idx (LongTensor (B, T)) and return one `decoding.Sample` per row: the
-        tokens and the log-probability of each under the model and the sampling distribution.
-
-        temperature: 0 = greedy; top_k: 0/None = off; top_p: 1/None = off (nucleus sampling).
-        fixed_response: a list of token ids (or one list per row) to force instead of sampling;
-            scored in one forward pass (see score()); max_new_tokens is then ignored.
-        stop_token: end a row once it produces this id (e.g. 50256, <|endoftext|>); it is included.
-        details: k > 0 records a `decoding.Step` (top-k candidates, chosen token and rank) per token.
-        generator: a torch.Generator for reproducible draws (decoding.make_generator(device, seed) puts
-            it where the draws happen); use_cache=False recomputes the whole context every step, as
-            upstream does (the reference the KV cache is tested against).
-        Most likely you'll want the model in eval() mode."""
-        from decoding import generate  # decoding.py builds on this file, so it is imported when used
-        return generate(self, idx, max_new_tokens, temperature, top_k, top_p, fixed_response,
-                        stop_token, details, generator, use_cache)
+        """Continue each row of idx (B, T); one decoding.Sample per row, with the probability of every token.
+        This forwards to nanoprobs/decoding.py's generate(), whose docstring explains every argument."""
+        return decoding.generate(self, idx, max_new_tokens, temperature, top_k, top_p, fixed_response,
+                                 stop_token, details, generator, use_cache)
 
     def score(self, prompts, responses, temperature=1.0, top_k=None, top_p=None, details=0):
-        """Log-probability of each response (token-id list) after its prompt, one `Sample` per pair,
-        in one forward pass: see decoding.score."""
-        from decoding import score
-        return score(self, prompts, responses, temperature, top_k, top_p, details)
+        """Log-probability of each response after its prompt, in one forward pass: decoding.score()."""
+        return decoding.score(self, prompts, responses, temperature, top_k, top_p, details)
 
     def beam_search(self, idx, max_new_tokens, num_beams=4, length_penalty=1.0, no_repeat_ngram_size=0,
                     stop_token=None, early_stopping=False):
-        """Deterministic beam search from one prompt; the finished `decoding.Beam`s, best first:
-        see decoding.beam_search."""
-        from decoding import beam_search
-        return beam_search(self, idx, max_new_tokens, num_beams, length_penalty,
-                           no_repeat_ngram_size, stop_token, early_stopping)
-
+        """Deterministic beam search from one prompt, the finished Beams best first: beams.beam_search()."""
+        return beams.beam_search(self, idx, max_new_tokens, num_beams, length_penalty,
+                                 no_repeat_ngram_size, stop_token, early_stopping)

@@ -39,11 +39,13 @@ from datetime import datetime
 
 import torch
 
-import load
-import plots
+from nanoprobs import load
+from nanoprobs import plots
 from configurator import UserError, configure, run_main
-from decoding import check_sampling, greedy_and_beams, make_generator, under_temperatures
-from formatting import format_prob
+from nanoprobs.sampling import check_sampling, make_generator
+from nanoprobs.beams import greedy_and_beams
+from nanoprobs.decoding import under_temperatures
+from nanoprobs.formatting import format_prob
 
 # -----------------------------------------------------------------------------
 init_from: str = 'resume'  # 'resume' (from out_dir), a gpt2 variant ('gpt2-xl'), a Hugging Face folder, a .pt
@@ -357,14 +359,14 @@ def save_step_charts(samples, tok, run_dir, temperature, top_k, top_p, k, forced
 
 def beam_search_vs_greedy(loaded, prompt, stop_token):
     """num_beams > 0: the beams of a deterministic beam search, ranked, next to greedy decoding."""
-    from beam import print_beams
+    from nanoprobs.beams import print_beams
     with loaded.ctx:
         greedy, beams, _ = greedy_and_beams(loaded.model, prompt, max_new_tokens, num_beams, length_penalty,
                                             no_repeat_ngram_size, stop_token, early_stopping)
     print(f"prompt: {loaded.tok.decode(prompt)!r}")
     print_beams(beams, greedy, loaded.tok, length_penalty)
     if html:
-        import html_report
+        from nanoprobs import html_report
         settings = {k: v for k, v in globals().items() if k in html_report.SAMPLE_SETTINGS + ('num_beams',)}
         path = html_report.beam_html(loaded, beams, greedy, new_run_dir(results_dir), settings)
         print(f"report (open it in a browser): {path}")
@@ -452,7 +454,7 @@ def main():
         path = plots.draw_temperature_comparison(cmp, os.path.join(run_dir, 'temperatures.png'), show=windows)
         print(f"temperature comparison: {path}")
     if html:
-        import html_report
+        from nanoprobs import html_report
         settings = {k: v for k, v in globals().items() if k in html_report.SAMPLE_SETTINGS}
         print(f"report (open it in a browser): "
               f"{html_report.sample_html(samples, tok, run_dir, settings, forced)}")

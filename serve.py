@@ -20,11 +20,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import torch
 
-import html_report
-import load
+from nanoprobs import html_report
+from nanoprobs import load
 from configurator import configure, run_main
-from decoding import Sample, check_sampling, decode, make_generator, score, under_temperatures
-from formatting import format_prob
+from nanoprobs.decoding import Sample, decode, score, under_temperatures
+from nanoprobs.sampling import check_sampling, make_generator
+from nanoprobs.formatting import format_prob
 
 # -----------------------------------------------------------------------------
 init_from: str = 'resume'  # 'resume' (from out_dir), a gpt2 variant ('gpt2-xl'), a Hugging Face folder, a .pt

@@ -40,10 +40,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-import freeze
-import trainstate
+from nanoprobs import freeze
+from nanoprobs import trainstate
 from configurator import UserError, configure, one_line_errors
-from load import (autocast_ctx, data_tokenizer, describe_init_from, device_type_of, load_checkpoint,
+from nanoprobs.load import (autocast_ctx, data_tokenizer, describe_init_from, device_type_of, load_checkpoint,
                   model_from_checkpoint, pretrained_model, resolve_device, resolve_dtype, should_compile,
                   use_grad_scaler)
 from model import GPT, GPTConfig
@@ -404,7 +404,7 @@ def diverged(what, iter_num, lr, paths):
 def draw_loss(history, path, title):
     """Redraw loss.png from the log's history; False when it cannot be drawn (a chart is not worth a run)."""
     try:
-        from plots import plot_loss
+        from nanoprobs.plots import plot_loss
         plot_loss(history['step'], history['eval'], path, title=title)
         return True
     except Exception as e:

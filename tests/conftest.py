@@ -17,8 +17,8 @@ os.environ.setdefault('HF_HUB_OFFLINE', '1')
 os.environ.setdefault('TRANSFORMERS_VERBOSITY', 'error')
 
 from model import GPT, GPTConfig  # noqa: E402
-import load  # noqa: E402
-from trainstate import save_checkpoint  # noqa: E402
+from nanoprobs import load  # noqa: E402
+from nanoprobs.trainstate import save_checkpoint  # noqa: E402
 
 
 def _bpe_missing():
@@ -118,10 +118,15 @@ def tiny_hf_dir(tmp_path):
 
 
 def run_script(script, *args, cwd, check=True, timeout=300, env=None):
-    """Run one of the project's scripts as a user would: python <script> --key=value ..., in cwd."""
+    """Run the project as a user would, in cwd: a top-level script ('sample.py': python sample.py ...) or a
+    tool or benchmark module ('tools.beam': python -m tools.beam ..., with the repository on the path)."""
+    cmd = [str(ROOT / script)] if script.endswith('.py') else ['-m', script]
     # one thread: tiny models gain nothing from two, and threads that wait on a busy machine cost seconds
-    proc = subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, 'OMP_NUM_THREADS': '1', **(env or {})})
+    env = {**os.environ, 'OMP_NUM_THREADS': '1', **(env or {})}
+    if not script.endswith('.py'):  # python -m puts the cwd on the path, and cwd is not the repository here
+        env['PYTHONPATH'] = os.pathsep.join(filter(None, [str(ROOT), env.get('PYTHONPATH')]))
+    proc = subprocess.run([sys.executable, *cmd, *map(str, args)], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env=env)
     if check and proc.returncode != 0:
         raise AssertionError(f"{script} {' '.join(map(str, args))} failed ({proc.returncode}):\n"
                              f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")

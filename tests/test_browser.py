@@ -13,11 +13,11 @@ import types
 import pytest
 import torch
 
-import html_report
+from nanoprobs import html_report
 import serve
 from conftest import tiny_model
-from decoding import Sample, generate, score
-from formatting import format_prob
+from nanoprobs.decoding import Sample, generate, score
+from nanoprobs.formatting import format_prob
 
 CHROMIUM = '/usr/bin/chromium'
 ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
@@ -40,7 +40,7 @@ def lm():
     """The model the report and app tests run: a tiny random one, or SCREENSHOTS_MODEL's checkpoint."""
     if not SHOTS_MODEL:
         return tiny_model()
-    import load
+    from nanoprobs import load
     return load.load_model('resume', SHOTS_MODEL, 'cpu', 'float32').model
 
 

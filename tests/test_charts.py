@@ -7,12 +7,12 @@ import re
 import pytest
 import torch
 
-import plots
+from nanoprobs import plots
 from conftest import tiny_model, write_ckpt
 
 
 def run_embeddings(monkeypatch, tmp_path, capsys, **settings):
-    import embeddings
+    from tools import embeddings
     monkeypatch.chdir(tmp_path)
     for k, v in {'device': 'cpu', 'results_dir': str(tmp_path / 'results'), **settings}.items():
         monkeypatch.setattr(embeddings, k, v)
@@ -21,7 +21,7 @@ def run_embeddings(monkeypatch, tmp_path, capsys, **settings):
 
 
 def test_align_2d_undoes_a_rotation_reflection_and_scale():
-    from embeddings import align_2d
+    from tools.embeddings import align_2d
     x = torch.randn(12, 2, dtype=torch.float64)
     x -= x.mean(0)
     t = 0.7
@@ -135,7 +135,7 @@ def test_overview_steps_are_whole_numbers():
 
 
 def test_step_chart_small_chosen_bar_is_marked_and_columns_align(gpt2_tok):
-    from decoding import Step
+    from nanoprobs.decoding import Step
     ids, lps = [13, 11, 290, 262], [-0.01, -6.0, -6.5, -7.0]
     chart = plots.StepChart(4)
     try:

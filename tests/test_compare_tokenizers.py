@@ -14,7 +14,7 @@ def test_compare_tokenizers_end_to_end(tmp_path):
             '--train_tokenizers=char,bpe-300', '--train=True', '--budget_mb=0.004', '--n_layer=1', '--n_head=2',
             '--n_embd=16', '--block_size=16', '--batch_size=4', '--evals=2', '--eval_iters=1', '--val_bytes=600',
             '--sample_bytes=40', '--learning_rate=1e-2']
-    out = run_script('compare_tokenizers.py', *args, cwd=tmp_path).stdout
+    out = run_script('tools.compare_tokenizers', *args, cwd=tmp_path).stdout
     res = json.loads((tmp_path / 'res' / 'comparison.json').read_text())
     stats = {s['name']: s for s in res['stats']}
     assert list(stats) == ['char', 'gpt2', 'bpe-300', 'bpe-300-noregex']
@@ -41,7 +41,7 @@ def test_compare_tokenizers_end_to_end(tmp_path):
     # resumable: a second run reads the finished results and trains nothing
     ckpt = tmp_path / 'w' / 'char' / 'model' / 'ckpt.pt'
     before = ckpt.stat().st_mtime_ns
-    out = run_script('compare_tokenizers.py', *args, cwd=tmp_path).stdout
+    out = run_script('tools.compare_tokenizers', *args, cwd=tmp_path).stdout
     assert 'char: done before' in out and 'bpe-300: done before' in out and 'iterations of' not in out
     assert ckpt.stat().st_mtime_ns == before
     assert json.loads((tmp_path / 'res' / 'comparison.json').read_text())['runs'] == res['runs']
@@ -49,7 +49,7 @@ def test_compare_tokenizers_end_to_end(tmp_path):
 
 def test_compare_tokenizers_bad_spec(tmp_path):
     (tmp_path / 'c.txt').write_text(TEXT * 20)
-    proc = run_script('compare_tokenizers.py', '--input=c.txt', '--tokenizers=char,wordpiece', cwd=tmp_path,
+    proc = run_script('tools.compare_tokenizers', '--input=c.txt', '--tokenizers=char,wordpiece', cwd=tmp_path,
                       check=False)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1].startswith("error: tokenizer 'wordpiece': use char, gpt2, bpe-")

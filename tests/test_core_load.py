@@ -5,10 +5,10 @@ import pickle
 import pytest
 import torch
 
-import load
+from nanoprobs import load
 from conftest import make_hf_dir, tiny_model, write_ckpt
 from model import GPT, MODEL_ARGS
-from trainstate import save_checkpoint
+from nanoprobs.trainstate import save_checkpoint
 
 UPSTREAM_MODEL_ARGS = {'n_layer', 'n_head', 'n_embd', 'block_size', 'bias', 'vocab_size', 'dropout'}
 

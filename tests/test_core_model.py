@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from conftest import make_hf_dir, tiny_model
-from decoding import sample, sampling_logprobs
-from formatting import format_prob
+from nanoprobs.sampling import sample, sampling_logprobs
+from nanoprobs.formatting import format_prob
 from model import GPT
 
 V = 97  # small vocabulary for the pure-math tests
@@ -301,7 +301,7 @@ def test_kv_cache_sampling_same_seed_same_tokens():
 
 def test_chunked_prefill_with_cache_matches_full_pass():
     """Several new tokens after a cached prefix use an offset causal mask."""
-    from model import KVCache
+    from nanoprobs.decoding import KVCache
     model = tiny_model(vocab_size=V)
     x = torch.randint(0, V, (2, 20), generator=torch.Generator().manual_seed(0))
     cache = KVCache(model.config, 2, 'cpu', torch.float32)

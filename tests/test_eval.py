@@ -11,10 +11,10 @@ import torch
 
 import eval as ev
 from conftest import make_hf_dir, run_script, tiny_model, write_ckpt
-from heldout import evaluate_val, read_val_ids
-from pairs import join_texts, read_pairs, tokenize_pair
-from report import arrow, compare_report, csv_text, markdown, pairs_report, write_results
-from scores import EvalDataError, EvalRun, PairResult, RESULTS_FORMAT, compare, perplexity
+from nanoprobs.heldout import evaluate_val, read_val_ids
+from nanoprobs.pairs import join_texts, read_pairs, tokenize_pair
+from nanoprobs.report import arrow, compare_report, csv_text, markdown, pairs_report, write_results
+from nanoprobs.scores import EvalDataError, EvalRun, PairResult, RESULTS_FORMAT, compare, perplexity
 
 PAIRS = [
     {"prompt": "Once upon a time", "response": " there lived a king.", "kind": "opening"},
@@ -53,7 +53,7 @@ def model():
 
 @pytest.fixture(scope='module')
 def run(model):
-    from load import gpt2_tokenizer
+    from nanoprobs.load import gpt2_tokenizer
     try:
         tok = gpt2_tokenizer()
     except ValueError as e:  # load.LoadError: the BPE files are not cached and there is no network
@@ -360,7 +360,7 @@ def test_top5_counts_a_rank_5_token(model, run):
 
 
 def test_result_files_are_all_or_nothing(tmp_path, monkeypatch, run):
-    import plots
+    from nanoprobs import plots
     r, _ = run
     first = write_results(r, None, str(tmp_path), 'x')
     before = {p: open(p, 'rb').read() for p in first}
@@ -482,7 +482,7 @@ def test_every_sample_py_setting_is_accepted(tmp_path):
 
 def _fake_charts(monkeypatch, barrier=None):
     """Charts as small text files naming their run (fast, and checkable), optionally all drawn at once."""
-    import plots
+    from nanoprobs import plots
 
     def chart(labels, series, path, *a, **k):
         if barrier is not None:
@@ -584,7 +584,7 @@ def test_temp_files_of_killed_runs_are_removed(tmp_path, monkeypatch):
 
 def test_full_disk_is_one_line_and_earlier_results_stay(tmp_path, monkeypatch):
     import errno
-    import report
+    from nanoprobs import report
     from configurator import UserError
     _fake_charts(monkeypatch)
     first = write_results(_run([[-1.0]], 'model0'), None, str(tmp_path), 'x')
@@ -640,8 +640,8 @@ def _set(field, k, value):
     (lambda d: d['val'].__setitem__('nll', 'lots'), r'"val": "nll" is .lots.'),
 ])
 def test_hand_edited_compare_to_file_names_the_field(tmp_path, run, edit, match):
-    from pairs import read_results
-    from scores import ValResult
+    from nanoprobs.pairs import read_results
+    from nanoprobs.scores import ValResult
     r, _ = run
     r = EvalRun(r.model, r.settings, r.pairs, ValResult('v.bin', 10, 40, 25.0, 3, 5, 32, 16))
     path = _results_file(tmp_path, r, edit)
@@ -653,7 +653,7 @@ def test_hand_edited_compare_to_file_names_the_field(tmp_path, run, edit, match)
 
 
 def test_a_utf8_byte_order_mark_is_accepted(tmp_path, run):
-    from pairs import read_results
+    from nanoprobs.pairs import read_results
     r, _ = run
     (tmp_path / 'pairs.json').write_bytes(b'\xef\xbb\xbf' + json.dumps(PAIRS[:2]).encode('utf-8'))
     prompts = [p['prompt'] for p in read_pairs(str(tmp_path / 'pairs.json'))]
@@ -702,8 +702,8 @@ def test_ctrl_c_is_one_line_exit_130_and_writes_nothing(tmp_path, tiny_ckpt):
 # tables that stay aligned
 
 def test_huge_perplexity_keeps_the_columns(run):
-    from report import COLUMNS, Row, console_table, val_report
-    from scores import ValResult
+    from nanoprobs.report import COLUMNS, Row, console_table, val_report
+    from nanoprobs.scores import ValResult
     v = ValResult('v.bin', 100, 400, 100 * 56.0, 3, 5, 32, 16)  # a random model: perplexity e^56
     r, _ = run
     text = val_report([('model', EvalRun('m', {}, r.pairs, v))])
@@ -713,14 +713,14 @@ def test_huge_perplexity_keeps_the_columns(run):
     ppl = [c for c in COLUMNS if c.title == 'ppl'][0]
     header, line = console_table('pairs', [Row(p)], False)
     assert len(ppl.text(Row(p))) <= ppl.width and header.index('greedy') + 6 == line.index('yes') + 3
-    from scores import format_ppl
+    from nanoprobs.scores import format_ppl
     assert format_ppl(1.2345678e24) == '1.235e+24' and format_ppl(123.4567) == '123.457'
     assert format_ppl(float('inf')) == 'inf' and len(format_ppl(1e300)) <= 9
 
 
 def test_each_model_shows_its_own_window(run):
-    from report import val_report
-    from scores import ValResult
+    from nanoprobs.report import val_report
+    from nanoprobs.scores import ValResult
     r, _ = run
     before = EvalRun('gpt2', {}, r.pairs, ValResult('v.bin', 100, 400, 300.0, 3, 5, 1024, 512))
     after = EvalRun('tiny', {}, r.pairs, ValResult('v.bin', 100, 400, 250.0, 3, 5, 64, 32))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-import freeze
+from nanoprobs import freeze
 from configurator import configure
 from conftest import run_script, tiny_model, write_ckpt
 

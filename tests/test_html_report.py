@@ -11,10 +11,11 @@ import types
 import pytest
 import torch
 
-import html_report
+from nanoprobs import html_report
 from conftest import ROOT, tiny_model, write_ckpt
-from decoding import beam_search, generate
-from formatting import format_prob, format_ratio
+from nanoprobs.beams import beam_search
+from nanoprobs.decoding import generate
+from nanoprobs.formatting import format_prob, format_ratio
 
 INJ = '</script><img src=x onerror="alert(1)">&\'"\u2028'
 

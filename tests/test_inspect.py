@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import run_script, tiny_model, write_ckpt
-from formatting import format_prob
+from nanoprobs.formatting import format_prob
 from model import Capture
 
 ONE_THREAD = {'OMP_NUM_THREADS': '1'}  # tiny models: threads only wait for each other on 2 busy cores
@@ -198,7 +198,7 @@ def test_beam_search_rejects_bad_input():
 
 
 def test_print_beams_shows_score_arithmetic(capsys, gpt2_tok):
-    from beam import print_beams
+    from nanoprobs.beams import print_beams
     model = tiny_model()
     beams = model.beam_search(PROMPT, 7, num_beams=3)
     print_beams(beams, greedy(model, PROMPT, 7), gpt2_tok)
@@ -227,7 +227,7 @@ def test_capture_gives_identical_outputs_and_valid_attention(dtype, tol):
         assert torch.allclose(a.sum(-1), torch.ones(2, 4, 20, dtype=dtype), atol=tol)
         assert (a.triu(1) == 0).all()  # nothing attends to the future
     # with the KV cache: the new tokens' rows are the same rows of the full pass
-    from model import KVCache
+    from nanoprobs.decoding import KVCache
     cache = KVCache(model.config, 2, 'cpu', dtype)
     with torch.no_grad():
         model(x[:, :15], cache=cache)
@@ -240,7 +240,7 @@ def test_capture_gives_identical_outputs_and_valid_attention(dtype, tol):
 
 
 def test_attention_maps_of_the_script():
-    from attention import attention_maps, head_roles
+    from tools.attention import attention_maps, head_roles
     model = tiny_model(2)
     x = torch.tensor([PROMPT + [11, 290, 262]])
     att = attention_maps(model, x)
@@ -257,7 +257,7 @@ def test_attention_maps_of_the_script():
 # logit lens
 
 def test_logit_lens_ends_in_the_model_prediction_and_starts_at_the_embeddings():
-    from logit_lens import logit_lens
+    from tools.logit_lens import logit_lens
     model = tiny_model(1)
     x = torch.tensor([PROMPT + [11, 290]])
     lens = logit_lens(model, x)
@@ -277,7 +277,7 @@ def test_logit_lens_ends_in_the_model_prediction_and_starts_at_the_embeddings():
 # token embeddings
 
 def test_word_vectors_and_pca(gpt2_tok):
-    from embeddings import pca_2d, token_groups, word_vectors
+    from tools.embeddings import pca_2d, token_groups, word_vectors
     model = tiny_model()
     groups = token_groups(gpt2_tok, ['king', 'Rumpelstiltskin', 'dog'])
     assert groups[0] == gpt2_tok.encode(' king') and len(groups[1]) > 1
@@ -304,13 +304,13 @@ def test_scripts_on_a_gpt2_vocabulary_checkpoint(tmp_path, gpt2_tok):
         after.transformer.wte.weight.mul_(1.1)
     write_ckpt(tmp_path / 'out-after', after)
 
-    out = run_script('attention.py', '--init_from=resume', '--start=The dog is a dog', '--layer=1', '--head=3',
+    out = run_script('tools.attention', '--init_from=resume', '--start=The dog is a dog', '--layer=1', '--head=3',
                      cwd=tmp_path, env=ONE_THREAD).stdout
     assert (tmp_path / 'results' / 'attention_out_grid.png').stat().st_size > 5000
     assert (tmp_path / 'results' / 'attention_out_L1H3.png').stat().st_size > 5000
     assert 'saved results/attention_out_grid.png' in out and 'layer 1 head 3' in out
 
-    out = run_script('embeddings.py', '--init_from=resume', '--compare_init_from=resume',
+    out = run_script('tools.embeddings', '--init_from=resume', '--compare_init_from=resume',
                      '--compare_out_dir=out-after', '--words=king,queen,dog,Rumpelstiltskin', cwd=tmp_path, env=ONE_THREAD).stdout
     assert (tmp_path / 'results' / 'embeddings_out_vs_out-after.png').stat().st_size > 5000
     # every word moved by 10% of its length (the "after" model scaled the embeddings by 1.1)
@@ -339,19 +339,19 @@ def test_scripts_on_a_character_level_checkpoint(tmp_path, monkeypatch):
     char_checkpoints(tmp_path)
     (tmp_path / 'text.txt').write_text('the cat sat on the mat. the dog ate a bone. ' * 20)
 
-    out = run_script('embeddings.py', '--init_from=resume', '--corpus=text.txt', '--num_tokens=10',
+    out = run_script('tools.embeddings', '--init_from=resume', '--corpus=text.txt', '--num_tokens=10',
                      '--compare_init_from=resume', '--compare_out_dir=out-b', cwd=tmp_path, env=ONE_THREAD).stdout
     assert "the 10 most frequent tokens of text.txt: ' ' 220, 't' 140" in out
     assert (tmp_path / 'results' / 'embeddings_out_vs_out-b.png').exists()
 
-    out = run_script('logit_lens.py', '--init_from=resume', '--start=the cat sat', cwd=tmp_path, env=ONE_THREAD).stdout
+    out = run_script('tools.logit_lens', '--init_from=resume', '--start=the cat sat', cwd=tmp_path, env=ONE_THREAD).stdout
     assert 'saved results/logit_lens_out.png' in out and 'block 1' in out
 
-    out = run_script('beam.py', '--init_from=resume', '--start=the cat', '--num_beams=3', '--max_new_tokens=8',
+    out = run_script('tools.beam', '--init_from=resume', '--start=the cat', '--num_beams=3', '--max_new_tokens=8',
                      cwd=tmp_path, env=ONE_THREAD).stdout
     assert out.count(' / 8^1.0 = ') == 4  # three beams and greedy, all 8 characters long
 
-    out = run_script('compare_samples.py', '--init_from=resume', '--compare_init_from=resume',
+    out = run_script('tools.compare_samples', '--init_from=resume', '--compare_init_from=resume',
                      '--compare_out_dir=out-b', '--prompts=the cat|a dog', '--num_samples=2', '--max_new_tokens=10',
                      '--temperature=1.0', '--top_k=None', cwd=tmp_path, env=ONE_THREAD).stdout
     table = (tmp_path / 'results' / 'compare_samples_out_vs_out-b.md').read_text()
@@ -359,7 +359,7 @@ def test_scripts_on_a_character_level_checkpoint(tmp_path, monkeypatch):
     rows = [r.split(' | ') for r in table.splitlines() if r.startswith('| ') and not r.startswith('| prompt')]
     assert len(rows) == 4
     # the probabilities in the table are those of the sampled text, rescored here by each model
-    import load
+    from nanoprobs import load
     monkeypatch.chdir(tmp_path)  # where data/tinychars/meta.pkl is found
     a = load.load_model('resume', str(tmp_path / 'out'), 'cpu', 'float32')
     b = load.load_model('resume', str(tmp_path / 'out-b'), 'cpu', 'float32')

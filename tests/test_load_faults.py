@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-import load
+from nanoprobs import load
 from conftest import run_script, tiny_model, write_ckpt
 
 
@@ -141,7 +141,7 @@ def test_suite_without_bpe_files_skips_with_one_line(tmp_path):
     os.makedirs(tmp_path / 'tests')
     shutil.copy(ROOT / 'tests' / 'conftest.py', tmp_path / 'tests')
     (tmp_path / 'tests' / 'test_needs_bpe.py').write_text(
-        "import load\nfrom conftest import write_ckpt\n\n"
+        "from nanoprobs import load\nfrom conftest import write_ckpt\n\n"
         "def test_loads(tmp_path):\n    write_ckpt(tmp_path / 'out')\n"
         "    load.load_model('resume', out_dir=str(tmp_path / 'out'), device='cpu')\n\n"
         "def test_fixture(gpt2_tok):\n    pass\n\n"

@@ -4,8 +4,8 @@ import math
 
 import pytest
 
-import load
-import plots
+from nanoprobs import load
+from nanoprobs import plots
 
 TEXTS = ['He said “Hello” — and ‘left’.', 'café 你好 😀 naïve', '“”‘’', 'plain ascii']
 
@@ -34,7 +34,7 @@ def test_partial_token_labels(gpt2_tok):
 
 
 def test_step_chart_labels_use_the_same_labels(gpt2_tok):
-    from decoding import Step
+    from nanoprobs.decoding import Step
     q = gpt2_tok.encode(' “')[0]
     step = Step(chosen=q, chosen_logprob=-1.0, chosen_sample_logprob=-1.0, chosen_rank=1,
                 top_ids=[q, 13], top_logprobs=[-1.0, -2.0], top_sample_logprobs=[-1.0, -2.0],

@@ -11,7 +11,8 @@ import time
 import numpy as np
 import pytest
 
-import prepare_bin as pb
+from nanoprobs import prepare as pb
+from nanoprobs import textsource
 from conftest import ROOT, run_script
 
 EOT = '<|endoftext|>'
@@ -63,7 +64,7 @@ def reference_ids(enc, docs):
 def enc():
     try:
         return pb.gpt2_encoding()
-    except pb.PrepareError as e:
+    except textsource.PrepareError as e:
         pytest.skip(str(e))
 
 
@@ -105,28 +106,31 @@ def test_round_trip_and_split(tmp_path, enc, newline, sep, piece_chars):
 
 
 def test_long_document_cut_into_pieces(tmp_path, enc):
-    """A long document (here 40 KB read in 1 KB pieces) keeps exactly the ids of tokenizing it whole."""
-    with open(ROOT / 'prepare_bin.py', encoding='utf-8') as f:
+    """A long document (train.py's source, over 30 KB, read in 1 KB pieces) keeps exactly the ids of
+    tokenizing it whole."""
+    with open(ROOT / 'train.py', encoding='utf-8') as f:
         code = '\n'.join(ln for ln in f.read().split('\n') if ln.strip())  # indentation, quotes, no blank lines
     (tmp_path / 'code.txt').write_text(code, encoding='utf-8')
-    pieces = list(pb.file_pieces([str(tmp_path / 'code.txt')], [pb.Source('x')], 'blank_line', piece_chars=1024))
+    pieces = list(textsource.file_pieces([str(tmp_path / 'code.txt')], [textsource.Source('x')], 'blank_line',
+                                         piece_chars=1024))
     assert len(pieces) > 5 and [p[1] for p in pieces] == [False] * (len(pieces) - 1) + [True]
     assert ''.join(p[0] for p in pieces) == code.strip()
     assert sum((enc.encode_ordinary(p[0]) for p in pieces), []) == enc.encode_ordinary(code.strip())
-    cut = list(pb.split_text(code.strip(), piece_chars=1024))  # the same rule for dataset rows
+    cut = list(textsource.split_text(code.strip(), piece_chars=1024))  # the same rule for dataset rows
     assert len(cut) > 5 and ''.join(cut) == code.strip()
     assert sum((enc.encode_ordinary(p) for p in cut), []) == enc.encode_ordinary(code.strip())
 
     # with doc_sep='file' blank lines stay inside a document; a cut after one would change the ids
     # ('text\n\n' + 'Next' gives the single token '\n\n', the whole text gives '\n', '\n')
     assert enc.encode_ordinary('a.\n\n') + enc.encode_ordinary('Next') != enc.encode_ordinary('a.\n\nNext')
-    with open(ROOT / 'prepare_bin.py', encoding='utf-8') as f:
+    with open(ROOT / 'train.py', encoding='utf-8') as f:
         code = f.read().strip()
     (tmp_path / 'code.txt').write_text(code, encoding='utf-8')
-    pieces = list(pb.file_pieces([str(tmp_path / 'code.txt')], [pb.Source('x')], 'file', piece_chars=256))
+    pieces = list(textsource.file_pieces([str(tmp_path / 'code.txt')], [textsource.Source('x')], 'file',
+                                         piece_chars=256))
     assert len(pieces) > 10 and ''.join(p[0] for p in pieces) == code
     assert sum((enc.encode_ordinary(p[0]) for p in pieces), []) == enc.encode_ordinary(code)
-    cut = list(pb.split_text(code, piece_chars=256))
+    cut = list(textsource.split_text(code, piece_chars=256))
     assert len(cut) > 10 and sum((enc.encode_ordinary(p) for p in cut), []) == enc.encode_ordinary(code)
 
 
@@ -204,7 +208,7 @@ def _bad_cases(tmp):
 def test_bad_input_clear_error_and_no_files(tmp_path, case, enc):
     kwargs, words = _bad_cases(tmp_path)[case]
     out = tmp_path / 'data' / 'new'  # neither data/ nor data/new exist yet
-    with pytest.raises(pb.PrepareError) as e:
+    with pytest.raises(textsource.PrepareError) as e:
         pb.prepare(out_dir=str(out), show_progress=False, **kwargs)
     for w in words:
         assert w in str(e.value), (w, str(e.value))
@@ -219,7 +223,7 @@ def test_failure_keeps_previous_output(tmp_path, enc, monkeypatch):
     before = {p: (out / p).read_bytes() for p in listing(out)}
 
     (tmp_path / 'short.txt').write_text('Too short.\n')
-    with pytest.raises(pb.PrepareError):
+    with pytest.raises(textsource.PrepareError):
         pb.prepare(input=str(tmp_path / 'short.txt'), out_dir=str(out), show_progress=False)
     assert {p: (out / p).read_bytes() for p in listing(out)} == before
 
@@ -254,7 +258,7 @@ def test_full_disk_one_line_and_previous_output_kept(tmp_path, enc, monkeypatch,
     def full(obj, f, **kw_):  # prepare_info.json is written last, after both .bin files
         raise OSError(28, 'No space left on device', f.name)
     monkeypatch.setattr(pb.json, 'dump', full)
-    with pytest.raises(pb.PrepareError, match=r"cannot write .*prepare_info\.json.*: No space left on device; "
+    with pytest.raises(textsource.PrepareError, match=r"cannot write .*prepare_info\.json.*: No space left on device; "
                                               r"the files already in .* are unchanged"):
         pb.prepare(**kw)
     monkeypatch.setattr(pb.json, 'dump', real_dump)
@@ -333,11 +337,11 @@ def test_dataset_save_to_disk_and_local_files(tmp_path, enc, datasets_offline):
     assert np.array_equal(np.concatenate([train, val]), reference_ids(enc, docs))
     assert info['documents'] == 3 and info['dataset']['text_field'] == 'story' and info['doc_sep'] == 'dataset row'
 
-    with pytest.raises(pb.PrepareError, match=r"no column 'text'; its columns are \['id', 'story'\]"):
+    with pytest.raises(textsource.PrepareError, match=r"no column 'text'; its columns are \['id', 'story'\]"):
         pb.prepare(dataset=str(tmp_path / 'saved'), out_dir=str(tmp_path / 'o2'), show_progress=False)
-    with pytest.raises(pb.PrepareError, match=r"holds int values"):
+    with pytest.raises(textsource.PrepareError, match=r"holds int values"):
         pb.prepare(dataset=str(tmp_path / 'saved'), text_field='id', out_dir=str(tmp_path / 'o2'), show_progress=False)
-    with pytest.raises(pb.PrepareError, match=r"no split 'test'"):
+    with pytest.raises(textsource.PrepareError, match=r"no split 'test'"):
         pb.prepare(dataset=str(tmp_path / 'saved'), split='test', out_dir=str(tmp_path / 'o2'), show_progress=False)
     assert not (tmp_path / 'o2').exists()
 
@@ -350,7 +354,7 @@ def test_dataset_save_to_disk_and_local_files(tmp_path, enc, datasets_offline):
     train, val, _ = read_bins(tmp_path / 'o3')
     assert np.array_equal(np.concatenate([train, val]), reference_ids(enc, expected_docs(DOCS)))
 
-    with pytest.raises(pb.PrepareError, match=r"could not load dataset .*no_such_dataset_here"):
+    with pytest.raises(textsource.PrepareError, match=r"could not load dataset .*no_such_dataset_here"):
         pb.prepare(dataset=str(tmp_path / 'no_such_dataset_here'), out_dir=str(tmp_path / 'o4'), show_progress=False)
 
 
@@ -433,7 +437,7 @@ def test_strip_gutenberg_and_clean():
     assert 'Project Gutenberg' not in body and 'LICENSE' not in body and 'This eBook' not in body
     assert body.strip().startswith('Produced by') and body.rstrip().endswith('Do not trust flatterers.')
     assert cs.clean(body) == clean
-    with pytest.raises(pb.PrepareError, match='does not look like a Project Gutenberg text'):
+    with pytest.raises(textsource.PrepareError, match='does not look like a Project Gutenberg text'):
         cs.strip_gutenberg('<html>Too many requests</html>', name='ebook 7')
 
 
@@ -483,7 +487,7 @@ def test_children_download_mocked(tmp_path, monkeypatch, enc):
         raise requests.ConnectionError('Failed to resolve www.gutenberg.org')
     monkeypatch.setattr(requests, 'get', offline)
     out2 = tmp_path / 'offline'
-    with pytest.raises(pb.PrepareError) as e:
+    with pytest.raises(textsource.PrepareError) as e:
         cs.run(out_dir=str(out2), books=books)
     msg = str(e.value)
     assert 'download failed: https://www.gutenberg.org/cache/epub/101/pg101.txt' in msg
@@ -493,12 +497,12 @@ def test_children_download_mocked(tmp_path, monkeypatch, enc):
     # a 200 answer that is not a book (rate limit, captive portal) is an error and is never cached
     page = b'<html>Too many requests, try again later</html>'
     monkeypatch.setattr(requests, 'get', lambda url, timeout=None, headers=None: FakeResponse(page, 200, url))
-    with pytest.raises(pb.PrepareError, match=r"pg101\.txt answered with 47 bytes that are not a Project Gutenberg text"):
+    with pytest.raises(textsource.PrepareError, match=r"pg101\.txt answered with 47 bytes that are not a Project Gutenberg text"):
         cs.run(out_dir=str(out2), books=books)
     assert not (out2 / 'raw' / 'pg101.txt').exists()  # the next run downloads it again
 
     monkeypatch.setattr(requests, 'get', lambda url, timeout=None, headers=None: FakeResponse(b'', 404, url))
-    with pytest.raises(pb.PrepareError, match=r'(?s)download failed: https://mirror.example/202\.txt.*404'):
+    with pytest.raises(textsource.PrepareError, match=r'(?s)download failed: https://mirror.example/202\.txt.*404'):
         cs.run(out_dir=str(out2), books=books[1:], url='https://mirror.example/{id}.txt')
 
 

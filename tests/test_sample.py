@@ -9,12 +9,12 @@ from contextlib import nullcontext
 import pytest
 import torch
 
-import plots
+from nanoprobs import plots
 import sample as S
 from conftest import make_hf_dir, run_script, tiny_model, write_ckpt
 from configurator import configure
-from decoding import Sample
-from formatting import format_prob
+from nanoprobs.decoding import Sample
+from nanoprobs.formatting import format_prob
 
 PROMPT = "Once upon a time"
 
@@ -292,7 +292,7 @@ def test_cli_num_beams_prints_ranked_beams_next_to_greedy(tmp_path):
     out = proc.stdout
     scores = [float(x) for x in re.findall(r'^ ?\d+\. score (-?[\d.]+) / 6\^1\.0 = ', out, re.M)]
     assert len(scores) == 3
-    import load
+    from nanoprobs import load
     tok = load.gpt2_tokenizer()
     beams = model.beam_search(tok.encode(PROMPT), 6, num_beams=3)
     assert scores == pytest.approx([round(b.logprob, 2) for b in beams], abs=0.011)
@@ -319,7 +319,7 @@ def test_tiny_probabilities_are_printed_never_as_zero(gpt2_tok):
 def test_samples_drawn_together_equal_samples_drawn_one_at_a_time():
     """One generator per sample: a sample's tokens do not depend on batch_size, rows that stop early
     included, and its log-probs are the reference forward pass's (up to float32 rounding of the batch)."""
-    from decoding import make_generator
+    from nanoprobs.sampling import make_generator
     model, prompt = tiny_model(), [464, 3290, 318]
     gens = lambda: [make_generator('cpu', 7 + i) for i in range(4)]  # noqa: E731
     first = list(S.generate_samples(model, nullcontext(), prompt, 4, 10, 1.5, None, 1.0, generator=gens()))
@@ -348,7 +348,7 @@ def test_samples_drawn_together_equal_samples_drawn_one_at_a_time():
 
 
 def test_per_row_generators_need_one_per_row():
-    from decoding import sample
+    from nanoprobs.sampling import sample
     logits = torch.randn(3, 50)
     with pytest.raises(ValueError, match='2 generators for a batch of 3'):
         sample(logits, generator=[torch.Generator(), torch.Generator()])

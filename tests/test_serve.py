@@ -12,8 +12,9 @@ import torch
 
 import serve
 from conftest import tiny_model
-from decoding import generate, make_generator, score
-from formatting import format_prob
+from nanoprobs.decoding import generate, score
+from nanoprobs.sampling import make_generator
+from nanoprobs.formatting import format_prob
 
 
 pytestmark = pytest.mark.usefixtures('one_thread')  # see conftest.one_thread
@@ -218,7 +219,7 @@ def test_a_client_that_goes_away_stops_the_generation(server):
 
 
 def test_host_other_than_localhost_warns(monkeypatch, capsys, gpt2_tok):
-    import load
+    from nanoprobs import load
     monkeypatch.setattr(load, 'load_model', lambda *a, **k: loaded(gpt2_tok))
     monkeypatch.setattr(serve.ThreadingHTTPServer, 'serve_forever', lambda self: None)
     monkeypatch.setattr(serve, 'host', '0.0.0.0')

@@ -48,14 +48,14 @@ def rows(sweep_dir):
 
 
 def sweep(cwd, *argv, check=True):
-    return run_script('sweep.py', *argv, cwd=cwd, check=check)
+    return run_script('tools.sweep', *argv, cwd=cwd, check=check)
 
 
 def test_grid_killed_and_rerun_trains_only_missing_runs(cfg, tmp_path):
     argv = [cfg, '--grid=learning_rate=1e-2,1e-3 n_embd=16,32', '--sweep_dir=sw']
-    proc = subprocess.Popen([sys.executable, str(ROOT / 'sweep.py'), *map(str, argv)], cwd=tmp_path,
+    proc = subprocess.Popen([sys.executable, '-m', 'tools.sweep', *map(str, argv)], cwd=tmp_path,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-                            env={**os.environ, 'OMP_NUM_THREADS': '1'})
+                            env={**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONPATH': str(ROOT)})
     results = tmp_path / 'sw' / 'results.jsonl'
     t0 = time.time()
     while not (results.exists() and results.read_text().count('\n') >= 1) and time.time() - t0 < 120:
@@ -95,10 +95,10 @@ def test_grid_killed_and_rerun_trains_only_missing_runs(cfg, tmp_path):
 def test_ctrl_c_or_a_kill_stops_the_run_and_the_sweep_without_a_row(cfg, tmp_path):
     log = tmp_path / 'sw' / 'runs' / 'learning_rate=0.001' / 'log.csv'
     for how in ('kill train.py', 'Ctrl-C'):
-        proc = subprocess.Popen([sys.executable, str(ROOT / 'sweep.py'), str(cfg), '--grid=learning_rate=1e-3,2e-3',
+        proc = subprocess.Popen([sys.executable, '-m', 'tools.sweep', str(cfg), '--grid=learning_rate=1e-3,2e-3',
                                  '--max_iters=100000', '--sweep_dir=sw'], cwd=tmp_path, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, start_new_session=True,
-                                env={**os.environ, 'OMP_NUM_THREADS': '1'})
+                                env={**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONPATH': str(ROOT)})
         try:
             t0 = time.time()
             while not (log.exists() and log.read_text().count('eval') >= 2) and time.time() - t0 < 120:
@@ -130,7 +130,7 @@ def test_a_failing_setting_is_recorded_and_the_sweep_goes_on(cfg, tmp_path):
 
 
 def test_random_search_draws_from_ranges_and_bad_grids_are_one_line(cfg, tmp_path):
-    import sweep as sw
+    from tools import sweep as sw
     rng = __import__('random').Random(0)
     xs = [sw.draw(rng, ('range', 1e-4, 1e-2, True)) for _ in range(200)]
     assert all(1e-4 <= x <= 1e-2 for x in xs) and sum(x < 1e-3 for x in xs) > 60  # log-uniform: half below 1e-3
@@ -142,7 +142,7 @@ def test_random_search_draws_from_ranges_and_bad_grids_are_one_line(cfg, tmp_pat
 
 
 def test_pruning_stops_a_run(cfg, tmp_path, monkeypatch):
-    import sweep as sw
+    from tools import sweep as sw
     monkeypatch.setattr(sw, 'sweep_dir', str(tmp_path / 'sw'))
     monkeypatch.setattr(sw, 'poll_s', 0.2)
     monkeypatch.setenv('OMP_NUM_THREADS', '1')

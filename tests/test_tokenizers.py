@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-import load
-import prepare_bin
-import tokenizer as tk
+from nanoprobs import load
+from nanoprobs.prepare import prepare
+from nanoprobs.textsource import PrepareError
+from nanoprobs import tokenizer as tk
 from conftest import run_script, tiny_model, write_ckpt
 
 STORY = ("Once upon a time there was a little fox. The fox liked to run in the green wood.\n"
@@ -37,7 +38,7 @@ def upstream_meta(path):
 
 def test_char_round_trip_and_upstream_meta(tmp_path):
     path, docs = corpus(tmp_path)
-    prepare_bin.prepare(input=str(path), out_dir=str(tmp_path / 'd'), tokenizer='char', block_size=16,
+    prepare(input=str(path), out_dir=str(tmp_path / 'd'), tokenizer='char', block_size=16,
                         show_progress=False)
     n, encode, decode = upstream_meta(tmp_path / 'd' / 'meta.pkl')
     tok = tk.char_tokenizer(str(tmp_path / 'd' / 'meta.pkl'))
@@ -57,13 +58,13 @@ def test_char_round_trip_and_upstream_meta(tmp_path):
 
 def test_char_val_only_characters_error_or_unk(tmp_path):
     path, docs = corpus(tmp_path, tail='\n\nZebras queue at the jazz club ZZ.')
-    with pytest.raises(prepare_bin.PrepareError) as e:
-        prepare_bin.prepare(input=str(path), out_dir=str(tmp_path / 'd'), tokenizer='char', block_size=16,
+    with pytest.raises(PrepareError) as e:
+        prepare(input=str(path), out_dir=str(tmp_path / 'd'), tokenizer='char', block_size=16,
                             val_fraction=0.05, show_progress=False)
     msg = str(e.value)
     assert "'Z' (3x)" in msg and "'q' (1x)" in msg and "--char_unk" in msg and "val_fraction" in msg
     assert not (tmp_path / 'd').exists()  # nothing written
-    prepare_bin.prepare(input=str(path), out_dir=str(tmp_path / 'd'), tokenizer='char', block_size=16,
+    prepare(input=str(path), out_dir=str(tmp_path / 'd'), tokenizer='char', block_size=16,
                         val_fraction=0.05, char_unk='?', show_progress=False)
     tok = load.data_tokenizer(str(tmp_path / 'd'))
     val = tok.decode(np.fromfile(tmp_path / 'd' / 'val.bin', dtype=np.uint16).tolist())
@@ -90,9 +91,9 @@ def test_bpe_exact_and_deterministic(regex):
 
 def test_prepare_bpe_files_and_limits(tmp_path):
     path, docs = corpus(tmp_path)
-    with pytest.raises(prepare_bin.PrepareError, match='vocab_size=70000 must be .* at most 65,536'):
-        prepare_bin.prepare(input=str(path), out_dir=str(tmp_path / 'd'), tokenizer='bpe', vocab_size=70000)
-    prepare_bin.prepare(input=str(path), out_dir=str(tmp_path / 'd'), tokenizer='bpe', vocab_size=300,
+    with pytest.raises(PrepareError, match='vocab_size=70000 must be .* at most 65,536'):
+        prepare(input=str(path), out_dir=str(tmp_path / 'd'), tokenizer='bpe', vocab_size=70000)
+    prepare(input=str(path), out_dir=str(tmp_path / 'd'), tokenizer='bpe', vocab_size=300,
                         block_size=16, show_progress=False)
     import json
     info = json.loads((tmp_path / 'd' / 'prepare_info.json').read_text())
@@ -104,7 +105,7 @@ def test_prepare_bpe_files_and_limits(tmp_path):
     # the vocabulary is made from train only: a word only in val is not one token
     assert len(tok.encode(' 39')) > 1 or ' 39' not in ''.join(docs[:36])
     # then the same folder as characters: the stale tokenizer.json goes, so loaders cannot pick it up
-    prepare_bin.prepare(input=str(path), out_dir=str(tmp_path / 'd'), tokenizer='char', block_size=16,
+    prepare(input=str(path), out_dir=str(tmp_path / 'd'), tokenizer='char', block_size=16,
                         show_progress=False)
     assert sorted(os.listdir(tmp_path / 'd')) == ['meta.pkl', 'prepare_info.json', 'train.bin', 'val.bin']
 
@@ -139,7 +140,7 @@ def test_bits_per_byte_by_hand_for_each_tokenizer(tmp_path, gpt2_tok):
 def test_checkpoint_records_tokenizer_and_upstream_ones_use_the_dataset(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     path, docs = corpus(tmp_path)
-    prepare_bin.prepare(input=str(path), out_dir='data/s', tokenizer='bpe', vocab_size=300, block_size=16,
+    prepare(input=str(path), out_dir='data/s', tokenizer='bpe', vocab_size=300, block_size=16,
                         show_progress=False)
     tok = load.data_tokenizer('data/s')
     write_ckpt('up', tiny_model(vocab_size=300), config={'dataset': 's'})  # upstream: no 'tokenizer' key
@@ -158,7 +159,7 @@ def test_checkpoint_records_tokenizer_and_upstream_ones_use_the_dataset(tmp_path
 def test_train_sample_eval_end_to_end(tmp_path, kind):
     """prepare -> train.py -> (data folder moved away) sample.py and eval.py, all on the model's own tokens."""
     path, docs = corpus(tmp_path, n=30)
-    prepare_bin.prepare(input=str(path), out_dir=str(tmp_path / 'data' / 'st'), tokenizer=kind, vocab_size=300,
+    prepare(input=str(path), out_dir=str(tmp_path / 'data' / 'st'), tokenizer=kind, vocab_size=300,
                         block_size=32, show_progress=False)
     run_script('train.py', '--dataset=st', '--out_dir=out', '--n_layer=1', '--n_head=2', '--n_embd=32',
                '--block_size=32', '--batch_size=4', '--max_iters=4', '--eval_interval=2', '--eval_iters=1',

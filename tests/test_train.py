@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-import load
+from nanoprobs import load
 from configurator import UserError
 from conftest import ROOT, TINY, run_script, tiny_model
 from model import GPT, GPTConfig, MODEL_ARGS
@@ -324,7 +324,7 @@ def test_export_hf_logits_match_transformers(tmp_path, gelu, bias, vocab):
 
 def test_export_hf_script_writes_a_loadable_folder_with_tokenizer(tmp_path, tiny_ckpt, gpt2_tok):
     from transformers import AutoTokenizer
-    proc = run_script('export_hf.py', f'--out_dir={tiny_ckpt}', cwd=tmp_path)
+    proc = run_script('tools.export_hf', f'--out_dir={tiny_ckpt}', cwd=tmp_path)
     assert 'check: transformers\' logits match ours' in proc.stdout
     tok = AutoTokenizer.from_pretrained(tiny_ckpt / 'hf')
     text = "Once upon a time, naïve 🦊 said:\n\n  'hello'  <|endoftext|>The end."
@@ -342,10 +342,10 @@ def test_export_hf_character_level_and_bad_input(tmp_path, monkeypatch):
         pickle.dump(meta, f)
     from conftest import write_ckpt
     write_ckpt(tmp_path / 'out', tiny_model(vocab_size=len(chars)), config={'dataset': 'tiny_char'})
-    proc = run_script('export_hf.py', '--out_dir=out', cwd=tmp_path)
+    proc = run_script('tools.export_hf', '--out_dir=out', cwd=tmp_path)
     assert "check: transformers' logits match ours" in proc.stdout
     assert sorted(os.listdir(tmp_path / 'out' / 'hf'))[:1] == ['config.json']
-    bad = run_script('export_hf.py', '--out_dir=nowhere', cwd=tmp_path, check=False)
+    bad = run_script('tools.export_hf', '--out_dir=nowhere', cwd=tmp_path, check=False)
     assert bad.returncode == 1 and 'Traceback' not in bad.stderr and bad.stderr.startswith('error: no checkpoint at')
 
 

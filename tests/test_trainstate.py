@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-import trainstate
+from nanoprobs import trainstate
 from configurator import UserError
 
 

@@ -40,7 +40,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
 
 import requests  # noqa: E402
 
-from prepare_bin import PrepareError, prepare  # noqa: E402
+from nanoprobs.textsource import PrepareError
+from nanoprobs.prepare import prepare  # noqa: E402
 
 # -----------------------------------------------------------------------------
 input: str = ''                # an existing corpus (file, folder or glob) to use instead of the books below

@@ -8,8 +8,8 @@ import math
 import os
 import re
 
-from load import byte_text
-from scores import RESULTS_FORMAT, EvalDataError, EvalRun
+from nanoprobs.load import byte_text
+from nanoprobs.scores import RESULTS_FORMAT, EvalDataError, EvalRun
 
 JOIN_MODES = ('auto', 'none', 'space')
 

@@ -46,7 +46,7 @@ seed: int = 1337
 configure(globals())
 # -----------------------------------------------------------------------------
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository: sample.py is there
 
 HF_SCRIPT = """
 import sys, tiktoken, torch
@@ -76,7 +76,7 @@ def timed(cmd):
     """Wall and CPU seconds of one whole process (its output is checked, not shown)."""
     t0, c0 = time.perf_counter(), cpu_of_children()
     env = {**os.environ, 'OMP_NUM_THREADS': str(threads)} if threads else None
-    proc = subprocess.run(cmd, cwd=HERE, capture_output=True, text=True, env=env)
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
     secs, cpu = time.perf_counter() - t0, cpu_of_children() - c0
     if proc.returncode != 0:
         sys.exit(f"{' '.join(cmd[:3])} ... failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")

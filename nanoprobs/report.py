@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
 from configurator import UserError
-from formatting import format_prob, format_ratio
-from scores import PairResult, format_ppl, perplexity
+from nanoprobs.formatting import format_prob, format_ratio
+from nanoprobs.scores import PairResult, format_ppl, perplexity
 
 
 def arrow(d):
@@ -394,7 +394,7 @@ def _remove_stale(folder):
 def write_results(run, c, results_dir, name, show=False, html=False):
     """results/eval_<name>.json/.csv/.md/.png (+ _tokens.png when comparing, + .html for the browser
     report, made from the .json's own text: the same numbers): one run's set, or nothing."""
-    import plots
+    from nanoprobs import plots
     try:
         os.makedirs(results_dir, exist_ok=True)
     except OSError as e:
@@ -423,7 +423,7 @@ def write_results(run, c, results_dir, name, show=False, html=False):
             items, path, f"tokens whose probability changed most: {c.before.model} → {run.model}",
             show=show)
     if html:
-        import html_report
+        from nanoprobs import html_report
         page, _ = html_report.render(html_report.eval_page(json.loads(texts['.json'])))
         writers[base + '.html'] = text_writer(page)  # write_all gives it a temporary name, like the others
     # a set without a tokens chart or a page removes an earlier run's one: no file from another run stays

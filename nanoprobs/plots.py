@@ -12,7 +12,7 @@ import os
 import re
 from dataclasses import dataclass
 
-from formatting import format_prob, format_ratio
+from nanoprobs.formatting import format_prob, format_ratio
 
 # -----------------------------------------------------------------------------
 # shared helpers

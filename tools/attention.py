@@ -57,8 +57,8 @@ dtype: str = 'float32'  # float32 weights read best; 'auto' = bfloat16/float16 o
 
 
 def main():
-    from load import encode_prompt, load_model
-    import plots
+    from nanoprobs.load import encode_prompt, load_model
+    from nanoprobs import plots
 
     loaded = load_model(init_from, out_dir, device, dtype)
     bs = loaded.model.config.block_size

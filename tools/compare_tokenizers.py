@@ -29,7 +29,7 @@ import sys
 import time
 
 from configurator import UserError
-from report import text_writer, write_all
+from nanoprobs.report import text_writer, write_all
 
 # -----------------------------------------------------------------------------
 input: str = 'data/children_stories/input.txt'  # the corpus (file, folder or glob), as prepare_bin.py --input
@@ -56,7 +56,7 @@ device: str = 'cpu'
 seed: int = 1337
 # -----------------------------------------------------------------------------
 
-ROOT = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository: train.py is there
 EOT = '<|endoftext|>'
 
 
@@ -86,39 +86,41 @@ def specs(value, setting):
 def read_split(input, val_fraction):
     """(train text bytes, val text) split as prepare_bin.py --tokenizer=char|bpe splits: documents joined
     with <|endoftext|>."""
-    import prepare_bin
+    from nanoprobs.prepare import split_docs
+    from nanoprobs.textsource import PrepareError, Source, file_pieces, resolve_inputs
     try:
-        paths = prepare_bin.resolve_inputs(input)
-    except prepare_bin.PrepareError as e:
+        paths = resolve_inputs(input)
+    except PrepareError as e:
         hint = (" (make it with python data/children_stories/prepare.py, or give --input=)"
                 if input == 'data/children_stories/input.txt' else '')
         raise UserError(f"{e}{hint}") from None
-    sources = [prepare_bin.Source(p) for p in paths]
-    docs = [d for d in prepare_bin.file_pieces(paths, sources)]
+    sources = [Source(p) for p in paths]
+    docs = [d for d in file_pieces(paths, sources)]
     whole = []
     for text, ends, si in docs:  # pieces of one document back together
         if whole and not whole[-1][1]:
             whole[-1] = (whole[-1][0] + text, ends, si)
         else:
             whole.append((text, ends, si))
-    train, val = prepare_bin.split_docs(whole, val_fraction)
+    train, val = split_docs(whole, val_fraction)
     return sum(len(t.encode('utf-8')) for t, _, _ in train), ''.join(t + EOT * e for t, e, _ in val)
 
 
 def prepare(name, spec, folder):
     """The tokenizer's data (skipped when prepare_info.json says it was made with the same settings)."""
-    import prepare_bin
-    from load import data_tokenizer, gpt2_tokenizer
+    from nanoprobs.prepare import prepare
+    from nanoprobs.textsource import PrepareError
+    from nanoprobs.load import data_tokenizer, gpt2_tokenizer
     key = dict(spec, input=os.path.abspath(input), val_fraction=val_fraction)
     info_path = os.path.join(folder, 'prepare_info.json')
     if not (os.path.exists(info_path) and read_json(info_path).get('compare') == key):
         print(f"--- {name}: preparing {folder}")
         try:
-            prepare_bin.prepare(input=input, out_dir=folder, val_fraction=val_fraction, block_size=block_size,
+            prepare(input=input, out_dir=folder, val_fraction=val_fraction, block_size=block_size,
                                 tokenizer=spec['kind'], vocab_size=spec['vocab_size'] or 4096,
                                 bpe_regex=spec['bpe_regex'], text_split=True, show_progress=False,
                                 extra={'compare': key})
-        except prepare_bin.PrepareError as e:
+        except PrepareError as e:
             raise UserError(str(e)) from None
     info = read_json(info_path)
     tok = data_tokenizer(folder) or gpt2_tokenizer()
@@ -167,9 +169,9 @@ def run_training(name, tok, folder, bpt_train, model_dir):
 def evaluate(name, spec, tok, folder, info, train_bytes, val_text):
     """Train and evaluate one tokenizer's model, or read the result of a finished run."""
     import torch
-    from decoding import make_generator
-    from heldout import evaluate_val
-    from load import load_model
+    from nanoprobs.sampling import make_generator
+    from nanoprobs.heldout import evaluate_val
+    from nanoprobs.load import load_model
     model_dir = os.path.join(work_dir, name, 'model')
     key = dict(spec, budget_mb=budget_mb, n_layer=n_layer, n_head=n_head, n_embd=n_embd,
                block_size=block_size, batch_size=batch_size, learning_rate=learning_rate,
@@ -254,7 +256,7 @@ def markdown(stats, runs):
 
 
 def main():
-    import plots
+    from nanoprobs import plots
     stat_specs = specs(tokenizers, 'tokenizers')
     train_specs = specs(train_tokenizers, 'train_tokenizers') if train else {}
     if not 0 < val_fraction < 1:

@@ -20,9 +20,9 @@ import os
 import torch
 
 from configurator import UserError
-from load import encode_prompt
-from decoding import make_generator
-from formatting import format_prob
+from nanoprobs.load import encode_prompt
+from nanoprobs.sampling import make_generator
+from nanoprobs.formatting import format_prob
 
 
 def read_prompts(spec):
@@ -113,9 +113,9 @@ dtype: str = 'float32'  # probabilities are most exact in float32; 'auto' = bflo
 
 
 def main():
-    from load import load_model
-    from decoding import check_sampling
-    from plots import file_tag, model_label
+    from nanoprobs.load import load_model
+    from nanoprobs.sampling import check_sampling
+    from nanoprobs.plots import file_tag, model_label
 
     check_sampling(temperature, top_k, top_p)
     if num_samples < 1 or max_new_tokens < 1:

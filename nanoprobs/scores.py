@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import torch
 
 from configurator import UserError
-from formatting import format_prob
+from nanoprobs.formatting import format_prob
 
 RESULTS_FORMAT = 'nanogpt-eval/1'  # the "format" of results/eval_<name>.json
 

@@ -8,7 +8,7 @@ import os
 from contextlib import nullcontext
 
 from configurator import UserError
-from scores import EvalDataError, ValResult
+from nanoprobs.scores import EvalDataError, ValResult
 
 
 def check_val_path(path):

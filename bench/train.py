@@ -40,7 +40,7 @@ data_dir = ''  # a folder with train.bin/val.bin; '' = random GPT-2 token ids in
 from configurator import UserError, configure, run_main  # noqa: E402
 configure(globals())
 
-ROOT = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository: train.py is there
 ITER = re.compile(r'^iter (\d+): loss ([\d.naif]+), time ([\d.]+)ms')
 
 

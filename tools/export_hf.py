@@ -23,7 +23,7 @@ import tempfile
 
 import torch
 
-from load import load_model
+from nanoprobs.load import load_model
 
 # -----------------------------------------------------------------------------
 init_from = 'resume'  # 'resume' (out_dir/ckpt.pt), a checkpoint file/folder, 'gpt2*' or a Hugging Face folder

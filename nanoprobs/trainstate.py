@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from configurator import UserError
-from load import checkpoint_dict
+from nanoprobs.load import checkpoint_dict
 
 CKPT, LAST = 'ckpt.pt', 'ckpt_last.pt'  # the best (or latest) state, and the latest when it is not the best
 LOG_FIELDS = ['iter', 'tokens', 'train_loss', 'val_loss', 'lr', 'kind', 'elapsed_s']

@@ -11,44 +11,9 @@ distribution (beam search is deterministic). length_penalty=1 ranks by mean log-
 total log-prob, which favours short beams. Beams end at <|endoftext|> (--stop_at_eot=False to not stop)
 or after max_new_tokens. See beam_search in decoding.py for the exact rules.
 
-print_beams() is what sample.py --num_beams=N calls too, after decoding.greedy_and_beams().
+The search and its report live in nanoprobs/beams.py; sample.py --num_beams=N prints the same report.
 """
 
-from formatting import format_prob
-
-
-def score_text(logprob, n, length_penalty):
-    """The score as arithmetic: '-12.34 / 7^1.0 = -1.763'."""
-    return f"{logprob:.2f} / {n}^{float(length_penalty)} = {logprob / n ** length_penalty:.3f}"
-
-
-def print_beams(beams, greedy, tok, length_penalty=None):
-    """Print beams (GPT.beam_search's list of Beam, best first) ranked with their scores as arithmetic,
-    then the greedy continuation (a Sample from generate(temperature=0), or None) scored the same way."""
-    if not beams:
-        print("beam search: no beam finished (no_repeat_ngram_size banned every continuation)")
-        return
-    alpha = beams[0].length_penalty if length_penalty is None else length_penalty
-    print(f"beam search: {len(beams)} finished beams, ranked by score = sum of log-probs / "
-          f"tokens^{float(alpha)} (natural logs, model distribution)")
-    width = max(len(score_text(b.logprob, len(b.tokens), alpha)) for b in beams)
-    for r, b in enumerate(beams, 1):
-        end = 'stop token' if b.stopped else 'max_new_tokens'
-        print(f"{r:2d}. score {score_text(b.logprob, len(b.tokens), alpha):<{width}}  "
-              f"p = {format_prob(b.logprob)}  ({len(b.tokens)} tokens, ended at {end})")
-        print(f"    {tok.display(b.tokens)!r}")
-    if greedy is None:
-        return
-    n = len(greedy.tokens)
-    print(f"greedy (temperature 0): p = {format_prob(greedy.logprob)} under the model distribution, "
-          f"score {score_text(greedy.logprob, n, alpha) if n else 'n/a (no tokens)'}")
-    print(f"    {tok.display(greedy.tokens)!r}")
-    if n:
-        best, g = beams[0].score, greedy.logprob / n ** alpha
-        among = any(b.tokens == greedy.tokens for b in beams)
-        verdict = 'equals' if beams[0].tokens == greedy.tokens else 'beats' if best > g else 'scores below'
-        print(f"the best beam {verdict} greedy ({best:.3f} vs {g:.3f}); greedy is "
-              f"{'' if among else 'not '}among the beams")
 
 
 # -----------------------------------------------------------------------------
@@ -67,8 +32,8 @@ dtype: str = 'auto'  # 'auto', 'float32', 'bfloat16', 'float16', 'float64'
 
 
 def main():
-    from decoding import greedy_and_beams
-    from load import encode_prompt, load_model
+    from nanoprobs.beams import greedy_and_beams, print_beams
+    from nanoprobs.load import encode_prompt, load_model
 
     loaded = load_model(init_from, out_dir, device, dtype)
     ids = encode_prompt(loaded.tok, start)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from decoding import f64
+from nanoprobs.sampling import f64
 from model import Capture
 
 
@@ -61,8 +61,8 @@ dtype: str = 'float32'  # 'auto' = bfloat16/float16 on CUDA
 
 
 def main():
-    from load import encode_prompt, load_model
-    from plots import file_tag, logit_lens_table, model_label, prob_text, token_label
+    from nanoprobs.load import encode_prompt, load_model
+    from nanoprobs.plots import file_tag, logit_lens_table, model_label, prob_text, token_label
 
     loaded = load_model(init_from, out_dir, device, dtype)
     bs = loaded.model.config.block_size

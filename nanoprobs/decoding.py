@@ -1,22 +1,23 @@
 """
-Decoding with a GPT: what generate() and score() return, the sampling math, one-pass scoring, beam search.
+Decoding with a GPT: what generate() and score() return, the KV cache, generation and one-pass scoring.
 
 Two distributions, always named the same way:
 - the *model* distribution: softmax(logits), temperature 1, no top-k/top-p: what the model believes.
 - the *sampling* distribution: softmax(logits / temperature) after top-k / top-p filtering: what the
   token was actually drawn from. temperature=0 means greedy (all mass on the argmax).
-Log-probabilities are natural logs, computed and summed in float64.
+Log-probabilities are natural logs, computed and summed in float64 (the math is in sampling.py).
 
-model.py's GPT.generate(), GPT.score() and GPT.beam_search() call the functions here.
+model.py's GPT.generate() and GPT.score() forward to the functions here; this file never imports model.py
+(it takes the model as an argument), so the network does not depend on its decoding.
 """
 
 import math
-import time
 from dataclasses import dataclass
 
 import torch
 
-from model import KVCache
+from nanoprobs.sampling import (check_ids, check_sampling, device64, distributions, draw, entropy, f64,
+                                sampling_logprobs)
 
 # -----------------------------------------------------------------------------
 # What generate() and score() return
@@ -113,118 +114,44 @@ class Beam(_Tokens):
 
 
 # -----------------------------------------------------------------------------
-# Checks, where float64 math runs, the two distributions, sampling, per-token statistics
+# The KV cache: GPT.forward(cache=...) appends each layer's keys and values to it
 
-def device64(device):
-    """Where float64 math runs for tensors on `device`: the device itself, or the CPU for Apple MPS,
-    which has no float64."""
-    device = torch.device(device)
-    return torch.device('cpu') if device.type == 'mps' else device
+class KVCache:
+    """Keys and values of every layer for the tokens seen so far, preallocated to block_size.
 
+    pos is the number of cached positions; the next token fed to the model gets position `pos`."""
 
-def f64(x):
-    """x as float64 for log-space math, where device64 says (no copy if it already is)."""
-    return x.to(device64(x.device), torch.float64)
+    def __init__(self, config, batch_size, device, dtype):
+        hs = config.n_embd // config.n_head
+        shape = (config.n_layer, batch_size, config.n_head, config.block_size, hs)
+        self.k = torch.empty(shape, device=device, dtype=dtype)
+        self.v = torch.empty(shape, device=device, dtype=dtype)
+        self.pos = 0
 
+    def update(self, layer, k, v):
+        """Store k, v (B, nh, T, hs) of `layer` at the current position; return all cached ones
+        (B, nh, pos+T, hs)."""
+        T = k.size(2)
+        self.k[layer, :, :, self.pos:self.pos + T] = k
+        self.v[layer, :, :, self.pos:self.pos + T] = v
+        return self.k[layer, :, :, :self.pos + T], self.v[layer, :, :, :self.pos + T]
 
-def make_generator(device, seed):
-    """A seeded torch.Generator for generate(): where the draws happen (device64 of the model's device)."""
-    return torch.Generator(device=device64(device)).manual_seed(seed)
-
-
-def check_ids(ids, vocab_size, name):
-    """Raise ValueError naming `name` unless ids is a non-empty list of token ids in [0, vocab_size)."""
-    if not isinstance(ids, (list, tuple)):
-        raise ValueError(f"{name} must be a list of token ids, got {type(ids).__name__}")
-    if not ids:
-        raise ValueError(f"{name} is empty: give at least one token id")
-    bad = [t for t in ids if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < vocab_size]
-    if bad:
-        raise ValueError(f"{name} has ids outside the vocabulary [0, {vocab_size}): {bad[:5]}")
-
-
-def check_sampling(temperature=1.0, top_k=None, top_p=None):
-    """Raise ValueError naming the setting if a sampling value makes no sense."""
-    if temperature is None or not isinstance(temperature, (int, float)) or math.isnan(temperature) \
-            or temperature < 0 or math.isinf(temperature):
-        raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy), got {temperature!r}")
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0):
-        raise ValueError(f"top_k must be an int >= 0 (0 or None = off), got {top_k!r}")
-    if top_p is not None and (not isinstance(top_p, (int, float)) or math.isnan(top_p)
-                              or not 0 < top_p <= 1):
-        raise ValueError(f"top_p must be in (0, 1] (1 or None = off), got {top_p!r}")
+    def reorder(self, index):
+        """Keep batch rows `index` (B',): beam search moves each beam's history along with it.
+        Only the filled positions are copied (the buffers are preallocated to block_size)."""
+        p = self.pos
+        for name in ('k', 'v'):
+            old = getattr(self, name)
+            if old.size(1) == len(index):
+                old[:, :, :, :p] = old[:, index, :, :p]  # the right side is a copy: safe in place
+            else:  # the number of rows changes (one prompt row becomes num_beams beams)
+                new = old.new_empty(old.shape[:1] + (len(index),) + old.shape[2:])
+                new[:, :, :, :p] = old[:, index, :, :p]
+                setattr(self, name, new)
 
 
-def is_model_distribution(temperature=1.0, top_k=None, top_p=None):
-    """True when these settings sample from the model distribution itself (T=1, no top-k, no top-p)."""
-    return temperature == 1 and not top_k and (top_p is None or top_p >= 1)
-
-
-def sampling_logprobs(logits, temperature=1.0, top_k=None, top_p=None):
-    """Log-probabilities (float64) of the sampling distribution for logits (..., V).
-
-    temperature 0 = greedy (log 1 on the argmax, -inf elsewhere); top_k 0/None = off (clamped to V);
-    top_p 1/None = off, else keep the smallest set of most likely tokens whose mass reaches top_p."""
-    logits = f64(logits)
-    if temperature == 0:
-        lp = torch.full_like(logits, float('-inf'))
-        return lp.scatter_(-1, logits.argmax(-1, keepdim=True), 0.0)
-    logits = logits / temperature
-    if top_k:
-        v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
-        logits = logits.masked_fill(logits < v[..., [-1]], float('-inf'))
-    lp = logits.log_softmax(-1)
-    if top_p is not None and top_p < 1:
-        sorted_lp, order = lp.sort(-1, descending=True)
-        cum = sorted_lp.exp().cumsum(-1)
-        drop = (cum - sorted_lp.exp()) >= top_p  # mass before this token already reaches top_p
-        drop = torch.zeros_like(drop).scatter(-1, order, drop)  # back to vocabulary order
-        lp = lp.masked_fill(drop, float('-inf')).log_softmax(-1)
-    return lp
-
-
-def sample(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
-    """Draw one token id per row of logits (B, V). Returns (ids (B,), sampling log-probs (B, V) float64)."""
-    lp = sampling_logprobs(logits, temperature, top_k, top_p)
-    return draw(lp, temperature, generator), lp
-
-
-def draw(lp, temperature, generator=None):
-    """One token id (B,) per row of sampling log-probs lp (B, V) float64; the argmax when temperature is 0.
-
-    generator: one torch.Generator for every row, or a list of B generators, one per row: row b then
-    draws from its own stream, so what it gets does not depend on the other rows in the batch."""
-    if temperature == 0:
-        return lp.argmax(-1)
-    # inverse-CDF draw: the first token whose cumulative probability exceeds a uniform u. Same
-    # distribution as torch.multinomial, ~10x cheaper on CPU over a 50k vocabulary; a token of
-    # probability 0 is never drawn (its CDF step is empty)
-    cdf = lp.exp().cumsum(-1)  # (B, V)
-    if isinstance(generator, (list, tuple)):
-        if len(generator) != cdf.size(0):
-            raise ValueError(f"{len(generator)} generators for a batch of {cdf.size(0)} rows: "
-                             "give one per row")
-        u = torch.cat([torch.rand(1, 1, generator=g, dtype=cdf.dtype, device=cdf.device) for g in generator])
-    else:
-        u = torch.rand(cdf.size(0), 1, generator=generator, dtype=cdf.dtype, device=cdf.device)  # (B, 1)
-    u = torch.minimum(u * cdf[:, -1:], cdf[:, -1:] * (1 - 1e-12))  # never at or past the total
-    return torch.searchsorted(cdf, u, right=True).squeeze(-1)
-
-
-def entropy(lp):
-    """Entropy in nats of the distributions whose log-probs are lp (..., V); 0 log 0 counts as 0."""
-    return (-(lp.exp() * lp.nan_to_num(neginf=0.0)).sum(-1)).clamp_min(0.0)
-
-
-def distributions(logits, temperature=1.0, top_k=None, top_p=None):
-    """Log-probs (N, V) float64 of logits (N, V) under the model and the sampling distribution:
-    (model_lp, sample_lp), one and the same tensor when the settings sample from the model itself."""
-    logits = f64(logits)
-    model_lp = logits.log_softmax(-1)
-    if is_model_distribution(temperature, top_k, top_p):
-        return model_lp, model_lp
-    return model_lp, sampling_logprobs(logits, temperature, top_k, top_p)
-
+# -----------------------------------------------------------------------------
+# Per-token statistics, generation and scoring
 
 def token_stats(model_lp, sample_lp, chosen, details=0):
     """What generate() and score() report about the chosen ids (N,), given both distributions' log-probs
@@ -245,9 +172,6 @@ def token_stats(model_lp, sample_lp, chosen, details=0):
         steps = [Step(*row) for row in zip(*(c.cpu().tolist() for c in cols))]
     return lp, sample_lp_chosen, rank, top1, steps
 
-
-# -----------------------------------------------------------------------------
-# Generation and scoring
 
 def next_logits(model, idx, cache):
     """Logits (B, V) for the token after idx (B, T), the context upstream's generate would use:
@@ -410,143 +334,3 @@ def score(model, prompts, responses, temperature=1.0, top_k=None, top_p=None, de
                           steps=steps[k:k + n] if details else None))
         k += n
     return out
-
-
-# -----------------------------------------------------------------------------
-# Beam search
-
-@torch.inference_mode()
-def beam_search(model, idx, max_new_tokens, num_beams=4, length_penalty=1.0, no_repeat_ngram_size=0,
-                stop_token=None, early_stopping=False):
-    """Deterministic beam search from one prompt. Returns the finished beams (list of `Beam`), best first.
-
-    idx: the prompt, a (1, T) LongTensor or a list of token ids.
-    Every step extends each live beam by every token and keeps the num_beams extensions with the
-    highest total log-probability (model distribution, float64). A beam finishes when it produces
-    stop_token (kept in its tokens, as generate() does) or after max_new_tokens tokens.
-    Finished beams are ranked by
-        score = sum of the generated tokens' log-probs / (number of generated tokens) ** length_penalty
-    (a stop token counts in both): length_penalty 1 ranks by mean log-prob per token, 0 by total
-    log-prob (which favours short beams), > 1 favours longer ones still.
-    no_repeat_ngram_size n > 0: no n-gram occurs twice in prompt + beam (tokens that would repeat
-        one are banned), as Hugging Face does.
-
-    Finished hypotheses and stopping are Hugging Face's (transformers' generate(num_beams=...),
-    whose beams this returns token for token; tests/test_inspect.py checks it):
-    - each step ranks the 2 * num_beams best candidates; a stop token among the best num_beams of
-      them finishes that beam; the num_beams best other candidates live on;
-    - at the last step (max_new_tokens) the best num_beams candidates all finish;
-    - at most num_beams finished beams are kept, the best by score;
-    - early_stopping=True: stop once num_beams beams have finished. False (the default): also stop
-      once the best live beam, scored at its current length, cannot beat the worst finished one
-      (a heuristic). 'never': stop only when no live beam can beat it at any length (exact).
-    The length in the score counts generated tokens (not the prompt), the stop token included, as
-    in transformers' current beam search: score is exactly sum(logprobs) / len(tokens) ** length_penalty.
-    Fewer than num_beams beams come back only when no_repeat_ngram_size bans every continuation.
-    num_beams=1 is greedy decoding: the same tokens as generate(temperature=0).
-
-    Uses the KV cache (num_beams rows, reordered as beams move); past block_size the cropped
-    window is recomputed every step, as generate() does."""
-    if torch.is_tensor(idx):
-        if idx.dim() == 2 and idx.size(0) != 1:
-            raise ValueError(f"beam_search takes one prompt, got a batch of {idx.size(0)}: "
-                             "idx must be (1, T)")
-        prompt = idx.reshape(-1).tolist()
-    else:
-        prompt = list(idx) if isinstance(idx, (list, tuple)) else idx
-    V = model.config.vocab_size
-    check_ids(prompt, V, "the prompt")
-    for name, val, lo in (('max_new_tokens', max_new_tokens, 1), ('num_beams', num_beams, 1),
-                          ('no_repeat_ngram_size', no_repeat_ngram_size, 0)):
-        if isinstance(val, bool) or not isinstance(val, int) or val < lo:
-            raise ValueError(f"{name} must be an int >= {lo}, got {val!r}")
-    if isinstance(length_penalty, bool) or not isinstance(length_penalty, (int, float)) \
-            or not math.isfinite(length_penalty):
-        raise ValueError(f"length_penalty must be a finite number, got {length_penalty!r}")
-    if early_stopping not in (True, False, 'never'):
-        raise ValueError(f"early_stopping must be True, False or 'never', got {early_stopping!r}")
-
-    device = model.lm_head.weight.device
-    T0, bs = len(prompt), model.config.block_size
-    seqs = torch.tensor([prompt], device=device)  # (nb, T0 + t): live beams, one at first
-    dev64 = device64(device)
-    lps = torch.zeros(1, 0, dtype=torch.float64, device=dev64)  # (nb, t) per-token log-probs
-    sums = torch.zeros(1, dtype=torch.float64, device=dev64)  # (nb,) total log-prob of each beam
-    cache = KVCache(model.config, 1, device, model.lm_head.weight.dtype)
-    finished = []  # Beams, best first, at most num_beams
-
-    def finish(row_lps, tokens, stopped):
-        n = len(tokens)
-        b = Beam(prompt=list(prompt), tokens=tokens, logprobs=row_lps.cpu(),
-                 score=float(row_lps.sum()) / n ** length_penalty, length_penalty=length_penalty,
-                 stopped=stopped)
-        finished.append(b)
-        finished.sort(key=lambda h: -h.score)  # stable: on a tie the earlier beam stays ahead
-        del finished[num_beams:]
-
-    for t in range(max_new_tokens):
-        lp = f64(next_logits(model, seqs, cache)).log_softmax(-1)  # (nb, V) model distribution
-        cand = sums[:, None] + lp  # (nb, V) total log-prob of every extension
-        if no_repeat_ngram_size:
-            for b, row in enumerate(seqs.tolist()):
-                banned = _ngram_bans(row, no_repeat_ngram_size)
-                if banned:
-                    cand[b, banned] = float('-inf')
-        top, flat = cand.view(-1).topk(min(2 * num_beams, cand.numel()))  # best first
-        last = t == max_new_tokens - 1  # every candidate ends here
-        keep_b, keep_t = [], []
-        for rank, (s, f) in enumerate(zip(top.tolist(), flat.tolist())):
-            if s == float('-inf') or (last and rank == num_beams):
-                break
-            b, tk = divmod(f, V)
-            if tk == stop_token or last:
-                if rank < num_beams:  # an ending below the top num_beams candidates is dropped, as in HF
-                    tokens = seqs[b, T0:].tolist() + [tk]
-                    finish(torch.cat((lps[b], lp[b, tk:tk + 1])), tokens, tk == stop_token)
-                continue
-            keep_b.append(b)
-            keep_t.append(tk)
-            if len(keep_b) == num_beams:
-                break
-        if not keep_b:  # the last step, or every extension banned or stopped
-            break
-        bi, ti = torch.tensor(keep_b, device=dev64), torch.tensor(keep_t, device=dev64)
-        new_lp = lp[bi, ti]  # (nb,)
-        lps = torch.cat((lps[bi], new_lp[:, None]), dim=1)
-        sums = sums[bi] + new_lp
-        bi, ti = bi.to(device), ti.to(device)
-        seqs = torch.cat((seqs[bi], ti[:, None]), dim=1)
-        if seqs.size(1) <= bs:
-            cache.reorder(bi)  # each beam takes its parent's keys and values along
-        if len(finished) == num_beams:
-            if early_stopping is True:
-                break
-            # can a live beam still beat the worst finished one? Its total log-prob can only fall, so
-            # 'never' bounds its score at the length that maximises it (exact); False assumes the
-            # current length, t + 1 tokens (Hugging Face's heuristic)
-            n = max_new_tokens if early_stopping == 'never' and length_penalty > 0 else t + 1
-            if finished[-1].score >= float(sums.max()) / n ** length_penalty:
-                break
-    return finished
-
-
-def greedy_and_beams(model, prompt, max_new_tokens, num_beams=4, length_penalty=1.0, no_repeat_ngram_size=0,
-                     stop_token=None, early_stopping=False):
-    """Greedy decoding and beam search from one prompt (token ids), what beam.py and sample.py
-    --num_beams print side by side (beam.print_beams). Returns (the greedy Sample, the Beams best
-    first, (greedy seconds, beam search seconds))."""
-    x = torch.tensor([prompt], dtype=torch.long, device=model.lm_head.weight.device)  # (1, T)
-    t0 = time.time()
-    greedy = generate(model, x, max_new_tokens, temperature=0, stop_token=stop_token)[0]
-    t1 = time.time()
-    beams = beam_search(model, prompt, max_new_tokens, num_beams, length_penalty, no_repeat_ngram_size,
-                        stop_token, early_stopping)
-    return greedy, beams, (t1 - t0, time.time() - t1)
-
-
-def _ngram_bans(seq, n):
-    """Token ids that would complete an n-gram already in seq (a list of ids): what no_repeat_ngram bans."""
-    if len(seq) < n - 1:
-        return []
-    prefix = seq[len(seq) - n + 1:]
-    return [seq[i + n - 1] for i in range(len(seq) - n + 1) if seq[i:i + n - 1] == prefix]

@@ -61,7 +61,7 @@ poll_s = 1.0  # how often a running run's log.csv is read for new evals (optuna 
 # -----------------------------------------------------------------------------
 OWN = [k for k, v in list(globals().items())
        if not k.startswith('_') and isinstance(v, (int, float, bool, str))]
-TRAIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'train.py')
+TRAIN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'train.py')  # ../train.py
 DONE = ('done', 'failed', 'pruned')
 
 
@@ -341,7 +341,7 @@ def report(space, train_args):
     cmd = 'python sweep.py ' + ' '.join(sys.argv[1:])
     with open(os.path.join(sweep_dir, 'results.md'), 'w') as f:
         f.write(f"# Sweep results\n\n`{cmd}`\n\n{table}\n")
-    from plots import sweep_curves, sweep_values
+    from nanoprobs.plots import sweep_curves, sweep_values
     ok = [r for r in rows if r['best_val_loss'] is not None]
     if ok:
         name = os.path.basename(os.path.abspath(sweep_dir))

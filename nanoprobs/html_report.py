@@ -1,7 +1,7 @@
 """
 One self-contained HTML page of every probability: results as the page's data, assets inlined.
 
-    from html_report import sample_page, eval_page, write_html
+    from nanoprobs.html_report import sample_page, eval_page, write_html
     write_html(sample_page(samples, tok, settings), 'results/sample_x/index.html')   # decoding.Sample list
     write_html(eval_page(json.load(open('results/eval_gpt2.json'))), 'results/eval_gpt2.html')
 
@@ -20,7 +20,7 @@ import math
 import os
 import re
 
-from formatting import format_prob, format_ratio
+from nanoprobs.formatting import format_prob, format_ratio
 
 WEB = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'web')
 FORMAT = 'nanogpt-report/1'
@@ -43,7 +43,7 @@ def nats(x):
 
 def sampling_text(temperature, top_k=None, top_p=None):
     """'T=0.8, top-k 200, top-p 0.9' (the wording of the charts' legends)."""
-    import plots
+    from nanoprobs import plots
     return plots.sampling_text(temperature, top_k, top_p)
 
 
@@ -109,7 +109,7 @@ def beam_page(L, beams, greedy, settings, k=10):
     their top-k candidates from one more scoring pass (beam search keeps no Steps). Each token's own
     log-prob is the one beam search summed; there is no sampling distribution (beam search is
     deterministic)."""
-    from decoding import score
+    from nanoprobs.decoding import score
     seqs = [b for b in list(beams) + [greedy] if b is not None and b.tokens]
     with L.ctx:
         scored = score(L.model, [b.prompt for b in seqs], [b.tokens for b in seqs], details=k) if seqs else []
