@@ -21,7 +21,7 @@ Upstream nanoGPT's sample.py, with its settings and defaults (device and dtype d
 - fixed_response: score a given response after the prompt instead of sampling (same output and charts);
 - compare_temperatures: one step's distribution under several temperatures, side by side (temperatures.png);
 - num_beams=N: deterministic beam search (model.GPT.beam_search), its beams ranked with their scores shown
-  as arithmetic, next to the greedy continuation and its probability (see beam.py).
+  as arithmetic, next to the greedy continuation and its probability (see tools/beam.py).
 - html=True (the default): results_dir/sample_<date-time>/index.html, every token shaded by probability
   with its top candidates on hover, one self-contained page (html_report.py; serve.py is the live version).
 The samples are generated together, batch_size at a time, as the rows of one batch through the KV cache;

@@ -2,9 +2,9 @@
 Benchmark generation speed: our KV-cached generate() against transformers' generate() and upstream
 nanoGPT's uncached loop, on the same weights, side by side in one run. Prints tokens/s and ratios.
 
-    python bench_generate.py                                  # GPT-2 124M shape, random weights, CPU float32
-    python bench_generate.py --upstream_dir=/path/to/nanoGPT  # run upstream's own model.py as the baseline
-    python bench_generate.py --max_new_tokens=64 --n_layer=4  # quicker
+    python -m bench.generate                                  # GPT-2 124M shape, random weights, CPU float32
+    python -m bench.generate --upstream_dir=/path/to/nanoGPT  # run upstream's own model.py as the baseline
+    python -m bench.generate --max_new_tokens=64 --n_layer=4  # quicker
 
 Without --upstream_dir (a checkout of karpathy/nanoGPT) the uncached baseline is our own
 generate(use_cache=False), which recomputes the whole context every step exactly as upstream does.

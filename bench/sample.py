@@ -1,9 +1,9 @@
 """
 Benchmark sample.py as a user runs it: whole processes, side by side in one run, on the same weights.
 
-    python bench_sample.py                                  # GPT-2 124M shape, random weights, CPU float32
-    python bench_sample.py --max_new_tokens=64 --n_layer=4  # quicker
-    python bench_sample.py --one_at_a_time=False            # only sample.py and transformers
+    python -m bench.sample                                  # GPT-2 124M shape, random weights, CPU float32
+    python -m bench.sample --max_new_tokens=64 --n_layer=4  # quicker
+    python -m bench.sample --one_at_a_time=False            # only sample.py and transformers
 
 Each round runs, one after the other (so a busy machine slows each alike):
 - `python sample.py` drawing num_samples samples together (batch_size = num_samples), printing each

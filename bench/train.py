@@ -4,8 +4,8 @@ train the same model (GPT-2 124M shape from scratch, batch 4 x 256, float32, no 
 one after the other, and the time between their "iter N" log lines gives tokens per second.
 
 $ git clone https://github.com/karpathy/nanoGPT /tmp/upstream     # or any checkout of it
-$ python bench_train.py --upstream_dir=/tmp/upstream
-$ python bench_train.py --rounds=3 --iters=8                       # steadier numbers on a busy machine
+$ python -m bench.train --upstream_dir=/tmp/upstream
+$ python -m bench.train --rounds=3 --iters=8                       # steadier numbers on a busy machine
 
 Ours also runs with bfloat16 autocast when the CPU has native bf16 (AMX or AVX512-BF16), as
 `python train.py --dtype=bfloat16` would; upstream cannot autocast on CPU. Without --upstream_dir (or

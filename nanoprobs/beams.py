@@ -133,7 +133,7 @@ def beam_search(model, idx, max_new_tokens, num_beams=4, length_penalty=1.0, no_
 
 def greedy_and_beams(model, prompt, max_new_tokens, num_beams=4, length_penalty=1.0, no_repeat_ngram_size=0,
                      stop_token=None, early_stopping=False):
-    """Greedy decoding and beam search from one prompt (token ids), what beam.py and sample.py
+    """Greedy decoding and beam search from one prompt (token ids), what tools/beam.py and sample.py
     --num_beams print side by side (beam.print_beams). Returns (the greedy Sample, the Beams best
     first, (greedy seconds, beam search seconds))."""
     x = torch.tensor([prompt], dtype=torch.long, device=model.lm_head.weight.device)  # (1, T)

@@ -2,7 +2,7 @@
 The Hugging Face GPT-2 weight mapping: transformers' GPT2LMHeadModel to our GPT and back.
 
 GPT.from_pretrained() (model.py) reads a GPT2LMHeadModel through config_args() and copy_weights();
-to_hf() builds one from our GPT (GPT.to_hf, export_hf.py). The two directions share the rules below.
+to_hf() builds one from our GPT (GPT.to_hf, tools/export_hf.py). The two directions share the rules below.
 transformers itself is imported by the callers, only when needed (it is heavy).
 """
 

@@ -183,7 +183,7 @@ def prepare(input='', dataset='', dataset_config='', split='train', text_field='
     where the text came from). Returns a Result. Raises PrepareError on bad input or settings, leaving
     nothing behind.
     text_split=True splits GPT-2 data in the text too (as char and bpe always do), so that every tokenizer
-    gets the identical val text (compare_tokenizers.py)."""
+    gets the identical val text (tools/compare_tokenizers.py)."""
     if bool(input) == bool(dataset):
         raise PrepareError("set one of --input=FILE|FOLDER|GLOB or --dataset=NAME" if not input else
                            "set --input or --dataset, not both")

@@ -3,8 +3,8 @@ Attention maps of a prompt: every layer's and head's attention weights in one gr
 close up with the tokens on its axes. Also printed as text: what each head mostly attends to, and the
 close-up head's strongest links.
 
-    python attention.py --init_from=gpt2 --start="When Mary and John went to the store, John gave a drink to"
-    python attention.py --init_from=resume --out_dir=out-children --layer=5 --head=1
+    python -m tools.attention --init_from=gpt2 --start="When Mary and John went to the store, John gave a drink to"
+    python -m tools.attention --init_from=resume --out_dir=out-children --layer=5 --head=1
 
 Writes results/<name>_<model>_grid.png and results/<name>_<model>_L<layer>H<head>.png. The weights come
 from the model's own forward pass (GPT.forward(capture=Capture()) runs the explicit attention path, whose

@@ -2,8 +2,8 @@
 Beam search next to greedy decoding: the beams ranked by their length-normalised score, the arithmetic
 of each score shown, and the greedy continuation with its probability.
 
-    python beam.py --init_from=gpt2 --start="The capital of France is" --num_beams=4
-    python beam.py --init_from=resume --out_dir=out-children --start="Once upon a time" --num_beams=8 \
+    python -m tools.beam --init_from=gpt2 --start="The capital of France is" --num_beams=4
+    python -m tools.beam --init_from=resume --out_dir=out-children --start="Once upon a time" --num_beams=8 \
         --length_penalty=0.6 --no_repeat_ngram_size=3 --max_new_tokens=40
 
 score = (sum of the beam's token log-probs) / (number of tokens) ** length_penalty, natural logs, model

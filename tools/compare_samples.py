@@ -3,8 +3,8 @@ Before/after samples: the same prompts, seeds and sampling settings through two 
 the checkpoint fine-tuned from it), written side by side as a Markdown table with every sample's
 probability: the qualitative comparison a report needs.
 
-    python compare_samples.py --init_from=gpt2 --compare_init_from=resume --compare_out_dir=out-children
-    python compare_samples.py --init_from=gpt2 --compare_init_from=resume --prompts=FILE:prompts.txt \
+    python -m tools.compare_samples --init_from=gpt2 --compare_init_from=resume --compare_out_dir=out-children
+    python -m tools.compare_samples --init_from=gpt2 --compare_init_from=resume --prompts=FILE:prompts.txt \
         --num_samples=3 --temperature=0.8 --top_k=200 --max_new_tokens=60
 
 --prompts is '|'-separated text, or FILE:path with one prompt per line. Sample j of prompt i is drawn

@@ -2,9 +2,9 @@
 Compare tokenizers on one corpus: characters, GPT-2's BPE, and byte-level BPEs trained on it (with and
 without GPT-2's regex pre-split, at several vocabulary sizes).
 
-$ python compare_tokenizers.py                          # statistics and the token-boundary figure
-$ python compare_tokenizers.py --train=True             # + the same small model trained on each tokenizer
-$ python compare_tokenizers.py --input=my.txt --out=results/my_tokenizers --budget_mb=0.5
+$ python -m tools.compare_tokenizers                          # statistics and the token-boundary figure
+$ python -m tools.compare_tokenizers --train=True             # + the same small model trained on each tokenizer
+$ python -m tools.compare_tokenizers --input=my.txt --out=results/my_tokenizers --budget_mb=0.5
 
 Statistics: vocabulary size, bytes per token on the val split, and how one sentence is cut
 (token_boundaries.png, one row per tokenizer).

@@ -4,9 +4,9 @@ as its output layer) for a word list or a corpus's most frequent tokens, as a la
 With a second model (e.g. after fine-tuning), its embeddings of the same words are drawn in the same
 projection, with arrows showing how each word moved; the moves are also printed.
 
-    python embeddings.py --init_from=gpt2 --words="king,queen,man,woman,cat,dog,red,green,one,two"
-    python embeddings.py --init_from=gpt2 --corpus=data/children_stories/train.bin --num_tokens=80
-    python embeddings.py --init_from=gpt2 --compare_init_from=resume --compare_out_dir=out-children
+    python -m tools.embeddings --init_from=gpt2 --words="king,queen,man,woman,cat,dog,red,green,one,two"
+    python -m tools.embeddings --init_from=gpt2 --corpus=data/children_stories/train.bin --num_tokens=80
+    python -m tools.embeddings --init_from=gpt2 --compare_init_from=resume --compare_out_dir=out-children
 
 Words: with GPT-2's BPE each word is embedded as it appears mid-sentence, with its leading space
 (" king"; --space_prefix=False for "king"). A word of several tokens is the mean of its tokens'

@@ -2,8 +2,8 @@
 Write a model as a Hugging Face GPT-2 folder (config.json, weights, tokenizer files) that transformers'
 GPT2LMHeadModel.from_pretrained loads with the same logits, e.g. to share a fine-tuned model on the hub.
 
-$ python export_hf.py --out_dir=out-children-stories        # its ckpt.pt -> out-children-stories/hf
-$ python export_hf.py --init_from=out-children-stories/ckpt_last.pt --export_dir=stories-gpt2
+$ python -m tools.export_hf --out_dir=out-children-stories        # its ckpt.pt -> out-children-stories/hf
+$ python -m tools.export_hf --init_from=out-children-stories/ckpt_last.pt --export_dir=stories-gpt2
 then
 >>> from transformers import GPT2LMHeadModel, AutoTokenizer
 >>> model = GPT2LMHeadModel.from_pretrained('out-children-stories/hf')

@@ -4,8 +4,8 @@ is read the way the model reads its last one, through the final layer norm (ln_f
 unembedding (lm_head), giving a next-token distribution per layer and position. The top token and
 its probability are drawn as a layer x position table coloured by probability, and printed.
 
-    python logit_lens.py --init_from=gpt2 --start="The Eiffel Tower is in the city of"
-    python logit_lens.py --init_from=resume --out_dir=out-children --start="Once upon a time, there"
+    python -m tools.logit_lens --init_from=gpt2 --start="The Eiffel Tower is in the city of"
+    python -m tools.logit_lens --init_from=resume --out_dir=out-children --start="Once upon a time, there"
 
 Writes results/<name>_<model>.png. Row 'embeddings' is the input (token + position embeddings); row
 'block k' is the residual stream after block k; the last row is the model's own prediction.

@@ -2,10 +2,10 @@
 Hyperparameter sweeps over train.py: a grid, a random sample or an Optuna search of its settings, one
 out_dir and one result row per run, a table sorted by val loss and charts.
 
-$ python sweep.py config/train_stories_tiny.py --grid="learning_rate=1e-3,3e-4 n_layer=2,4" --max_iters=300
-$ python sweep.py config/train_stories_tiny.py --search=random --trials=6 \\
+$ python -m tools.sweep config/train_stories_tiny.py --grid="learning_rate=1e-3,3e-4 n_layer=2,4" --max_iters=300
+$ python -m tools.sweep config/train_stories_tiny.py --search=random --trials=6 \\
       --grid="learning_rate=1e-4:1e-2:log n_layer=2,4"
-$ python sweep.py config/train_stories_tiny.py --search=optuna --trials=20 --storage=sqlite:///sweep.db \\
+$ python -m tools.sweep config/train_stories_tiny.py --search=optuna --trials=20 --storage=sqlite:///sweep.db \\
       --grid="learning_rate=1e-4:1e-2:log n_layer=2,4"
 
 --grid is space-separated key=values, each a list v1,v2,... or (random and optuna) a range lo:hi, sampled
@@ -338,7 +338,7 @@ def report(space, train_args):
         lines.append('| ' + ' | '.join(cells) + ' |')
     table = '\n'.join(lines)
     print(table)
-    cmd = 'python sweep.py ' + ' '.join(sys.argv[1:])
+    cmd = 'python -m tools.sweep ' + ' '.join(sys.argv[1:])
     with open(os.path.join(sweep_dir, 'results.md'), 'w') as f:
         f.write(f"# Sweep results\n\n`{cmd}`\n\n{table}\n")
     from nanoprobs.plots import sweep_curves, sweep_values
