@@ -15,7 +15,10 @@ on the model (a lock; the others wait, none is lost). The server reads and write
 127.0.0.1 unless told otherwise, and answers bad input with a 400 and {"error": "..."}.
 """
 import json
+import os
+import sys
 import threading
+from dataclasses import dataclass, fields
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import torch
@@ -50,6 +53,49 @@ MAX_BODY = 1 << 20  # bytes of a request body
 MAX_TOP = 50
 MAX_TEMPERATURES = 12
 LOOPBACK = ('127.0.0.1', 'localhost', '::1')
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the page starts with, what a request that names nothing gets, and the limits of a request
+    (serve.py's flags of the same names; settings() reads them)."""
+    start: str
+    temperature: float
+    top_k: int | None
+    top_p: float
+    max_new_tokens: int
+    seed: int
+    top: int
+    max_prompt_chars: int
+    max_tokens_limit: int
+
+    def check(self):
+        """Refuse settings no request could use, as one line naming the flag."""
+        check_sampling(self.temperature, self.top_k, self.top_p)
+        if not 1 <= self.top <= MAX_TOP:
+            raise ValueError(f"--top={self.top} must be in [1, {MAX_TOP}]")
+        if self.max_tokens_limit < 1 or self.max_prompt_chars < 1:
+            raise ValueError("--max_tokens_limit and --max_prompt_chars must be >= 1")
+        if not 0 <= self.max_new_tokens <= self.max_tokens_limit:
+            raise ValueError(f"--max_new_tokens={self.max_new_tokens} must be in [0, --max_tokens_limit="
+                             f"{self.max_tokens_limit}]")
+        if not 0 <= self.seed < 2 ** 63:
+            raise ValueError(f"--seed={self.seed} must be in [0, 2**63)")
+        return self
+
+    @property
+    def defaults(self):
+        return dict(start=self.start, temperature=self.temperature, top_k=self.top_k, top_p=self.top_p,
+                    max_new_tokens=self.max_new_tokens, seed=self.seed)
+
+    @property
+    def limits(self):
+        return dict(max_prompt_chars=self.max_prompt_chars, max_new_tokens=self.max_tokens_limit)
+
+
+def settings(**changes):
+    """Settings from this script's flags (their defaults, or what configure() set), with changes."""
+    return Settings(**{f.name: changes.get(f.name, globals()[f.name]) for f in fields(Settings)})
 
 
 class BadRequest(ValueError):
@@ -99,12 +145,11 @@ def field(body, name, kind, default, lo=None, hi=None, hint=''):
 class App:
     """The model and what the API does with it; one request at a time on the model (self.lock)."""
 
-    def __init__(self, L, defaults=None, limits=None):
+    def __init__(self, L, settings: Settings):
         self.L, self.lock = L, threading.Lock()
-        self.defaults = {**dict(start=start, temperature=temperature, top_k=top_k, top_p=top_p,
-                                max_new_tokens=max_new_tokens, seed=seed), **(defaults or {})}
-        self.limits = {**dict(max_prompt_chars=max_prompt_chars, max_new_tokens=max_tokens_limit),
-                       **(limits or {})}
+        self.top = settings.top
+        self.defaults, self.limits = settings.defaults, settings.limits
+        self.stopping = threading.Event()  # set on Ctrl-C: a running generation ends at its next token
         page = html_report.live_page(L.source, dict(device=L.device, dtype=L.dtype), self.defaults,
                                      self.limits)
         self.page, self.policy = html_report.render(page, live=True)
@@ -148,7 +193,7 @@ class App:
                   self.limits['max_new_tokens'],
                   " (this server's limit; serve.py --max_tokens_limit raises it)")
         t, k, p = self.sampling(body)
-        kk = field(body, 'top', int, top, 1, MAX_TOP)
+        kk = field(body, 'top', int, self.top, 1, MAX_TOP)
         sd = field(body, 'seed', int, self.defaults['seed'], 0, 2 ** 63 - 1)
         eot = self.L.tok.eot if field(body, 'stop_at_eot', bool, False) else None
         m, tok, L = self.L.model, self.L.tok, self.L
@@ -165,6 +210,8 @@ class App:
             stopped = eot is not None and bool(prefix) and prefix[-1] == eot
             gen = make_generator(L.device, sd)
             for s in ([] if stopped else stream_steps(m, L.ctx, prompt + prefix, n, t, k, p, kk, eot, gen)):
+                if self.stopping.is_set():  # the server is stopping: no new forward pass
+                    break
                 steps.append(s)
                 stopped = s.chosen == eot
                 yield dict(token=html_report.token_entry(tok, s.chosen, s.chosen_logprob,
@@ -180,7 +227,7 @@ class App:
         if not prompt or not response:
             raise BadRequest("give a non-empty prompt and a non-empty response to score")
         t, k, p = self.sampling(body)
-        kk = field(body, 'top', int, top, 1, MAX_TOP)
+        kk = field(body, 'top', int, self.top, 1, MAX_TOP)
         with self.lock, self.L.ctx:
             s = score(self.L.model, [prompt], [response], t, k, p, details=kk)[0]
         return dict(doc=html_report.sample_doc(s, self.L.tok, 'scored response',
@@ -197,7 +244,7 @@ class App:
             raise BadRequest(f"temperatures must be a list of 1 to {MAX_TEMPERATURES} numbers")
         temps = [field({'temperature': x}, 'temperature', float, None, 0, 1e6) for x in temps]
         _, k, p = self.sampling({**body, 'temperature': 1.0})
-        kk = field(body, 'top', int, top, 1, MAX_TOP)
+        kk = field(body, 'top', int, self.top, 1, MAX_TOP)
         with self.lock, self.L.ctx:
             order, lps, entropies = under_temperatures(self.L.model, ids, temps, k, p, kk)
         cols = []
@@ -361,13 +408,9 @@ def serve_in_thread(app, host='127.0.0.1', port=0):
 
 
 def main():
-    check_sampling(temperature, top_k, top_p)
-    if not 1 <= top <= MAX_TOP:
-        raise ValueError(f"top must be in [1, {MAX_TOP}], got {top}")
-    if max_tokens_limit < 1 or max_prompt_chars < 1:
-        raise ValueError("max_tokens_limit and max_prompt_chars must be >= 1")
+    opts = settings().check()
     L = load.load_model(init_from, out_dir, device, dtype, compile, seed=seed)
-    app = App(L)
+    app = App(L, opts)
     srv = make_server(app, host, port)
     h, p = srv.server_address[:2]
     if host not in LOOPBACK:
@@ -379,9 +422,23 @@ def main():
     try:
         srv.serve_forever()
     except KeyboardInterrupt:
-        pass
-    finally:
-        srv.server_close()
+        stop(app, srv)
+    srv.server_close()
+
+
+def stop(app, srv, wait_s=10.0):
+    """Ctrl-C: end a running generation at its next token, wait for it to release the model, and leave.
+    Handler threads are daemons, so the interpreter would otherwise tear down while one is inside a torch
+    op, and torch's thread pool then aborts the process ('terminate called without an active exception').
+    With the model lock held no torch op runs; os._exit then leaves without the interpreter's teardown,
+    which a client still connected (a daemon thread blocked in a socket) could otherwise trip too."""
+    app.stopping.set()
+    app.lock.acquire(timeout=wait_s)
+    srv.server_close()
+    print("stopped")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == '__main__':

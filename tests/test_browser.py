@@ -216,7 +216,7 @@ def live(gpt2_tok, lm):
     m.forward = slow
     L = types.SimpleNamespace(model=m, tok=gpt2_tok, ctx=contextlib.nullcontext(), device='cpu', dtype='float32',
                               source='tiny')
-    srv = serve.serve_in_thread(serve.App(L, defaults=dict(max_new_tokens=12)))
+    srv = serve.serve_in_thread(serve.App(L, serve.settings(max_new_tokens=12)))
     yield srv, m
     m.forward = forward
     srv.shutdown()

@@ -2,7 +2,11 @@
 import contextlib
 import http.client
 import json
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import types
@@ -11,7 +15,7 @@ import pytest
 import torch
 
 import serve
-from conftest import tiny_model
+from conftest import ROOT, tiny_model, write_ckpt
 from nanoprobs.decoding import generate, score
 from nanoprobs.sampling import make_generator
 from nanoprobs.formatting import format_prob
@@ -28,7 +32,7 @@ def loaded(tok, model=None):
 
 @pytest.fixture
 def server(gpt2_tok):
-    srv = serve.serve_in_thread(serve.App(loaded(gpt2_tok), limits=dict(max_new_tokens=300)))
+    srv = serve.serve_in_thread(serve.App(loaded(gpt2_tok), serve.settings(max_tokens_limit=300)))
     yield srv
     srv.shutdown()
     with srv.RequestHandlerClass.app.lock:  # no generation left running
@@ -227,3 +231,33 @@ def test_host_other_than_localhost_warns(monkeypatch, capsys, gpt2_tok):
     serve.main()
     out = capsys.readouterr().out
     assert 'warning: --host=0.0.0.0' in out and 'serving http://127.0.0.1:' in out
+
+
+def test_ctrl_c_during_a_generation_stops_cleanly(tmp_path):
+    """Ctrl-C while a client streams a long generation: the generation ends at its next token and the
+    server exits 0 with 'stopped', not with torch's 'terminate called' abort at interpreter teardown."""
+    # a model whose forward pass takes milliseconds, so that Ctrl-C lands inside one on torch's thread pool
+    write_ckpt(tmp_path / 'out', tiny_model(n_layer=4, n_embd=128, block_size=256))
+    env = {**os.environ, 'OMP_NUM_THREADS': '2', 'PYTHONUNBUFFERED': '1'}
+    proc = subprocess.Popen([sys.executable, str(ROOT / 'serve.py'), '--out_dir=out', '--port=0', '--device=cpu',
+                             '--max_tokens_limit=100000'], cwd=tmp_path, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        for line in proc.stdout:
+            if line.startswith('serving http://127.0.0.1:'):
+                port = int(line.split(':')[2].split('/')[0])
+                break
+        c = http.client.HTTPConnection('127.0.0.1', port, timeout=60)
+        c.request('POST', '/api/generate', body=json.dumps(dict(prompt='Once', max_new_tokens=100000, stream=True)),
+                  headers={'Content-Type': 'application/json'})
+        r = c.getresponse()
+        assert r.status == 200 and 'start' in json.loads(r.fp.readline())
+        assert 'token' in json.loads(r.fp.readline())  # generating now
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    tokens = sum('"token"' in line for line in r.read().decode().splitlines())
+    assert proc.returncode == 0, err
+    assert 'stopped' in out and 'terminate called' not in err and 'Traceback' not in err
+    assert tokens < 100000 - 1  # it stopped mid-generation
