@@ -78,7 +78,7 @@ def _model_and_tokenizer(model, tok, **load_kw):
     if hasattr(model, 'tok') and hasattr(model, 'model'):  # load.Loaded
         return model.model, model.tok, model.source, model.ctx, model.dtype
     if tok is None:
-        raise ValueError("score_pairs(model=<GPT>) needs tok=<load.Tokenizer> too (or pass a load.Loaded "
+        raise ValueError("score_pairs(model=<GPT>) needs tok=<tokenizer.Tokenizer> too (or pass a load.Loaded "
                          "or an init_from)")
     dtype = str(model.lm_head.weight.dtype).replace('torch.', '')
     return model, tok, type(model).__name__, nullcontext(), dtype

@@ -43,9 +43,10 @@ from tqdm import tqdm
 from nanoprobs import freeze
 from nanoprobs import trainstate
 from configurator import UserError, configure, one_line_errors
-from nanoprobs.load import (autocast_ctx, data_tokenizer, describe_init_from, device_type_of, load_checkpoint,
-                  model_from_checkpoint, pretrained_model, resolve_device, resolve_dtype, should_compile,
-                  use_grad_scaler)
+from nanoprobs.load import (autocast_ctx, describe_init_from, device_type_of, load_checkpoint,
+                            model_from_checkpoint, pretrained_model, resolve_device, resolve_dtype, should_compile,
+                            use_grad_scaler)
+from nanoprobs.tokenizer import data_tokenizer
 from model import GPT, GPTConfig
 
 # -----------------------------------------------------------------------------

@@ -23,9 +23,7 @@ import torch
 
 from nanoprobs.hf import GPT2_SIZES
 from model import GPT, GPTConfig, MODEL_ARGS
-# the tokenizers live in tokenizer.py; scripts get them here
-from nanoprobs.tokenizer import (EOT, LoadError, Tokenizer, byte_text, char_tokenizer,  # noqa: F401
-                                 data_tokenizer, gpt2_tokenizer, tokenizer_for)
+from nanoprobs.tokenizer import LoadError, Tokenizer, gpt2_tokenizer, tokenizer_for
 
 UNWANTED_PREFIX = '_orig_mod.'  # keys saved from a torch.compile'd model
 

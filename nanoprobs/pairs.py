@@ -8,7 +8,7 @@ import math
 import os
 import re
 
-from nanoprobs.load import byte_text
+from nanoprobs.tokenizer import byte_text
 from nanoprobs.scores import RESULTS_FORMAT, EvalDataError, EvalRun
 
 JOIN_MODES = ('auto', 'none', 'space')

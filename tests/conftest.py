@@ -17,15 +17,15 @@ os.environ.setdefault('HF_HUB_OFFLINE', '1')
 os.environ.setdefault('TRANSFORMERS_VERBOSITY', 'error')
 
 from model import GPT, GPTConfig  # noqa: E402
-from nanoprobs import load  # noqa: E402
+from nanoprobs import load, tokenizer  # noqa: E402
 from nanoprobs.trainstate import save_checkpoint  # noqa: E402
 
 
 def _bpe_missing():
     """None when tiktoken's GPT-2 files load (cached, or downloaded now); else the one line to print."""
     try:
-        load.gpt2_tokenizer()
-    except load.LoadError:
+        tokenizer.gpt2_tokenizer()
+    except tokenizer.LoadError:
         where = os.environ.get('TIKTOKEN_CACHE_DIR') or 'tiktoken\'s default cache'
         return (f"GPT-2 BPE files (tiktoken's vocab.bpe and encoder.json) are not in {where} and cannot be "
                 "downloaded: tests that need them are skipped. Provide them with TIKTOKEN_CACHE_DIR=<folder of "
@@ -77,7 +77,7 @@ def tiny_model(seed=0, vocab_size=50257, gelu='tanh', **kw):
 def gpt2_tok():
     if BPE_MISSING:
         pytest.skip('needs the GPT-2 BPE files')
-    return load.gpt2_tokenizer()
+    return tokenizer.gpt2_tokenizer()
 
 
 def write_ckpt(out_dir, model=None, config=None, **extra):

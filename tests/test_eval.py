@@ -53,7 +53,7 @@ def model():
 
 @pytest.fixture(scope='module')
 def run(model):
-    from nanoprobs.load import gpt2_tokenizer
+    from nanoprobs.tokenizer import gpt2_tokenizer
     try:
         tok = gpt2_tokenizer()
     except ValueError as e:  # load.LoadError: the BPE files are not cached and there is no network

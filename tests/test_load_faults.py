@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from nanoprobs import load
+from nanoprobs import load, tokenizer
 from conftest import run_script, tiny_model, write_ckpt
 
 
@@ -60,8 +60,8 @@ def test_malicious_meta_pkl_is_one_line(tmp_path):
 def test_corrupt_meta_pkl(tmp_path):
     path = tmp_path / 'meta.pkl'
     path.write_bytes(b'\x80\x04\x95garbage')
-    with pytest.raises(load.LoadError, match=r'meta\.pkl is not a readable pickle \(truncated or corrupt\?\)'):
-        load.char_tokenizer(str(path))
+    with pytest.raises(tokenizer.LoadError, match=r'meta\.pkl is not a readable pickle \(truncated or corrupt\?\)'):
+        tokenizer.char_tokenizer(str(path))
 
 
 # -----------------------------------------------------------------------------
@@ -89,7 +89,7 @@ def test_offline_gpt2_fails_fast_without_calling_transformers(monkeypatch):
     monkeypatch.delenv('HF_HUB_OFFLINE', raising=False)
     monkeypatch.setattr(load, 'hub_reachable', lambda timeout=2.0: False)
     monkeypatch.setattr(load, 'hub_cached', lambda name: None)
-    with pytest.raises(load.LoadError, match=r"cannot download 'gpt2': no network .* not in the Hugging Face cache"):
+    with pytest.raises(tokenizer.LoadError, match=r"cannot download 'gpt2': no network .* not in the Hugging Face cache"):
         load.load_model('gpt2', device='cpu')
     assert called == []  # no download attempt, so no retries
 

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from nanoprobs import load
+from nanoprobs import tokenizer
 from nanoprobs import plots
 
 TEXTS = ['He said “Hello” — and ‘left’.', 'café 你好 😀 naïve', '“”‘’', 'plain ascii']
@@ -27,7 +27,7 @@ def test_partial_token_labels(gpt2_tok):
     assert gpt2_tok.pieces(ids[:1]) == [(0, 1, ' <E2 80>')]  # the character is not completed: its label
     assert gpt2_tok.pieces(ids[1:]) == [(0, 1, '<9C>'), (1, 2, 'Hi')]
     assert gpt2_tok.pieces([50300, ids[0], 50301]) == [(0, 1, '<id 50300>'), (1, 2, ' <E2 80>'), (2, 3, '<id 50301>')]
-    assert load.byte_text(b'a\x80\x9cb\xff') == 'a<80 9C>b<FF>'
+    assert tokenizer.byte_text(b'a\x80\x9cb\xff') == 'a<80 9C>b<FF>'
     assert gpt2_tok.display(ids) == ' “Hi' and gpt2_tok.display(ids[1:]) == '<9C>Hi'  # a slice cut in a character
     for i in range(50257):  # no token of the vocabulary is shown with a backslash escape
         assert '\\x' not in gpt2_tok.token_text(i) or '\\x' in gpt2_tok.decode([i])

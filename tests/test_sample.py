@@ -292,8 +292,8 @@ def test_cli_num_beams_prints_ranked_beams_next_to_greedy(tmp_path):
     out = proc.stdout
     scores = [float(x) for x in re.findall(r'^ ?\d+\. score (-?[\d.]+) / 6\^1\.0 = ', out, re.M)]
     assert len(scores) == 3
-    from nanoprobs import load
-    tok = load.gpt2_tokenizer()
+    from nanoprobs import tokenizer
+    tok = tokenizer.gpt2_tokenizer()
     beams = model.beam_search(tok.encode(PROMPT), 6, num_beams=3)
     assert scores == pytest.approx([round(b.logprob, 2) for b in beams], abs=0.011)
     greedy = model.generate(torch.tensor([tok.encode(PROMPT)]), 6, temperature=0)[0]

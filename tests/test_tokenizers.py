@@ -66,7 +66,7 @@ def test_char_val_only_characters_error_or_unk(tmp_path):
     assert not (tmp_path / 'd').exists()  # nothing written
     prepare(input=str(path), out_dir=str(tmp_path / 'd'), tokenizer='char', block_size=16,
                         val_fraction=0.05, char_unk='?', show_progress=False)
-    tok = load.data_tokenizer(str(tmp_path / 'd'))
+    tok = tk.data_tokenizer(str(tmp_path / 'd'))
     val = tok.decode(np.fromfile(tmp_path / 'd' / 'val.bin', dtype=np.uint16).tolist())
     assert val.endswith('?ebras ?ueue at the ?a?? club ??.' + tk.EOT)
     assert tok.encode('Zq') == [tok.encode('?')[0]] * 2
@@ -142,7 +142,7 @@ def test_checkpoint_records_tokenizer_and_upstream_ones_use_the_dataset(tmp_path
     path, docs = corpus(tmp_path)
     prepare(input=str(path), out_dir='data/s', tokenizer='bpe', vocab_size=300, block_size=16,
                         show_progress=False)
-    tok = load.data_tokenizer('data/s')
+    tok = tk.data_tokenizer('data/s')
     write_ckpt('up', tiny_model(vocab_size=300), config={'dataset': 's'})  # upstream: no 'tokenizer' key
     write_ckpt('ours', tiny_model(vocab_size=300), config={'dataset': 's'}, tokenizer=tok)
     assert load.load_model('up', device='cpu').tok.kind == 'bpe'  # found in data/<dataset>, as meta.pkl is

@@ -6,7 +6,6 @@ import os
 import pickle
 import re
 import runpy
-import shutil
 import signal
 import subprocess
 import sys

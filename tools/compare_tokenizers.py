@@ -110,7 +110,7 @@ def prepare(name, spec, folder):
     """The tokenizer's data (skipped when prepare_info.json says it was made with the same settings)."""
     from nanoprobs.prepare import prepare
     from nanoprobs.textsource import PrepareError
-    from nanoprobs.load import data_tokenizer, gpt2_tokenizer
+    from nanoprobs.tokenizer import data_tokenizer, gpt2_tokenizer
     key = dict(spec, input=os.path.abspath(input), val_fraction=val_fraction)
     info_path = os.path.join(folder, 'prepare_info.json')
     if not (os.path.exists(info_path) and read_json(info_path).get('compare') == key):
