@@ -421,7 +421,7 @@ stop = trainstate.StopRequest(announce=master_process)  # Ctrl-C / SIGTERM: stop
 if wandb_log and master_process:
     import wandb
     wandb.init(project=wandb_project, name=wandb_run_name, config=config)
-loss_log = trainstate.LossLog(os.path.join(out_dir, 'log.csv'))  # and loss.png, drawn from its history
+loss_log = trainstate.LossLog(os.path.join(out_dir, trainstate.LOG))  # and loss.png, drawn from its history
 loss_png = os.path.join(out_dir, 'loss.png')
 loss_title = (f"{os.path.basename(os.path.abspath(out_dir))}: "
               f"{init_from if init_from != 'resume' else 'resumed'}")

@@ -20,6 +20,7 @@ import math
 import os
 import re
 
+from nanoprobs import atomic
 from nanoprobs.formatting import format_prob, format_ratio
 
 WEB = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'web')
@@ -239,18 +240,10 @@ def render(data, live=False):
 
 
 def write_html(data, path, live=False):
-    """Write the page for data to path (via a temporary file, so a reader never sees half a page)."""
+    """Write the page for data to path (atomically, so a reader never sees half a page)."""
     text, _ = render(data, live)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, 'w', encoding='utf-8', newline='') as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    return atomic.write_text(path, text)
 
 
 def sample_html(samples, tok, run_dir, settings, forced=False):

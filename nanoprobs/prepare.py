@@ -7,7 +7,6 @@ prepare_text() is the char / trained-BPE path, which must see the whole train sp
 
 import json
 import os
-import re
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -17,6 +16,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 
+from nanoprobs import atomic
 from nanoprobs.textsource import (PIECE_CHARS, PrepareError, Source, dataset_pieces, default_name, file_pieces,
                                   load_hf_dataset, resolve_inputs)
 
@@ -126,53 +126,35 @@ def _cores():
 @contextmanager
 def staged(out_dir, names):
     """Temporary files {name: path} in out_dir for the block to write; when it ends without error they are
-    renamed into place, else (an error, Ctrl-C, kill) removed with any folder this made: nothing half-written
-    stays, and the files already there are unchanged. An operating-system error (a full disk, a folder
-    that cannot be written) becomes one PrepareError naming the path and the cause."""
+    renamed into place (atomic.staged), else (an error, Ctrl-C, kill) removed with any folder this made:
+    nothing half-written stays, and the files already there are unchanged. An operating-system error (a
+    full disk, a folder that cannot be written) becomes one PrepareError naming the path and the cause."""
     made = []  # folders this creates, deepest first, removed again if it fails
     d = os.path.abspath(out_dir)
     while not os.path.exists(d):
         made.append(d)
         d = os.path.dirname(d)
-    tmp = {k: os.path.join(out_dir, f'.{k}.{os.getpid()}.tmp') for k in names}
     try:
         os.makedirs(out_dir, exist_ok=True)
         remove_stale_tmp(out_dir)
-        yield tmp
-        for k in names:
-            os.replace(tmp[k], os.path.join(out_dir, k))
+        with atomic.staged([os.path.join(out_dir, k) for k in names]) as tmps:
+            yield {k: tmps[os.path.join(out_dir, k)] for k in names}
     except BaseException as e:
-        for p in tmp.values():
-            if os.path.exists(p):
-                os.remove(p)
         for d in made:
             if os.path.isdir(d) and not os.listdir(d):
                 os.rmdir(d)
         if isinstance(e, OSError):
-            raise PrepareError(f"cannot write {e.filename or out_dir}: {e.strerror or e}; the files "
+            raise PrepareError(f"cannot write {atomic.final_path(e.filename or out_dir)}: {e.strerror or e}; the files "
                                f"already in {out_dir} are unchanged: free some space or choose another "
                                "--out_dir") from None
         raise
 
 
 def remove_stale_tmp(out_dir):
-    """Delete the temporary files (.train.bin.<pid>.tmp, ...) of runs that were killed (kill -9, a power
-    loss) and so never cleaned up; those of a process still running are left alone."""
-    if os.name == 'nt':  # os.kill(pid, 0) would end the process there, not ask about it
-        return
-    for f in os.listdir(out_dir):
-        m = re.fullmatch(r'\.(.+)\.(\d+)\.tmp', f)
-        if not m or int(m.group(2)) == os.getpid():
-            continue
-        try:
-            os.kill(int(m.group(2)), 0)  # signal 0: only asks whether the process exists
-            continue
-        except ProcessLookupError:
-            pass
-        except PermissionError:  # it exists, under another user
-            continue
-        os.remove(os.path.join(out_dir, f))
-        print(f"removed {os.path.join(out_dir, f)}: left by an earlier run that was killed")
+    """Delete the temporary files of runs that were killed (kill -9, a power loss) and so never cleaned
+    up; those of a process still running are left alone (atomic.remove_stale)."""
+    for tmp, _ in atomic.remove_stale(out_dir):
+        print(f"removed {tmp}: left by an earlier run that was killed")
 
 
 def prepare(input='', dataset='', dataset_config='', split='train', text_field='text', out_dir='',

@@ -14,13 +14,12 @@ import io
 import json
 import math
 import os
-import re
-import uuid
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
 from configurator import UserError
+from nanoprobs import atomic
+from nanoprobs.atomic import text_writer
 from nanoprobs.formatting import format_prob, format_ratio
 from nanoprobs.scores import PairResult, format_ppl, perplexity
 
@@ -302,93 +301,25 @@ def markdown(run, c=None):
 # -----------------------------------------------------------------------------
 # result files
 
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # it exists but is another user's
-        return True
-    return True
-
-
-@contextmanager
-def _locked(folder):
-    """An exclusive lock on the results folder while one run renames its files into place, so that runs
-    writing the same name one after another (or at once) each leave a whole set. flock on the folder itself
-    leaves no lock file behind; where flock does not exist (Windows) or the file system refuses it, the
-    renames run unlocked, as fast as before."""
-    try:
-        import fcntl
-        fd = os.open(folder, os.O_RDONLY)
-    except (ImportError, OSError):
-        yield
-        return
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        except OSError:
-            pass
-        yield
-    finally:
-        os.close(fd)  # releases the lock
-
-
-def text_writer(text):
-    """A write_all writer that puts text (UTF-8, newlines as they are) into the path it is given."""
-    def write(path):
-        with open(path, 'w', encoding='utf-8', newline='') as f:
-            f.write(text)
-    return write
-
-
 def write_all(writers, remove=()):
-    """{path: write(tmp_path)}: each file is written to a temporary name first; only once every one is
-    ready are they all renamed into place, and the `remove` paths (files of an earlier set that this one
-    does not have) deleted, under a lock on the folder. So an error (a full disk, a failing chart) replaces
-    nothing, and concurrent runs of one name leave one run's complete set, never a mix of two.
+    """{path: write(tmp_path)}: every file is written under a temporary name, then all are renamed into
+    place and the `remove` paths (files of an earlier set that this one does not have) deleted, under a lock
+    on the folder (atomic.write_all). So an error (a full disk, a failing chart) replaces nothing, and
+    concurrent runs of one name leave one run's complete set, never a mix of two.
     An operating-system error is a UserError naming the file and the cause."""
-    tmps, tag = {}, f"{os.getpid()}-{uuid.uuid4().hex[:8]}"  # unique per call: threads of one process too
-    for path in writers:
-        root, ext = os.path.splitext(path)
-        tmps[path] = f"{root}.tmp{tag}{ext}"  # same folder: the rename cannot cross file systems
-    folder = os.path.dirname(next(iter(writers))) or '.'
-    where, earlier = folder, 'earlier result files there are unchanged'
     try:
-        for path, write in writers.items():
-            where = path
-            write(tmps[path])
-        with _locked(folder):
-            earlier = 'the set there may be incomplete: run again'  # a rename failed (rare): some are in
-            for path, tmp in tmps.items():
-                where = path
-                os.replace(tmp, path)
-            for path in remove:
-                where = path
-                if os.path.lexists(path):
-                    os.remove(path)
-            _remove_stale(folder)
+        paths = atomic.write_all(writers, lock=True, remove=remove)
     except OSError as e:
+        where = e.filename or os.path.dirname(next(iter(writers))) or '.'
+        earlier = ('the set there may be incomplete: run again' if getattr(e, 'partial', False)  # rare
+                   else 'earlier result files there are unchanged')
         cause = e.strerror or str(e) or type(e).__name__
         fix = 'free some disk space' if e.errno == errno.ENOSPC else 'fix that'
         raise UserError(f"cannot write {where}: {cause}; {earlier}. "
                         f"{fix.capitalize()}, or give --results_dir=<another folder>") from None
-    finally:
-        for tmp in tmps.values():
-            if os.path.exists(tmp):
-                os.remove(tmp)
-    return list(writers)
-
-
-def _remove_stale(folder):
-    """Temporary files of eval runs that were killed (kill -9, a power cut) before cleaning up."""
-    for f in os.listdir(folder):
-        m = re.match(r'eval_.*\.tmp(\d+)-[0-9a-f]{8}(\.\w+)?$', f)
-        if m and not _alive(int(m[1])):
-            try:
-                os.remove(os.path.join(folder, f))
-            except OSError:
-                pass
+    # temporary files of eval runs that were killed (kill -9, a power cut) before cleaning up
+    atomic.remove_stale(os.path.dirname(paths[0]) or '.', names=('eval_*',))
+    return paths
 
 
 def write_results(run, c, results_dir, name, show=False, html=False):

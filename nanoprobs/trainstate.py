@@ -20,9 +20,11 @@ import torch
 from tqdm import tqdm
 
 from configurator import UserError
+from nanoprobs import atomic
 from nanoprobs.load import checkpoint_dict
 
 CKPT, LAST = 'ckpt.pt', 'ckpt_last.pt'  # the best (or latest) state, and the latest when it is not the best
+LOG = 'log.csv'
 LOG_FIELDS = ['iter', 'tokens', 'train_loss', 'val_loss', 'lr', 'kind', 'elapsed_s']
 
 
@@ -30,22 +32,15 @@ LOG_FIELDS = ['iter', 'tokens', 'train_loss', 'val_loss', 'lr', 'kind', 'elapsed
 # checkpoints on disk
 
 def save_checkpoint(ckpt, path):
-    """Write atomically: to a temp file in the same folder, then rename over the old one, so a crash
-    or kill at any moment leaves either the previous checkpoint or the new one, never half a file.
-    An operating-system error (a full disk) is a UserError naming path, the cause and what is kept."""
-    tmp = f"{path}.tmp{os.getpid()}"
+    """Write atomically (atomic.write_all): to a temporary file in the same folder, flushed to disk, then
+    renamed over the old one, so a crash or kill at any moment leaves either the previous checkpoint or the
+    new one, never half a file. An operating-system error (a full disk) is a UserError naming path, the
+    cause and what is kept."""
     try:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        with open(tmp, 'wb') as f:
-            torch.save(ckpt, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        atomic.write_all({path: lambda tmp: torch.save(ckpt, tmp)}, fsync=True)
     except OSError as e:
         raise UserError(f"could not save {path}: {e.strerror or e}; " + kept_checkpoints(path)) from None
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def kept_checkpoints(path):
@@ -59,12 +54,11 @@ def kept_checkpoints(path):
 
 
 def remove_stale_saves(out_dir):
-    """Delete the temp files of saves that never finished (a run killed with kill -9, a power loss)."""
-    for f in os.listdir(out_dir):
-        if f.startswith((CKPT + '.tmp', LAST + '.tmp')):
-            os.remove(os.path.join(out_dir, f))
-            print(f"removed {f}: an unfinished save of an earlier run that was killed "
-                  "(the checkpoint itself is intact)")
+    """Delete the temporary files of saves that never finished (a run killed with kill -9, a power loss);
+    a save still in progress (another run in the same folder) keeps its own."""
+    for tmp, final in atomic.remove_stale(out_dir, names=(CKPT, LAST, LOG)):
+        print(f"removed {os.path.basename(tmp)}: an unfinished save of an earlier run that was killed "
+              f"({os.path.basename(final)} itself is intact)")
 
 
 def resume_path(out_dir):
@@ -203,12 +197,13 @@ class LossLog:
                     i = int(r['iter'])
                     if i < iter_num or (i == iter_num and r['kind'] == 'eval' and evaluated):
                         rows.append(r)
-        tmp = self.path + '.tmp'
-        with open(tmp, 'w', newline='') as f:
-            w = csv.DictWriter(f, LOG_FIELDS)
-            w.writeheader()
-            w.writerows(rows)
-        os.replace(tmp, self.path)
+
+        def write(tmp):
+            with open(tmp, 'w', newline='') as f:
+                w = csv.DictWriter(f, LOG_FIELDS)
+                w.writeheader()
+                w.writerows(rows)
+        atomic.write_all({self.path: write})  # a kill while cutting it back leaves the old log, whole
         for r in rows:
             self._remember(r['kind'], int(r['iter']), float(r['train_loss']), r['val_loss'])
 

@@ -140,3 +140,10 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def dead_pid():
+    """The pid of a process that has ended: what a killed writer's temporary file names."""
+    proc = subprocess.Popen([sys.executable, '-c', 'pass'])
+    proc.wait()  # reaped: its pid now belongs to no process (until the system hands it out again)
+    return proc.pid

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import eval as ev
-from conftest import make_hf_dir, run_script, tiny_model, write_ckpt
+from conftest import dead_pid, make_hf_dir, run_script, tiny_model, write_ckpt
 from nanoprobs.heldout import evaluate_val, read_val_ids
 from nanoprobs.pairs import join_texts, read_pairs, tokenize_pair
 from nanoprobs.report import arrow, compare_report, csv_text, markdown, pairs_report, write_results
@@ -571,10 +571,7 @@ def test_a_set_without_a_comparison_removes_the_earlier_tokens_chart(tmp_path, m
 
 def test_temp_files_of_killed_runs_are_removed(tmp_path, monkeypatch):
     _fake_charts(monkeypatch)
-    import subprocess
-    import sys
-    dead = subprocess.run([sys.executable, '-c', 'import os; print(os.getpid())'], capture_output=True,
-                          text=True).stdout.strip()
+    dead = dead_pid()
     (tmp_path / f'eval_old.tmp{dead}-0123abcd.json').write_text('{}')     # a killed run's
     (tmp_path / f'eval_old.tmp{os.getpid()}-0123abcd.png').write_text('')  # a live process's: kept
     write_results(_run([[-1.0]], 'model0'), None, str(tmp_path), 'x')
@@ -584,7 +581,7 @@ def test_temp_files_of_killed_runs_are_removed(tmp_path, monkeypatch):
 
 def test_full_disk_is_one_line_and_earlier_results_stay(tmp_path, monkeypatch):
     import errno
-    from nanoprobs import report
+    from nanoprobs import atomic
     from configurator import UserError
     _fake_charts(monkeypatch)
     first = write_results(_run([[-1.0]], 'model0'), None, str(tmp_path), 'x')
@@ -603,7 +600,7 @@ def test_full_disk_is_one_line_and_earlier_results_stay(tmp_path, monkeypatch):
         def write(self, text):
             raise OSError(errno.ENOSPC, 'No space left on device')
 
-    monkeypatch.setattr(report, 'open', Full, raising=False)
+    monkeypatch.setattr(atomic, 'open', Full, raising=False)
     with pytest.raises(UserError) as e:
         write_results(_run([[-2.0]], 'model1'), None, str(tmp_path), 'x')
     msg = str(e.value)

@@ -13,7 +13,7 @@ import pytest
 
 from nanoprobs import prepare as pb
 from nanoprobs import textsource
-from conftest import ROOT, run_script
+from conftest import ROOT, dead_pid, run_script
 
 EOT = '<|endoftext|>'
 
@@ -277,14 +277,13 @@ def test_cli_out_dir_that_cannot_be_made(tmp_path):
 
 
 def test_stale_temporary_files_of_killed_runs_removed(tmp_path, enc):
-    """kill -9 leaves .train.bin.<pid>.tmp behind: the next run removes those of dead processes only."""
+    """kill -9 leaves train.tmp<pid>-<hex>.bin behind: the next run removes those of dead processes only."""
     write_corpus(tmp_path / 'stories.txt', DOCS)
     out = tmp_path / 'out'
     out.mkdir()
-    dead = subprocess.Popen([sys.executable, '-c', 'pass'])
-    dead.wait()  # its pid now belongs to no process
-    stale = [out / f'.train.bin.{dead.pid}.tmp', out / f'.prepare_info.json.{dead.pid}.tmp']
-    alive = out / f'.train.bin.{os.getppid()}.tmp'  # a run still in progress: not ours to remove
+    dead = dead_pid()
+    stale = [out / f'train.tmp{dead}-0123abcd.bin', out / f'prepare_info.tmp{dead}-0123abcd.json']
+    alive = out / f'train.tmp{os.getppid()}-0123abcd.bin'  # a run still in progress: not ours to remove
     for p in stale + [alive]:
         p.write_bytes(b'partial')
     pb.prepare(input=str(tmp_path / 'stories.txt'), out_dir=str(out), block_size=8, show_progress=False)
@@ -304,7 +303,7 @@ def test_cli_error_and_ctrl_c(tmp_path):
     p = subprocess.Popen([sys.executable, str(ROOT / 'prepare_bin.py'), '--input=big.txt', '--out_dir=out',
                           '--num_threads=1'], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     t0 = time.time()
-    while not any(n.startswith('.train.bin') for n in (listing(tmp_path / 'out') or [])):
+    while not any(n.startswith('train.tmp') for n in (listing(tmp_path / 'out') or [])):
         assert p.poll() is None and time.time() - t0 < 60, p.communicate()
         time.sleep(0.01)
     p.send_signal(signal.SIGINT)

@@ -17,7 +17,7 @@ import torch
 
 from nanoprobs import load
 from configurator import UserError
-from conftest import ROOT, TINY, run_script, tiny_model
+from conftest import ROOT, TINY, dead_pid, run_script, tiny_model
 from model import GPT, GPTConfig, MODEL_ARGS
 
 # a tiny model on a tiny task: small enough that each run is a couple of seconds on 2 CPU cores
@@ -155,11 +155,12 @@ def test_kill_9_during_training_then_resume(tmp_path, data_dir):
     ckpt = load.load_checkpoint(out)  # the kill left a whole checkpoint
     it = ckpt['iter_num']
     assert it >= 4 and it % 2 == 0
-    (out / 'ckpt.pt.tmp4242').write_bytes(b'half a save')  # what a kill inside torch.save leaves behind
+    half = f'ckpt.tmp{dead_pid()}-0123abcd.pt'
+    (out / half).write_bytes(b'half a save')  # what a kill inside torch.save leaves behind
     done = run_script('train.py', *args(out, data_dir, max_iters=it + 3, eval_interval=2, init_from='resume'),
                       cwd=tmp_path)
     assert f'(iter {it},' in done.stdout
-    assert 'removed ckpt.pt.tmp4242' in done.stdout and not (out / 'ckpt.pt.tmp4242').exists()
+    assert f'removed {half}' in done.stdout and not (out / half).exists()
     rows = read_log(out)
     steps = [int(r['iter']) for r in rows if r['kind'] == 'step']
     assert steps == list(range(it + 3))  # rows logged after the checkpoint were dropped, then redone
@@ -421,10 +422,11 @@ def test_full_disk_while_saving_is_one_line_and_keeps_the_checkpoint(tmp_path, d
     save = torch.save
 
     def disk_fills_up(obj, f):  # the second save runs out of space half-way
-        saves.append(f.name)
+        saves.append(f)
         if len(saves) == 2:
             before['ckpt'] = (out / 'ckpt.pt').read_bytes()
-            f.write(b'half a checkpoint')
+            with open(f, 'wb') as half:
+                half.write(b'half a checkpoint')
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         save(obj, f)
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import dead_pid
 from nanoprobs import trainstate
 from configurator import UserError
 
@@ -40,11 +41,14 @@ def test_resume_path_takes_the_newer_file_and_stale_saves_go(tmp_path, capsys):
     ckpt.write_bytes(b'x')
     os.utime(last, (time.time() - 60, time.time() - 60))
     assert trainstate.resume_path(tmp_path) == str(ckpt)
-    (tmp_path / 'ckpt.pt.tmp123').write_bytes(b'half')
-    (tmp_path / 'ckpt_last.pt.tmp9').write_bytes(b'half')
+    dead = dead_pid()
+    (tmp_path / f'ckpt.tmp{dead}-0123abcd.pt').write_bytes(b'half')
+    (tmp_path / f'ckpt_last.tmp{dead}-0123abcd.pt').write_bytes(b'half')
+    live = f'ckpt.tmp{os.getpid()}-0123abcd.pt'  # a save in progress in another run: kept
+    (tmp_path / live).write_bytes(b'half')
     trainstate.remove_stale_saves(tmp_path)
-    assert sorted(os.listdir(tmp_path)) == [trainstate.CKPT, trainstate.LAST]
-    assert 'removed ckpt.pt.tmp123' in capsys.readouterr().out
+    assert sorted(os.listdir(tmp_path)) == sorted([trainstate.CKPT, trainstate.LAST, live])
+    assert f'removed ckpt.tmp{dead}-0123abcd.pt' in capsys.readouterr().out
 
 
 def test_loss_log_on_resume_keeps_only_rows_before_the_checkpoint(tmp_path):

@@ -20,6 +20,7 @@ import os
 import torch
 
 from configurator import UserError
+from nanoprobs import atomic
 from nanoprobs.load import encode_prompt
 from nanoprobs.sampling import make_generator
 from nanoprobs.formatting import format_prob
@@ -142,8 +143,7 @@ def main():
     table = markdown(ps, names, samples, [loaded.tok.decode for loaded in models], cross, settings)
     path = os.path.join(results_dir, f"{name}_{file_tag(models[0].source, models[1].source)}.md")
     os.makedirs(results_dir, exist_ok=True)
-    with open(path, 'w', encoding='utf-8') as f:
-        f.write(table)
+    atomic.write_text(path, table)
     print(table)
     print(f"saved {path}")
 

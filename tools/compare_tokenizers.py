@@ -29,7 +29,8 @@ import sys
 import time
 
 from configurator import UserError
-from nanoprobs.report import text_writer, write_all
+from nanoprobs.atomic import text_writer
+from nanoprobs.report import write_all
 
 # -----------------------------------------------------------------------------
 input: str = 'data/children_stories/input.txt'  # the corpus (file, folder or glob), as prepare_bin.py --input

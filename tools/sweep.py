@@ -44,6 +44,7 @@ import time
 from ast import literal_eval
 
 from configurator import UserError, configure, run_main
+from nanoprobs import atomic
 
 # -----------------------------------------------------------------------------
 grid = ''  # the settings to sweep: "key=v1,v2 key=lo:hi[:log]" (ranges for random and optuna only)
@@ -339,8 +340,7 @@ def report(space, train_args):
     table = '\n'.join(lines)
     print(table)
     cmd = 'python -m tools.sweep ' + ' '.join(sys.argv[1:])
-    with open(os.path.join(sweep_dir, 'results.md'), 'w') as f:
-        f.write(f"# Sweep results\n\n`{cmd}`\n\n{table}\n")
+    atomic.write_text(os.path.join(sweep_dir, 'results.md'), f"# Sweep results\n\n`{cmd}`\n\n{table}\n")
     from nanoprobs.plots import sweep_curves, sweep_values
     ok = [r for r in rows if r['best_val_loss'] is not None]
     if ok:

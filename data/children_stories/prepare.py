@@ -40,7 +40,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
 
 import requests  # noqa: E402
 
-from nanoprobs.textsource import PrepareError
+from nanoprobs import atomic  # noqa: E402
+from nanoprobs.textsource import PrepareError  # noqa: E402
 from nanoprobs.prepare import prepare  # noqa: E402
 
 # -----------------------------------------------------------------------------
@@ -137,10 +138,7 @@ def download(book_id, raw_dir, url=url):
                                f"not a Project Gutenberg text (they start {r.content[:60]!r}); try again "
                                "later, point --url at a mirror, or use --input=path/to/children_stories.txt")
         os.makedirs(raw_dir, exist_ok=True)
-        tmp = path + '.tmp'
-        with open(tmp, 'wb') as f:
-            f.write(r.content)
-        os.replace(tmp, path)  # a half-written book is never taken for a whole one
+        atomic.write_bytes(path, r.content)  # a half-written book is never taken for a whole one
         time.sleep(PAUSE)
     with open(path, 'rb') as f:
         data = f.read()
@@ -202,11 +200,8 @@ def build_corpus(path, raw_dir, books=BOOKS, url=url):
         raw = download(book_id, raw_dir, url)
         texts.append(clean(strip_gutenberg(
             raw, name=f"ebook {book_id} ({os.path.join(raw_dir, f'pg{book_id}.txt')})")))
-    tmp = path + '.tmp'
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(tmp, 'w', encoding='utf-8', newline='\n') as f:
-        f.write('\n\n'.join(texts) + '\n')
-    os.replace(tmp, path)
+    atomic.write_text(path, '\n\n'.join(texts) + '\n')
     print(f"wrote {path} ({os.path.getsize(path) / 1e6:.2f} MB, {len(books)} books)")
     return path
 
@@ -224,10 +219,7 @@ def unpack_shipped(path, shipped=SHIPPED_FILE):
         raise PrepareError(f"{shipped} is not the shipped corpus (its sha256 differs from SOURCES.md): "
                            "restore it with git checkout, or use --source=download (needs internet)")
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + '.tmp'
-    with open(tmp, 'wb') as f:
-        f.write(text)
-    os.replace(tmp, path)
+    atomic.write_bytes(path, text)
     print(f"unpacked {shipped} into {path} ({len(text) / 1e6:.2f} MB, {len(WORLDWIDE)} books)")
     return path
 
