@@ -1,6 +1,7 @@
 """
-The figure plumbing every chart shares: matplotlib (imported here, and only when a chart is drawn),
-saving PNGs, windows shown last, text wrapped to a figure's width, the step charts' colours.
+The figure plumbing every chart shares: pyplot with the right backend, saving PNGs, windows shown
+last, text wrapped to a figure's width, the step charts' colours. matplotlib is imported inside the
+functions only, so importing a plots module (as the scripts and the chart processes do) costs nothing.
 
 Charts are always saved as PNG files (`save`); when an interactive display exists and a script asks
 for it, figures are also kept open and shown at the very end by `show_windows()`, so showing them
