@@ -38,6 +38,7 @@ from datetime import datetime
 import torch
 
 from nanoprobs import load
+# renamed: this script has its own step_bars() and overview(), which build those modules' data
 from nanoprobs.plots import common, overview as overviews, steps as step_charts
 from configurator import UserError, configure, run_main
 from nanoprobs.sampling import check_sampling, make_generator
