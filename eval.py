@@ -198,8 +198,8 @@ def main():
     _written.extend(paths)
     print(f"\nwrote {', '.join(paths)} ({time.time() - t0:.1f}s)")
     if show:
-        from nanoprobs import plots
-        plots.show_windows()  # last: every file is written and every number printed
+        from nanoprobs.plots.common import show_windows
+        show_windows()  # last: every file is written and every number printed
 
 
 if __name__ == '__main__':

@@ -30,22 +30,21 @@ sample i draws from its own random stream (seed + i - 1), so batch_size does not
 Charts are drawn after generation, from the numbers generate() collected.
 """
 import math
-import multiprocessing
 import os
 import re
-import time
 from ast import literal_eval
 from datetime import datetime
 
 import torch
 
 from nanoprobs import load
-from nanoprobs import plots
+# renamed: this script has its own step_bars() and overview(), which build those modules' data
+from nanoprobs.plots import common, overview as overviews, steps as step_charts
 from configurator import UserError, configure, run_main
 from nanoprobs.sampling import check_sampling, make_generator
 from nanoprobs.beams import greedy_and_beams
 from nanoprobs.decoding import under_temperatures
-from nanoprobs.formatting import format_prob
+from nanoprobs.formatting import format_prob, sampling_text, text_tail, token_label
 
 # -----------------------------------------------------------------------------
 init_from: str = 'resume'  # 'resume' (from out_dir), a gpt2 variant ('gpt2-xl'), a Hugging Face folder, a .pt
@@ -161,8 +160,8 @@ def generate_samples(model, ctx, prompt, n, max_new_tokens, temperature, top_k, 
 
 def step_line(t, step, tok, forced=False, alternatives=4):
     """One compact terminal line for step t (1-based): chosen token, its probability and rank, the top few."""
-    label = plots.token_label(tok.token_text(step.chosen), 16)
-    top = ' '.join(f"{plots.token_label(tok.token_text(i), 12)} {format_prob(lp, 3)}"
+    label = token_label(tok.token_text(step.chosen), 16)
+    top = ' '.join(f"{token_label(tok.token_text(i), 12)} {format_prob(lp, 3)}"
                    for i, lp in zip(step.top_ids[:alternatives], step.top_logprobs[:alternatives]))
     verb = 'forced' if forced else 'chose'
     return (f"  step {t:>3} {verb} {label:<16} p {format_prob(step.chosen_logprob):>9} "
@@ -171,7 +170,7 @@ def step_line(t, step, tok, forced=False, alternatives=4):
 
 def summary(sample, i, n, temperature, top_k, top_p, forced=False):
     """The lines printed after a sample: its length and its probability under both distributions."""
-    sampling = plots.sampling_text(temperature, top_k, top_p)
+    sampling = sampling_text(temperature, top_k, top_p)
     T = len(sample.tokens)
     if forced:
         head = f"fixed_response: {T} tokens, scored after the prompt"
@@ -192,28 +191,28 @@ def summary(sample, i, n, temperature, top_k, top_p, forced=False):
 
 
 def step_bars(sample, tok, i, temperature, top_k, top_p, forced=False):
-    """The bar-chart data (plots.StepBars) of every step of a sample generated with details."""
-    sampling = plots.sampling_text(temperature, top_k, top_p)
+    """The bar-chart data (plots.steps.StepBars) of every step of a sample generated with details."""
+    sampling = sampling_text(temperature, top_k, top_p)
     P, n = len(sample.prompt), len(sample.steps)
     who = 'fixed_response' if forced else f"sample {i}"
     out = []
     for t, step in enumerate(sample.steps):
         so_far = tok.display(sample.ids[max(0, P + t - 24):P + t])  # the tail is all the title shows
-        title = f"{who} · step {t + 1}/{n} · {sampling}\ntext so far: \"{plots.text_tail(so_far)}\""
-        out.append(plots.step_bars(step, tok, title, sampling, forced))
+        title = f"{who} · step {t + 1}/{n} · {sampling}\ntext so far: \"{text_tail(so_far)}\""
+        out.append(step_charts.step_bars(step, tok, title, sampling, forced))
     return out
 
 
 def overview(sample, tok, i, temperature, top_k, top_p, forced=False):
-    """The per-sample overview figure's data (plots.SampleOverview)."""
-    sampling = plots.sampling_text(temperature, top_k, top_p)
+    """The per-sample overview figure's data (plots.overview.SampleOverview)."""
+    sampling = sampling_text(temperature, top_k, top_p)
     lp, slp = sample.logprob, sample.sample_logprob
     who = 'fixed_response' if forced else f"sample {i}"
     title = (f"{who}: {len(sample.tokens)} tokens · {sampling}\n"
              f"probability of the whole response: {format_prob(lp)} (log {lp:.2f}) "
              "under the model distribution, "
              f"{format_prob(slp)} (log {slp:.2f}) under the sampling distribution")
-    return plots.SampleOverview(prompt=tok.decode(sample.prompt),
+    return overviews.SampleOverview(prompt=tok.decode(sample.prompt),
                                 tokens=[tok.token_text(t) for t in sample.tokens],
                                 logprobs=sample.logprobs.tolist(),
                                 sample_logprobs=sample.sample_logprobs.tolist(),
@@ -223,16 +222,17 @@ def overview(sample, tok, i, temperature, top_k, top_p, forced=False):
 
 @torch.no_grad()
 def temperature_comparison(model, ctx, ids, temps, top_k, top_p, k, tok, step=0):
-    """The next-token distribution after ids (token ids) under each temperature (plots.TemperatureComparison).
+    """The next-token distribution after ids (token ids) under each temperature
+    (plots.overview.TemperatureComparison).
     One forward pass; the k tokens shown are the model's most likely (temperature keeps their order)."""
     with ctx:
         top, lps, entropies = under_temperatures(model, ids, temps, top_k, top_p, k)
     probs = [lp.exp().tolist() for lp in lps]
-    filt = plots.sampling_text(1, top_k, top_p).partition(', ')[2]  # the top-k/top-p part only
+    filt = sampling_text(1, top_k, top_p).partition(', ')[2]  # the top-k/top-p part only
     title = (f"Next-token distribution at step {step + 1}, after "
-             f"\"{plots.text_tail(tok.display(ids[-24:]), 50)}\": "
+             f"\"{text_tail(tok.display(ids[-24:]), 50)}\": "
              f"the model's {len(top)} most likely tokens under each temperature")
-    return plots.TemperatureComparison(labels=[plots.token_label(tok.token_text(i)) for i in top.tolist()],
+    return overviews.TemperatureComparison(labels=[token_label(tok.token_text(i)) for i in top.tolist()],
                                        temperatures=list(temps), probs=probs, entropies=entropies,
                                        title=title, sampling=filt)
 
@@ -261,59 +261,6 @@ def new_run_dir(results_dir, prefix='sample'):
 
 
 AUTO_CHARTS = 100  # chart_samples=0: every sample's step charts up to this many in all, else sample 1's only
-# fewer charts per extra process: draw them here (a process takes ~1 s of CPU to start)
-MIN_CHARTS_PER_WORKER = 40
-_chart = None  # a worker process's reused StepChart
-
-
-def _init_chart_worker(k):
-    """Set up a chart-drawing process: headless matplotlib, one reused figure."""
-    global _chart
-    os.environ['MPLBACKEND'] = 'Agg'  # files only: a worker never opens windows
-    _chart = plots.StepChart(k)
-
-
-def _draw_chart_chunk(jobs):
-    """Draw (StepBars, path) jobs with the worker's figure; returns how many."""
-    for bars, path in jobs:
-        _chart.draw(bars, path)
-    return len(jobs)
-
-
-def chart_workers_for(n_jobs, workers=0):
-    """How many processes draw n_jobs charts: workers (0 = one per CPU core, at most 8), fewer when
-    each would get under MIN_CHARTS_PER_WORKER charts (1 = in this process)."""
-    if workers <= 0:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
-        workers = min(cores or 1, 8)
-    return max(1, min(workers, n_jobs // MIN_CHARTS_PER_WORKER))
-
-
-def draw_step_charts(jobs, k, workers=1):
-    """Draw (StepBars, path) jobs into PNGs with one reused figure per process, with a progress bar.
-    workers > 1 spreads them over that many 'spawn' processes (torch is loaded here: no fork).
-    Returns seconds."""
-    from tqdm import tqdm
-    t0 = time.perf_counter()
-    bar = tqdm(total=len(jobs), desc='step charts', unit='chart', leave=False)
-    try:
-        if workers <= 1:
-            chart = plots.StepChart(k)
-            try:
-                for bars, path in jobs:
-                    chart.draw(bars, path)
-                    bar.update()
-            finally:
-                chart.close()
-        else:
-            chunks = [jobs[c:c + 10] for c in range(0, len(jobs), 10)]  # small chunks: the progress bar moves
-            ctx = multiprocessing.get_context('spawn')
-            with ctx.Pool(workers, initializer=_init_chart_worker, initargs=(k,)) as pool:
-                for done in pool.imap_unordered(_draw_chart_chunk, chunks):
-                    bar.update(done)
-    finally:
-        bar.close()
-    return time.perf_counter() - t0
 
 
 def charted_samples(lengths, chart_samples):
@@ -326,7 +273,7 @@ def charted_samples(lengths, chart_samples):
 def save_step_charts(samples, tok, run_dir, temperature, top_k, top_p, k, forced=False, windows=False,
                      chart_samples=0, workers=0):
     """The step charts of the first chart_samples samples (see charted_samples) and every sample's
-    overview (samples generated with details) into run_dir. workers: see chart_workers_for."""
+    overview (samples generated with details) into run_dir. workers: see plots.steps.chart_workers_for."""
     jobs, all_bars = [], []
     drawn, n = charted_samples([len(s.steps) for s in samples], chart_samples), len(samples)
     for i, s in enumerate(samples, start=1):
@@ -343,18 +290,18 @@ def save_step_charts(samples, tok, run_dir, temperature, top_k, top_p, k, forced
         total = sum(len(s.steps) for s in samples)
         print(f"step charts for {'sample 1' if drawn == 1 else f'samples 1-{drawn}'} only "
               f"(--chart_samples=-1 draws all {total} charts of the {n} samples)")
-    procs = chart_workers_for(len(jobs), workers)
+    procs = step_charts.chart_workers_for(len(jobs), workers)
     print(f"drawing {len(jobs)} step charts into {run_dir}/sample_<i>/step_<n>.png"
           + (f" ({procs} processes)" if procs > 1 else ''))
-    secs = draw_step_charts(jobs, k, procs)
+    secs = step_charts.draw_step_charts(jobs, k, procs)
     print(f"drew {len(jobs)} step charts in {secs:.1f} s ({secs / max(len(jobs), 1):.3f} s per chart)")
     for i, s in enumerate(samples, start=1):
-        path = plots.draw_overview(overview(s, tok, i, temperature, top_k, top_p, forced),
+        path = overviews.draw_overview(overview(s, tok, i, temperature, top_k, top_p, forced),
                                    os.path.join(run_dir, f"sample_{i}", 'overview.png'),
                                    show=windows and i <= MAX_WINDOWS)
         print(f"overview of {'fixed_response' if forced else f'sample {i}'}: {path}")
     if windows and all_bars:
-        plots.step_viewer(all_bars, k)  # one window to page through every step
+        step_charts.step_viewer(all_bars, k)  # one window to page through every step
 
 
 def beam_search_vs_greedy(loaded, prompt, stop_token):
@@ -436,7 +383,7 @@ def main():
         print('---------------')
 
     run_dir = new_run_dir(results_dir) if (show_probs or temps or html) else None
-    windows = show and plots.interactive_display()
+    windows = show and common.interactive_display()
     if show_probs:
         save_step_charts(samples, tok, run_dir, temperature, top_k, top_p, probs_top_k, forced, windows,
                          chart_samples, chart_workers)
@@ -451,7 +398,8 @@ def main():
                                      probs_top_k, tok, step)
         print(cmp.title)
         print('\n'.join(temperature_table(cmp)))
-        path = plots.draw_temperature_comparison(cmp, os.path.join(run_dir, 'temperatures.png'), show=windows)
+        path = overviews.draw_temperature_comparison(cmp, os.path.join(run_dir, 'temperatures.png'),
+                                                     show=windows)
         print(f"temperature comparison: {path}")
     if html:
         from nanoprobs import html_report
@@ -460,7 +408,7 @@ def main():
               f"{html_report.sample_html(samples, tok, run_dir, settings, forced)}")
     if windows and (show_probs or temps):
         print("showing the charts (close the windows to finish; --show=False skips this)")
-        plots.show_windows()
+        common.show_windows()
 
 
 if __name__ == '__main__':

@@ -28,7 +28,7 @@ from nanoprobs import load
 from configurator import configure, run_main
 from nanoprobs.decoding import Sample, decode, score, under_temperatures
 from nanoprobs.sampling import check_sampling, make_generator
-from nanoprobs.formatting import format_prob
+from nanoprobs.formatting import format_prob, sampling_text
 
 # -----------------------------------------------------------------------------
 init_from: str = 'resume'  # 'resume' (from out_dir), a gpt2 variant ('gpt2-xl'), a Hugging Face folder, a .pt
@@ -199,7 +199,7 @@ class App:
         m, tok, L = self.L.model, self.L.tok, self.L
         with self.lock:
             yield dict(start=dict(prompt=tok.decode(prompt), prompt_ids=prompt,
-                                  sampling=html_report.sampling_text(t, k, p)))
+                                  sampling=sampling_text(t, k, p)))
             steps = []
             if prefix:  # the response starts with these tokens (a branch): scored, then continued
                 with L.ctx:
@@ -219,7 +219,7 @@ class App:
             smp = as_sample(prompt, steps, stopped)
             yield dict(done=dict(text=tok.decode(smp.tokens), tokens=smp.tokens, logprob=num(smp.logprob),
                                  sample_logprob=num(smp.sample_logprob),
-                                 totals=html_report.sample_totals(smp, html_report.sampling_text(t, k, p))))
+                                 totals=html_report.sample_totals(smp, sampling_text(t, k, p))))
 
     def score(self, body):
         prompt = self.ids(body, 'prompt_ids', 'prompt')
@@ -231,7 +231,7 @@ class App:
         with self.lock, self.L.ctx:
             s = score(self.L.model, [prompt], [response], t, k, p, details=kk)[0]
         return dict(doc=html_report.sample_doc(s, self.L.tok, 'scored response',
-                                               html_report.sampling_text(t, k, p), forced=True),
+                                               sampling_text(t, k, p), forced=True),
                     logprob=num(s.logprob))
 
     def temperatures(self, body):
@@ -255,7 +255,7 @@ class App:
                              entropy=html_report.nats(h)))
         tok = self.L.tok
         title = (f"next token after \u201c…{tok.display(ids[-12:])}\u201d under each temperature"
-                 f"{', ' + html_report.sampling_text(1, k, p).partition(', ')[2] if k or p < 1 else ''}")
+                 f"{', ' + sampling_text(1, k, p).partition(', ')[2] if k or p < 1 else ''}")
         return dict(title=title, tokens=[[i, tok.token_text(i)] for i in order.tolist()], columns=cols)
 
     def info(self):

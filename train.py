@@ -405,7 +405,7 @@ def diverged(what, iter_num, lr, paths):
 def draw_loss(history, path, title):
     """Redraw loss.png from the log's history; False when it cannot be drawn (a chart is not worth a run)."""
     try:
-        from nanoprobs.plots import plot_loss
+        from nanoprobs.plots.training import plot_loss
         plot_loss(history['step'], history['eval'], path, title=title)
         return True
     except Exception as e:

@@ -3,7 +3,7 @@ nanoprobs: the library behind the scripts, everything that is not the network (m
 command line (configurator.py).
 
 From the ground up (each module imports only the ones above it in this list, and model.py/configurator.py):
-    formatting   probabilities and ratios as text, without underflow
+    formatting   probabilities, ratios, tokens and model names as text (probabilities without underflow)
     sampling     the model and sampling distributions, top-k / top-p, draws (float64 log space)
     decoding     result types (Sample, Step), the KV cache, generate() and one-pass score()
     beams        beam search and its report

@@ -1,8 +1,12 @@
 """
-Probabilities and ratios as text, from their logs, without float64 underflow (never a silent 0).
+Text for people to read, the one place for it (terminal lines, chart labels and the HTML page alike):
+probabilities and ratios from their logs without float64 underflow (never a silent 0), tokens with
+their whitespace made visible, sampling settings and model names.
 """
 
 import math
+import os
+import re
 
 
 def format_prob(logprob, digits=4):
@@ -35,3 +39,69 @@ def _sci(log10, digits):
     if round(mant, digits - 1) >= 10:  # 9.9996 rounds up to 10.000: carry into the exponent
         mant, exp10 = mant / 10, exp10 + 1
     return f"{mant:.{digits - 1}f}e{exp10:+03d}"
+
+
+# -----------------------------------------------------------------------------
+# tokens, settings and models as labels
+
+# tokenizer.byte_text's <E2 80> and token_text's <id 50300>: labels whose spaces are not the token's
+BYTE_LABEL = re.compile(r'(<(?:[0-9A-F]{2}(?: [0-9A-F]{2})*|id \d+)>)')
+
+
+def token_label(text, max_len=14):
+    """Make a token readable on an axis: spaces as '␣', newlines and tabs as \\n and \\t, long ones cut."""
+    out = ''.join(part if i % 2 else part.replace(' ', '␣')
+                  for i, part in enumerate(BYTE_LABEL.split(text)))
+    out = out.replace('\n', '\\n').replace('\t', '\\t').replace('\r', '\\r')
+    return out if len(out) <= max_len else out[:max_len - 1] + '…'
+
+
+def short_models(text):
+    """Text with every path in it (a word holding '/' or '\\', or ending in .pt) shown as model_label
+    gives it: legends and titles name models, they do not spell out /tmp/.../out-children/ckpt.pt."""
+    return re.sub(r'[^\s→:]*[/\\][^\s→]*|[^\s→:]+\.pt\b', lambda m: model_label(m.group(0)), text)
+
+
+def plain(text):
+    """Text that matplotlib draws as it is: '$' would otherwise start mathtext."""
+    return text.replace('$', r'\$')
+
+
+def text_tail(text, n=60):
+    """The last n characters of text on one line, newlines and tabs shown as \\n and \\t."""
+    text = text.replace('\n', '\\n').replace('\t', '\\t').replace('\r', '\\r')
+    return text if len(text) <= n else '…' + text[-(n - 1):]
+
+
+def prob_text(p):
+    """A probability for a bar label: 3 decimals, or 2 significant digits when smaller than 0.001."""
+    if p == 0:
+        return '0'
+    return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
+
+
+def sampling_text(temperature, top_k=None, top_p=None):
+    """'T=0.8, top-k 200, top-p 0.9' for titles and legends (off settings left out)."""
+    parts = ['greedy (T=0)' if temperature == 0 else f"T={temperature:g}"]
+    if top_k:
+        parts.append(f"top-k {top_k}")
+    if top_p is not None and top_p < 1:
+        parts.append(f"top-p {top_p:g}")
+    return ', '.join(parts)
+
+
+def model_label(source):
+    """A short name for a loaded model (load.Loaded.source) in titles and legends:
+    'out-children/ckpt.pt' -> 'out-children', '/models/gpt2-local' -> 'gpt2-local', 'gpt2' -> 'gpt2'."""
+    s = str(source).rstrip('/\\')
+    head, tail = os.path.split(s)
+    if tail.endswith('.pt') and head:
+        return os.path.basename(head) + ('' if tail == 'ckpt.pt' else '/' + tail)
+    return tail or s
+
+
+def file_tag(*sources):
+    """The models of a run as part of a file name, so that runs on other models do not overwrite it:
+    ('gpt2',) -> 'gpt2'; ('gpt2', 'out-children/ckpt.pt') -> 'gpt2_vs_out-children'."""
+    return '_vs_'.join(re.sub(r'[^A-Za-z0-9._-]+', '-', model_label(s)).strip('-') or 'model'
+                       for s in sources if s)

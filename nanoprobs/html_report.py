@@ -21,7 +21,7 @@ import os
 import re
 
 from nanoprobs import atomic
-from nanoprobs.formatting import format_prob, format_ratio
+from nanoprobs.formatting import format_prob, format_ratio, sampling_text
 
 WEB = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'web')
 FORMAT = 'nanogpt-report/1'
@@ -40,12 +40,6 @@ def num(x):
 
 def nats(x):
     return f"{x + 0.0:.3f} nats"  # + 0.0: an entropy of -0.0 shows as 0.000
-
-
-def sampling_text(temperature, top_k=None, top_p=None):
-    """'T=0.8, top-k 200, top-p 0.9' (the wording of the charts' legends)."""
-    from nanoprobs import plots
-    return plots.sampling_text(temperature, top_k, top_p)
 
 
 # -----------------------------------------------------------------------------

@@ -325,7 +325,7 @@ def write_all(writers, remove=()):
 def write_results(run, c, results_dir, name, show=False, html=False):
     """results/eval_<name>.json/.csv/.md/.png (+ _tokens.png when comparing, + .html for the browser
     report, made from the .json's own text: the same numbers): one run's set, or nothing."""
-    from nanoprobs import plots
+    from nanoprobs.plots import evals
     try:
         os.makedirs(results_dir, exist_ok=True)
     except OSError as e:
@@ -347,10 +347,10 @@ def write_results(run, c, results_dir, name, show=False, html=False):
                   'after: ' + run.model: [p.logprob for p in run.pairs]}
     data = os.path.basename(run.settings.get('eval_data', ''))
     title = f"P(response | prompt), {len(run.pairs)} pairs of {data}"
-    writers[base + '.png'] = lambda path: plots.eval_pairs(labels, series, path, title, show=show)
+    writers[base + '.png'] = lambda path: evals.eval_pairs(labels, series, path, title, show=show)
     if c is not None and (c.top_tokens(1, True) or c.top_tokens(1, False)):  # some token changed
         items = [(p.tokens[i], p.index, dd) for p, i, dd in c.top_tokens(12, True) + c.top_tokens(12, False)]
-        writers[base + '_tokens.png'] = lambda path: plots.eval_token_changes(
+        writers[base + '_tokens.png'] = lambda path: evals.eval_token_changes(
             items, path, f"tokens whose probability changed most: {c.before.model} → {run.model}",
             show=show)
     if html:

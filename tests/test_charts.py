@@ -7,7 +7,8 @@ import re
 import pytest
 import torch
 
-from nanoprobs import plots
+from nanoprobs.formatting import file_tag
+from nanoprobs.plots import common, evals, internals, overview, steps
 from conftest import tiny_model, write_ckpt
 
 
@@ -47,12 +48,12 @@ def test_embedding_scatter_of_separate_maps_draws_no_moves(keep):
     that model's map has it."""
     import numpy as np
     xy, after = np.array([[0.0, 0.0], [1.0, 1.0], [2.0, 0.5]]), np.array([[0.1, 0.2], [0.9, 1.3], [2.2, 0.4]])
-    fig = plots.embedding_scatter(xy, ['a', 'b', 'c'], 'x.png', xy_after=after, arrow_scale=10.0, moves=False)
+    fig = internals.embedding_scatter(xy, ['a', 'b', 'c'], 'x.png', xy_after=after, arrow_scale=10.0, moves=False)
     ax = fig.axes[0]
     assert not [t for t in ax.texts if getattr(t, 'arrow_patch', None) is not None]
     red = ax.collections[1].get_offsets()
     assert np.allclose(red, after) and '×' not in ax.get_legend().get_texts()[1].get_text()
-    fig = plots.embedding_scatter(xy, ['a', 'b', 'c'], 'y.png', xy_after=after, arrow_scale=10.0)  # one space
+    fig = internals.embedding_scatter(xy, ['a', 'b', 'c'], 'y.png', xy_after=after, arrow_scale=10.0)  # one space
     assert np.allclose(fig.axes[0].collections[1].get_offsets(), xy + 10 * (after - xy))
 
 
@@ -71,9 +72,9 @@ def test_embedding_moves_keep_significant_digits(tmp_path, monkeypatch, capsys, 
 
 
 def test_file_tag_names_the_models():
-    assert plots.file_tag('gpt2') == 'gpt2'
-    assert plots.file_tag('gpt2', 'out-children/ckpt.pt') == 'gpt2_vs_out-children'
-    assert plots.file_tag('/models/my model/', None) == 'my-model'
+    assert file_tag('gpt2') == 'gpt2'
+    assert file_tag('gpt2', 'out-children/ckpt.pt') == 'gpt2_vs_out-children'
+    assert file_tag('/models/my model/', None) == 'my-model'
 
 
 # -----------------------------------------------------------------------------
@@ -81,13 +82,14 @@ def test_file_tag_names_the_models():
 
 @pytest.fixture
 def keep(monkeypatch):
-    """plots.save returns the figure, drawn, instead of writing it."""
+    """save returns the figure, drawn, instead of writing it (patched where each chart module calls it)."""
     def save(fig, path, show=False):
         fig.canvas.draw()
         return fig
-    monkeypatch.setattr(plots, 'save', save)
+    for module in (evals, internals):
+        monkeypatch.setattr(module, 'save', save)
     yield
-    plots._plt().close('all')
+    common.pyplot().close('all')
 
 
 def inside(fig, artist):
@@ -99,7 +101,7 @@ def inside(fig, artist):
 
 def test_eval_pairs_ratios_above_the_frame_and_short_legend(keep):
     before, after = [-12.0, -30.5, -8.2, -45.0], [-0.01, -31.5, -2.2, -25.0]
-    fig = plots.eval_pairs([f"{i}: prompt" for i in range(1, 5)],
+    fig = evals.eval_pairs([f"{i}: prompt" for i in range(1, 5)],
                            {'before: /tmp/pytest-1/test_x/out-before/ckpt.pt': before,
                             'after: /tmp/pytest-1/test_x/out-children/ckpt.pt': after}, 'x.png', 'title')
     ax = fig.axes[0]
@@ -115,46 +117,46 @@ def test_eval_pairs_ratios_above_the_frame_and_short_legend(keep):
 def test_eval_token_changes_one_sided_axis_and_title_fits(keep):
     long = ('tokens whose probability changed most: /tmp/pytest-of-root/pytest-12/test_eval0/out-before/ckpt.pt'
             ' → /tmp/pytest-of-root/pytest-12/test_eval0/out-children-finetuned/ckpt.pt')
-    fig = plots.eval_token_changes([(' castle', 1, 2.3), ('.', 3, 0.05)], 'x.png', long)
+    fig = evals.eval_token_changes([(' castle', 1, 2.3), ('.', 3, 0.05)], 'x.png', long)
     ax = fig.axes[0]
     assert ax.get_xlim()[0] == 0 and ax.get_xlim()[1] > 2.3  # every token gained: no empty negative half
     assert inside(fig, ax.title) and '/tmp' not in ax.get_title() and 'out-children-finetuned' in ax.get_title()
-    fig = plots.eval_token_changes([(' castle', 1, 2.3), ('.', 3, -0.5)], 'x.png', 'mixed')
+    fig = evals.eval_token_changes([(' castle', 1, 2.3), ('.', 3, -0.5)], 'x.png', 'mixed')
     lo, hi = fig.axes[0].get_xlim()
     assert lo == -hi
 
 
 def test_overview_steps_are_whole_numbers():
     lp = [-0.2, -3.0, -8.0]  # three steps: matplotlib alone ticks 1, 1.5, 2, 2.5, 3
-    fig = plots.overview_figure(plots.SampleOverview(prompt='Hi', tokens=list('abc'), logprobs=lp,
+    fig = overview.overview_figure(overview.SampleOverview(prompt='Hi', tokens=list('abc'), logprobs=lp,
                                                      sample_logprobs=lp, title='t'))
     ax = fig.axes[-1]
     ticks = [x for x in ax.get_xticks() if ax.get_xlim()[0] <= x <= ax.get_xlim()[1]]
     assert ticks and all(float(x).is_integer() for x in ticks)
-    plots._plt().close(fig)
+    common.pyplot().close(fig)
 
 
 def test_step_chart_small_chosen_bar_is_marked_and_columns_align(gpt2_tok):
     from nanoprobs.decoding import Step
     ids, lps = [13, 11, 290, 262], [-0.01, -6.0, -6.5, -7.0]
-    chart = plots.StepChart(4)
+    chart = steps.StepChart(4)
     try:
         step = Step(top_ids=ids, top_logprobs=lps, top_sample_logprobs=lps, chosen=290, chosen_logprob=-6.5,
                     chosen_sample_logprob=-6.5, chosen_rank=3, entropy=1.0, sample_entropy=1.0)
-        chart.render(plots.step_bars(step, gpt2_tok))
+        chart.render(steps.step_bars(step, gpt2_tok))
         assert list(chart.mark.get_ydata()) == [2]  # p = 0.0015: a marker where its bars would be
         step = Step(top_ids=ids, top_logprobs=lps, top_sample_logprobs=lps, chosen=13, chosen_logprob=-0.01,
                     chosen_sample_logprob=-0.01, chosen_rank=1, entropy=1.0, sample_entropy=1.0)
-        chart.render(plots.step_bars(step, gpt2_tok))
+        chart.render(steps.step_bars(step, gpt2_tok))
         assert list(chart.mark.get_ydata()) == []
         # a forced token far outside the top k, with a probability below float64's range
         step = Step(top_ids=ids, top_logprobs=lps, top_sample_logprobs=lps, chosen=50, chosen_logprob=-1000.0,
                     chosen_sample_logprob=float('-inf'), chosen_rank=41250, entropy=1.0, sample_entropy=1.0)
-        chart.render(plots.step_bars(step, gpt2_tok, forced=True))
+        chart.render(steps.step_bars(step, gpt2_tok, forced=True))
         rows = [t.get_text() for t in chart.values if t.get_text()] + [chart.header.get_text()]
         assert len(rows) == 6 and '5.08e-435' in rows[4]
         for r in rows:  # every row's two columns end at the same characters
-            assert r[plots.W - 1] != ' ' and r[plots.W] == ' ' and r[2 * plots.W] != ' '
+            assert r[steps.W - 1] != ' ' and r[steps.W] == ' ' and r[2 * steps.W] != ' '
     finally:
         chart.close()
 
@@ -164,7 +166,7 @@ def test_attention_close_up_masks_future_cells(keep):
     T = 5
     a = np.tril(np.ones((T, T)))
     a /= a.sum(1, keepdims=True)
-    fig = plots.attention_head(a, list('abcde'), 'x.png', title='layer 0, head 0')
+    fig = internals.attention_head(a, list('abcde'), 'x.png', title='layer 0, head 0')
     ax = fig.axes[0]
     img = ax.images[0].get_array()
     assert img.mask[0, 1] and img.mask[3, 4] and not img.mask[4, 0]  # future keys masked, not drawn as 0
@@ -176,17 +178,17 @@ def test_attention_close_up_masks_future_cells(keep):
             assert path.contains_point((c, r)) == (c > r), (r, c)
     for artist in (ax.xaxis.label, ax.title):  # with a 3-token prompt too
         assert inside(fig, artist)
-    fig = plots.attention_head(a[:3, :3], list('abc'), 'y.png', title='layer 0, head 0: row = query token, '
+    fig = internals.attention_head(a[:3, :3], list('abc'), 'y.png', title='layer 0, head 0: row = query token, '
                                'column = key token')
     assert inside(fig, fig.axes[0].xaxis.label) and inside(fig, fig.axes[0].title)
     near_one = np.array([[1.0, 0, 0], [0.001, 0.999, 0], [0.5, 0.25, 0.25]])  # 0.999 rounds to 1, not '.00'
-    cells = [t.get_text() for t in plots.attention_head(near_one, list('abc'), 'z.png').axes[0].texts]
+    cells = [t.get_text() for t in internals.attention_head(near_one, list('abc'), 'z.png').axes[0].texts]
     assert cells == ['1', '1', '.50', '.25', '.25']
 
 
 def test_logit_lens_title_fits_a_small_model(keep):
     import numpy as np
-    fig = plots.logit_lens_table([['a', 'b']] * 2, np.full((2, 2), 0.5), ['embeddings', 'block 0'], ['x', 'y'],
+    fig = internals.logit_lens_table([['a', 'b']] * 2, np.full((2, 2), 0.5), ['embeddings', 'block 0'], ['x', 'y'],
                                  'x.png', title='logit lens of out-children-small: top next-token prediction per '
                                  'layer (blue box = the actual next token)')
     title = fig.axes[0]._left_title  # the title is drawn at the left (loc='left')

@@ -360,7 +360,7 @@ def test_top5_counts_a_rank_5_token(model, run):
 
 
 def test_result_files_are_all_or_nothing(tmp_path, monkeypatch, run):
-    from nanoprobs import plots
+    from nanoprobs.plots import evals
     r, _ = run
     first = write_results(r, None, str(tmp_path), 'x')
     before = {p: open(p, 'rb').read() for p in first}
@@ -368,7 +368,7 @@ def test_result_files_are_all_or_nothing(tmp_path, monkeypatch, run):
     def broken(*a, **k):
         raise RuntimeError('disk full while drawing')
 
-    monkeypatch.setattr(plots, 'eval_pairs', broken)
+    monkeypatch.setattr(evals, 'eval_pairs', broken)
     with pytest.raises(RuntimeError):
         write_results(_run([[-9.0]], 'other'), None, str(tmp_path), 'x')
     assert {p: open(p, 'rb').read() for p in first} == before  # the earlier results are intact
@@ -482,7 +482,7 @@ def test_every_sample_py_setting_is_accepted(tmp_path):
 
 def _fake_charts(monkeypatch, barrier=None):
     """Charts as small text files naming their run (fast, and checkable), optionally all drawn at once."""
-    from nanoprobs import plots
+    from nanoprobs.plots import evals
 
     def chart(labels, series, path, *a, **k):
         if barrier is not None:
@@ -490,8 +490,8 @@ def _fake_charts(monkeypatch, barrier=None):
         with open(path, 'w') as f:
             f.write(list(series)[-1])
 
-    monkeypatch.setattr(plots, 'eval_pairs', chart)
-    monkeypatch.setattr(plots, 'eval_token_changes',
+    monkeypatch.setattr(evals, 'eval_pairs', chart)
+    monkeypatch.setattr(evals, 'eval_token_changes',
                         lambda items, path, title, **k: open(path, 'w').write(title.split(' → ')[-1]))
 
 

@@ -1,6 +1,5 @@
 """The repository's layout, checked from the source: the scripts at the top, no import cycle, nothing imports a script."""
 import ast
-from pathlib import Path
 
 from conftest import ROOT
 

@@ -5,7 +5,7 @@ import math
 import pytest
 
 from nanoprobs import tokenizer
-from nanoprobs import plots
+from nanoprobs.plots import common, overview, steps
 
 TEXTS = ['He said “Hello” — and ‘left’.', 'café 你好 😀 naïve', '“”‘’', 'plain ascii']
 
@@ -39,19 +39,19 @@ def test_step_chart_labels_use_the_same_labels(gpt2_tok):
     step = Step(chosen=q, chosen_logprob=-1.0, chosen_sample_logprob=-1.0, chosen_rank=1,
                 top_ids=[q, 13], top_logprobs=[-1.0, -2.0], top_sample_logprobs=[-1.0, -2.0],
                 entropy=1.0, sample_entropy=1.0)
-    bars = plots.step_bars(step, gpt2_tok)
+    bars = steps.step_bars(step, gpt2_tok)
     assert bars.labels[0] == '␣<E2 80>'
 
 
 def test_overview_draws_pieces_with_joint_probability(gpt2_tok):
     ids = gpt2_tok.encode('Once “upon”')
     lps = [-0.1 * (k + 1) for k in range(len(ids))]
-    ov = plots.SampleOverview(prompt='P:', tokens=[gpt2_tok.token_text(i) for i in ids], logprobs=lps,
+    ov = overview.SampleOverview(prompt='P:', tokens=[gpt2_tok.token_text(i) for i in ids], logprobs=lps,
                               sample_logprobs=lps, title='t', pieces=gpt2_tok.pieces(ids))
     units = ov.units()
     assert [t for t, _ in units] == ['Once', ' “', 'upon', '”']
     assert units[1][1] == pytest.approx(math.exp(lps[1] + lps[2]))
-    fig = plots.overview_figure(ov)
+    fig = overview.overview_figure(ov)
     drawn = ''.join(t.get_text() for ax in fig.axes for t in ax.texts)
     assert '“upon”' in drawn and '<' not in drawn and '\\x' not in drawn
-    plots._plt().close(fig)
+    common.pyplot().close(fig)

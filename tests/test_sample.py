@@ -9,12 +9,12 @@ from contextlib import nullcontext
 import pytest
 import torch
 
-from nanoprobs import plots
 import sample as S
 from conftest import make_hf_dir, run_script, tiny_model, write_ckpt
 from configurator import configure
 from nanoprobs.decoding import Sample
-from nanoprobs.formatting import format_prob
+from nanoprobs.formatting import format_prob, plain, text_tail, token_label
+from nanoprobs.plots import common, overview, steps
 
 PROMPT = "Once upon a time"
 
@@ -32,7 +32,7 @@ def reference(model, ids, temperature=1.0, top_k=None):
 
 
 def check_bars(bars, model, ids, chosen, temperature, top_k, k, tok):
-    """bars (plots.StepBars) shows the model's k most likely tokens after ids, both distributions,
+    """bars (plots.steps.StepBars) shows the model's k most likely tokens after ids, both distributions,
     and highlights `chosen` (by id), as an extra bar with its rank if it is outside the top k."""
     mlp, slp = reference(model, ids, temperature, top_k)
     ref = mlp.topk(k + 1)
@@ -44,7 +44,7 @@ def check_bars(bars, model, ids, chosen, temperature, top_k, k, tok):
         assert set(top) == set(ref.indices[:k].tolist())
     assert bars.probs[:n] == pytest.approx(mlp[bars.ids].exp().tolist(), rel=1e-4, abs=1e-9)
     assert bars.sample_probs == pytest.approx(slp[bars.ids].exp().tolist(), rel=1e-4, abs=1e-9)
-    assert bars.labels == [plots.token_label(tok.token_text(i)) for i in bars.ids]
+    assert bars.labels == [token_label(tok.token_text(i)) for i in bars.ids]
     # the highlighted bar is the chosen token, matched by id, with its true rank under the model
     assert bars.ids[bars.chosen] == chosen
     rank = 1 + int((mlp > mlp[chosen]).sum())
@@ -62,7 +62,7 @@ def drawn(chart):
     mw = [b.get_width() for b in chart.model_bars[:n]]
     sw = [b.get_width() for b in chart.sample_bars[:n]]
     from matplotlib.colors import to_rgba
-    red = to_rgba(plots.CHOSEN_COLOR)
+    red = to_rgba(common.CHOSEN_COLOR)
     hi = [i for i, b in enumerate(chart.model_bars[:n]) if tuple(b.get_facecolor()) == red]
     labels = chart.ax.get_yticklabels()
     assert [i for i, t in enumerate(labels) if to_rgba(t.get_color()) == red] == hi  # the token's label too
@@ -76,16 +76,16 @@ def test_bars_are_the_models_top_k_and_highlight_the_sampled_token(gpt2_tok):
     s, = S.generate_samples(model, nullcontext(), prompt, 1, 6, 0.8, 200, 1.0, details=10, generator=gen)
     bars = S.step_bars(s, tok, 1, 0.8, 200, 1.0)
     assert len(bars) == len(s.tokens) == 6
-    chart = plots.StepChart(10)
+    chart = steps.StepChart(10)
     try:
         for t, b in enumerate(bars):
             check_bars(b, model, s.ids[:len(prompt) + t], s.tokens[t], 0.8, 200, 10, tok)
             assert f"step {t + 1}/6" in b.title and 'T=0.8' in b.title and 'top-k 200' in b.title
-            assert plots.text_tail(tok.decode(s.ids[:len(prompt) + t])[-40:], 40)[1:] in b.title  # text so far
+            assert text_tail(tok.decode(s.ids[:len(prompt) + t])[-40:], 40)[1:] in b.title  # text so far
             chart.render(b)  # the drawing shows exactly this data
             mw, sw, hi, labels = drawn(chart)
             assert mw == pytest.approx(b.probs) and sw == pytest.approx(b.sample_probs)
-            assert hi == [b.chosen] and labels[b.chosen].startswith(plots.plain(b.labels[b.chosen]))
+            assert hi == [b.chosen] and labels[b.chosen].startswith(plain(b.labels[b.chosen]))
             # the numbers beside the bars: model, then sampling, and the chosen one's rank
             for i in range(len(b.ids)):
                 cells = chart.values[i].get_text().split()
@@ -104,7 +104,7 @@ def test_bars_are_the_models_top_k_and_highlight_the_sampled_token(gpt2_tok):
     assert ov.tokens == [tok.token_text(i) for i in s.tokens]
     # the interactive viewer pages through the same charts with the arrow keys
     from matplotlib.backend_bases import KeyEvent
-    viewer = plots.step_viewer(bars, 10)
+    viewer = steps.step_viewer(bars, 10)
     try:
         assert viewer.title.get_text() == bars[0].title
         for key, want in (('right', 1), ('right', 2), ('left', 1), ('end', 5), ('right', 5), ('home', 0)):
@@ -126,7 +126,7 @@ def test_chosen_token_outside_top_k_is_an_extra_bar_with_its_rank(gpt2_tok, tmp_
     assert bars[0].extra and bars[0].ranks[-1] == 1 + int((mlp > mlp[worst]).sum()) > 10000
     assert bars[0].sample_probs[-1] == 0.0  # top-k 200 would never have drawn it
     check_bars(bars[1], model, prompt + [worst], best, 0.8, 200, 10, tok)
-    chart = plots.StepChart(10)
+    chart = steps.StepChart(10)
     try:
         chart.draw(bars[0], str(tmp_path / 'extra.png'))
         mw, sw, hi, labels = drawn(chart)
@@ -176,7 +176,7 @@ def test_temperature_comparison_panels_and_numbers(gpt2_tok):
     cmp = S.temperature_comparison(model, nullcontext(), ids, temps, 200, 1.0, 10, tok)
     mlp, _ = reference(model, ids)
     top = mlp.topk(10).indices
-    assert cmp.labels == [plots.token_label(tok.token_text(i)) for i in top.tolist()]
+    assert cmp.labels == [token_label(tok.token_text(i)) for i in top.tolist()]
     for t, probs, ent in zip(temps, cmp.probs, cmp.entropies):
         if t == 0:  # greedy: all the mass on the most likely token
             assert probs == [1.0] + [0.0] * 9 and ent == 0.0
@@ -185,13 +185,13 @@ def test_temperature_comparison_panels_and_numbers(gpt2_tok):
         assert probs == pytest.approx(slp[top].exp().tolist(), rel=1e-6)
         assert ent == pytest.approx(float(-(slp.exp() * slp.nan_to_num(neginf=0.0)).sum()), rel=1e-6)
     assert cmp.entropies[0] < cmp.entropies[1] < cmp.entropies[2]  # hotter: flatter
-    fig = plots.temperature_figure(cmp)
+    fig = overview.temperature_figure(cmp)
     try:
         assert len(fig.axes) == len(temps)
         for ax, probs in zip(fig.axes, cmp.probs):
             assert [p.get_width() for p in ax.patches] == pytest.approx(probs)
     finally:
-        plots._plt().close(fig)
+        common.pyplot().close(fig)
     with pytest.raises(ValueError, match="'hot'"):
         S.parse_temperatures("0.5,hot")
     with pytest.raises(ValueError, match="'-1'"):
@@ -216,7 +216,7 @@ def test_summary_names_both_distributions_and_survives_underflow():
 
 def test_overview_lays_out_every_token():
     tokens = [' Once', ' upon', '\n', 'a\ttime', ' ' + 'x' * 30]
-    cells = plots._overview_cells('The prompt', tokens, cols=20)
+    cells = overview._overview_cells('The prompt', tokens, cols=20)
     for i, tok in enumerate(tokens):
         shown = ''.join(c[2] for c in cells if c[3] == i)
         assert shown == tok.replace('\t', '⇥').replace('\n', '⏎')
@@ -363,9 +363,9 @@ def test_chart_samples_rule_and_workers():
     assert S.charted_samples([500] * 10, 0) == 1  # the default run: sample 1 only
     assert S.charted_samples([500] * 10, -1) == 10 and S.charted_samples([5] * 3, 2) == 2
     assert S.charted_samples([5] * 3, 7) == 3
-    assert S.chart_workers_for(500, 2) == 2 and S.chart_workers_for(30, 2) == 1  # a process costs a start
+    assert steps.chart_workers_for(500, 2) == 2 and steps.chart_workers_for(30, 2) == 1  # a process costs a start
     cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
-    assert S.chart_workers_for(10 ** 6, 0) == min(cores, 8) and S.chart_workers_for(10 ** 6, 64) == 64
+    assert steps.chart_workers_for(10 ** 6, 0) == min(cores, 8) and steps.chart_workers_for(10 ** 6, 64) == 64
 
 
 def test_step_charts_drawn_by_processes_equal_those_drawn_here(gpt2_tok, tmp_path):
@@ -373,8 +373,8 @@ def test_step_charts_drawn_by_processes_equal_those_drawn_here(gpt2_tok, tmp_pat
     s, = S.generate_samples(model, nullcontext(), tok.encode(PROMPT), 1, 4, 0.8, 200, 1.0, details=5,
                             generator=torch.Generator().manual_seed(0))
     bars = S.step_bars(s, tok, 1, 0.8, 200, 1.0)
-    S.draw_step_charts([(b, str(tmp_path / 'here' / f"{t}.png")) for t, b in enumerate(bars)], 5, workers=1)
-    S.draw_step_charts([(b, str(tmp_path / 'procs' / f"{t}.png")) for t, b in enumerate(bars)], 5, workers=2)
+    steps.draw_step_charts([(b, str(tmp_path / 'here' / f"{t}.png")) for t, b in enumerate(bars)], 5, workers=1)
+    steps.draw_step_charts([(b, str(tmp_path / 'procs' / f"{t}.png")) for t, b in enumerate(bars)], 5, workers=2)
     for t in range(4):
         assert (tmp_path / 'procs' / f"{t}.png").read_bytes() == (tmp_path / 'here' / f"{t}.png").read_bytes()
 

@@ -58,7 +58,8 @@ dtype: str = 'float32'  # float32 weights read best; 'auto' = bfloat16/float16 o
 
 def main():
     from nanoprobs.load import encode_prompt, load_model
-    from nanoprobs import plots
+    from nanoprobs.formatting import file_tag, model_label
+    from nanoprobs.plots.internals import attention_grid, attention_head
 
     loaded = load_model(init_from, out_dir, device, dtype)
     bs = loaded.model.config.block_size
@@ -92,14 +93,14 @@ def main():
         links = ', '.join(f"{k}:{labels[k]!r} {v:.2f}" for v, k in zip(w.tolist(), j.tolist()))
         print(f"  {i:3d} {labels[i]!r:>16} -> {links}")
 
-    tag = plots.file_tag(loaded.source)  # in the file names: runs on other models do not overwrite these
+    tag = file_tag(loaded.source)  # in the file names: runs on other models do not overwrite these
     short = text if len(text) <= 60 else text[:57] + '...'
-    grid = plots.attention_grid(att.numpy(), os.path.join(results_dir, f"{name}_{tag}_grid.png"),
-                                title=f"attention of {plots.model_label(loaded.source)} on {short!r}\n"
-                                      f"rows: layers, columns: heads; in each map query down, key across")
-    close = plots.attention_head(a.numpy(), labels,
-                                 os.path.join(results_dir, f"{name}_{tag}_L{lay}H{head}.png"),
-                                 title=f"layer {lay}, head {head}: row = query token, column = key token")
+    grid = attention_grid(att.numpy(), os.path.join(results_dir, f"{name}_{tag}_grid.png"),
+                          title=f"attention of {model_label(loaded.source)} on {short!r}\n"
+                                f"rows: layers, columns: heads; in each map query down, key across")
+    close = attention_head(a.numpy(), labels,
+                           os.path.join(results_dir, f"{name}_{tag}_L{lay}H{head}.png"),
+                           title=f"layer {lay}, head {head}: row = query token, column = key token")
     print(f"saved {grid}")
     print(f"saved {close}")
 

@@ -116,7 +116,7 @@ dtype: str = 'float32'  # probabilities are most exact in float32; 'auto' = bflo
 def main():
     from nanoprobs.load import load_model
     from nanoprobs.sampling import check_sampling
-    from nanoprobs.plots import file_tag, model_label
+    from nanoprobs.formatting import file_tag, model_label
 
     check_sampling(temperature, top_k, top_p)
     if num_samples < 1 or max_new_tokens < 1:

@@ -257,7 +257,7 @@ def markdown(stats, runs):
 
 
 def main():
-    from nanoprobs import plots
+    from nanoprobs.plots.training import token_boxes, tokenizer_curves
     stat_specs = specs(tokenizers, 'tokenizers')
     train_specs = specs(train_tokenizers, 'train_tokenizers') if train else {}
     if not 0 < val_fraction < 1:
@@ -277,7 +277,7 @@ def main():
                           val_tokens=n, seconds=info.get('seconds', 0.0)))
         rows.append((name, sentence_pieces(name, tok)))
     os.makedirs(out, exist_ok=True)
-    plots.token_boxes(rows, os.path.join(out, "token_boundaries.png"), "how each tokenizer cuts one sentence")
+    token_boxes(rows, os.path.join(out, "token_boundaries.png"), "how each tokenizer cuts one sentence")
     runs = []
     for name, spec in train_specs.items():
         tok, info, folder = toks[name]
@@ -286,8 +286,8 @@ def main():
         if len({r['val_bytes'] for r in runs}) != 1:  # the comparison is only fair on identical text
             raise UserError(f"runs were evaluated on different val text: "
                             f"{[r['val_bytes'] for r in runs]} bytes")
-        plots.tokenizer_curves({r['name']: r['curve'] for r in runs}, os.path.join(out, 'loss_vs_bytes.png'),
-                               f"val loss per byte of text, {budget_mb:g} MB of text per model")
+        tokenizer_curves({r['name']: r['curve'] for r in runs}, os.path.join(out, 'loss_vs_bytes.png'),
+                         f"val loss per byte of text, {budget_mb:g} MB of text per model")
     summary = json.dumps(dict(stats=stats, runs=runs), indent=1, ensure_ascii=False)
     write_all({os.path.join(out, 'comparison.json'): text_writer(summary),
                os.path.join(out, 'comparison.md'): text_writer(markdown(stats, runs))})

@@ -113,7 +113,8 @@ device: str = 'cpu'  # only the embedding matrix is read: the CPU is enough
 
 def main():
     from nanoprobs.load import load_model
-    from nanoprobs.plots import embedding_scatter, file_tag, model_label
+    from nanoprobs.formatting import file_tag, model_label
+    from nanoprobs.plots.internals import embedding_scatter
 
     a = load_model(init_from, out_dir, device, 'float32')
     if corpus:
@@ -198,7 +199,7 @@ def _compare_widths(xa, xb, pa, labels, groups, source_a, source_b):
     """Two models of different widths: their embedding spaces share no axes, so nothing can be measured
     between them point by point. Each gets its own PCA; the second map is turned onto the first
     (align_2d), and each word's nearest neighbours are compared. Returns the second map (N, 2)."""
-    from nanoprobs.plots import model_label
+    from nanoprobs.formatting import model_label
     mb, cb, rb = pca_2d(xb)
     pb = align_2d((xb - mb) @ cb, pa)
     na, nb = _nearest(xa), _nearest(xb)

@@ -62,7 +62,8 @@ dtype: str = 'float32'  # 'auto' = bfloat16/float16 on CUDA
 
 def main():
     from nanoprobs.load import encode_prompt, load_model
-    from nanoprobs.plots import file_tag, logit_lens_table, model_label, prob_text, token_label
+    from nanoprobs.formatting import file_tag, model_label, prob_text, token_label
+    from nanoprobs.plots.internals import logit_lens_table
 
     loaded = load_model(init_from, out_dir, device, dtype)
     bs = loaded.model.config.block_size

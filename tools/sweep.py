@@ -341,7 +341,7 @@ def report(space, train_args):
     print(table)
     cmd = 'python -m tools.sweep ' + ' '.join(sys.argv[1:])
     atomic.write_text(os.path.join(sweep_dir, 'results.md'), f"# Sweep results\n\n`{cmd}`\n\n{table}\n")
-    from nanoprobs.plots import sweep_curves, sweep_values
+    from nanoprobs.plots.training import sweep_curves, sweep_values
     ok = [r for r in rows if r['best_val_loss'] is not None]
     if ok:
         name = os.path.basename(os.path.abspath(sweep_dir))

@@ -1,0 +1,81 @@
+"""
+eval.py's charts: each pair's response probability before/after, and the tokens that gained or lost.
+"""
+
+import math
+
+from nanoprobs.formatting import format_ratio, short_models, token_label
+from nanoprobs.plots.common import fit_text, pyplot, save
+
+
+def eval_pairs(labels, series, path, title='', show=False):
+    """Grouped bars, one group per prompt/response pair: each model's probability of the response,
+    on a log scale. series: {legend: [log-prob in nats, one per pair]}, one model or two (before, after).
+
+    Bars are drawn as log10 values with 10^k tick labels rather than on matplotlib's log axis, so a
+    probability below float64's range (1e-308, common for long responses) still gets its bar. With two
+    series each pair is marked with the ratio after/before, green when it rose, red when it fell."""
+    plt = pyplot()
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+    names, n = list(series), len(labels)
+    l10 = {k: [lp / math.log(10) for lp in v] for k, v in series.items()}
+    vmin, vmax = min(min(v) for v in l10.values()), max(max(v) for v in l10.values())
+    span = max(vmax - vmin, 1.0)
+    lo = math.floor(vmin - 0.08 * span)  # bars grow up from here to log10 p
+    width = 0.8 / len(names)
+    fig, ax = plt.subplots(figsize=(max(8.0, 0.42 * n + 3), 6.0))
+    colors = ['#9aa5b1', '#1f77b4'] if len(names) == 2 else ['#1f77b4']
+    for j, k in enumerate(names):
+        xs = [i + (j - (len(names) - 1) / 2) * width for i in range(n)]
+        ax.bar(xs, [v - lo for v in l10[k]], width, bottom=lo, label=k, color=colors[j % len(colors)])
+    if len(names) == 2:  # the ratios in a row above the frame, where no bar can reach them
+        from matplotlib.transforms import blended_transform_factory
+        above = blended_transform_factory(ax.transData, ax.transAxes)
+        for i, (b, a) in enumerate(zip(*l10.values())):
+            d = a - b  # log10 of the ratio
+            ax.text(i, 1.01, format_ratio(d * math.log(10)), transform=above, ha='center', va='bottom',
+                    fontsize=7, rotation=90 if n > 8 else 0,
+                    color='#2ca02c' if d > 0 else '#d62728' if d < 0 else 'black')
+    ax.set_ylim(lo, max(0.0, vmax) + 0.12 * span)  # room above the bars for the legend
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True, nbins=10))
+    ax.yaxis.set_major_formatter(FuncFormatter(
+        lambda y, _: f"$10^{{{int(y)}}}$" if y < 0 else '1' if y == 0 else ''))
+    ax.axhline(0, color='black', linewidth=0.6)
+    ax.set_xticks(range(n))
+    ax.set_xticklabels(labels, rotation=60, ha='right', fontsize=8)
+    ax.set_xlim(-0.6, n - 0.4)
+    ax.set_ylabel('P(response | prompt), log scale')
+    ratios = '\nabove each pair: the ratio after/before' if len(names) == 2 else ''
+    ax.set_title(fit_text(short_models(title or 'probability of each response'), fig.get_figwidth() - 1.2, 11)
+                 + ratios, fontsize=11, loc='left', pad=56 if len(names) == 2 and n > 8 else 16)
+    ax.grid(axis='y', alpha=0.3)
+    handles, keys = ax.get_legend_handles_labels()
+    ax.legend(handles, [short_models(k) for k in keys], loc='upper left', ncol=len(names), fontsize=8,
+              framealpha=0.9)
+    fig.tight_layout()
+    return save(fig, path, show)
+
+
+def eval_token_changes(items, path, title='', show=False):
+    """Horizontal bars of the response tokens whose log-probability changed the most between two
+    models. items: [(token text, pair number, delta in nats = after - before)]; gains green, losses red."""
+    plt = pyplot()
+    items = [(f"pair {i}: '{token_label(t, 20)}'", d) for t, i, d in sorted(items, key=lambda x: x[2])]
+    fig, ax = plt.subplots(figsize=(8.0, max(3.0, 0.28 * len(items) + 1.4)))
+    ys = range(len(items))
+    ax.barh(ys, [d for _, d in items], color=['#2ca02c' if d > 0 else '#d62728' for _, d in items])
+    ax.set_yticks(list(ys))
+    ax.set_yticklabels([lbl for lbl, _ in items], fontsize=8)
+    for y, (_, d) in zip(ys, items):
+        ax.annotate(format_ratio(d), (d, y), xytext=(3 if d > 0 else -3, 0), textcoords='offset points',
+                    ha='left' if d > 0 else 'right', va='center', fontsize=7)
+    ax.axvline(0, color='black', linewidth=0.6)
+    lim = max([abs(d) for _, d in items] + [1e-9]) * 1.3
+    # the side with no bars only when some bar is there: every token gained (or lost) -> a one-sided axis
+    ax.set_xlim(-lim if any(d < 0 for _, d in items) else 0, lim if any(d > 0 for _, d in items) else 0)
+    ax.set_xlabel('change in log-probability, nats (after − before); label = factor')
+    ax.set_title(fit_text(short_models(title or 'tokens that gained and lost probability'), 7.4, 10),
+                 fontsize=10)
+    ax.grid(axis='x', alpha=0.3)
+    fig.tight_layout()
+    return save(fig, path, show)
