@@ -52,7 +52,9 @@ def sampling_text(temperature, top_k=None, top_p=None):
 # -----------------------------------------------------------------------------
 # results -> the page's data
 
-# The page's data (this shape is also what serve.py's JSON API answers with and streams):
+# The page's data (this shape is also what serve.py's JSON API answers with; its streamed generation sends
+# {"start": the doc's prompt, prompt_ids and sampling}, one {"token": token} per token, then {"done": text,
+# tokens (ids), logprob, sample_logprob, totals}):
 #   page: format, kind ('sample' | 'eval' | 'live'), title, sampling (text, or null), settings [[name, text]],
 #         docs [doc]; an eval page also compare (bool), summary [[name, text]], table {head, rows};
 #         the live page also defaults and limits (the controls').
@@ -64,7 +66,7 @@ def sampling_text(temperature, top_k=None, top_p=None):
 #         text (the page shows the text, and only picks colours and bar lengths from the number);
 #         a log-prob of null is probability 0.
 #     id, text                     the token
-#     logprob, prob                under the model distribution
+#     logprob, prob                under the model distribution (prob: format_prob's text, '0.0131', '1.5e-08')
 #     sample_logprob, sample_prob  under the sampling distribution (absent for beams and unsampled evals)
 #     rank                         under the model distribution (1 = its most likely token)
 #     entropy, sample_entropy      of the step's two distributions, as text ('2.345 nats')

@@ -114,7 +114,7 @@ function drawDoc(doc, di, where) {
   text.querySelector('.prompt').textContent = doc.prompt;
   doc.tokens.forEach((t, ti) => text.append(tokenSpan(t, di, ti)));
   const first = text.querySelector('.tk'); if (first) first.tabIndex = 0;
-  sec.querySelector('.totals').replaceWith(facts(doc.totals || [], 'totals'));
+  sec.append(facts(doc.totals || [], 'totals'));  // (a streamed text's are replaced when it is done)
   if (where) where.prepend(sec); else main.append(sec);
   doc.el = sec;
   return sec;
