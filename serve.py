@@ -256,7 +256,7 @@ class App:
         tok = self.L.tok
         title = (f"next token after \u201c…{tok.display(ids[-12:])}\u201d under each temperature"
                  f"{', ' + sampling_text(1, k, p).partition(', ')[2] if k or p < 1 else ''}")
-        return dict(title=title, tokens=[[i, tok.token_text(i)] for i in order.tolist()], columns=cols)
+        return dict(title=title, tokens=[dict(id=i, text=tok.token_text(i)) for i in order.tolist()], columns=cols)
 
     def info(self):
         c = self.L.model.config

@@ -5,8 +5,10 @@ One self-contained HTML page of every probability: results as the page's data, a
     write_html(sample_page(samples, tok, settings), 'results/sample_x/index.html')   # decoding.Sample list
     write_html(eval_page(json.load(open('results/eval_gpt2.json'))), 'results/eval_gpt2.html')
 
-The page is web/report.html with web/report.css, web/report.js and the data inlined: nothing is loaded
-from the network, it opens from disk and can be mailed. serve.py serves the same page with live=True.
+The page is web/report.html with web/report.css, the scripts and the data inlined: nothing is loaded from
+the network, it opens from disk and can be mailed. web/page.js (shared) draws the texts and the popovers;
+web/report.js draws the report, web/live.js the live app (serve.py serves the page with live=True, which
+adds web/live.html's form and live.js; the static report holds neither).
 Every number shown is computed here in Python (float64 log-probs, format_prob text), never in JavaScript:
 the data holds both the log-probs (for the colours and bar lengths) and their text.
 Model text is untrusted: it travels as JSON in a <script type="application/json"> element with <, >, &
@@ -45,18 +47,44 @@ def nats(x):
 # -----------------------------------------------------------------------------
 # results -> the page's data
 
+# The page's data (this shape is also what serve.py's JSON API answers with; its streamed generation sends
+# {"start": the doc's prompt, prompt_ids and sampling}, one {"token": token} per token, then {"done": text,
+# tokens (ids), logprob, sample_logprob, totals}):
+#   page: format, kind ('sample' | 'eval' | 'live'), title, sampling (text, or null), settings [[name, text]],
+#         docs [doc]; an eval page also compare (bool), summary [[name, text]], table {head, rows};
+#         the live page also defaults and limits (the controls').
+#   doc:  title, prompt (text), prompt_ids, tokens [token], totals [[name, text]]; forced (a scored fixed
+#         response), model_only (beams: no sampling distribution), compare (eval: the before run's numbers
+#         are there, token by token).
+#   token: the model distribution is the model's own (T=1, no top-k/top-p); the sampling distribution the
+#         one the token was drawn from (temperature, top-k, top-p). Each log-prob comes with its format_prob
+#         text (the page shows the text, and only picks colours and bar lengths from the number);
+#         a log-prob of null is probability 0.
+#     id, text                     the token
+#     logprob, prob                under the model distribution (prob: format_prob's text, '0.0131', '1.5e-08')
+#     sample_logprob, sample_prob  under the sampling distribution (absent for beams and unsampled evals)
+#     rank                         under the model distribution (1 = its most likely token)
+#     entropy, sample_entropy      of the step's two distributions, as text ('2.345 nats')
+#     alternatives                 the step's top-k tokens under the model: [{id, text, logprob, prob,
+#                                  sample_logprob, sample_prob}], most likely first
+#     expected                     eval: the model's most likely token there (text)
+#     before_logprob, before_prob, before_rank, before_expected   eval comparison: the same, before
+#     change, change_ratio, change_nats   eval comparison: logprob - before_logprob (a number), as a
+#                                  probability ratio (text) and in nats (text)
+
 def token_entry(tok, i, lp, slp=None, rank=None, step=None):
-    """One token of a text: its id and text, its log-prob (model) and sampling log-prob with their text,
-    its rank, and with a decoding.Step its top-k candidates under both distributions and the entropies."""
-    e = dict(id=int(i), t=tok.token_text(int(i)), lp=num(lp), p=format_prob(lp))
+    """One token of a text (see the data shape above); with a decoding.Step its alternatives under both
+    distributions and the entropies."""
+    e = dict(id=int(i), text=tok.token_text(int(i)), logprob=num(lp), prob=format_prob(lp))
     if slp is not None:
-        e.update(slp=num(slp), sp=format_prob(slp))
+        e.update(sample_logprob=num(slp), sample_prob=format_prob(slp))
     if rank is not None:
         e['rank'] = int(rank)
     if step is not None:
-        e.update(ent=nats(step.entropy), sent=nats(step.sample_entropy),
-                 top=[[int(j), tok.token_text(int(j)), num(a), format_prob(a), num(b), format_prob(b)]
-                      for j, a, b in zip(step.top_ids, step.top_logprobs, step.top_sample_logprobs)])
+        e.update(entropy=nats(step.entropy), sample_entropy=nats(step.sample_entropy),
+                 alternatives=[dict(id=int(j), text=tok.token_text(int(j)), logprob=num(a), prob=format_prob(a),
+                                    sample_logprob=num(b), sample_prob=format_prob(b))
+                               for j, a, b in zip(step.top_ids, step.top_logprobs, step.top_sample_logprobs)])
     return e
 
 
@@ -134,15 +162,15 @@ def eval_page(d, title=''):
         same = b is not None and b['prompt_ids'] == p['prompt_ids'] and b['response_ids'] == p['response_ids']
         tokens = []
         for i, (t, lp, r, ex) in enumerate(zip(p['response_ids'], lps, p['ranks'], p['expected'])):
-            e = dict(id=t, t=p['tokens'][i], lp=num(lp), p=format_prob(lp), rank=r, exp=ex)
+            e = dict(id=t, text=p['tokens'][i], logprob=num(lp), prob=format_prob(lp), rank=r, expected=ex)
             if slps is not None:
                 s = -math.inf if slps[i] is None else slps[i]
-                e.update(slp=num(s), sp=format_prob(s))
+                e.update(sample_logprob=num(s), sample_prob=format_prob(s))
             if same:
                 blp = -math.inf if b['logprobs'][i] is None else b['logprobs'][i]
-                e.update(blp=num(blp), bp=format_prob(blp), brank=b['ranks'][i], bexp=b['expected'][i],
-                         d=num(lp - blp), dr=format_ratio(lp - blp),
-                         dn=f"{lp - blp:+.3f} nats" if math.isfinite(lp - blp) else '')
+                e.update(before_logprob=num(blp), before_prob=format_prob(blp), before_rank=b['ranks'][i],
+                         before_expected=b['expected'][i], change=num(lp - blp), change_ratio=format_ratio(lp - blp),
+                         change_nats=f"{lp - blp:+.3f} nats" if math.isfinite(lp - blp) else '')
             tokens.append(e)
         totals = [['tokens', str(len(tokens))], ['probability of the response', format_prob(p['logprob'])],
                   ['log-prob', f"{p['logprob']:.4f}"], ['perplexity', f"{p['perplexity']:.2f}"],
@@ -208,7 +236,7 @@ def script_json(obj):
 def _asset(name):
     with open(os.path.join(WEB, name), encoding='utf-8') as f:
         text = f.read()
-    if name != 'report.html' and re.search(r'</(script|style)', text, re.I):
+    if name.endswith(('.js', '.css')) and re.search(r'</(script|style)', text, re.I):
         raise ValueError(f"web/{name} contains </script or </style, which would end its inline element")
     return text
 
@@ -217,20 +245,27 @@ def _sha(text):
     return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode('utf-8')).digest()).decode() + "'"
 
 
-def csp(js, css, live=False):
-    """The Content-Security-Policy: only the page's own inline script and style (by hash), no network
+def scripts(live=False):
+    """The page's scripts, in order: the shared page.js, then the report's or the live app's own."""
+    return [_asset('page.js'), _asset('live.js' if live else 'report.js')]
+
+
+def csp(scripts, css, live=False):
+    """The Content-Security-Policy: only the page's own inline scripts and style (by hash), no network
     (the live app may fetch from its own server), no forms, frames, plugins or base URL."""
     connect = "'self'" if live else "'none'"
-    return (f"default-src 'none'; script-src {_sha(js)}; style-src {_sha(css)}; img-src data:; "
-            f"connect-src {connect}; base-uri 'none'; form-action 'none'")
+    return (f"default-src 'none'; script-src {' '.join(_sha(js) for js in scripts)}; style-src {_sha(css)}; "
+            f"img-src data:; connect-src {connect}; base-uri 'none'; form-action 'none'")
 
 
 def render(data, live=False):
-    """The whole page as a string: web/report.html with the CSS, the script and the data inlined."""
-    html, js, css = _asset('report.html'), _asset('report.js'), _asset('report.css')
+    """The whole page as a string: web/report.html with the CSS, the scripts and the data inlined; the live
+    app adds web/live.html (its form's markup) and live.js, which the static report leaves out."""
+    html, css, js = _asset('report.html'), _asset('report.css'), scripts(live)
     policy = csp(js, css, live)
-    parts = {'CSP': policy, 'CSS': css, 'JS': js, 'DATA': script_json(data)}
-    return re.sub(r'\{\{(CSP|CSS|JS|DATA)\}\}', lambda m: parts[m.group(1)], html), policy
+    parts = {'CSP': policy, 'CSS': css, 'PAGE': _asset('live.html') if live else '',
+             'SCRIPTS': '\n'.join(f"<script>{x}</script>" for x in js), 'DATA': script_json(data)}
+    return re.sub(r'\{\{(CSP|CSS|PAGE|SCRIPTS|DATA)\}\}', lambda m: parts[m.group(1)], html), policy
 
 
 def write_html(data, path, live=False):

@@ -41,13 +41,28 @@ def test_script_json_escapes_everything_that_could_end_the_element():
 
 def test_render_inlines_everything_and_allows_only_its_own_script():
     text, policy = html_report.render(dict(kind='sample', title=INJ, settings=[], docs=[]))
-    assert text.count('</script>') == 2  # the data element and the script: the title cannot end either
+    assert text.count('</script>') == 3  # the data element and two scripts: the title cannot end any
     assert INJ not in text and '<img' not in text
     assert not re.search(r'(src|href)=["\']?(https?:)?//', text)  # nothing loaded from the network
-    js = open(html_report.os.path.join(html_report.WEB, 'report.js'), encoding='utf-8').read()
-    assert f"<script>{js}</script>" in text and html_report._sha(js) in policy
+    for name in ('page.js', 'report.js'):
+        js = open(html_report.os.path.join(html_report.WEB, name), encoding='utf-8').read()
+        assert f"<script>{js}</script>" in text and html_report._sha(js) in policy
+        assert 'innerHTML' not in js and 'insertAdjacentHTML' not in js and 'eval(' not in js
     assert "default-src 'none'" in policy and "connect-src 'none'" in policy and 'unsafe' not in policy
-    assert 'innerHTML' not in js and 'insertAdjacentHTML' not in js and 'eval(' not in js
+
+
+def test_only_the_live_page_holds_the_live_app():
+    """The static report carries none of the live app's script or form; serve.py's page carries both, and
+    the shared script, but not the report's."""
+    web = lambda name: open(html_report.os.path.join(html_report.WEB, name), encoding='utf-8').read()
+    live_js, report_js, page_js, form = web('live.js'), web('report.js'), web('page.js'), web('live.html')
+    static, static_policy = html_report.render(dict(kind='sample', title='x', settings=[], docs=[]))
+    live, live_policy = html_report.render(html_report.live_page('tiny', {}, {}, {}), live=True)
+    assert live_js not in static and form not in static and html_report._sha(live_js) not in static_policy
+    assert '/api/' not in static and 'fetch(' not in static and 'id="t-live"' not in static
+    assert f"<script>{live_js}</script>" in live and form in live and html_report._sha(live_js) in live_policy
+    assert f"<script>{page_js}</script>" in live and report_js not in live
+    assert "connect-src 'self'" in live_policy and 'innerHTML' not in live_js and 'eval(' not in live_js
 
 
 def test_sample_report_holds_the_sample_numbers(tmp_path, gpt2_tok):
@@ -64,21 +79,22 @@ def test_sample_report_holds_the_sample_numbers(tmp_path, gpt2_tok):
     for s, doc in zip(samples, d['docs']):
         assert doc['prompt'] == "Once upon a time" and doc['prompt_ids'] == prompt
         toks = doc['tokens']
-        assert [e['id'] for e in toks] == s.tokens and [e['t'] for e in toks] == [gpt2_tok.token_text(i) for i in s.tokens]
-        assert [e['lp'] for e in toks] == s.logprobs.tolist()  # float64, exactly
-        assert [e['slp'] for e in toks] == [x if math.isfinite(x) else None for x in s.sample_logprobs.tolist()]
-        assert [e['p'] for e in toks] == [format_prob(x) for x in s.logprobs.tolist()]
+        assert [e['id'] for e in toks] == s.tokens and [e['text'] for e in toks] == [gpt2_tok.token_text(i) for i in s.tokens]
+        assert [e['logprob'] for e in toks] == s.logprobs.tolist()  # float64, exactly
+        assert [e['sample_logprob'] for e in toks] == [x if math.isfinite(x) else None for x in s.sample_logprobs.tolist()]
+        assert [e['prob'] for e in toks] == [format_prob(x) for x in s.logprobs.tolist()]
         assert [e['rank'] for e in toks] == s.ranks.tolist()
         for e, st in zip(toks, s.steps):
-            assert [c[0] for c in e['top']] == st.top_ids and [c[2] for c in e['top']] == st.top_logprobs
-            assert [c[3] for c in e['top']] == [format_prob(x) for x in st.top_logprobs]
-            assert [c[5] for c in e['top']] == [format_prob(x) for x in st.top_sample_logprobs]
-            assert e['ent'] == f"{st.entropy:.3f} nats"
+            alts = e['alternatives']
+            assert [a['id'] for a in alts] == st.top_ids and [a['logprob'] for a in alts] == st.top_logprobs
+            assert [a['prob'] for a in alts] == [format_prob(x) for x in st.top_logprobs]
+            assert [a['sample_prob'] for a in alts] == [format_prob(x) for x in st.top_sample_logprobs]
+            assert e['entropy'] == f"{st.entropy:.3f} nats"
         assert dict(doc['totals'])['probability under the model distribution'] == format_prob(s.logprob)
         assert dict(doc['totals'])['log-prob (sampling)'] == f"{s.sample_logprob:.4f}"
     P = len(prompt)
     want = [float(ref[P - 1 + i, t]) for i, t in enumerate(samples[0].tokens)]
-    assert [e['lp'] for e in d['docs'][0]['tokens']] == pytest.approx(want, abs=1e-4)
+    assert [e['logprob'] for e in d['docs'][0]['tokens']] == pytest.approx(want, abs=1e-4)
 
 
 def test_injection_in_prompt_and_tokens_stays_data(tmp_path, gpt2_tok):
@@ -86,9 +102,9 @@ def test_injection_in_prompt_and_tokens_stays_data(tmp_path, gpt2_tok):
     s = generate(m, torch.tensor([gpt2_tok.encode(INJ)]), 3, temperature=0, details=3)[0]
     evil = types.SimpleNamespace(token_text=lambda i: INJ, decode=gpt2_tok.decode)
     text = open(html_report.sample_html([s], evil, tmp_path, {}), encoding='utf-8').read()
-    assert text.count('</script>') == 2 and '<img' not in text
+    assert text.count('</script>') == 3 and '<img' not in text
     d = page_data(tmp_path / 'index.html')
-    assert d['docs'][0]['prompt'] == INJ and d['docs'][0]['tokens'][0]['t'] == INJ
+    assert d['docs'][0]['prompt'] == INJ and d['docs'][0]['tokens'][0]['text'] == INJ
 
 
 def test_beam_report_has_the_beams_numbers(gpt2_tok):
@@ -101,12 +117,12 @@ def test_beam_report_has_the_beams_numbers(gpt2_tok):
     assert [doc['title'] for doc in d['docs']] == ['beam 1', 'beam 2', 'beam 3', 'greedy decoding (temperature 0)']
     assert ['temperature', '0.8'] not in d['settings'] and all(doc['model_only'] for doc in d['docs'])
     for b, doc in zip(beams, d['docs']):
-        assert [e['lp'] for e in doc['tokens']] == b.logprobs.tolist()
+        assert [e['logprob'] for e in doc['tokens']] == b.logprobs.tolist()
         assert dict(doc['totals'])['beam score (log-prob / tokens^1)'] == f"{b.score:.4f}"
         for e in doc['tokens']:  # the rescoring pass agrees with beam search about each token
-            assert e['rank'] <= len(e['top'])  # (a beam's tokens are among a tiny model's top few)
-            cid, _, clp = e['top'][e['rank'] - 1][:3]
-            assert cid == e['id'] and clp == pytest.approx(e['lp'], abs=1e-5)  # float32: cache vs one pass
+            assert e['rank'] <= len(e['alternatives'])  # (a beam's tokens are among a tiny model's top few)
+            alt = e['alternatives'][e['rank'] - 1]
+            assert alt['id'] == e['id'] and alt['logprob'] == pytest.approx(e['logprob'], abs=1e-5)  # float32: cache vs one pass
 
 
 def run_inprocess(script, *args, monkeypatch, capsys):
@@ -150,11 +166,11 @@ def test_cli_reports(tmp_path, gpt2_tok, monkeypatch, capsys):
     assert d['kind'] == 'eval' and d['compare'] and len(d['docs']) == 2
     before = j['comparison']['before']['pairs']
     for p, b, doc in zip(j['pairs'], before, d['docs']):
-        assert [e['lp'] for e in doc['tokens']] == p['logprobs'] and [e['rank'] for e in doc['tokens']] == p['ranks']
-        assert [e['t'] for e in doc['tokens']] == p['tokens'] and [e['exp'] for e in doc['tokens']] == p['expected']
-        assert [e['blp'] for e in doc['tokens']] == b['logprobs']
-        assert [e['d'] for e in doc['tokens']] == [x - y for x, y in zip(p['logprobs'], b['logprobs'])]
-        assert [e['dr'] for e in doc['tokens']] == [format_ratio(x - y) for x, y in zip(p['logprobs'], b['logprobs'])]
-        assert [e['dn'] for e in doc['tokens']] == [f"{x - y:+.3f} nats" for x, y in zip(p['logprobs'], b['logprobs'])]
+        assert [e['logprob'] for e in doc['tokens']] == p['logprobs'] and [e['rank'] for e in doc['tokens']] == p['ranks']
+        assert [e['text'] for e in doc['tokens']] == p['tokens'] and [e['expected'] for e in doc['tokens']] == p['expected']
+        assert [e['before_logprob'] for e in doc['tokens']] == b['logprobs']
+        assert [e['change'] for e in doc['tokens']] == [x - y for x, y in zip(p['logprobs'], b['logprobs'])]
+        assert [e['change_ratio'] for e in doc['tokens']] == [format_ratio(x - y) for x, y in zip(p['logprobs'], b['logprobs'])]
+        assert [e['change_nats'] for e in doc['tokens']] == [f"{x - y:+.3f} nats" for x, y in zip(p['logprobs'], b['logprobs'])]
         assert dict(doc['totals'])['probability of the response'] == p['probability']
     assert [r[3] for r in d['table']['rows']] == [p['probability'] for p in j['pairs']]

@@ -65,11 +65,11 @@ def test_generate_equals_generate(server, gpt2_tok):
                        generator=make_generator('cpu', 7))[0]
         assert out['tokens'] == ref.tokens and out['text'] == gpt2_tok.decode(ref.tokens)
         toks = out['doc']['tokens']
-        assert [e['lp'] for e in toks] == ref.logprobs.tolist()
-        assert [e['slp'] for e in toks] == ref.sample_logprobs.tolist()
+        assert [e['logprob'] for e in toks] == ref.logprobs.tolist()
+        assert [e['sample_logprob'] for e in toks] == ref.sample_logprobs.tolist()
         assert [e['rank'] for e in toks] == ref.ranks.tolist()
-        assert [e['p'] for e in toks] == [format_prob(x) for x in ref.logprobs.tolist()]
-        assert [[c[0] for c in e['top']] for e in toks] == [s.top_ids for s in ref.steps]
+        assert [e['prob'] for e in toks] == [format_prob(x) for x in ref.logprobs.tolist()]
+        assert [[a['id'] for a in e['alternatives']] for e in toks] == [s.top_ids for s in ref.steps]
         assert out['logprob'] == pytest.approx(ref.logprob, abs=1e-12)
         # independently: one full forward pass in float64 log space (40 tokens > block_size: the sliding window)
         ids = prompt + ref.tokens
@@ -77,7 +77,7 @@ def test_generate_equals_generate(server, gpt2_tok):
         with torch.no_grad():
             want = [float(m(torch.tensor([ids[max(0, i - bs):i]]))[0][0, -1].double().log_softmax(-1)[ids[i]])
                     for i in range(len(prompt), len(ids))]
-        assert [e['lp'] for e in toks] == pytest.approx(want, abs=1e-4)
+        assert [e['logprob'] for e in toks] == pytest.approx(want, abs=1e-4)
 
 
 def test_stream_is_one_json_line_per_token(server, gpt2_tok):
@@ -102,7 +102,7 @@ def test_branch_continues_from_the_chosen_token(server, gpt2_tok):
     assert st == 200 and out['tokens'][:2] == prefix and len(out['tokens']) == 7
     assert out['tokens'][2:] == generate(m, torch.tensor([prompt + prefix]), 5, temperature=0)[0].tokens
     ref = score(m, [prompt], [out['tokens']])[0]
-    assert [e['lp'] for e in out['doc']['tokens']] == pytest.approx(ref.logprobs.tolist(), abs=1e-4)
+    assert [e['logprob'] for e in out['doc']['tokens']] == pytest.approx(ref.logprobs.tolist(), abs=1e-4)
     assert out['doc']['tokens'][1]['rank'] == 3
 
 
@@ -113,8 +113,8 @@ def test_score_and_temperatures_are_decodings_numbers(server, gpt2_tok):
                                                             response=" Paris, of course", temperature=0.7, top=3))
     ref = score(m, [p], [r], temperature=0.7, details=3)[0]
     assert st == 200 and [e['id'] for e in out['doc']['tokens']] == r
-    assert [e['lp'] for e in out['doc']['tokens']] == ref.logprobs.tolist()
-    assert [e['slp'] for e in out['doc']['tokens']] == ref.sample_logprobs.tolist()
+    assert [e['logprob'] for e in out['doc']['tokens']] == ref.logprobs.tolist()
+    assert [e['sample_logprob'] for e in out['doc']['tokens']] == ref.sample_logprobs.tolist()
     assert out['doc']['totals'][1] == ['probability under the model distribution', format_prob(ref.logprob)]
 
     st, _, out = request(server, 'POST', '/api/temperatures', dict(ids=p, temperatures=[0, 0.5, 2], top=4))
@@ -122,7 +122,7 @@ def test_score_and_temperatures_are_decodings_numbers(server, gpt2_tok):
     with torch.no_grad():
         logits = m(torch.tensor([p]))[0][0, -1].double()  # (V,)
     top = logits.topk(4).indices.tolist()
-    assert [t[0] for t in out['tokens']] == top
+    assert [t['id'] for t in out['tokens']] == top
     for col, t in zip(out['columns'], [0, 0.5, 2]):
         want = [0.0, None, None, None] if t == 0 else (logits / t).log_softmax(-1)[top].tolist()
         assert col['logprobs'] == (want if t == 0 else pytest.approx(want, abs=1e-9))
