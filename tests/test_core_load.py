@@ -126,7 +126,8 @@ def test_save_checkpoint_is_atomic(tmp_path, monkeypatch):
     before = open(path, 'rb').read()
 
     def crash(obj, f):
-        f.write(b'half a checkpoint')
+        with open(f, 'wb') as half:
+            half.write(b'half a checkpoint')
         raise KeyboardInterrupt  # killed while writing
 
     monkeypatch.setattr(torch, 'save', crash)
