@@ -46,9 +46,15 @@ class Capture:
 
     attn[l]:  (B, nh, T, T_total) attention weights of layer l (rows sum to 1, zero above the diagonal)
     resid[l]: (B, T, C) the residual stream entering block l; resid[n_layer] is the output of the
-              last block, before ln_f."""
+              last block, before ln_f.
+    With detail=True also, per layer (tools/trace.py shows them): qkv[l] = (q, k, v), each
+    (B, nh, T, hs) after the reshape, and scores[l] (B, nh, T, T_total), q k^T / sqrt(hs) after the
+    causal mask (-inf above the diagonal), the input of the softmax."""
     attn: list = field(default_factory=list)
     resid: list = field(default_factory=list)
+    detail: bool = False
+    qkv: list = field(default_factory=list)
+    scores: list = field(default_factory=list)
 
 
 class CausalSelfAttention(nn.Module):
@@ -83,8 +89,12 @@ class CausalSelfAttention(nn.Module):
             # explicit attention, so the weights can be returned; same math as the fused kernel
             att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))  # (B, nh, T, Tk)
             mask = torch.ones(T, Tk, dtype=torch.bool, device=x.device).tril(diagonal=past)
-            att = att.masked_fill(~mask, float('-inf')).softmax(dim=-1)
+            scores = att.masked_fill(~mask, float('-inf'))
+            att = scores.softmax(dim=-1)
             capture.attn.append(att)
+            if capture.detail:
+                capture.qkv.append((q, k, v))
+                capture.scores.append(scores)
             y = self.attn_dropout(att) @ v  # (B, nh, T, hs)
         elif past == 0 or T == 1:
             # prefill (causal) or one new token (sees every cached position: no mask needed)
@@ -300,7 +310,7 @@ class GPT(nn.Module):
         return decoding.score(self, prompts, responses, temperature, top_k, top_p, details)
 
     def beam_search(self, idx, max_new_tokens, num_beams=4, length_penalty=1.0, no_repeat_ngram_size=0,
-                    stop_token=None, early_stopping=False):
+                    stop_token=None, early_stopping=False, details=0):
         """Deterministic beam search from one prompt, the finished Beams best first: beams.beam_search()."""
         return beams.beam_search(self, idx, max_new_tokens, num_beams, length_penalty,
-                                 no_repeat_ngram_size, stop_token, early_stopping)
+                                 no_repeat_ngram_size, stop_token, early_stopping, details)

@@ -9,6 +9,8 @@ page as sample.py's report) and a small JSON API, usable from a notebook or a sc
     POST /api/generate     {"prompt": "Once upon a time", "max_new_tokens": 50, "temperature": 0.8, ...}
     POST /api/score        {"prompt": "The capital of France is", "response": " Paris"}
     POST /api/temperatures {"ids": [464, 3139], "temperatures": [0.5, 1, 2]}
+    POST /api/inspect      {"ids": [464, 3139, 286], "position": 2}    (logit lens and attention of a token)
+    POST /api/attribute    {"ids": [464, 3139, 286], "position": 2, "method": "ig"}
     GET  /api/info
 (request and response fields: docs/browser.md). Requests are served one at a time
 on the model (a lock; the others wait, none is lost). The server reads and writes no files, binds
@@ -23,7 +25,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import torch
 
-from nanoprobs import html_report
+from nanoprobs import html_report, inspector
 from nanoprobs import load
 from configurator import configure, run_main
 from nanoprobs.decoding import Sample, decode, score, under_temperatures
@@ -151,7 +153,7 @@ class App:
         self.defaults, self.limits = settings.defaults, settings.limits
         self.stopping = threading.Event()  # set on Ctrl-C: a running generation ends at its next token
         page = html_report.live_page(L.source, dict(device=L.device, dtype=L.dtype), self.defaults,
-                                     self.limits)
+                                     self.limits, eot=L.tok.eot)
         self.page, self.policy = html_report.render(page, live=True)
 
     def ids(self, body, name, text_name, required=True):
@@ -199,7 +201,7 @@ class App:
         m, tok, L = self.L.model, self.L.tok, self.L
         with self.lock:
             yield dict(start=dict(prompt=tok.decode(prompt), prompt_ids=prompt,
-                                  sampling=sampling_text(t, k, p)))
+                                  prompt_pieces=html_report.pieces(tok, prompt), sampling=sampling_text(t, k, p)))
             steps = []
             if prefix:  # the response starts with these tokens (a branch): scored, then continued
                 with L.ctx:
@@ -219,7 +221,9 @@ class App:
             smp = as_sample(prompt, steps, stopped)
             yield dict(done=dict(text=tok.decode(smp.tokens), tokens=smp.tokens, logprob=num(smp.logprob),
                                  sample_logprob=num(smp.sample_logprob),
-                                 totals=html_report.sample_totals(smp, sampling_text(t, k, p))))
+                                 totals=html_report.sample_totals(smp, sampling_text(t, k, p)),
+                                 **html_report.text_fields(tok, prompt, smp.tokens, smp.logprobs.tolist(),
+                                                           smp.ranks.tolist())))
 
     def score(self, body):
         prompt = self.ids(body, 'prompt_ids', 'prompt')
@@ -257,6 +261,14 @@ class App:
         title = (f"next token after \u201c…{tok.display(ids[-12:])}\u201d under each temperature"
                  f"{', ' + sampling_text(1, k, p).partition(', ')[2] if k or p < 1 else ''}")
         return dict(title=title, tokens=[dict(id=i, text=tok.token_text(i)) for i in order.tolist()], columns=cols)
+
+    def panel(self, fn, body):
+        """POST /api/inspect and /api/attribute: inspector.api_inspect / api_attribute on the model."""
+        with self.lock, self.L.ctx:
+            try:
+                return fn(self.L.model, self.L.tok, body, self.limits['max_prompt_chars'])
+            except ValueError as e:
+                raise BadRequest(str(e)) from None
 
     def info(self):
         c = self.L.model.config
@@ -345,10 +357,13 @@ class Handler(BaseHTTPRequestHandler):
             return
         path = self.path.split('?', 1)[0]
         routes = {'/api/generate': None, '/api/score': self.app.score,
-                  '/api/temperatures': self.app.temperatures}
+                  '/api/temperatures': self.app.temperatures,
+                  '/api/inspect': lambda b: self.app.panel(inspector.api_inspect, b),
+                  '/api/attribute': lambda b: self.app.panel(inspector.api_attribute, b)}
         if path not in routes:
             return self.send_json(404, dict(error=f"no such API: {path[:100]} "
-                                                  "(POST /api/generate, /api/score, /api/temperatures)"))
+                                                  "(POST /api/generate, /api/score, /api/temperatures, "
+                                                  "/api/inspect, /api/attribute)"))
         try:
             body = self.read_body()
             if path != '/api/generate':

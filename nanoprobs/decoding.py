@@ -111,6 +111,8 @@ class Beam(_Tokens):
     score: float            # logprob / len(tokens) ** length_penalty, what beams are ranked by
     length_penalty: float
     stopped: bool = False   # ended at stop_token (else at max_new_tokens)
+    steps: list = None      # list[Step], one per token, when beam_search(details=k) recorded them: the
+    #   candidates beam search saw at that step (model distribution; the sample_ fields are None)
 
 
 # -----------------------------------------------------------------------------

@@ -105,3 +105,25 @@ def file_tag(*sources):
     ('gpt2',) -> 'gpt2'; ('gpt2', 'out-children/ckpt.pt') -> 'gpt2_vs_out-children'."""
     return '_vs_'.join(re.sub(r'[^A-Za-z0-9._-]+', '-', model_label(s)).strip('-') or 'model'
                        for s in sources if s)
+
+
+# -----------------------------------------------------------------------------
+# perplexity, and the buckets every view shades by
+
+def format_ppl(x, spec='.3f'):
+    """A perplexity as text that keeps table columns: `spec` up to a million, then 4 significant digits
+    (a random model's 1.235e+24, not a 28-digit number; 3 from 1e100 on, so at most 9 characters)."""
+    return f"{x:{spec}}" if x < 1e6 else f"{x:.4g}" if x < 1e100 else f"{x:.3g}"  # inf -> 'inf'
+
+
+def perplexity(mean_logprob):
+    """exp(-mean log-prob per token); inf rather than an OverflowError for absurdly unlikely text."""
+    return math.exp(-mean_logprob) if mean_logprob > -700 else float('inf')
+
+
+# probability buckets (the page's 8 viridis shades, GLTR's histogram): bucket i holds p in [edge[i-1], edge[i])
+PROB_EDGES = (0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 0.75)
+PROB_NAMES = ('< 0.001', '0.001–0.01', '0.01–0.05', '0.05–0.1', '0.1–0.25', '0.25–0.5', '0.5–0.75', '≥ 0.75')
+# rank buckets (GLTR's): top 10, top 100, top 1000, beyond
+RANK_EDGES = (10, 100, 1000)
+RANK_NAMES = ('top 10', 'top 100', 'top 1000', 'beyond')

@@ -6,7 +6,8 @@ One self-contained HTML page of every probability: results as the page's data, a
     write_html(eval_page(json.load(open('results/eval_gpt2.json'))), 'results/eval_gpt2.html')
 
 The page is web/report.html with web/report.css, the scripts and the data inlined: nothing is loaded from
-the network, it opens from disk and can be mailed. web/page.js (shared) draws the texts and the popovers;
+the network, it opens from disk and can be mailed. web/page.js (shared) draws the texts, web/inspector.js
+the docked inspector of the chosen token and its panels (inspector.py computes them);
 web/report.js draws the report, web/live.js the live app (serve.py serves the page with live=True, which
 adds web/live.html's form and live.js; the static report holds neither).
 Every number shown is computed here in Python (float64 log-probs, format_prob text), never in JavaScript:
@@ -22,16 +23,21 @@ import math
 import os
 import re
 
-from nanoprobs import atomic
-from nanoprobs.formatting import format_prob, format_ratio, sampling_text
+from nanoprobs import atomic, gltr
+from nanoprobs.formatting import (PROB_EDGES, PROB_NAMES, format_ppl, format_prob, format_ratio, perplexity,
+                                  sampling_text)
 
 WEB = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'web')
 FORMAT = 'nanogpt-report/1'
 # beam search ignores them
 SAMPLING = ('num_samples', 'temperature', 'top_k', 'top_p', 'seed', 'fixed_response')
-# shown in a sample.py report
+# shown in a sample.py report (report_settings keeps those that applied)
 SAMPLE_SETTINGS = ('init_from', 'out_dir', 'start', 'num_samples', 'max_new_tokens', 'temperature', 'top_k',
                    'top_p', 'seed', 'stop_at_eot', 'fixed_response', 'device', 'dtype')
+BEAM_SETTINGS = ('num_beams', 'length_penalty', 'no_repeat_ngram_size', 'early_stopping')
+
+
+SCALE = dict(edges=list(PROB_EDGES), names=list(PROB_NAMES))  # the page's probability shades
 
 
 def num(x):
@@ -53,9 +59,13 @@ def nats(x):
 #   page: format, kind ('sample' | 'eval' | 'live'), title, sampling (text, or null), settings [[name, text]],
 #         docs [doc]; an eval page also compare (bool), summary [[name, text]], table {head, rows};
 #         the live page also defaults and limits (the controls').
+#         scale: the probability buckets every view shades by {edges, names} (formatting.PROB_EDGES);
+#         inspect: what the inspector's panels hold (inspector.add_panels), or null.
 #   doc:  title, prompt (text), prompt_ids, tokens [token], totals [[name, text]]; forced (a scored fixed
 #         response), model_only (beams: no sampling distribution), compare (eval: the before run's numbers
-#         are there, token by token).
+#         are there, token by token); prompt_pieces [[start, end, text]] (the prompt's tokens as display
+#         pieces: tokenizer.pieces), joined [[start, end, text, logprob, prob]] (runs of tokens that together
+#         form whole characters, shown as those characters; logprob = the run's sum), gltr (gltr.summary).
 #   token: the model distribution is the model's own (T=1, no top-k/top-p); the sampling distribution the
 #         one the token was drawn from (temperature, top-k, top-p). Each log-prob comes with its format_prob
 #         text (the page shows the text, and only picks colours and bar lengths from the number);
@@ -71,6 +81,7 @@ def nats(x):
 #     before_logprob, before_prob, before_rank, before_expected   eval comparison: the same, before
 #     change, change_ratio, change_nats   eval comparison: logprob - before_logprob (a number), as a
 #                                  probability ratio (text) and in nats (text)
+#     lens, att, attr              the inspector's panels (see inspector.py)
 
 def token_entry(tok, i, lp, slp=None, rank=None, step=None):
     """One token of a text (see the data shape above); with a decoding.Step its alternatives under both
@@ -81,11 +92,39 @@ def token_entry(tok, i, lp, slp=None, rank=None, step=None):
     if rank is not None:
         e['rank'] = int(rank)
     if step is not None:
-        e.update(entropy=nats(step.entropy), sample_entropy=nats(step.sample_entropy),
-                 alternatives=[dict(id=int(j), text=tok.token_text(int(j)), logprob=num(a), prob=format_prob(a),
-                                    sample_logprob=num(b), sample_prob=format_prob(b))
-                               for j, a, b in zip(step.top_ids, step.top_logprobs, step.top_sample_logprobs)])
+        sampled = step.top_sample_logprobs is not None  # beam search's Steps have no sampling distribution
+        e['entropy'] = nats(step.entropy)
+        if sampled:
+            e['sample_entropy'] = nats(step.sample_entropy)
+        e['alternatives'] = [dict(id=int(j), text=tok.token_text(int(j)), logprob=num(a), prob=format_prob(a))
+                             for j, a in zip(step.top_ids, step.top_logprobs)]
+        if sampled:
+            for a, b in zip(e['alternatives'], step.top_sample_logprobs):
+                a.update(sample_logprob=num(b), sample_prob=format_prob(b))
     return e
+
+
+def pieces(tok, ids):
+    """[[start, end, text]]: ids as the tokenizer's display pieces (a character split into several
+    tokens is one piece)."""
+    return [[a, b, text] for a, b, text in tok.pieces(ids)]
+
+
+def joined(tok, ids, logprobs):
+    """[[start, end, text, logprob, prob]] of the runs of ids that together form whole characters (and are
+    shown as those characters); logprob: the run's total under the model distribution."""
+    out = []
+    for a, b, text in tok.pieces(ids):
+        if b - a > 1:
+            lp = math.fsum(logprobs[a:b])
+            out.append([a, b, text, num(lp), format_prob(lp)])
+    return out
+
+
+def text_fields(tok, prompt, tokens, logprobs, ranks):
+    """A doc's fields about its texts as a whole: prompt_pieces, joined, and the GLTR summary."""
+    return dict(prompt_pieces=pieces(tok, prompt), joined=joined(tok, tokens, logprobs),
+                gltr=gltr.summary(ranks, logprobs) if ranks is not None else None)
 
 
 def sample_totals(s, sampling=None):
@@ -95,7 +134,7 @@ def sample_totals(s, sampling=None):
             ['probability under the model distribution', format_prob(lp)],
             ['log-prob (model)', f"{lp:.4f}"]]
     if T:
-        rows.append(['perplexity', f"{math.exp(-lp / T):.2f}"])
+        rows.append(['perplexity', format_ppl(perplexity(lp / T), '.2f')])
     if sampling is not None and hasattr(s, 'sample_logprobs'):
         slp = s.sample_logprob
         rows += [[f"probability under the sampling distribution ({sampling})", format_prob(slp)],
@@ -110,43 +149,57 @@ def sample_doc(s, tok, title, sampling=None, forced=False):
     steps = getattr(s, 'steps', None) or [None] * len(s.tokens)
     slps = s.sample_logprobs.tolist() if hasattr(s, 'sample_logprobs') else [None] * len(s.tokens)
     ranks = s.ranks.tolist() if getattr(s, 'ranks', None) is not None else [None] * len(s.tokens)
+    lps = s.logprobs.tolist()
     tokens = [token_entry(tok, i, lp, slp, r, st)
-              for i, lp, slp, r, st in zip(s.tokens, s.logprobs.tolist(), slps, ranks, steps)]
+              for i, lp, slp, r, st in zip(s.tokens, lps, slps, ranks, steps)]
+    if all(r is None for r in ranks) and all(st is not None for st in steps):
+        ranks = [st.chosen_rank for st in steps]  # a beam: its Steps hold the ranks
+        for e, r in zip(tokens, ranks):
+            e['rank'] = r
     return dict(title=title, forced=forced, prompt=tok.decode(s.prompt), prompt_ids=list(s.prompt),
-                tokens=tokens, totals=sample_totals(s, sampling))
+                tokens=tokens, totals=sample_totals(s, sampling),
+                **text_fields(tok, s.prompt, s.tokens, lps, None if None in ranks else ranks))
 
 
-def sample_page(samples, tok, settings, forced=False, title=''):
-    """The page's data for sample.py's results: decoding.Sample objects."""
+def with_panels(page, model, tok, panels):
+    """page with the inspector's panels (inspector.add_panels) in its docs, when a model and Panels are
+    given; page['inspect'] says what they hold."""
+    if model is not None and panels is not None:
+        from nanoprobs.inspector import add_panels
+        page['inspect'] = add_panels(page['docs'], model, tok, panels)
+    return page
+
+
+def sample_page(samples, tok, settings, forced=False, title='', model=None, panels=None):
+    """The page's data for sample.py's results: decoding.Sample objects; with the model and
+    inspector.Panels, the inspector's panels too."""
     settings = dict(settings)
     sampling = sampling_text(settings.get('temperature', 1.0), settings.get('top_k'), settings.get('top_p'))
     docs = [sample_doc(s, tok, 'fixed_response' if forced else f"sample {i}", sampling, forced)
             for i, s in enumerate(samples, start=1)]
     what = 'fixed response scored' if forced else f"{len(samples)} sample{'s' * (len(samples) != 1)}"
-    return dict(format=FORMAT, kind='sample', title=title or f"sample.py: {what}",
-                sampling=sampling, settings=setting_rows(settings), docs=docs)
+    return with_panels(dict(format=FORMAT, kind='sample', title=title or f"sample.py: {what}", scale=SCALE,
+                            sampling=sampling, settings=setting_rows(settings), docs=docs), model, tok, panels)
 
 
-def beam_page(L, beams, greedy, settings, k=10):
+def beam_page(L, beams, greedy, settings, panels=None):
     """The page's data for sample.py --num_beams: each beam (decoding.Beam) and greedy decoding's Sample,
-    their top-k candidates from one more scoring pass (beam search keeps no Steps). Each token's own
-    log-prob is the one beam search summed; there is no sampling distribution (beam search is
-    deterministic)."""
-    from nanoprobs.decoding import score
+    generated with details (their Steps: the candidates beam search itself saw at every step). There is
+    no sampling distribution (beam search is deterministic)."""
     seqs = [b for b in list(beams) + [greedy] if b is not None and b.tokens]
-    with L.ctx:
-        scored = score(L.model, [b.prompt for b in seqs], [b.tokens for b in seqs], details=k) if seqs else []
     docs = []
-    for j, (b, s) in enumerate(zip(seqs, scored)):
-        tokens = [token_entry(L.tok, i, lp, None, st.chosen_rank, st)
-                  for i, lp, st in zip(b.tokens, b.logprobs.tolist(), s.steps)]
+    for j, b in enumerate(seqs):
         title = f"beam {j + 1}" if hasattr(b, 'score') else 'greedy decoding (temperature 0)'
-        docs.append(dict(title=title, model_only=True, prompt=L.tok.decode(b.prompt),
-                         prompt_ids=list(b.prompt), tokens=tokens, totals=sample_totals(b)))
+        doc = sample_doc(b, L.tok, title)
+        doc['model_only'] = True
+        for e in doc['tokens']:  # greedy's Sample carries a sampling distribution: T=0, not shown
+            for key in ('sample_logprob', 'sample_prob', 'sample_entropy'):
+                e.pop(key, None)
+        docs.append(doc)
     settings = {k: v for k, v in settings.items() if k not in SAMPLING}
-    return dict(format=FORMAT, kind='sample',
-                title=f"sample.py: beam search, {len(beams)} beams and greedy decoding",
-                sampling=None, settings=setting_rows(settings), docs=docs)
+    page = dict(format=FORMAT, kind='sample', title=f"sample.py: beam search, {len(beams)} beams and greedy decoding",
+                scale=SCALE, sampling=None, settings=setting_rows(settings), docs=docs)
+    return with_panels(page, L.model, L.tok, panels)
 
 
 def eval_page(d, title=''):
@@ -203,9 +256,32 @@ def eval_page(d, title=''):
     if cmp:
         summary.append(['pairs more / less likely than before', f"{cmp.get('rose')} / {cmp.get('fell')}"])
     sampling = sampling_text(s.get('temperature', 1), s.get('top_k'), s.get('top_p')) if sampled else None
-    return dict(format=FORMAT, kind='eval', title=title or f"eval.py: {d.get('model', '')}",
+    return dict(format=FORMAT, kind='eval', title=title or f"eval.py: {d.get('model', '')}", scale=SCALE,
                 sampling=sampling, compare=bool(cmp), settings=settings, summary=summary,
                 table=dict(head=head, rows=rows), docs=docs)
+
+
+def report_settings(values, device=None, dtype=None, forced=False, beams=False):
+    """The settings a sample.py report shows, from the script's values: only those that applied (no
+    out_dir unless init_from='resume'; a fixed response has no num_samples, max_new_tokens, seed or
+    stop_at_eot; beam search no sampling settings but its own), and the device and dtype used rather
+    than 'auto'."""
+    names = SAMPLE_SETTINGS + (BEAM_SETTINGS if beams else ())
+    out = {k: values[k] for k in names if k in values}
+    if out.get('init_from', 'resume') != 'resume':
+        out.pop('out_dir', None)
+    if forced:
+        for k in ('num_samples', 'max_new_tokens', 'seed', 'stop_at_eot'):
+            out.pop(k, None)
+    else:
+        out.pop('fixed_response', None)
+    if beams:
+        out = {k: v for k, v in out.items() if k not in SAMPLING}
+    if device is not None:
+        out['device'] = str(device)
+    if dtype is not None:
+        out['dtype'] = str(dtype)
+    return out
 
 
 def setting_rows(settings):
@@ -213,11 +289,12 @@ def setting_rows(settings):
     return [[k, repr(v) if isinstance(v, str) else str(v)] for k, v in settings.items() if v != '']
 
 
-def live_page(model_name, about, defaults, limits):
+def live_page(model_name, about, defaults, limits, eot=None):
     """The page's data for serve.py: no texts yet; about the model (shown), the controls' defaults
-    and limits."""
-    return dict(format=FORMAT, kind='live', title=f"nanoGPT-probs live: {model_name}",
-                settings=setting_rows(about), defaults=defaults, limits=limits, docs=[])
+    and limits, and the vocabulary's <|endoftext|> id (a whole text is scored after it; None: none)."""
+    return dict(format=FORMAT, kind='live', title=f"nanoGPT-probs live: {model_name}", scale=SCALE,
+                settings=setting_rows(about), defaults=defaults, limits=limits, docs=[], eot=eot,
+                inspect=dict(live=True))
 
 
 # -----------------------------------------------------------------------------
@@ -247,7 +324,7 @@ def _sha(text):
 
 def scripts(live=False):
     """The page's scripts, in order: the shared page.js, then the report's or the live app's own."""
-    return [_asset('page.js'), _asset('live.js' if live else 'report.js')]
+    return [_asset('page.js'), _asset('inspector.js'), _asset('live.js' if live else 'report.js')]
 
 
 def csp(scripts, css, live=False):
@@ -275,11 +352,13 @@ def write_html(data, path, live=False):
     return atomic.write_text(path, text)
 
 
-def sample_html(samples, tok, run_dir, settings, forced=False):
-    """run_dir/index.html for sample.py's samples (decoding.Sample objects). Returns its path."""
-    return write_html(sample_page(samples, tok, settings, forced), os.path.join(run_dir, 'index.html'))
+def sample_html(samples, tok, run_dir, settings, forced=False, model=None, panels=None):
+    """run_dir/index.html for sample.py's samples (decoding.Sample objects); with the model and
+    inspector.Panels, the inspector's panels too. Returns its path."""
+    page = sample_page(samples, tok, settings, forced, model=model, panels=panels)
+    return write_html(page, os.path.join(run_dir, 'index.html'))
 
 
-def beam_html(L, beams, greedy, run_dir, settings):
+def beam_html(L, beams, greedy, run_dir, settings, panels=None):
     """run_dir/index.html for sample.py --num_beams (see beam_page). Returns its path."""
-    return write_html(beam_page(L, beams, greedy, settings), os.path.join(run_dir, 'index.html'))
+    return write_html(beam_page(L, beams, greedy, settings, panels), os.path.join(run_dir, 'index.html'))
