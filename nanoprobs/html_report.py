@@ -24,6 +24,7 @@ import os
 import re
 
 from nanoprobs import atomic, gltr
+from nanoprobs.tokenizer import text_pieces
 from nanoprobs.formatting import (PROB_EDGES, PROB_NAMES, format_ppl, format_prob, format_ratio, perplexity,
                                   sampling_text)
 
@@ -54,11 +55,13 @@ def nats(x):
 # results -> the page's data
 
 # The page's data (this shape is also what serve.py's JSON API answers with; its streamed generation sends
-# {"start": the doc's prompt, prompt_ids and sampling}, one {"token": token} per token, then {"done": text,
-# tokens (ids), logprob, sample_logprob, totals}):
+# {"start": the doc's prompt, prompt_ids, prompt_pieces and sampling}, one {"token": token} per token, then
+# {"done": text, tokens (ids), logprob, sample_logprob, totals, prompt_pieces, joined, gltr}):
 #   page: format, kind ('sample' | 'eval' | 'live'), title, sampling (text, or null), settings [[name, text]],
-#         docs [doc]; an eval page also compare (bool), summary [[name, text]], table {head, rows};
-#         the live page also defaults and limits (the controls').
+#         mode (the shading it opens with; default probability, or change when comparing), table {head, rows,
+#         text (the columns holding text)} (eval's pairs, GLTR's texts),
+#         docs [doc]; an eval page also compare (bool), summary [[name, text]];
+#         the live page also defaults and limits (the controls') and eot (<|endoftext|>'s id, or null);
 #         scale: the probability buckets every view shades by {edges, names} (formatting.PROB_EDGES);
 #         inspect: what the inspector's panels hold (inspector.add_panels), or null.
 #   doc:  title, prompt (text), prompt_ids, tokens [token], totals [[name, text]]; forced (a scored fixed
@@ -110,11 +113,12 @@ def pieces(tok, ids):
     return [[a, b, text] for a, b, text in tok.pieces(ids)]
 
 
-def joined(tok, ids, logprobs):
+def joined(tok, ids, logprobs, pcs=None):
     """[[start, end, text, logprob, prob]] of the runs of ids that together form whole characters (and are
-    shown as those characters); logprob: the run's total under the model distribution."""
+    shown as those characters); logprob: the run's total under the model distribution. pcs: the pieces,
+    when they are known already (tokenizer.text_pieces)."""
     out = []
-    for a, b, text in tok.pieces(ids):
+    for a, b, text in (pcs if pcs is not None else tok.pieces(ids)):
         if b - a > 1:
             lp = math.fsum(logprobs[a:b])
             out.append([a, b, text, num(lp), format_prob(lp)])
@@ -190,16 +194,37 @@ def beam_page(L, beams, greedy, settings, panels=None):
     docs = []
     for j, b in enumerate(seqs):
         title = f"beam {j + 1}" if hasattr(b, 'score') else 'greedy decoding (temperature 0)'
-        doc = sample_doc(b, L.tok, title)
-        doc['model_only'] = True
-        for e in doc['tokens']:  # greedy's Sample carries a sampling distribution: T=0, not shown
-            for key in ('sample_logprob', 'sample_prob', 'sample_entropy'):
-                e.pop(key, None)
-        docs.append(doc)
+        docs.append(model_only(sample_doc(b, L.tok, title)))  # greedy's T=0 distribution is not shown
     settings = {k: v for k, v in settings.items() if k not in SAMPLING}
     page = dict(format=FORMAT, kind='sample', title=f"sample.py: beam search, {len(beams)} beams and greedy decoding",
                 scale=SCALE, sampling=None, settings=setting_rows(settings), docs=docs)
     return with_panels(page, L.model, L.tok, panels)
+
+
+def model_only(doc):
+    """doc without its tokens' sampling distribution (beams, GLTR: only the model's is meant)."""
+    doc['model_only'] = True
+    for e in doc['tokens']:
+        for key in ('sample_logprob', 'sample_prob', 'sample_entropy'):
+            e.pop(key, None)
+    return doc
+
+
+def gltr_page(samples, names, tok, settings, title='', model=None, panels=None):
+    """The page of tools/gltr.py: each text (a decoding.Sample scored after <|endoftext|>, gltr.score_text)
+    shaded by rank, with its GLTR summary, and a table of the texts' summaries side by side."""
+    docs = [model_only(sample_doc(s, tok, name)) for s, name in zip(samples, names)]
+    rows = []
+    for doc in docs:
+        g = doc['gltr']
+        rows.append([doc['title'], str(g['tokens'])] + [share for _, _, share in g['ranks']] +
+                    [g['mean_logprob'] or '', g['perplexity'] or ''])
+    table = dict(head=['text', 'tokens', 'top 10', 'top 100', 'top 1000', 'beyond', 'mean log-prob',
+                       'perplexity'], rows=rows, text=[0])
+    page = dict(format=FORMAT, kind='sample', mode='rank', scale=SCALE, sampling=None,
+                title=title or f"GLTR view: {len(docs)} text{'s' * (len(docs) != 1)}, every token scored after "
+                               "<|endoftext|>", settings=setting_rows(settings), table=table, docs=docs)
+    return with_panels(page, model, tok, panels)
 
 
 def eval_page(d, title=''):
@@ -226,11 +251,11 @@ def eval_page(d, title=''):
                          change_nats=f"{lp - blp:+.3f} nats" if math.isfinite(lp - blp) else '')
             tokens.append(e)
         totals = [['tokens', str(len(tokens))], ['probability of the response', format_prob(p['logprob'])],
-                  ['log-prob', f"{p['logprob']:.4f}"], ['perplexity', f"{p['perplexity']:.2f}"],
+                  ['log-prob', f"{p['logprob']:.4f}"], ['perplexity', format_ppl(p['perplexity'], '.2f')],
                   ['greedy decoding gives it', 'yes' if p['greedy'] else 'no']]
         row = [str(p['index']), (p.get('joined') or [p['prompt']])[0],
                (p.get('joined') or [0, p['response']])[1],
-               format_prob(p['logprob']), f"{p['logprob']:.3f}", f"{p['perplexity']:.2f}"]
+               format_prob(p['logprob']), f"{p['logprob']:.3f}", format_ppl(p['perplexity'], '.2f')]
         if b is not None:
             dl = p['logprob'] - b['logprob']
             totals += [['before: probability', format_prob(b['logprob'])],
@@ -240,7 +265,8 @@ def eval_page(d, title=''):
             row += [format_prob(b['logprob']), f"{dl:+.3f}", format_ratio(dl)]
         prompt = (p.get('joined') or [p['prompt']])[0]
         docs.append(dict(title=f"pair {p['index']}", prompt=prompt, prompt_ids=p['prompt_ids'], tokens=tokens,
-                         totals=totals, compare=same))
+                         totals=totals, compare=same, gltr=gltr.summary(p['ranks'], lps),
+                         joined=joined(None, None, lps, text_pieces(p['tokens']))))
         rows.append(row)
     head = ['#', 'prompt', 'response', 'probability', 'log-prob', 'perplexity']
     if cmp:

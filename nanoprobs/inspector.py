@@ -29,7 +29,7 @@ from nanoprobs.formatting import format_prob
 from nanoprobs.lens import row_names, token_lens
 
 MAX_LENS_CELLS = 200_000  # layer rows x tokens of lens data in one page (about 7 MB)
-MAX_ATTENTION_NUMBERS = 1_500_000  # numbers of attention data in one page (about 6 MB)
+MAX_ATTENTION_NUMBERS = 1_000_000  # numbers of attention data in one page (about 4 MB)
 
 
 @dataclass

@@ -59,10 +59,12 @@ class TokenLens:
     ranks: list          # the token's rank under each row's reading (1 = that row's top token)
 
 
-def token_lens(model, ids, positions, resid=None, chunk=64):
+def token_lens(model, ids, positions, resid=None, chunk=256):
     """TokenLens of ids[j] for each j in positions (1 <= j < len(ids), and j <= block_size: the context
     ids[:j] is read in one pass). resid: Capture().resid of a forward pass over ids already made (the
-    inspector shares one pass with the attention panel); else one is made here."""
+    inspector shares one pass with the attention panel); else one is made here.
+    Log-probs are float64 (logit - logsumexp of the float64 logits, as log_softmax computes them); the
+    ranks and top tokens compare the logits themselves (which log_softmax shifts, not reorders)."""
     positions = list(positions)
     if not positions:
         return []
@@ -80,9 +82,10 @@ def token_lens(model, ids, positions, resid=None, chunk=64):
         for r in resid:  # (1, T, C)
             parts = []
             for c in range(0, len(positions), chunk):
-                lp = read(model, r[0, pos[c:c + chunk] - 1])  # (n, V) float64
-                top_lp, top_id = lp.max(-1)
-                lpc = lp.gather(-1, chosen[c:c + chunk].to(lp.device))  # (n, 1)
-                parts.append((top_id, top_lp, lpc[:, 0], (lp > lpc).sum(-1) + 1))
+                logits = model.lm_head(model.transformer.ln_f(r[0, pos[c:c + chunk] - 1]))  # (n, V)
+                lse = f64(logits).logsumexp(-1)  # (n,)
+                top, top_id = logits.max(-1)
+                lc = logits.gather(-1, chosen[c:c + chunk])  # (n, 1)
+                parts.append((top_id, f64(top) - lse, f64(lc[:, 0]) - lse, (logits > lc).sum(-1, dtype=torch.int32) + 1))
             cols.append([torch.cat(p).cpu().tolist() for p in zip(*parts)])
     return [TokenLens(j, *([row[k][n] for row in cols] for k in range(4))) for n, j in enumerate(positions)]

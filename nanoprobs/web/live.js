@@ -179,4 +179,5 @@ function drawForm() {
 main.replaceChildren();
 drawHead(' Click an alternative to continue the text from it.');
 drawForm();
+dock();
 document.body.dataset.ready = '1';  // for tests: the page is drawn and interactive

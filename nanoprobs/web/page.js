@@ -10,7 +10,7 @@ const head = document.getElementById('head');
 // the live app's additions (live.js sets them): a button per alternative, a box below the candidates, and
 // the panels computed on demand (the static report carries them in its data)
 const hooks = { alternative: null, popover: null, panels: null, attribute: null };
-let mode = D.compare ? 'change' : 'prob';  // what the shading shows: prob | rank | change | attention | attribution
+let mode = D.mode || (D.compare ? 'change' : 'prob');  // what the shading shows: prob | rank | change | attention | attribution
 let pinned = null;  // the token element chosen by a click or Enter (it stays until Escape)
 let shown = null;  // the token element the inspector shows
 
@@ -113,7 +113,7 @@ function tokenClass(s) {
 // --- texts ---
 function tokenSpan(t, di, ti) {
   const s = el('span', 'tk ' + shade(t));
-  s.dataset.d = di; s.dataset.t = ti; s.tabIndex = -1;
+  s.dataset.d = di; s.dataset.t = ti; s.dataset.ids = t.id; s.tabIndex = -1;
   s.textContent = shownText(t.text);
   return s;
 }
@@ -130,6 +130,7 @@ function joinGroup(doc, di, g, text) {
   for (let k = a + 1; k < b; k++) { const o = text.querySelector(`.tk[data-t="${k}"]`); if (o) o.remove(); }
   first.textContent = shownText(chars);
   first.dataset.n = b - a;
+  first.dataset.ids = doc.tokens.slice(a, b).map((t) => t.id).join(',');
   first.title = chars + ' = ' + doc.tokens.slice(a, b).map((t) => t.text).join(' + ') + ` (${b - a} tokens)`;
   doc.groups = doc.groups || {};
   doc.groups[a] = g;
@@ -289,6 +290,17 @@ document.addEventListener('keydown', (e) => {
   unchoose(); escaped = true;
   if (back) back.focus({ preventScroll: true });
 });
+// on a narrow window the inspector is a sheet at the bottom: it starts below the live app's form while the
+// form is on the screen, so it never covers it
+const NARROW = window.matchMedia('(max-width: 999px)');
+function dock() {
+  const form = document.querySelector('.live');
+  if (!NARROW.matches || !form) { insp.style.height = ''; return; }
+  const vh = document.documentElement.clientHeight, bottom = form.getBoundingClientRect().bottom;
+  insp.style.height = Math.round(Math.max(120, Math.min(0.44 * vh, vh - Math.max(bottom, 0) - 8))) + 'px';
+}
+window.addEventListener('scroll', dock, { passive: true });
+window.addEventListener('resize', dock);
 // the inspected token stays in sight: above the inspector when it is docked at the bottom (narrow windows)
 function keepVisible(s) {
   const r = s.getBoundingClientRect(), vh = document.documentElement.clientHeight;
