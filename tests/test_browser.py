@@ -20,7 +20,7 @@ from nanoprobs import html_report, inspector
 import serve
 from conftest import tiny_model
 from nanoprobs.decoding import Sample, generate, score
-from nanoprobs.formatting import format_prob
+from nanoprobs.formatting import BYTE_LABEL, format_prob
 from nanoprobs.gltr import score_text
 
 CHROMIUM = '/usr/bin/chromium'
@@ -50,8 +50,9 @@ def lm():
 
 
 def label(t):
-    """A token as the inspector labels it (visible whitespace)."""
-    return t.replace(' ', '\u2423').replace('\n', '\u21b5').replace('\t', '\u21e5').replace('\r', '\u240d')
+    """A token as the inspector labels it (visible whitespace, except inside a byte label like <E2 80>)."""
+    t = ''.join(p if i % 2 else p.replace(' ', '\u2423') for i, p in enumerate(BYTE_LABEL.split(t)))
+    return t.replace('\n', '\u21b5').replace('\t', '\u21e5').replace('\r', '\u240d')
 
 
 @pytest.fixture(scope='module')
@@ -121,6 +122,7 @@ def test_report_inspector_candidates_and_keyboard(page, tmp_path, gpt2_tok, lm):
     assert fact(page, 'probability (sampling distribution)') == format_prob(s.sample_logprobs[3].item())
     assert fact(page, 'rank under the model') == str(st[3].chosen_rank)
     assert apart(page, '.tk[data-d="0"][data-t="3"]', '#inspector')  # beside the text, not over it
+    shot(page, 'report_sample.png')
 
     # keyboard: focus a token, arrows move, Escape lets go
     page.focus('.tk[data-d="1"][data-t="0"]')
@@ -236,6 +238,7 @@ def test_report_panels_lens_attention_attribution_and_joined_characters(page, tm
     assert len(rows) == lm.config.n_layer + 1
     assert [r.locator('td').nth(2).inner_text() for r in rows] == [row[3] for row in t['lens']]
     assert rows[-1].locator('td').nth(2).inner_text() == t['prob'] and rows[-1].locator('td').nth(3).inner_text() == str(t['rank'])
+    page.locator('#p-lens').scroll_into_view_if_needed()
     shot(page, 'report_lens.png')
 
     # 2. attention: the layer and head controls by keyboard; the context shaded by Python's weights
@@ -257,6 +260,7 @@ def test_report_panels_lens_attention_attribution_and_joined_characters(page, tm
     for (a, b, _), el in zip(pieces, pts):  # a joined character gets the sum of its pieces' weights
         assert attention_class(sum(weights.get(k, 0) for k in range(a, b))) in el.get_attribute('class').split()
     assert apart(page, '.tk[data-d="0"][data-t="2"]', '#inspector')
+    page.locator('#p-att').scroll_into_view_if_needed()
     shot(page, 'report_attention.png')
 
     # 3. attribution: Python's integrated-gradients scores, their sum and completeness gap
@@ -270,6 +274,7 @@ def test_report_panels_lens_attention_attribution_and_joined_characters(page, tm
     el = pts[next(i for i, (x, y, _) in enumerate(pieces) if x <= k < y)] if k < P else \
         page.locator(f'.tk[data-d="0"][data-t="{k - P}"]')
     assert 'c-d6' in el.get_attribute('class').split()
+    page.locator('#p-attr').scroll_into_view_if_needed()
     shot(page, 'report_attribution.png')
 
     # narrow: the inspector docks below the text and the inspected token stays above it
@@ -299,7 +304,7 @@ def test_gltr_page_of_two_texts(page, tmp_path, gpt2_tok, lm):
     assert quote.inner_text() == '“' or quote.inner_text() == ' “'
     quote.click()
     pieces = page.locator('#inspector button.piece')
-    assert pieces.count() == 2
+    assert pieces.count() == 2 and pieces.nth(0).inner_text().startswith('\u2423<E2 80> ')
     pieces.nth(1).press('Enter')  # the second byte piece: its own probability
     a = int(quote.get_attribute('data-t'))
     assert f"position {a + 2} of" in page.inner_text('#inspector .ptitle')

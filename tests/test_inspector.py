@@ -288,3 +288,37 @@ def test_eval_page_joins_characters_from_the_token_texts(gpt2_tok):
     assert [[a, b, t] for a, b, t, _, _ in doc['joined']] == [[a, b, t] for a, b, t in gpt2_tok.pieces(ids) if b - a > 1]
     assert [p for *_, p in doc['joined']] == [format_prob(lps[1] + lps[2]), format_prob(lps[4] + lps[5])]
     assert doc['gltr'] == gltr.summary(ranks, lps)
+
+
+def test_serve_routes_inspect_and_attribute(gpt2_tok):
+    """serve.py's two routes answer inspector.api_inspect / api_attribute's JSON, bad input with a 400;
+    a generation's messages carry the prompt's pieces, the joined characters and GLTR's summary."""
+    pytest.importorskip('captum', reason="attribution needs Captum: pip install captum")
+    import contextlib
+    import http.client
+    import types
+    import serve
+    m = tiny_model(0)
+    L = types.SimpleNamespace(model=m, tok=gpt2_tok, ctx=contextlib.nullcontext(), device='cpu', dtype='float32',
+                              source='tiny')
+    srv = serve.serve_in_thread(serve.App(L, serve.settings()))
+
+    def post(path, body):
+        c = http.client.HTTPConnection(*srv.server_address[:2], timeout=60)
+        c.request('POST', path, json.dumps(body), {'Content-Type': 'application/json'})
+        r = c.getresponse()
+        return r.status, json.loads(r.read())
+    try:
+        assert post('/api/inspect', dict(ids=IDS, position=4)) == (200, inspector.token_panels(m, gpt2_tok, IDS, 4))
+        status, a = post('/api/attribute', dict(ids=IDS, position=4, method='gxi'))
+        assert status == 200 and a['scores'] == inspector.api_attribute(m, gpt2_tok, dict(ids=IDS, position=4,
+                                                                                         method='gxi'))['scores']
+        status, err = post('/api/attribute', dict(ids=IDS, position=99))
+        assert status == 400 and 'position' in err['error']
+        status, r = post('/api/generate', dict(prompt='He said “', max_new_tokens=3, temperature=0))
+        assert status == 200 and r['doc']['prompt'] == 'He said “'
+        done = r
+        assert done['gltr']['tokens'] == 3 and done['prompt_pieces'] == html_report.pieces(gpt2_tok, gpt2_tok.encode('He said “'))
+    finally:
+        srv.shutdown()
+        srv.server_close()

@@ -24,9 +24,12 @@ function el(tag, cls, text) {
 function clone(name) {
   return document.getElementById(name).content.firstElementChild.cloneNode(true);
 }
-// a token's text for labels: visible spaces, newlines and tabs
+// a token's text for labels: visible spaces, newlines and tabs (not inside a byte label such as <E2 80>,
+// whose spaces are not the token's: formatting.BYTE_LABEL)
+const BYTE_LABEL = /(<(?:[0-9A-F]{2}(?: [0-9A-F]{2})*|id \d+)>)/;
 function label(t) {
-  return t.replace(/ /g, '\u2423').replace(/\n/g, '\u21b5').replace(/\t/g, '\u21e5').replace(/\r/g, '\u240d');
+  return t.split(BYTE_LABEL).map((p, i) => (i % 2 ? p : p.replace(/ /g, '\u2423'))).join('')
+    .replace(/\n/g, '\u21b5').replace(/\t/g, '\u21e5').replace(/\r/g, '\u240d');
 }
 
 // --- colours (display only) ---
