@@ -82,6 +82,12 @@ def shot(pg, name, selector=None):
         (pg.locator(selector) if selector else pg).screenshot(path=os.path.join(SHOTS, name))
 
 
+def show_panel(pg, panel):
+    """The page at its top, the inspector scrolled to the panel (for a screenshot)."""
+    pg.evaluate('window.scrollTo(0, 0)')
+    pg.eval_on_selector('#inspector', f'e => {{ e.scrollTop = e.querySelector("{panel}").offsetTop - 60; }}')
+
+
 def candidates(pg):
     """(label, model probability text) of each row of the inspector's candidates."""
     rows = pg.locator('#candidates tr').all()[1:]
@@ -214,36 +220,38 @@ def attention_class(w):
 def test_report_panels_lens_attention_attribution_and_joined_characters(page, tmp_path, gpt2_tok, lm):
     pytest.importorskip('captum', reason="attribution needs Captum: pip install captum")
     prompt = gpt2_tok.encode(PROMPT)
-    samples = generate(lm, torch.tensor([prompt] * 2), 6, temperature=0.8, top_k=50, details=5,
+    n = 40 if SHOTS_MODEL else 6  # (the screenshots: a longer text)
+    samples = generate(lm, torch.tensor([prompt] * 2), n, temperature=0.8, top_k=50, details=5,
                        generator=torch.Generator().manual_seed(1))
-    panels = inspector.Panels(attribution='ig', steps=8)
-    path = html_report.sample_html(samples, gpt2_tok, tmp_path, dict(temperature=0.8, top_k=50), model=lm,
-                                   panels=panels)
-    url = open_report(page, path)
+    panels = inspector.Panels(attribution='ig', steps=8 if not SHOTS_MODEL else 32)
     d = html_report.sample_page(samples, gpt2_tok, dict(temperature=0.8, top_k=50), model=lm, panels=panels)
+    url = open_report(page, html_report.write_html(d, str(tmp_path / 'index.html')))
     P, doc = len(prompt), d['docs'][0]
     # the prompt's curly quotes are joined: one element each showing the character, its pieces in its title
     quotes = page.locator('.doc').first.locator('.pt').all_inner_texts()
     assert ' “' in quotes and '”' in quotes and '<E2 80>' not in ''.join(quotes)
 
-    # keyboard: Tab into the text, Enter pins the token and moves into the inspector
+    # keyboard: Tab into the text, arrows move, Enter pins the token and moves into the inspector
+    spans = page.locator('.tk[data-d="0"]')
+    i = spans.count() - 8 if SHOTS_MODEL else 2
+    ti = int(spans.nth(i).get_attribute('data-t'))
     page.focus('.tk[data-d="0"][data-t="0"]')
-    page.keyboard.press('ArrowRight')
-    page.keyboard.press('ArrowRight')
-    t = doc['tokens'][2]
-    assert 'position 3 of 6' in page.inner_text('#inspector .ptitle')
+    for _ in range(i):
+        page.keyboard.press('ArrowRight')
+    t = doc['tokens'][ti]
+    assert f'position {ti + 1} of {n}' in page.inner_text('#inspector .ptitle')
 
     # 1. logit lens: one row per layer; the last is the model distribution, the token's own probability
     rows = page.locator('#p-lens tr').all()[1:]
     assert len(rows) == lm.config.n_layer + 1
     assert [r.locator('td').nth(2).inner_text() for r in rows] == [row[3] for row in t['lens']]
     assert rows[-1].locator('td').nth(2).inner_text() == t['prob'] and rows[-1].locator('td').nth(3).inner_text() == str(t['rank'])
-    page.locator('#p-lens').scroll_into_view_if_needed()
+    show_panel(page, '#p-lens')
     shot(page, 'report_lens.png')
 
     # 2. attention: the layer and head controls by keyboard; the context shaded by Python's weights
     page.click('#mode-attention')
-    page.focus('.tk[data-d="0"][data-t="2"]')
+    page.focus(f'.tk[data-d="0"][data-t="{ti}"]')
     page.keyboard.press('Enter')
     page.focus('#p-att .layer')
     page.keyboard.press('ArrowUp')  # the last layer is the default: one up
@@ -259,8 +267,8 @@ def test_report_panels_lens_attention_attribution_and_joined_characters(page, tm
     pieces = doc['prompt_pieces']
     for (a, b, _), el in zip(pieces, pts):  # a joined character gets the sum of its pieces' weights
         assert attention_class(sum(weights.get(k, 0) for k in range(a, b))) in el.get_attribute('class').split()
-    assert apart(page, '.tk[data-d="0"][data-t="2"]', '#inspector')
-    page.locator('#p-att').scroll_into_view_if_needed()
+    assert apart(page, f'.tk[data-d="0"][data-t="{ti}"]', '#inspector')
+    show_panel(page, '#p-att')
     shot(page, 'report_attention.png')
 
     # 3. attribution: Python's integrated-gradients scores, their sum and completeness gap
@@ -274,7 +282,7 @@ def test_report_panels_lens_attention_attribution_and_joined_characters(page, tm
     el = pts[next(i for i, (x, y, _) in enumerate(pieces) if x <= k < y)] if k < P else \
         page.locator(f'.tk[data-d="0"][data-t="{k - P}"]')
     assert 'c-d6' in el.get_attribute('class').split()
-    page.locator('#p-attr').scroll_into_view_if_needed()
+    show_panel(page, '#p-attr')
     shot(page, 'report_attribution.png')
 
     # narrow: the inspector docks below the text and the inspected token stays above it
@@ -429,7 +437,8 @@ def test_live_app_generate_branch_inspect_compare_stop(page, live, gpt2_tok):
     page.hover('#docs .doc:first-child .tk[data-t="1"]')
     assert fact(page, 'probability (model distribution)') == format_prob(ref.logprobs[1].item())
     page.click('#score_text')
-    page.wait_for_selector('#docs .doc:first-child .gltr')
+    page.wait_for_selector('#docs .doc:first-child h2:text-matches("whole text")')
+    assert page.locator('#docs .doc:first-child .gltr').count() == 1
     whole = score_text(m, gpt2_tok, 'Once upon a time')
     assert ids_of(page) == whole.tokens
 

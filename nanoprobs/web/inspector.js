@@ -151,11 +151,30 @@ function attValues(t, layer, h) {
   for (let i = 0; i < row.length; i += 2) v[row[i]] = row[i + 1] / 1000;
   return v;
 }
+// [text, where, byte label or ''] of the context token at sequence position k: a byte piece of a joined
+// character shows the character and which piece it is (its own label on hover)
 function keyLabel(doc, k) {
   const P = doc.prompt_ids.length;
-  if (k >= P) return [label(doc.tokens[k - P].text), 'token ' + (k - P + 1)];
-  const pc = (doc.prompt_pieces || []).find((x) => x[0] <= k && k < x[1]);
-  return [pc ? label(pc[2]) : '#' + k, 'prompt ' + (k + 1)];
+  let g = null, where, own;
+  if (k >= P) {
+    const t = k - P;
+    g = Object.values(doc.groups || {}).find((x) => x[0] <= t && t < x[1]);
+    where = 'token ' + (t + 1); own = doc.tokens[t].text;
+    if (!g) return [label(own), where, ''];
+    g = [g[0] + P, g[1] + P, g[2]];
+  } else {
+    g = (doc.prompt_pieces || []).find((x) => x[0] <= k && k < x[1]);
+    where = 'prompt ' + (k + 1); own = '';
+    if (!g) return ['#' + k, where, ''];
+    if (g[1] - g[0] === 1) return [label(g[2]), where, ''];
+  }
+  return [label(g[2]), `${where}, byte piece ${k - g[0] + 1} of ${g[1] - g[0]}`, own];
+}
+function keyCell(doc, k) {
+  const [text, where, own] = keyLabel(doc, k), lab = el('td', 'lab'), tt = el('span', 'tt', text);
+  if (own) tt.title = label(own);
+  lab.append(tt, ' ' + where);
+  return lab;
 }
 function drawAttention(di, ti) {
   const doc = D.docs[di], t = doc.tokens[ti], b = body('p-att');
@@ -174,9 +193,8 @@ function drawAttention(di, ti) {
   const keys = v.map((w, k) => [w, k]).filter((x) => x[0] !== undefined).sort((a, c) => c[0] - a[0]).slice(0, 8);
   const tb = el('table', 'bars att');
   for (const [w, k] of keys) {
-    const [text, where] = keyLabel(doc, k), tr = el('tr'), lab = el('td', 'lab');
-    lab.append(el('span', 'tt', text), ' ' + where);
-    tr.append(lab, shareCell(w, (w).toFixed(3)));
+    const tr = el('tr');
+    tr.append(keyCell(doc, k), shareCell(w, (w).toFixed(3)));
     tb.append(tr);
   }
   b.append(ctl, el('div', 'muted', `how the prediction of this token (made at ${ti + P} tokens of context) ` +
@@ -211,9 +229,8 @@ function drawAttribution(di, ti) {
   } else rows.push(['sum of the scores', a.total + ' (need not equal anything)']);
   const tb = el('table', 'bars attr');
   for (const [s, k] of order) {
-    const [text, where] = keyLabel(doc, k), tr = el('tr'), lab = el('td', 'lab');
-    lab.append(el('span', 'tt', text), ' ' + where);
-    tr.append(lab, shareCell(s / most, String(s)));
+    const tr = el('tr');
+    tr.append(keyCell(doc, k), shareCell(s / most, String(s)));
     tb.append(tr);
   }
   const shadeBtn = el('button', 'alt', 'shade the text by it');
