@@ -13,10 +13,10 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, Response
 from starlette.exceptions import HTTPException
 
-from nanoprobs.server import openai_api
+from nanoprobs.server.openai_api import router as openai_router
 from nanoprobs.server.engine import collect
 from nanoprobs.server.answers import error_response, failure, json_response, ndjson, start_job
-from nanoprobs.server.jobs import Gone, JobStream, gather
+from nanoprobs.server.jobs import Fault, Gone, JobStream, gather
 from nanoprobs.server.schemas import error_text
 from nanoprobs.server.security import Guard
 
@@ -60,7 +60,7 @@ def create_app(engine, local_only=True):
     async def temperatures(body: M.temperatures, request: Request):
         return json_response((await gather(start_job(engine, engine.temperatures(body)), request.receive))[0])
 
-    app.include_router(openai_api.router(engine))
+    app.include_router(openai_router(engine))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request, exc):
@@ -83,7 +83,11 @@ def create_app(engine, local_only=True):
                     "levels deep?)"}.get(exc.status_code, str(exc.detail))
         return error_response(request, exc.status_code, msg)
 
-    @app.exception_handler(Exception)  # a fault of the server; uvicorn logs its traceback
+    @app.exception_handler(Fault)  # a job's fault (logged): the connection stays usable
+    async def job_fault(request, exc):
+        return error_response(request, 500, str(exc))
+
+    @app.exception_handler(Exception)  # any other fault of the server; uvicorn logs its traceback
     async def fault(request, exc):
         return error_response(request, 500, f"the server failed on this request ({type(exc).__name__})")
 

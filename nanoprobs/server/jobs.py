@@ -22,6 +22,10 @@ class Gone(Exception):
     """The job's client went away or stalled, or the server is stopping: the job ended early."""
 
 
+class Fault(Exception):
+    """The work failed, not on bad input (a ValueError) but on a fault of the server: logged, answered 500."""
+
+
 class Job:
     """work: a generator function; its messages, one at a time, go to whoever iterates messages()."""
 
@@ -107,10 +111,16 @@ async def watch(receive, job):
 
 
 async def gather(job, receive):
-    """All the messages of a job, for an answer sent in one piece. Raises Gone if the client went away."""
+    """All the messages of a job, for an answer sent in one piece. Raises Gone if the client went away, the
+    work's ValueError (bad input), or Fault (anything else, logged here)."""
     watcher = asyncio.ensure_future(watch(receive, job))
     try:
         msgs = [m async for m in job.messages()]
+    except ValueError:
+        raise
+    except Exception as e:
+        log.error("a request failed", exc_info=e)
+        raise Fault(f"the server failed on this request ({type(e).__name__}: {str(e)[:200]})") from None
     finally:
         watcher.cancel()
     if job.outcome != 'done':
