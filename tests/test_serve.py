@@ -96,12 +96,23 @@ def chunk_line(f):
             return line
 
 
+class Counter(list):
+    """[forward passes so far]; at(n) is an Event set once there have been n."""
+
+    def at(self, n):
+        self.target, self.reached = n, threading.Event()
+        return self.reached
+
+
 def counted(model, delay=0.0):
-    """Count the model's forward passes (and, with delay, make each one slow); returns the counter."""
-    calls, forward = [0], model.forward
+    """Count the model's forward passes (and, with delay, make each one slow); returns the Counter."""
+    calls, forward = Counter([0]), model.forward
+    calls.target, calls.reached = None, None
 
     def f(*a, **k):
         calls[0] += 1
+        if calls[0] == calls.target:
+            calls.reached.set()
         if delay:
             time.sleep(delay)
         return forward(*a, **k)
@@ -294,9 +305,19 @@ def test_a_client_that_goes_away_stops_the_generation(server):
     f.close()
     sock.close()
     st, _, out = request(server, 'POST', '/api/generate', dict(prompt="Once", max_new_tokens=2))
-    m.forward = forward
     assert st == 200 and len(out['tokens']) == 2
     assert calls[0] < 100  # far fewer than 300 forward passes: it stopped
+    # a request answered in one piece, whose client gives up waiting: stopped too
+    data = json.dumps(dict(prompt="Once", max_new_tokens=300)).encode()
+    generating = calls.at(calls[0] + 5)
+    sock = socket.create_connection(server.address, timeout=60)
+    sock.sendall(b"POST /api/generate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: %d\r\n\r\n%s" % (len(data), data))
+    assert generating.wait(60)
+    sock.close()
+    st, _, out = request(server, 'POST', '/api/generate', dict(prompt="Once", max_new_tokens=2))
+    m.forward = forward
+    assert st == 200 and calls[0] < 200
 
 
 def test_a_stalled_client_loses_the_model_and_slow_requests_time_out(impatient):
