@@ -20,10 +20,11 @@ RUNS = settings(max_examples=50, deadline=None, derandomize=True, database=None,
 
 # temperatures in (0, ~1e-300) overflow logits / T into inf: sampling.py's concern (the hardening issue routes
 # them to greedy), not the server's, which passes every temperature it accepts to the shared sampling code
+chars = st.characters(min_codepoint=0, max_codepoint=0x10FFFF)
 floats = st.floats(allow_nan=False, allow_infinity=False).filter(lambda x: x == 0 or abs(x) >= 1e-300)
-scalars = st.none() | st.booleans() | st.integers(-2 ** 70, 2 ** 70) | floats | st.text(max_size=12)
-values = st.recursive(scalars, lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=6), c, max_size=3),
-                      max_leaves=8)
+scalars = st.none() | st.booleans() | st.integers(-2 ** 70, 2 ** 70) | floats | st.text(chars, max_size=12)
+values = st.recursive(scalars, lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(chars, max_size=6), c,
+                                                                                     max_size=3), max_leaves=8)
 
 
 def near(*edges, lo=None, hi=None):
@@ -35,7 +36,8 @@ def near(*edges, lo=None, hi=None):
 
 
 ids = st.lists(near(-1, 0, 50256, 50257, 50303, 2 ** 63, lo=0, hi=50256), max_size=6)
-texts = st.text(max_size=30)
+texts = st.text(chars, max_size=30) | st.sampled_from(['', '\ud800', 'a\udfffb', '\x00', '<|endoftext|>', '\u2028',
+                                                      '\ufffd', ' ' * 40])
 counts = near(-1, 0, 1, 2, 4, 5, 50, 51, 2 ** 63)  # max_new_tokens / max_tokens (limit 4), top / logprobs (50)
 plausible = {  # a value of about the right kind, at the edges of its range, mixed with arbitrary JSON
     'prompt': texts | ids | st.lists(texts | ids, max_size=3), 'prompt_ids': ids, 'prefix': texts, 'prefix_ids': ids,
@@ -109,7 +111,7 @@ def test_any_body_gets_an_answer_not_a_500(client, path):
 
 def test_raw_bytes_and_deep_nesting_get_a_400(client):
     @RUNS
-    @given(raw=st.binary(max_size=40) | st.text(max_size=40).map(str.encode))
+    @given(raw=st.binary(max_size=40) | st.text(chars, max_size=40).map(str.encode))
     def run(raw):
         r = client.post('/api/generate', content=raw, headers={'Content-Type': 'application/json'})
         assert r.status_code in (200, 400), (raw, r.text)

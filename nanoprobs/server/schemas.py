@@ -126,17 +126,22 @@ def request_models(vocab_size, settings):
 
     def prompts(v):
         """The OpenAI prompt forms as a list of prompts, each text (str) or token ids (list of int)."""
-        forms = "a string, a list of strings, a list of token ids, or a list of lists of token ids"
+        forms = "must be a string, a list of strings, a list of token ids, or a list of lists of token ids"
         ok_id = lambda t: isinstance(t, int) and not isinstance(t, bool)  # noqa: E731
         if isinstance(v, str):
             v = [v]
         elif not isinstance(v, list):
-            raise ValueError(f"prompt must be {forms}")
+            raise ValueError(forms)
         elif v and all(ok_id(t) for t in v):
             v = [v]
         out = []
         for p in v:
             if isinstance(p, str):
+                if not p.isascii():
+                    try:
+                        p.encode('utf-8')
+                    except UnicodeEncodeError:  # what pydantic's str refuses in every other field
+                        raise ValueError("a prompt is not valid Unicode text (it holds a lone surrogate)") from None
                 if len(p) > limit:
                     raise ValueError(f"a prompt has {len(p)} characters; at most {limit} ({HINTS['prompt']})")
             elif isinstance(p, list) and all(ok_id(t) for t in p):
@@ -146,10 +151,10 @@ def request_models(vocab_size, settings):
                 if len(p) > limit:
                     raise ValueError(f"a prompt has {len(p)} tokens; at most {limit}")
             else:
-                raise ValueError(f"prompt must be {forms}")
+                raise ValueError(forms)
             out.append(p)
         if not out:
-            raise ValueError("prompt is an empty list: give at least one prompt")
+            raise ValueError("an empty list: give at least one prompt")
         return out
 
     class StreamOptions(Body):
@@ -207,8 +212,12 @@ def request_models(vocab_size, settings):
 # -----------------------------------------------------------------------------
 # pydantic's errors as one line per bad field
 
+UNION_TAGS = {'str', 'int', 'float', 'bool', 'list', 'dict', 'none'}  # pydantic names a union's members in loc
+
+
 def _where(loc):
-    parts = [p for p in loc if p != 'body']
+    parts = [p for p in loc if p != 'body' and
+             (isinstance(p, int) or (p.isidentifier() and p not in UNION_TAGS))]
     out = ''
     for p in parts:
         out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
@@ -225,9 +234,12 @@ def _shown(x):
 def error_text(errors):
     """The errors of a pydantic ValidationError (or FastAPI's RequestValidationError) as one message:
     one part per bad field, naming it, what is wrong and what was sent."""
-    parts = []
+    parts, seen = [], set()
     for e in errors:
         kind, where, msg = e.get('type', ''), _where(e.get('loc', ())), e.get('msg', '')
+        if where and where in seen:  # a union's members each fail: the first one says it
+            continue
+        seen.add(where)
         if kind == 'json_invalid':
             err = (e.get('ctx') or {}).get('error', msg)
             parts.append(f"the request body is not valid JSON ({err})")
