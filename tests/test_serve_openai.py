@@ -147,8 +147,9 @@ def test_stop_sequences_echo_and_errors(served):
     assert [m.id for m in models.data] == [L.source]
     for bad, words in ((dict(max_tokens=201), 'max_tokens'), (dict(logprobs=51), 'logprobs'),
                        (dict(prompt=[]), 'empty list'), (dict(prompt=''), 'empty'),
-                       (dict(prompt=[[1, 10 ** 9]]), 'outside the vocabulary'), (dict(presence_penalty=1), 'not supported'),
-                       (dict(n=17), 'n'), (dict(stop=['a'] * 5), 'stop')):
+                       (dict(prompt=[[1, 10 ** 9]]), 'outside the vocabulary'),
+                       (dict(presence_penalty=1), 'not supported'), (dict(n=17), 'n: input'),
+                       (dict(stop=['a'] * 5), 'stop')):
         with pytest.raises(openai.BadRequestError) as e:
             client.completions.create(**{'model': 'tiny', 'prompt': 'x', **bad})
         assert words in e.value.body['message'], (bad, e.value.body)
