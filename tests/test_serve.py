@@ -17,7 +17,6 @@ import torch
 
 import sample
 import serve
-from configurator import UserError
 from conftest import ROOT, tiny_model, write_ckpt
 from nanoprobs.decoding import generate, score
 from nanoprobs.formatting import format_prob

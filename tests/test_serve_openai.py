@@ -125,7 +125,6 @@ def test_seeded_sampling_equals_generate_and_transformers(served):
 
 def test_stop_sequences_echo_and_errors(served):
     srv, client, L, hf = served
-    tok = L.tok
     greedy = client.completions.create(model='tiny', prompt="The king said", max_tokens=20, temperature=0,
                                        logprobs=1)
     text = greedy.choices[0].text
