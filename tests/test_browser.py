@@ -18,6 +18,7 @@ import serve
 from conftest import tiny_model
 from nanoprobs.decoding import Sample, generate, score
 from nanoprobs.formatting import format_prob
+from nanoprobs.server import Engine, serve_in_thread
 
 CHROMIUM = '/usr/bin/chromium'
 ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
@@ -216,13 +217,13 @@ def live(gpt2_tok, lm):
     m.forward = slow
     L = types.SimpleNamespace(model=m, tok=gpt2_tok, ctx=contextlib.nullcontext(), device='cpu', dtype='float32',
                               source='tiny')
-    srv = serve.serve_in_thread(serve.App(L, serve.settings(max_new_tokens=12)))
+    engine = Engine(L, serve.settings(max_new_tokens=12))
+    srv = serve_in_thread(engine)
     yield srv, m
     m.forward = forward
-    srv.shutdown()
-    with srv.RequestHandlerClass.app.lock:
+    srv.stop()
+    with engine.lock:  # no job left on the model
         pass
-    srv.server_close()
 
 
 def newest_ids(pg):
