@@ -7,6 +7,7 @@ $ python train.py config/finetune_children_stories.py                 # device=a
 $ python train.py config/finetune_children_stories.py --device=mps --batch_size=4
 $ python train.py config/finetune_children_stories.py --init_from=resume  # after Ctrl-C, a crash, more iters
 $ python train.py config/finetune_children_stories.py --freeze_layers=10  # only the last 2 blocks train
+$ python train.py config/finetune_children_stories_cpu.py   # LoRA adapters (PEFT): GPT-2 in ~5 min on a CPU
 A small model from scratch, to watch one learn (115 s on 2 CPU cores, see the config):
 $ python train.py config/train_stories_tiny.py
 
@@ -21,6 +22,8 @@ What it writes to out_dir:
                 at the latest eval (True). Upstream nanoGPT's sample.py and train.py load it unchanged.
   ckpt_last.pt  the latest state, when it is newer than ckpt.pt (after Ctrl-C, early stopping, the end of
                 the run, or an eval that did not improve). --init_from=resume continues from the newer one.
+                A LoRA run's (lora_rank > 0, nanoprobs/lora.py) holds the adapters and the name and checksum
+                of its base instead of the weights: MBs, not GBs.
   log.csv       iter, tokens, train_loss, val_loss, lr (one row per logged step, one per eval); loss.png
                 draws it at each eval.
 Every save is atomic (temp file, then rename). Ctrl-C or SIGTERM stops at the next safe point, saves the
@@ -84,7 +87,7 @@ train_tied_head: bool = False  # with freeze_layers: train the token embedding a
 # LoRA on Hugging Face PEFT (nanoprobs/lora.py): low-rank adapters train, the base stays frozen and unsaved
 lora_rank: int = 0  # rank of the adapters (0: off, every weight trains); 8 is a common start
 lora_alpha: float = 16.0  # the adapters' update is scaled by lora_alpha / lora_rank
-lora_dropout: float = 0.05  # dropout on the adapters' input
+lora_dropout: float = 0.0  # dropout on the adapters' input (PEFT's default; it costs memory: a copy per layer)
 lora_targets: str = 'all'  # 'all' or a comma list of attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj
 # adamw optimizer
 learning_rate: float = 6e-4  # max learning rate
