@@ -163,7 +163,8 @@ def load_checkpoint(path, map_location='cpu'):
     except Exception as e:
         raise ValueError(f"{path} is not a readable torch checkpoint (truncated or corrupt?): "
                          f"{type(e).__name__}: {e}") from None
-    if not isinstance(ckpt, dict) or 'model' not in ckpt or 'model_args' not in ckpt:
+    # a LoRA run's checkpoint has 'lora' (adapters and the name of its base) instead of 'model'
+    if not isinstance(ckpt, dict) or not ({'model', 'lora'} & set(ckpt)) or 'model_args' not in ckpt:
         keys = sorted(ckpt) if isinstance(ckpt, dict) else type(ckpt).__name__
         raise ValueError(f"{path} is not a nanoGPT checkpoint: expected keys 'model' and 'model_args', "
                          f"found {keys}")
@@ -187,9 +188,14 @@ def clean_state_dict(state_dict):
             for k, v in state_dict.items()}
 
 
-def model_from_checkpoint(ckpt, dropout=None, path='checkpoint'):
+def model_from_checkpoint(ckpt, dropout=None, path='checkpoint', merge=True):
     """Build the GPT a checkpoint describes. The architecture comes from model_args; GELU from the
-    top-level 'gelu' key train.py writes (absent in upstream's checkpoints, which used exact GELU)."""
+    top-level 'gelu' key train.py writes (absent in upstream's checkpoints, which used exact GELU).
+    A LoRA run's checkpoint: its base (checksum verified) with the adapters, merged unless merge=False."""
+    if 'lora' in ckpt:  # nanoprobs/lora.py
+        from nanoprobs import lora
+        base = lora.Run.of_checkpoint(ckpt).base
+        return lora.restore(base_model(base.location(), dropout), ckpt, path, merge)
     args = {k: ckpt['model_args'][k] for k in MODEL_ARGS if k in ckpt['model_args']}
     if dropout is not None:
         args['dropout'] = dropout
@@ -322,6 +328,15 @@ def pretrained_model(kind, where, dropout=None):
         raise LoadError(f"transformers could not load {where!r}: {first}. {hint}"
                         "give a local Hugging Face GPT-2 folder (config.json + weights) "
                         "as --init_from=path") from None
+
+
+def base_model(init_from, dropout=None):
+    """The model a new run starts from (a hub name, a Hugging Face folder or a checkpoint): a LoRA run's
+    base."""
+    kind, where = describe_init_from(init_from)
+    if kind == 'ckpt':
+        return model_from_checkpoint(load_checkpoint(where), dropout, where)
+    return pretrained_model(kind, where, dropout)
 
 
 def load_model(init_from='resume', out_dir='out', device='auto', dtype='auto', compile=False, dropout=None,
