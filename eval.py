@@ -147,11 +147,12 @@ def score_pairs(eval_data='eval_data.json', model='resume', tok=None, *, join='a
 
 
 def default_name(init_from, out_dir='out'):
-    """results/eval_<name>: 'gpt2', the out_dir's name for 'resume', a folder's or file's name."""
+    """results/eval_<name>: 'gpt2', the out_dir's name for 'resume', a folder's or file's name
+    (out/ckpt.pt: 'out'; out/ckpt_last.pt: 'out_last')."""
     where = out_dir if init_from == 'resume' else init_from
     base = os.path.basename(os.path.normpath(where))
-    if base == 'ckpt.pt':
-        base = os.path.basename(os.path.dirname(os.path.abspath(where)))
+    if base in ('ckpt.pt', 'ckpt_last.pt'):
+        base = os.path.basename(os.path.dirname(os.path.abspath(where))) + ('_last' if 'last' in base else '')
     return re.sub(r'[^\w.-]+', '_', os.path.splitext(base)[0] if base.endswith('.pt') else base) or 'model'
 
 
