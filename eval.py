@@ -56,6 +56,7 @@ val_tokens: int = 20000  # predict at most this many val_data tokens (0 = all); 
 val_stride: int = 0  # tokens predicted per window of block_size; 0 = block_size // 2 (each sees >= half)
 name: str = ''  # results/eval_<name>.*; '' = named after the model
 results_dir: str = 'results'  # where the result files go
+keep_earlier: bool = True  # an earlier eval_<name>.* set with other numbers is kept as eval_<name>_<its time>.*
 verbose: bool = False  # print every pair's exact response tokens with their log-probs
 show: bool = False  # also open the charts in a window, when a display exists
 html: bool = True  # also write results/eval_<name>.html: every token shaded by probability, in a browser
@@ -195,7 +196,7 @@ def main():
         print('\n' + val_report([('model', run)]))
     if c is not None:
         print('\n' + compare_report(c, verbose))
-    paths = write_results(run, c, results_dir, name or default_name(init_from, out_dir), show, html)
+    paths = write_results(run, c, results_dir, name or default_name(init_from, out_dir), show, html, keep_earlier)
     _written.extend(paths)
     print(f"\nwrote {', '.join(paths)} ({time.time() - t0:.1f}s)")
     if show:
