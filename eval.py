@@ -10,7 +10,7 @@ Run it before and after fine-tuning and compare.
 
 It takes sample.py's settings (init_from, out_dir, temperature, top_k, top_p, device, dtype, ...).
 Every run prints one row per pair and totals, and writes results/eval_<name>.json (everything, machine-
-readable), .csv, .md (a table for a report) and .png (per-pair bar chart, log scale; before vs after
+readable), .csv, .md (a table for a report) and .png (a dot per pair, log scale; before vs after
 when comparing, plus eval_<name>_tokens.png: the tokens that gained or lost the most).
 
 In a notebook:

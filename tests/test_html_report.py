@@ -41,7 +41,7 @@ def test_script_json_escapes_everything_that_could_end_the_element():
 
 def test_render_inlines_everything_and_allows_only_its_own_script():
     text, policy = html_report.render(dict(kind='sample', title=INJ, settings=[], docs=[]))
-    assert text.count('</script>') == 3  # the data element and two scripts: the title cannot end any
+    assert text.count('</script>') == 4  # the scale, the data element and two scripts: the title cannot end any
     assert INJ not in text and '<img' not in text
     assert not re.search(r'(src|href)=["\']?(https?:)?//', text)  # nothing loaded from the network
     for name in ('page.js', 'report.js'):
