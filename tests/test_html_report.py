@@ -102,7 +102,7 @@ def test_injection_in_prompt_and_tokens_stays_data(tmp_path, gpt2_tok):
     s = generate(m, torch.tensor([gpt2_tok.encode(INJ)]), 3, temperature=0, details=3)[0]
     evil = types.SimpleNamespace(token_text=lambda i: INJ, decode=gpt2_tok.decode)
     text = open(html_report.sample_html([s], evil, tmp_path, {}), encoding='utf-8').read()
-    assert text.count('</script>') == 3 and '<img' not in text
+    assert text.count('</script>') == 4 and '<img' not in text  # the scale, the data, two scripts
     d = page_data(tmp_path / 'index.html')
     assert d['docs'][0]['prompt'] == INJ and d['docs'][0]['tokens'][0]['text'] == INJ
 
