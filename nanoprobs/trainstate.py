@@ -21,9 +21,7 @@ from tqdm import tqdm
 
 from configurator import UserError
 from nanoprobs import atomic
-from nanoprobs.load import checkpoint_dict
-
-CKPT, LAST = 'ckpt.pt', 'ckpt_last.pt'  # the best (or latest) state, and the latest when it is not the best
+from nanoprobs.load import CKPT, LAST, checkpoint_dict  # the file names, defined where loading reads them
 LOG = 'log.csv'
 LOG_FIELDS = ['iter', 'tokens', 'train_loss', 'val_loss', 'lr', 'kind', 'elapsed_s']
 

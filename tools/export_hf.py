@@ -45,17 +45,16 @@ tokenizer = True  # also write GPT-2's tokenizer files (models with GPT-2's voca
 check = True  # reload the export with transformers and compare its logits with ours
 # -----------------------------------------------------------------------------
 
-GPT2_FILES = 'https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/'  # where tiktoken gets them
-
 
 def write_gpt2_tokenizer(path, max_length):
     """GPT-2's tokenizer in Hugging Face format, built from the vocab.json/merges.txt tiktoken caches."""
     from tiktoken.load import read_file_cached
     from transformers import AutoTokenizer
+    from nanoprobs.tokenizer import GPT2_FILES, GPT2_URL
     with tempfile.TemporaryDirectory() as tmp:
         for url, name in (('encoder.json', 'vocab.json'), ('vocab.bpe', 'merges.txt')):
             with open(os.path.join(tmp, name), 'wb') as f:
-                f.write(read_file_cached(GPT2_FILES + url))
+                f.write(read_file_cached(GPT2_URL + url, GPT2_FILES[url]))
         with open(os.path.join(tmp, 'config.json'), 'w') as f:
             f.write('{"model_type": "gpt2"}')
         tok = AutoTokenizer.from_pretrained(tmp, model_max_length=max_length)
