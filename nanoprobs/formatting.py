@@ -1,7 +1,7 @@
 """
 Text for people to read, the one place for it (terminal lines, chart labels and the HTML page alike):
 probabilities and ratios from their logs without float64 underflow (never a silent 0), tokens with
-their whitespace made visible, sampling settings and model names.
+their whitespace made visible, sampling settings, model names and file sizes.
 """
 
 import math
@@ -107,8 +107,16 @@ def file_tag(*sources):
                        for s in sources if s)
 
 
+def file_size(nbytes):
+    """A size in bytes as people read it: 812 B, 4.7 MB, 1.49 GB (powers of 1000, as file managers show)."""
+    for unit, scale in (('GB', 1e9), ('MB', 1e6), ('kB', 1e3)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.3g} {unit}"
+    return f"{nbytes} B"
+
+
 # -----------------------------------------------------------------------------
-# perplexity, and the buckets every view shades by
+# perplexity, and GLTR's rank buckets (the probability scale is web/scale.json: html_report.probability_scale)
 
 def format_ppl(x, spec='.3f'):
     """A perplexity as text that keeps table columns: `spec` up to a million, then 4 significant digits
@@ -121,9 +129,6 @@ def perplexity(mean_logprob):
     return math.exp(-mean_logprob) if mean_logprob > -700 else float('inf')
 
 
-# probability buckets (the page's 8 viridis shades, GLTR's histogram): bucket i holds p in [edge[i-1], edge[i])
-PROB_EDGES = (0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 0.75)
-PROB_NAMES = ('< 0.001', '0.001–0.01', '0.01–0.05', '0.05–0.1', '0.1–0.25', '0.25–0.5', '0.5–0.75', '≥ 0.75')
 # rank buckets (GLTR's): top 10, top 100, top 1000, beyond
 RANK_EDGES = (10, 100, 1000)
 RANK_NAMES = ('top 10', 'top 100', 'top 1000', 'beyond')

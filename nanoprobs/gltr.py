@@ -5,13 +5,12 @@ token's probability, under the model distribution. Generated text sits mostly in
 reaches further down. A hint, not a detector: a summary of how predictable the text was to this model.
 
     score_text(model, tok, text) -> decoding.Sample   # every token scored after <|endoftext|>
-    summary(ranks, logprobs) -> dict                   # JSON-ready; the page draws it beside the text
+    summary(ranks, logprobs, scale) -> dict            # JSON-ready; the page draws it beside the text
 """
 
 import math
 
-from nanoprobs.formatting import (PROB_EDGES, PROB_NAMES, RANK_EDGES, RANK_NAMES, format_ppl, format_prob,
-                                  perplexity)
+from nanoprobs.formatting import RANK_EDGES, RANK_NAMES, format_ppl, format_prob, perplexity
 
 
 def rank_bucket(rank):
@@ -19,27 +18,29 @@ def rank_bucket(rank):
     return sum(rank > e for e in RANK_EDGES)
 
 
-def prob_bucket(logprob):
-    """The index of PROB_NAMES a probability (given by its log) falls in; probability 0 is bucket 0."""
+def prob_bucket(logprob, edges):
+    """The bucket a probability (given by its log) falls in: i such that edges[i-1] <= p < edges[i];
+    probability 0 is bucket 0."""
     if logprob is None or logprob == -math.inf:
         return 0
-    return sum(logprob >= math.log(e) for e in PROB_EDGES)
+    return sum(logprob >= math.log(e) for e in edges)
 
 
-def summary(ranks, logprobs):
+def summary(ranks, logprobs, scale):
     """{tokens, ranks: [[name, count, share text]], histogram: [[name, count]], mean_logprob, perplexity}
     of a text's tokens: ranks (1 = the model's most likely) and log-probs, both under the model
-    distribution. Counts are exact; shares are their text."""
+    distribution; the histogram's buckets are scale's {edges, names} (the page's probability scale,
+    html_report.probability_scale). Counts are exact; shares are their text."""
     n = len(ranks)
-    rc, hc = [0] * len(RANK_NAMES), [0] * len(PROB_NAMES)
+    rc, hc = [0] * len(RANK_NAMES), [0] * len(scale['names'])
     for r, lp in zip(ranks, logprobs):
         rc[rank_bucket(r)] += 1
-        hc[prob_bucket(lp)] += 1
+        hc[prob_bucket(lp, scale['edges'])] += 1
     finite = [lp for lp in logprobs if lp is not None and lp != -math.inf]
     mean = math.fsum(finite) / n if n and len(finite) == n else None
     return dict(tokens=n,
                 ranks=[[name, c, f"{100 * c / n:.1f}%" if n else ''] for name, c in zip(RANK_NAMES, rc)],
-                histogram=[[name, c] for name, c in zip(PROB_NAMES, hc)],
+                histogram=[[name, c] for name, c in zip(scale['names'], hc)],
                 mean_logprob=None if mean is None else f"{mean:.4f}",
                 perplexity=None if mean is None else format_ppl(perplexity(mean), '.2f'),
                 probability=format_prob(math.fsum(finite)) if len(finite) == n else '0')

@@ -25,7 +25,7 @@ import re
 
 from nanoprobs import atomic, gltr
 from nanoprobs.tokenizer import text_pieces
-from nanoprobs.formatting import (PROB_EDGES, PROB_NAMES, format_ppl, format_prob, format_ratio, perplexity,
+from nanoprobs.formatting import (format_ppl, format_prob, format_ratio, perplexity,
                                   sampling_text)
 
 WEB = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'web')
@@ -37,8 +37,6 @@ SAMPLE_SETTINGS = ('init_from', 'out_dir', 'start', 'num_samples', 'max_new_toke
                    'top_p', 'seed', 'stop_at_eot', 'fixed_response', 'device', 'dtype')
 BEAM_SETTINGS = ('num_beams', 'length_penalty', 'no_repeat_ngram_size', 'early_stopping')
 
-
-SCALE = dict(edges=list(PROB_EDGES), names=list(PROB_NAMES))  # the page's probability shades
 
 
 def num(x):
@@ -62,7 +60,6 @@ def nats(x):
 #         text (the columns holding text)} (eval's pairs, GLTR's texts),
 #         docs [doc]; an eval page also compare (bool), summary [[name, text]];
 #         the live page also defaults and limits (the controls') and eot (<|endoftext|>'s id, or null);
-#         scale: the probability buckets every view shades by {edges, names} (formatting.PROB_EDGES);
 #         inspect: what the inspector's panels hold (inspector.add_panels), or null.
 #   doc:  title, prompt (text), prompt_ids, tokens [token], totals [[name, text]]; forced (a scored fixed
 #         response), model_only (beams: no sampling distribution), compare (eval: the before run's numbers
@@ -128,7 +125,7 @@ def joined(tok, ids, logprobs, pcs=None):
 def text_fields(tok, prompt, tokens, logprobs, ranks):
     """A doc's fields about its texts as a whole: prompt_pieces, joined, and the GLTR summary."""
     return dict(prompt_pieces=pieces(tok, prompt), joined=joined(tok, tokens, logprobs),
-                gltr=gltr.summary(ranks, logprobs) if ranks is not None else None)
+                gltr=gltr.summary(ranks, logprobs, probability_scale()) if ranks is not None else None)
 
 
 def sample_totals(s, sampling=None):
@@ -182,7 +179,7 @@ def sample_page(samples, tok, settings, forced=False, title='', model=None, pane
     docs = [sample_doc(s, tok, 'fixed_response' if forced else f"sample {i}", sampling, forced)
             for i, s in enumerate(samples, start=1)]
     what = 'fixed response scored' if forced else f"{len(samples)} sample{'s' * (len(samples) != 1)}"
-    return with_panels(dict(format=FORMAT, kind='sample', title=title or f"sample.py: {what}", scale=SCALE,
+    return with_panels(dict(format=FORMAT, kind='sample', title=title or f"sample.py: {what}",
                             sampling=sampling, settings=setting_rows(settings), docs=docs), model, tok, panels)
 
 
@@ -197,7 +194,7 @@ def beam_page(L, beams, greedy, settings, panels=None):
         docs.append(model_only(sample_doc(b, L.tok, title)))  # greedy's T=0 distribution is not shown
     settings = {k: v for k, v in settings.items() if k not in SAMPLING}
     page = dict(format=FORMAT, kind='sample', title=f"sample.py: beam search, {len(beams)} beams and greedy decoding",
-                scale=SCALE, sampling=None, settings=setting_rows(settings), docs=docs)
+                sampling=None, settings=setting_rows(settings), docs=docs)
     return with_panels(page, L.model, L.tok, panels)
 
 
@@ -221,7 +218,7 @@ def gltr_page(samples, names, tok, settings, title='', model=None, panels=None):
                     [g['mean_logprob'] or '', g['perplexity'] or ''])
     table = dict(head=['text', 'tokens', 'top 10', 'top 100', 'top 1000', 'beyond', 'mean log-prob',
                        'perplexity'], rows=rows, text=[0])
-    page = dict(format=FORMAT, kind='sample', mode='rank', scale=SCALE, sampling=None,
+    page = dict(format=FORMAT, kind='sample', mode='rank', sampling=None,
                 title=title or f"GLTR view: {len(docs)} text{'s' * (len(docs) != 1)}, every token scored after "
                                "<|endoftext|>", settings=setting_rows(settings), table=table, docs=docs)
     return with_panels(page, model, tok, panels)
@@ -265,7 +262,7 @@ def eval_page(d, title=''):
             row += [format_prob(b['logprob']), f"{dl:+.3f}", format_ratio(dl)]
         prompt = (p.get('joined') or [p['prompt']])[0]
         docs.append(dict(title=f"pair {p['index']}", prompt=prompt, prompt_ids=p['prompt_ids'], tokens=tokens,
-                         totals=totals, compare=same, gltr=gltr.summary(p['ranks'], lps),
+                         totals=totals, compare=same, gltr=gltr.summary(p['ranks'], lps, probability_scale()),
                          joined=joined(None, None, lps, text_pieces(p['tokens']))))
         rows.append(row)
     head = ['#', 'prompt', 'response', 'probability', 'log-prob', 'perplexity']
@@ -282,7 +279,7 @@ def eval_page(d, title=''):
     if cmp:
         summary.append(['pairs more / less likely than before', f"{cmp.get('rose')} / {cmp.get('fell')}"])
     sampling = sampling_text(s.get('temperature', 1), s.get('top_k'), s.get('top_p')) if sampled else None
-    return dict(format=FORMAT, kind='eval', title=title or f"eval.py: {d.get('model', '')}", scale=SCALE,
+    return dict(format=FORMAT, kind='eval', title=title or f"eval.py: {d.get('model', '')}",
                 sampling=sampling, compare=bool(cmp), settings=settings, summary=summary,
                 table=dict(head=head, rows=rows), docs=docs)
 
@@ -318,7 +315,7 @@ def setting_rows(settings):
 def live_page(model_name, about, defaults, limits, eot=None):
     """The page's data for serve.py: no texts yet; about the model (shown), the controls' defaults
     and limits, and the vocabulary's <|endoftext|> id (a whole text is scored after it; None: none)."""
-    return dict(format=FORMAT, kind='live', title=f"nanoGPT-probs live: {model_name}", scale=SCALE,
+    return dict(format=FORMAT, kind='live', title=f"nanoGPT-probs live: {model_name}",
                 settings=setting_rows(about), defaults=defaults, limits=limits, docs=[], eot=eot,
                 inspect=dict(live=True))
 
@@ -361,14 +358,31 @@ def csp(scripts, css, live=False):
             f"img-src data:; connect-src {connect}; base-uri 'none'; form-action 'none'")
 
 
+def probability_scale():
+    """web/scale.json: the probability scale (bucket edges, names, colours, text ink) that the page's
+    shading and the PNG charts share."""
+    return json.loads(_asset('scale.json'))
+
+
+def scale_css(scale):
+    """The scale as CSS: the colours --v0..--v7 (the rank buckets reuse them) and the classes .c-p0..7."""
+    colours = ' '.join(f"--v{i}: {c};" for i, c in enumerate(scale['colors']))
+    classes = '\n'.join(f".c-p{i} {{ background: var(--v{i}); color: {ink}; }}"
+                         for i, ink in enumerate(scale['ink']))
+    return f":root {{ {colours} }}\n{classes}\n"
+
+
 def render(data, live=False):
-    """The whole page as a string: web/report.html with the CSS, the scripts and the data inlined; the live
-    app adds web/live.html (its form's markup) and live.js, which the static report leaves out."""
-    html, css, js = _asset('report.html'), _asset('report.css'), scripts(live)
+    """The whole page as a string: web/report.html with the CSS (the probability scale's first), the
+    scripts and the data inlined; the live app adds web/live.html (its form's markup) and live.js, which the
+    static report leaves out."""
+    scale = probability_scale()
+    html, css, js = _asset('report.html'), scale_css(scale) + _asset('report.css'), scripts(live)
     policy = csp(js, css, live)
     parts = {'CSP': policy, 'CSS': css, 'PAGE': _asset('live.html') if live else '',
-             'SCRIPTS': '\n'.join(f"<script>{x}</script>" for x in js), 'DATA': script_json(data)}
-    return re.sub(r'\{\{(CSP|CSS|PAGE|SCRIPTS|DATA)\}\}', lambda m: parts[m.group(1)], html), policy
+             'SCRIPTS': '\n'.join(f"<script>{x}</script>" for x in js), 'DATA': script_json(data),
+             'SCALE': script_json({k: scale[k] for k in ('edges', 'names')})}
+    return re.sub(r'\{\{(CSP|CSS|PAGE|SCRIPTS|DATA|SCALE)\}\}', lambda m: parts[m.group(1)], html), policy
 
 
 def write_html(data, path, live=False):

@@ -4,6 +4,7 @@ looked (attention.py) and, when asked, which earlier tokens made it likely (attr
 
     add_panels(docs, model, tok, Panels(attribution='ig'))   # the static report: into each doc's tokens
     token_panels(model, tok, ids, position)                  # the live app (POST /api/inspect): one token
+                                                             # (and attribution.attribute: /api/attribute)
 
 The token at sequence position j (ids = prompt + response) is predicted at position j - 1, so every panel
 shows that position: the lens reads its residual stream, attention is its query row over keys 0..j-1,
@@ -151,39 +152,3 @@ def cost_line(info):
     if info.get('attribution'):
         line += f" (attribution: {info['attribution']['cost']})"
     return '; '.join([line] + info['notes'])
-
-
-# -----------------------------------------------------------------------------
-# the live app's requests (serve.py routes them; bad input is a ValueError naming the field)
-
-def _ids_and_position(body, vocab_size, max_ids):
-    ids, pos = body.get('ids'), body.get('position')
-    if not isinstance(ids, list) or not ids or len(ids) > max_ids or any(
-            isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < vocab_size for t in ids):
-        raise ValueError(f"ids must be a list of 1 to {max_ids} token ids in [0, {vocab_size})")
-    if isinstance(pos, bool) or not isinstance(pos, int) or not 1 <= pos < len(ids):
-        raise ValueError(f"position must be the index in ids of the token to explain, in [1, {len(ids) - 1}]")
-    return ids, pos
-
-
-def api_inspect(model, tok, body, max_ids=100_000):
-    """POST /api/inspect {"ids": the text's token ids (prompt + response), "position": the token's index
-    in ids}: {"position", "rows", "lens", "att"} of that token (token_panels)."""
-    ids, pos = _ids_and_position(body, model.config.vocab_size, max_ids)
-    if pos > model.config.block_size:
-        raise ValueError(f"position {pos} comes after block_size ({model.config.block_size}) tokens of "
-                         "context: the lens and attention are shown up to that many")
-    return token_panels(model, tok, ids, pos)
-
-
-def api_attribute(model, tok, body, max_ids=100_000):
-    """POST /api/attribute {"ids", "position", "method": "ig" | "gxi" (default "ig"), "steps" (integrated
-    gradients, default attribution.STEPS, at most 256)}: attribution.Attribution.to_json() of
-    log p(ids[position] | ids[:position]), one score per earlier token (of the last block_size)."""
-    ids, pos = _ids_and_position(body, model.config.vocab_size, max_ids)
-    method, steps = body.get('method', 'ig'), body.get('steps', STEPS)
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))}, got {method!r:.40}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= 256:
-        raise ValueError(f"steps must be an integer in [1, 256], got {steps!r:.40}")
-    return attribute(model, ids, pos, method, steps, getattr(tok, 'eot', None)).to_json()

@@ -20,8 +20,10 @@ from nanoprobs import html_report, inspector
 import serve
 from conftest import tiny_model
 from nanoprobs.decoding import Sample, generate, score
+from nanoprobs.attribution import attribute
 from nanoprobs.formatting import BYTE_LABEL, format_prob
 from nanoprobs.gltr import score_text
+from nanoprobs.server import Engine, serve_in_thread
 
 CHROMIUM = '/usr/bin/chromium'
 ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
@@ -141,6 +143,14 @@ def test_report_inspector_candidates_and_keyboard(page, tmp_path, gpt2_tok, lm):
     assert page.evaluate('document.activeElement.dataset.t') == '14'
     page.keyboard.press('Escape')
     assert page.locator('#inspector .empty').count() == 1
+
+    # probability shading: each token's colour is the scale's (web/scale.json) for its probability, as the
+    # PNG overview draws it (test_charts: test_overview_shades_tokens_with_the_page_scale)
+    from nanoprobs.plots.common import ProbabilityScale
+    scale = ProbabilityScale()
+    rgb = lambda h: f"rgb({int(h[1:3], 16)}, {int(h[3:5], 16)}, {int(h[5:7], 16)})"  # noqa: E731
+    got = page.eval_on_selector_all('.tk[data-d="0"]', 'els => els.map(e => getComputedStyle(e).backgroundColor)')
+    assert got == [rgb(scale.color(math.exp(x))) for x in s.logprobs.tolist()]
 
     # rank buckets
     page.click('#mode-rank')
@@ -361,13 +371,13 @@ def live(gpt2_tok, lm):
     m.forward = slow
     L = types.SimpleNamespace(model=m, tok=gpt2_tok, ctx=contextlib.nullcontext(), device='cpu', dtype='float32',
                               source='tiny')
-    srv = serve.serve_in_thread(serve.App(L, serve.settings(max_new_tokens=12)))
+    engine = Engine(L, serve.settings(max_new_tokens=12))
+    srv = serve_in_thread(engine)
     yield srv, m
     m.forward = forward
-    srv.shutdown()
-    with srv.RequestHandlerClass.app.lock:
+    srv.stop()
+    with engine.lock:  # no job left on the model
         pass
-    srv.server_close()
 
 
 def ids_of(pg):
@@ -401,7 +411,7 @@ def test_live_app_generate_branch_inspect_compare_stop(page, live, gpt2_tok):
     page.focus('#p-attr button[data-method="gxi"]')
     page.keyboard.press('Enter')
     page.wait_for_selector('#p-attr table.attr')
-    a = inspector.api_attribute(m, gpt2_tok, dict(ids=ids, position=len(prompt) + 3, method='gxi'))
+    a = attribute(m, ids, len(prompt) + 3, 'gxi').to_json()
     assert fact(page, 'sum of the scores', '#p-attr').startswith(str(a['total']))
 
     alt_button = page.locator('#candidates tr:not(.chosen) button.alt').first

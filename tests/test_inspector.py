@@ -140,25 +140,9 @@ def test_panels_keep_the_first_tokens_past_a_size_and_say_so():
     assert 'first 5 tokens' in notes and f"first {n_att} tokens" in notes and '9 tokens came after block_size' in notes
 
 
-def test_live_requests_answer_one_token_and_refuse_bad_input():
-    pytest.importorskip('captum', reason="attribution needs Captum: pip install captum")
-    m = tiny_model(0)
-    r = inspector.api_inspect(m, _Tok(), dict(ids=IDS, position=5))
-    tl = token_lens(m, IDS, [5])[0]
-    assert r['position'] == 5 and [row[4] for row in r['lens']] == tl.ranks and len(r['att']) == 2
-    a = inspector.api_attribute(m, _Tok(), dict(ids=IDS, position=5, method='gxi'))
-    assert len(a['scores']) == 5 and a['method'] == 'gxi'
-    json.dumps(a, allow_nan=False)
-    for body, msg in ((dict(ids=IDS, position=0), 'position'), (dict(ids=[1, 'x'], position=1), 'ids'),
-                      (dict(ids=IDS, position=3, method='lime'), 'method'),
-                      (dict(ids=IDS, position=3, steps=10 ** 6), 'steps'), (dict(ids=IDS * 4, position=40), 'block_size')):
-        fn = inspector.api_inspect if msg == 'block_size' else inspector.api_attribute
-        with pytest.raises(ValueError, match=msg):
-            fn(m, _Tok(), body)
-
-
 def test_gltr_summary_and_whole_text_scoring(gpt2_tok):
-    g = gltr.summary([1, 10, 11, 100, 101, 1000, 1001, 5], [-0.1, -1, -2, -3, -4, -5, -8, math.log(0.75)])
+    g = gltr.summary([1, 10, 11, 100, 101, 1000, 1001, 5], [-0.1, -1, -2, -3, -4, -5, -8, math.log(0.75)],
+                     html_report.probability_scale())
     assert [(n, c, sh) for n, c, sh in g['ranks']] == [('top 10', 3, '37.5%'), ('top 100', 2, '25.0%'),
                                                        ('top 1000', 2, '25.0%'), ('beyond', 1, '12.5%')]
     assert [c for _, c in g['histogram']] == [1, 1, 2, 0, 1, 1, 0, 2]
@@ -174,7 +158,7 @@ def test_gltr_summary_and_whole_text_scoring(gpt2_tok):
     assert s.ranks.tolist() == ranks
     page = html_report.gltr_page([s], ['fox'], gpt2_tok, {})
     doc = page['docs'][0]
-    assert doc['gltr'] == gltr.summary(ranks, s.logprobs.tolist()) and page['mode'] == 'rank'
+    assert doc['gltr'] == gltr.summary(ranks, s.logprobs.tolist(), html_report.probability_scale()) and page['mode'] == 'rank'
     assert page['table']['rows'][0][2:6] == [sh for _, _, sh in doc['gltr']['ranks']]
     # the curly quotes are two tokens each here: joined, with the pair's probability
     joined = {t: (a, b, lp) for a, b, t, lp, _ in doc['joined']}
@@ -287,38 +271,4 @@ def test_eval_page_joins_characters_from_the_token_texts(gpt2_tok):
     doc = html_report.eval_page(dict(model='m', pairs=[pair], totals={}))['docs'][0]
     assert [[a, b, t] for a, b, t, _, _ in doc['joined']] == [[a, b, t] for a, b, t in gpt2_tok.pieces(ids) if b - a > 1]
     assert [p for *_, p in doc['joined']] == [format_prob(lps[1] + lps[2]), format_prob(lps[4] + lps[5])]
-    assert doc['gltr'] == gltr.summary(ranks, lps)
-
-
-def test_serve_routes_inspect_and_attribute(gpt2_tok):
-    """serve.py's two routes answer inspector.api_inspect / api_attribute's JSON, bad input with a 400;
-    a generation's messages carry the prompt's pieces, the joined characters and GLTR's summary."""
-    pytest.importorskip('captum', reason="attribution needs Captum: pip install captum")
-    import contextlib
-    import http.client
-    import types
-    import serve
-    m = tiny_model(0)
-    L = types.SimpleNamespace(model=m, tok=gpt2_tok, ctx=contextlib.nullcontext(), device='cpu', dtype='float32',
-                              source='tiny')
-    srv = serve.serve_in_thread(serve.App(L, serve.settings()))
-
-    def post(path, body):
-        c = http.client.HTTPConnection(*srv.server_address[:2], timeout=60)
-        c.request('POST', path, json.dumps(body), {'Content-Type': 'application/json'})
-        r = c.getresponse()
-        return r.status, json.loads(r.read())
-    try:
-        assert post('/api/inspect', dict(ids=IDS, position=4)) == (200, inspector.token_panels(m, gpt2_tok, IDS, 4))
-        status, a = post('/api/attribute', dict(ids=IDS, position=4, method='gxi'))
-        assert status == 200 and a['scores'] == inspector.api_attribute(m, gpt2_tok, dict(ids=IDS, position=4,
-                                                                                         method='gxi'))['scores']
-        status, err = post('/api/attribute', dict(ids=IDS, position=99))
-        assert status == 400 and 'position' in err['error']
-        status, r = post('/api/generate', dict(prompt='He said “', max_new_tokens=3, temperature=0))
-        assert status == 200 and r['doc']['prompt'] == 'He said “'
-        done = r
-        assert done['gltr']['tokens'] == 3 and done['prompt_pieces'] == html_report.pieces(gpt2_tok, gpt2_tok.encode('He said “'))
-    finally:
-        srv.shutdown()
-        srv.server_close()
+    assert doc['gltr'] == gltr.summary(ranks, lps, html_report.probability_scale())
