@@ -430,7 +430,15 @@ def test_live_app_generate_branch_inspect_compare_stop(page, live, gpt2_tok):
     page.set_viewport_size({'width': 700, 'height': 800})
     page.evaluate('window.scrollTo(0, 0)')
     assert apart(page, '.live', '#inspector')
+    # narrow: clicking a token below the form scrolls it above the sheet, which then has room to open
+    last = page.locator('#docs .doc:first-child .tk').last
+    sel = f'#docs .doc:first-child .tk[data-t="{last.get_attribute("data-t")}"]'
+    last.click()  # (the inspector's title is drawn at once, its panels when the server answers)
+    assert f'position {int(last.get_attribute("data-t")) + 1} of' in page.inner_text('#inspector .ptitle')
+    assert apart(page, sel, '#inspector') and apart(page, '.live', '#inspector')
+    assert page.locator('#inspector').is_visible() and page.locator('#inspector').bounding_box()['height'] > 200
     page.set_viewport_size({'width': 1400, 'height': 800})
+    page.click('#docs .doc:first-child .tk[data-t="3"]')  # back to the token whose alternative is taken
     alt_button.click()
     page.locator('#docs .doc').nth(1).wait_for()  # (wait_for_function would need the 'unsafe-eval' the CSP forbids)
     page.wait_for_selector('.status:text-matches("tokens in")')

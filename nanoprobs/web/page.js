@@ -295,20 +295,24 @@ document.addEventListener('keydown', (e) => {
   if (back) back.focus({ preventScroll: true });
 });
 // on a narrow window the inspector is a sheet at the bottom: it starts below the live app's form while the
-// form is on the screen, so it never covers it
-const NARROW = window.matchMedia('(max-width: 999px)');
+// form is on the screen, so it never covers it (with no room below the form it waits, folded, until the
+// page scrolls; choosing a token scrolls it into sight, which makes the room)
+const NARROW = window.matchMedia('(max-width: 999px)'), SHEET = 0.44;  // the sheet's largest share (report.css: --insp-h)
 function dock() {
   const form = document.querySelector('.live');
-  if (!NARROW.matches || !form) { insp.style.height = ''; return; }
+  if (!NARROW.matches || !form) { insp.style.height = ''; insp.classList.remove('folded'); return; }
   const vh = document.documentElement.clientHeight, bottom = form.getBoundingClientRect().bottom;
-  insp.style.height = Math.round(Math.max(120, Math.min(0.44 * vh, vh - Math.max(bottom, 0) - 8))) + 'px';
+  const h = Math.round(Math.min(SHEET * vh, vh - Math.max(bottom, 0) - 8));
+  insp.classList.toggle('folded', h < 60);
+  insp.style.height = Math.max(h, 0) + 'px';
 }
 window.addEventListener('scroll', dock, { passive: true });
 window.addEventListener('resize', dock);
-// the inspected token stays in sight: above the inspector when it is docked at the bottom (narrow windows)
+// the inspected token stays in sight: above the inspector when it is docked at the bottom (narrow windows).
+// In the live app the sheet grows as the form scrolls away, so the token goes above the sheet's largest size.
 function keepVisible(s) {
   const r = s.getBoundingClientRect(), vh = document.documentElement.clientHeight;
-  const box = insp.getBoundingClientRect(), bottom = box.top > vh / 3 ? box.top : vh;
+  const bottom = NARROW.matches ? Math.min(insp.getBoundingClientRect().top, (1 - SHEET) * vh) : vh;
   if (r.bottom > bottom - 8) window.scrollBy(0, r.bottom - bottom + 24);
   else if (r.top < 8) window.scrollBy(0, r.top - 24);
 }
