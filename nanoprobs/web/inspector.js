@@ -120,7 +120,7 @@ function panels(di, ti) {
   hooks.panels(di, ti).then((r) => {
     Object.assign(t, r);
     if (cur && cur.di === di && cur.ti === ti) { drawLens(t); drawAttention(di, ti); }
-  }, (e) => { t.asked = false; note('p-lens', 'error: ' + e.message); });
+  }, (e) => { t.asked = false; note('p-lens', 'error: ' + e.message); note('p-att', 'error: ' + e.message); });
 }
 function body(id) { const b = insp.querySelector('#' + id + ' .body'); b.replaceChildren(); return b; }
 function note(id, text) { const b = insp.querySelector('#' + id + ' .body'); if (b) b.replaceChildren(el('div', 'muted', text)); }

@@ -143,18 +143,18 @@ hooks.popover = (di, ti) => {
   return box;
 };
 
-// the inspector's panels, computed by the server for the chosen token (its context: the doc's ids before it)
-function docIds(doc) { return doc.prompt_ids.concat(doc.tokens.map((t) => t.id)); }
+// the inspector's panels, computed by the server for the chosen token: the doc's ids up to it, and its position
+function upTo(doc, ti) {
+  const j = doc.prompt_ids.length + ti;
+  return { ids: doc.prompt_ids.concat(doc.tokens.slice(0, ti + 1).map((t) => t.id)), position: j };
+}
 hooks.panels = async (di, ti) => {
-  const doc = D.docs[di];
-  const r = await (await post('/api/inspect', { ids: docIds(doc), position: doc.prompt_ids.length + ti })).json();
+  const r = await (await post('/api/inspect', upTo(D.docs[di], ti))).json();
   D.inspect.rows = r.rows;
   return { lens: r.lens, att: r.att };
 };
-hooks.attribute = async (di, ti, method) => {
-  const doc = D.docs[di];
-  return (await post('/api/attribute', { ids: docIds(doc), position: doc.prompt_ids.length + ti, method })).json();
-};
+hooks.attribute = async (di, ti, method) =>
+  (await post('/api/attribute', Object.assign(upTo(D.docs[di], ti), { method }))).json();
 
 function drawForm() {
   const dft = D.defaults || {}, lim = D.limits || {};
