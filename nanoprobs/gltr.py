@@ -19,11 +19,12 @@ def rank_bucket(rank):
 
 
 def prob_bucket(logprob, edges):
-    """The bucket a probability (given by its log) falls in: i such that edges[i-1] <= p < edges[i];
-    probability 0 is bucket 0."""
+    """The bucket a probability (given by its log) falls in: i such that edges[i-1] <= p < edges[i], compared
+    as probabilities as page.js's bucket() and plots' ProbabilityScale.bucket() do; probability 0 is bucket 0."""
     if logprob is None or logprob == -math.inf:
         return 0
-    return sum(logprob >= math.log(e) for e in edges)
+    p = math.exp(logprob)
+    return sum(p >= e for e in edges)
 
 
 def summary(ranks, logprobs, scale):

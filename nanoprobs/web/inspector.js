@@ -60,7 +60,7 @@ function inspect(di, gi, k) {
   }
   out.push(facts(rows));
   if (t.alternatives) out.push(alternativesTable(t, di, ti, both));
-  if (hooks.popover) out.push(hooks.popover(di, ti));
+  if (hooks.extras) out.push(hooks.extras(di, ti));
   const I = D.inspect;
   if (I) {
     out.push(section('p-lens', 'What each layer predicted', '(logit lens)'),

@@ -99,7 +99,7 @@ async function score(whole) {
     say(`scored ${doc.tokens.length} tokens`);
   } catch (e) { say('error: ' + e.message, true); } finally { busy(false); }
 }
-// the step's next-token distribution under several temperatures, drawn into the popover's box
+// the step's next-token distribution under several temperatures, drawn into the inspector's box
 async function temperatures(di, ti, box) {
   const doc = D.docs[di], st = settingsFromForm();
   box.replaceChildren(el('span', 'muted', 'computing\u2026'));
@@ -129,7 +129,7 @@ async function temperatures(di, ti, box) {
   } catch (e) { box.replaceChildren(el('span', 'status err', 'error: ' + e.message)); }
 }
 
-// the popover's additions: continue from an alternative, compare temperatures
+// the inspector's additions: continue from an alternative, compare temperatures
 hooks.alternative = (di, ti, alt) => {
   const td = clone('t-alt-button'), b = td.querySelector('button');
   b.textContent = alt.id === D.docs[di].tokens[ti].id ? 'regenerate' : 'use this';
@@ -137,7 +137,7 @@ hooks.alternative = (di, ti, alt) => {
   b.addEventListener('click', (e) => { e.stopPropagation(); branch(di, ti, alt); });
   return td;
 };
-hooks.popover = (di, ti) => {
+hooks.extras = (di, ti) => {
   const box = clone('t-temps-box');
   box.querySelector('button').addEventListener('click', (e) => { e.stopPropagation(); temperatures(di, ti, box); });
   return box;

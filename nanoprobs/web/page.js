@@ -9,7 +9,7 @@ const main = document.getElementById('main');
 const head = document.getElementById('head');
 // the live app's additions (live.js sets them): a button per alternative, a box below the candidates, and
 // the panels computed on demand (the static report carries them in its data)
-const hooks = { alternative: null, popover: null, panels: null, attribute: null };
+const hooks = { alternative: null, extras: null, panels: null, attribute: null };
 let mode = D.mode || (D.compare ? 'change' : 'prob');  // what the shading shows: prob | rank | change | attention | attribution
 let pinned = null;  // the token element chosen by a click or Enter (it stays until Escape)
 let shown = null;  // the token element the inspector shows
