@@ -219,6 +219,10 @@ def test_eval_report_before_after_and_its_whole_table(page, tmp_path, gpt2_tok, 
     assert fact(page, 'the model\u2019s most likely token here') == label(a['expected'][1])
     if width == 1400:
         shot(page, 'report_eval.png')
+        for w in (1100, 800):  # every column of the pairs table shows (the texts give way), no scrolling needed
+            page.set_viewport_size({'width': w, 'height': 760})
+            assert page.evaluate("(() => { const t = document.querySelector('table.pairs');"
+                                 " return t.scrollWidth <= t.parentElement.clientWidth; })()"), w
     assert page.errors == []
 
 
