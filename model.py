@@ -19,6 +19,7 @@ What this file adds to upstream nanoGPT's model.py:
 
 import inspect
 import math
+import os
 from dataclasses import dataclass, field
 
 import torch
@@ -146,6 +147,14 @@ class GPTConfig:
 # checkpoint['model_args'] holds exactly these keys, so upstream's GPTConfig(**model_args) keeps working
 MODEL_ARGS = ('n_layer', 'n_head', 'n_embd', 'block_size', 'bias', 'vocab_size', 'dropout')
 
+
+
+def state_dict_error(e, limit=300):
+    """load_state_dict's RuntimeError as one short line: what is missing, unexpected or of the wrong size."""
+    lines = [ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()] or [str(e)]
+    text = ' '.join(lines)
+    return text if len(text) <= limit else text[:limit] + ' ...'
+
 # -----------------------------------------------------------------------------
 
 class GPT(nn.Module):
@@ -172,6 +181,12 @@ class GPT(nn.Module):
         for pn, p in self.named_parameters():
             if pn.endswith('c_proj.weight'):
                 torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    def train(self, mode=True):
+        """As nn.Module's; also drops the inference-only copy of the unembedding that generation keeps
+        (nanoprobs/decoding.py head_weight), so that none is kept while training."""
+        self.__dict__.pop('_inference_head', None)
+        return super().train(mode)
 
     @property
     def model_args(self):
@@ -236,21 +251,40 @@ class GPT(nn.Module):
         self.transformer.wpe.weight = nn.Parameter(self.transformer.wpe.weight[:block_size])
 
     @classmethod
+    def from_state_dict(cls, config, state_dict):
+        """A GPT holding these tensors as its weights, built without initialising any: the modules are made
+        on the meta device and take the tensors as they are (load_state_dict(assign=True): no copy, so a
+        memory-mapped file stays mapped until a weight is written or cast). The token embedding and
+        lm_head are one tied matrix; a state dict may name it either way (given both, lm_head's is used,
+        as load_state_dict into a tied model does). Old upstream mask buffers (attn.bias) are skipped.
+        RuntimeError, as load_state_dict's, when the tensors do not fit config."""
+        with torch.device('meta'):
+            model = cls(config)
+        sd = {k: v for k, v in state_dict.items() if not k.endswith('.attn.bias')}
+        head = sd.get('lm_head.weight', sd.get('transformer.wte.weight'))
+        if head is not None:
+            sd['lm_head.weight'] = sd['transformer.wte.weight'] = head
+        model.load_state_dict(sd, assign=True)
+        model.transformer.wte.weight = model.lm_head.weight  # assign made them two Parameters: tie again
+        return model
+
+    @classmethod
     def from_pretrained(cls, model_type, override_args=None):
-        """GPT-2 weights through transformers: 'gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl' from the
-        Hugging Face hub, or a local directory holding any GPT-2-architecture model (config.json +
-        weights). The model gets GPT-2's tanh GELU, so its logits match transformers'.
-        The weight mapping lives in hf.py."""
+        """GPT-2 weights in the Hugging Face format: 'gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl' from the
+        Hugging Face hub (downloaded once into its cache), or a local directory holding any
+        GPT-2-architecture model (config.json + model.safetensors or pytorch_model.bin). The weights are
+        memory-mapped and used as they are; no transformers model is built. The model gets GPT-2's tanh
+        GELU, so its logits match transformers'. The format's rules live in nanoprobs/hf.py."""
         override_args = override_args or {}
         assert all(k == 'dropout' for k in override_args), "only dropout can be overridden"
-        from transformers import GPT2LMHeadModel  # heavy: imported only when needed
-
-        src = GPT2LMHeadModel.from_pretrained(model_type)
-        dropout = override_args.get('dropout', 0.0)
-        config = GPTConfig(**hf.config_args(src.config, model_type), dropout=dropout)
-        model = cls(config)
-        hf.copy_weights(model, src, model_type)
-        return model
+        folder = model_type if os.path.isdir(model_type) else hf.hub_folder(model_type)
+        args, sd = hf.read_folder(folder, model_type)
+        config = GPTConfig(**args, dropout=override_args.get('dropout', 0.0))
+        try:
+            return cls.from_state_dict(config, sd)
+        except RuntimeError as e:
+            raise ValueError(f"{model_type}: the weights do not fit its config.json (is it a GPT-2 model?): "
+                             f"{state_dict_error(e)}") from None
 
     def to_hf(self, eot=None):
         """The inverse of from_pretrained: a transformers GPT2LMHeadModel computing the same function

@@ -214,29 +214,23 @@ def test_float64_load_for_exact_reference(tmp_path, gpt2_tok):
     assert len(s.tokens) == 3
 
 
-def test_from_pretrained_gpt2_names_go_through_transformers(monkeypatch, tmp_path):
-    """'gpt2' etc. are passed to transformers' from_pretrained (the hub); here the hub is a local folder."""
-    import transformers
+def test_from_pretrained_gpt2_names_come_from_the_hub(monkeypatch, tmp_path):
+    """'gpt2' etc. are downloaded from the hub (hf.hub_folder); here the hub is a local folder."""
+    from nanoprobs import hf
     make_hf_dir(tmp_path / 'hub', vocab_size=50257)
-    orig = transformers.GPT2LMHeadModel.from_pretrained.__func__
     asked = []
-
-    def fake(cls, name, *a, **k):
-        asked.append(name)
-        return orig(cls, str(tmp_path / 'hub'), *a, **k)
-
-    monkeypatch.setattr(transformers.GPT2LMHeadModel, 'from_pretrained', classmethod(fake))
+    monkeypatch.setattr(hf, 'hub_folder', lambda name: asked.append(name) or str(tmp_path / 'hub'))
     model = GPT.from_pretrained('gpt2', dict(dropout=0.1))
     assert asked == ['gpt2'] and model.config.dropout == 0.1 and model.config.gelu == 'tanh'
 
 
 def test_offline_gpt2_is_a_clear_error(monkeypatch):
-    import transformers
+    from nanoprobs import hf
 
-    def offline(cls, name, *a, **k):
+    def offline(name):
         raise OSError("We couldn't connect to 'https://huggingface.co' to load the files")
 
-    monkeypatch.setattr(transformers.GPT2LMHeadModel, 'from_pretrained', classmethod(offline))
+    monkeypatch.setattr(hf, 'hub_folder', offline)
     with pytest.raises(ValueError, match=r"could not load 'gpt2'.*offline, give a local Hugging Face GPT-2 folder"):
         load.load_model('gpt2', device='cpu')
 
