@@ -149,6 +149,13 @@ MODEL_ARGS = ('n_layer', 'n_head', 'n_embd', 'block_size', 'bias', 'vocab_size',
 
 
 
+def embedding(num, dim):
+    """nn.Embedding(num, dim). Under torch.device('meta') (GPT.from_state_dict) it skips its random init:
+    normal_ on the meta device imports torch._dynamo, seconds of startup, for values never used."""
+    w = torch.empty(num, dim)  # a meta tensor, no memory, under torch.device('meta')
+    return nn.Embedding(num, dim, _weight=w) if w.is_meta else nn.Embedding(num, dim)
+
+
 def state_dict_error(e, limit=300):
     """load_state_dict's RuntimeError as one short line: what is missing, unexpected or of the wrong size."""
     lines = [ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()] or [str(e)]
@@ -166,8 +173,8 @@ class GPT(nn.Module):
         self.config = config
 
         self.transformer = nn.ModuleDict(dict(
-            wte=nn.Embedding(config.vocab_size, config.n_embd),
-            wpe=nn.Embedding(config.block_size, config.n_embd),
+            wte=embedding(config.vocab_size, config.n_embd),
+            wpe=embedding(config.block_size, config.n_embd),
             drop=nn.Dropout(config.dropout),
             h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
             ln_f=LayerNorm(config.n_embd, bias=config.bias),
@@ -175,6 +182,8 @@ class GPT(nn.Module):
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.transformer.wte.weight = self.lm_head.weight  # weight tying, as GPT-2
 
+        if self.lm_head.weight.is_meta:
+            return  # built for from_state_dict: the weights come next, there is nothing to initialise
         # init all weights
         self.apply(self._init_weights)
         # apply special scaled init to the residual projections, per GPT-2 paper

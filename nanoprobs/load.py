@@ -116,11 +116,15 @@ def cast_matmul_weights(model, dtype):
     """Keep the weights of every matmul (each nn.Linear, so also lm_head and the token embedding tied to it)
     in dtype; LayerNorms and the position embedding stay float32. Run under autocast (autocast_ctx), the
     residual stream and the LayerNorms stay float32 and only the matmuls run in dtype, as with autocast
-    over float32 weights; decoding.unembed makes the logits float32. Parameters keep their identity
-    (Module.to), so the embedding stays tied."""
-    for m in model.modules():
-        if isinstance(m, torch.nn.Linear):
-            m.to(dtype)
+    over float32 weights; decoding.unembed makes the logits float32. Each matrix is stored (out, in)
+    contiguous, nn.Linear's own layout, where CPU bfloat16 matmuls are fastest (a Hugging Face folder's
+    Conv1D weights arrive transposed). Parameters keep their identity (only .data changes), so the
+    embedding stays tied."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.Linear):
+                for p in m.parameters(recurse=False):
+                    p.data = p.data.to(dtype, memory_format=torch.contiguous_format)
     return model
 
 
