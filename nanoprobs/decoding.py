@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from nanoprobs.sampling import (check_ids, check_sampling, device64, distributions, draw, entropy, f64,
-                                sampling_logprobs)
+                                logprobs_at, sampling_logprobs)
 
 # -----------------------------------------------------------------------------
 # What generate() and score() return
@@ -155,11 +155,12 @@ class KVCache:
 
 def token_stats(model_lp, sample_lp, chosen, details=0):
     """What generate() and score() report about the chosen ids (N,), given both distributions' log-probs
-    (N, V) float64: (model log-prob (N,), sampling log-prob (N,), rank under the model (N,), the model's
-    most likely token (N,), and with details=k one Step per row, else None)."""
+    (N, V) float64 (the sampling one may be a sampling.Kept): (model log-prob (N,), sampling log-prob
+    (N,), rank under the model (N,), the model's most likely token (N,), and with details=k one Step per
+    row, else None)."""
     idx = chosen.to(model_lp.device)[:, None]  # (N, 1)
     lp = model_lp.gather(-1, idx)[:, 0]  # (N,)
-    sample_lp_chosen = sample_lp.gather(-1, idx)[:, 0]  # (N,)
+    sample_lp_chosen = logprobs_at(sample_lp, idx)[:, 0]  # (N,)
     rank = (model_lp > lp[:, None]).sum(-1) + 1  # (N,) 1 + tokens the model finds strictly more likely
     top1 = model_lp.argmax(-1)  # (N,)
     steps = None
@@ -167,50 +168,10 @@ def token_stats(model_lp, sample_lp, chosen, details=0):
         top_lp, top_ids = model_lp.topk(min(details, model_lp.size(-1)), dim=-1)  # (N, k)
         model_h = entropy(model_lp)  # (N,)
         sample_h = model_h if sample_lp is model_lp else entropy(sample_lp)  # one distribution at T=1
-        cols = [top_ids, top_lp, sample_lp.gather(-1, top_ids), idx[:, 0], lp, sample_lp_chosen, rank,
+        cols = [top_ids, top_lp, logprobs_at(sample_lp, top_ids), idx[:, 0], lp, sample_lp_chosen, rank,
                 model_h, sample_h]
         steps = [Step(*row) for row in zip(*(c.cpu().tolist() for c in cols))]
     return lp, sample_lp_chosen, rank, top1, steps
-
-
-HEAD = '_inference_head'  # the attribute of the model that keeps unembed()'s copy (GPT.train drops it)
-
-
-def head_weight(model):
-    """The unembedding as a contiguous (C, V) float32 matrix, for unembed(); None where lm_head itself is
-    used (a model in training mode, or whose lm_head is not a plain bias-free nn.Linear).
-
-    A copy of the tied (V, C) embedding, transposed: at the batch sizes of generation (1-16 rows) CPU
-    matmuls over a contiguous (C, V) matrix run about twice as fast as over the (V, C) one, and with
-    half-precision weights the copy is float32, so that the logits are too. It costs V x C x 4 bytes
-    (154 MB for GPT-2's 50257 x 768, 322 MB for gpt2-xl) beside the weights, is made at the first call,
-    and is kept on the model until its weights change (a new storage, or in-place writes, which move the
-    tensor's version counter) or the model switches between train() and eval(), which drop it: it is
-    never kept for training. On a GPU with float32 weights no copy is needed (None)."""
-    head = model.lm_head
-    if model.training or type(head) is not torch.nn.Linear or head.bias is not None:
-        return None
-    w = head.weight
-    if w.device.type != 'cpu' and w.dtype in (torch.float32, torch.float64):
-        return None
-    key = (w.data_ptr(), w._version, w.dtype, w.device)
-    kept = model.__dict__.get(HEAD)
-    if kept is None or kept[0] != key:
-        model.__dict__.pop(HEAD, None)  # free the old copy before making the new one
-        dtype = torch.float64 if w.dtype == torch.float64 else torch.float32
-        kept = (key, w.detach().t().to(dtype).contiguous())  # (C, V)
-        model.__dict__[HEAD] = kept
-    return kept[1]
-
-
-def unembed(model, h):
-    """Logits (..., V) of final hidden states h (..., C) (GPT.hidden's output), what lm_head gives, but in
-    float32 also for half-precision weights, and on CPU through the transposed copy (head_weight)."""
-    wt = head_weight(model)
-    if wt is None:
-        return model.lm_head(h)
-    with torch.autocast(h.device.type, enabled=False):  # float32 logits even under a bf16/fp16 autocast
-        return h.to(wt.dtype) @ wt  # (..., V)
 
 
 def next_logits(model, idx, cache):
@@ -220,8 +181,8 @@ def next_logits(model, idx, cache):
     window is recomputed (exactly what upstream does every step)."""
     T, bs = idx.size(1), model.config.block_size
     if cache is None or T > bs:
-        return unembed(model, model.hidden(idx[:, -bs:])[:, -1, :])
-    return unembed(model, model.hidden(idx[:, cache.pos:], cache=cache)[:, -1, :])
+        return model(idx[:, -bs:])[0][:, -1, :]
+    return model(idx[:, cache.pos:], cache=cache)[0][:, -1, :]
 
 
 @torch.inference_mode()
@@ -361,7 +322,7 @@ def score(model, prompts, responses, temperature=1.0, top_k=None, top_p=None, de
 
     stats = []
     for c in range(0, hs.size(0), 256):  # float64 log-softmax over V, a chunk at a time
-        logits = unembed(model, hs[c:c + 256])  # (n, V)
+        logits = model.unembed(hs[c:c + 256])  # (n, V), as forward() computes them
         model_lp, sample_lp = distributions(logits, temperature, top_k, top_p)  # (n, V) float64 each
         stats.append(token_stats(model_lp, sample_lp, targets[c:c + 256], details))
     lps, sample_lps, ranks, top1 = (torch.cat(col).cpu() for col in list(zip(*stats))[:4])  # (N,) each

@@ -116,7 +116,7 @@ def cast_matmul_weights(model, dtype):
     """Keep the weights of every matmul (each nn.Linear, so also lm_head and the token embedding tied to it)
     in dtype; LayerNorms and the position embedding stay float32. Run under autocast (autocast_ctx), the
     residual stream and the LayerNorms stay float32 and only the matmuls run in dtype, as with autocast
-    over float32 weights; decoding.unembed makes the logits float32. Each matrix is stored (out, in)
+    over float32 weights; GPT.unembed makes the logits float32. Each matrix is stored (out, in)
     contiguous, nn.Linear's own layout, where CPU bfloat16 matmuls are fastest (a Hugging Face folder's
     Conv1D weights arrive transposed). Parameters keep their identity (only .data changes), so the
     embedding stays tied."""
