@@ -20,6 +20,7 @@ What this file adds to upstream nanoGPT's model.py:
 import inspect
 import math
 import os
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -281,16 +282,21 @@ class GPT(nn.Module):
             f"Cannot forward sequence of length {start + t}, block size is only {self.config.block_size}"
         pos = torch.arange(start, start + t, dtype=torch.long, device=idx.device)  # (t,)
 
-        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (b, t, n_embd)
-        for i, block in enumerate(self.transformer.h):
+        w = self.lm_head.weight
+        # half-precision matmul weights (load.cast_matmul_weights) run under autocast, asked for or not: the
+        # residual stream and the LayerNorms stay float32
+        half = w.dtype in (torch.float16, torch.bfloat16)
+        with torch.autocast(idx.device.type, dtype=w.dtype) if half else nullcontext():
+            x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (b, t, n_embd)
+            for i, block in enumerate(self.transformer.h):
+                if capture is not None:
+                    capture.resid.append(x)
+                x = block(x, cache, i, capture)
             if capture is not None:
                 capture.resid.append(x)
-            x = block(x, cache, i, capture)
-        if capture is not None:
-            capture.resid.append(x)
-        if cache is not None:
-            cache.pos += t
-        return self.transformer.ln_f(x)
+            if cache is not None:
+                cache.pos += t
+            return self.transformer.ln_f(x)
 
     def forward(self, idx, targets=None, cache=None, all_logits=False, capture=None):
         """idx (B, T) -> (logits, loss), as upstream: logits (B, T, V) with targets or all_logits,
