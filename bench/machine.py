@@ -3,7 +3,10 @@ What the benchmarks say about the machine they ran on: the CPU, its load, and it
 
 Decoding one token reads every weight once, so the time of a matrix-vector product over a matrix larger
 than the caches, in bytes per second, bounds how fast any implementation can generate:
-weights_read_limit() turns it into seconds for a number of steps over a model's weights.
+weights_read_limit() turns it into seconds for a number of steps over a model's weights. The other
+benchmarks print this; alone:
+
+    python -m bench.machine     # the CPU line and the matrix-vector bandwidth, float32 and bfloat16
 """
 import os
 import re
@@ -68,3 +71,9 @@ def weights_read_limit(nbytes, steps, bandwidth):
     """Seconds that reading nbytes of weights `steps` times takes at `bandwidth` bytes per second: no
     decoder that reads its weights once per step can be faster."""
     return steps * nbytes / bandwidth
+
+
+if __name__ == '__main__':
+    print(describe())
+    for dt in (torch.float32, torch.bfloat16):
+        print(f"matrix-vector product, {str(dt).replace('torch.', '')}: {matvec_bandwidth(dt) / 1e9:.1f} GB/s")

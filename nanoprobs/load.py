@@ -64,19 +64,15 @@ DTYPES = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch
           'float64': torch.float64}
 
 
-def resolve_dtype(dtype, device_type, training=False):
+def resolve_dtype(dtype, device_type):
     """'auto' -> bfloat16 on CUDA GPUs with bfloat16 tensor cores (Ampere, compute capability 8, and newer),
-    float16 on older ones (T4, V100: trained with a GradScaler); float32 on MPS (MPS float16 training has
-    no loss scaling to keep small gradients alive; ask for it explicitly) and on CPU, except for training
-    on a CPU with bfloat16 matmul units (cpu_has_bf16: Intel AMX or AVX512-BF16), where bfloat16 autocast
-    trains several times faster (python -m bench.train) with the same loss curve. Inference on CPU stays
-    float32 by default: its probabilities are the product, and float32's are exact to ~1e-6."""
+    float16 on older ones (T4, V100: trained with a GradScaler); float32 on CPU and MPS (MPS float16
+    training has no loss scaling to keep small gradients alive; ask for it explicitly). On CPU, float32's
+    probabilities are exact to ~1e-6; --dtype=bfloat16 asks for bfloat16 weights (inference_weights)."""
     if dtype == 'auto':
         if device_type == 'cuda':
             # not torch.cuda.is_bf16_supported(): newer torch says True where bfloat16 is only emulated
             return 'bfloat16' if torch.cuda.get_device_capability()[0] >= 8 else 'float16'
-        if device_type == 'cpu' and training and cpu_has_bf16():
-            return 'bfloat16'
         return 'float32'
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}: use auto, float32, bfloat16, float16 or float64")
@@ -86,8 +82,9 @@ def resolve_dtype(dtype, device_type, training=False):
 
 
 def cpu_has_bf16():
-    """Whether this CPU has native bfloat16 matmul units (Intel AMX tiles, or AVX512-BF16): torch's own
-    check where it has one (torch >= 2.3), else the flags Linux lists in /proc/cpuinfo; False elsewhere."""
+    """Whether this CPU has native bfloat16 matmul units (Intel AMX tiles, or AVX512-BF16), where
+    --dtype=bfloat16 runs fastest: torch's own check where it has one (torch >= 2.3), else the flags Linux
+    lists in /proc/cpuinfo; False elsewhere. The benchmarks print it (bench/machine.py)."""
     checks = [getattr(torch.cpu, name, None) for name in ('_is_amx_tile_supported', '_is_avx512_bf16_supported')]
     if all(checks):
         try:
