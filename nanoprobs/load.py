@@ -202,8 +202,9 @@ def load_checkpoint(path, map_location='cpu'):
     A zip-format file (torch.save's since torch 1.6) is memory-mapped: only the tensors that are used
     are read (a training checkpoint's optimizer state, twice the model's size, is not), and a model built
     from it uses them in place, as transformers does with safetensors (this project writes checkpoints
-    atomically, so a running model never sees a half-written file). Not on Windows, where a mapped file
-    cannot be replaced by the next save."""
+    atomically, so a running model never sees a half-written file; a file truncated and rewritten in
+    place, as upstream's train.py saves, kills a process that maps it with SIGBUS: docs/model.md). Not on
+    Windows, where a mapped file cannot be replaced by the next save."""
     if os.path.isdir(path):
         path = os.path.join(path, CKPT)
     if not os.path.exists(path):
