@@ -191,6 +191,10 @@ def test_eval_report_shows_before_and_after(page, tmp_path, gpt2_tok, lm):
     assert fact(page, 'after: probability, rank') == f"{format_prob(a['logprobs'][1])}, rank {a['ranks'][1]}"
     assert fact(page, 'the model\u2019s most likely token here') == label(a['expected'][1])
     shot(page, 'report_eval.png')
+    for width in (1100, 800):  # every column of the pairs table shows (the texts give way), no scrolling needed
+        page.set_viewport_size({'width': width, 'height': 760})
+        assert page.evaluate("(() => { const t = document.querySelector('table.pairs');"
+                             " return t.scrollWidth <= t.parentElement.clientWidth; })()"), width
     assert page.errors == []
 
 
