@@ -139,7 +139,7 @@ def main():
     limit = machine.weights_read_limit(machine.step_bytes(ours), max_new_tokens, bandwidth)
     print(f"weights-read limit: {max_new_tokens} steps x {machine.step_bytes(ours) / 1e6:.0f} MB at "
           f"{bandwidth / 1e9:.1f} GB/s (a matrix-vector product here) = {limit:.2f} s; ours takes "
-          f"{secs[names[0]]:.2f} s: {limit / secs[names[0]]:.2f} of the limit")
+          f"{secs[names[0]]:.2f} s: it runs at {limit / secs[names[0]]:.2f} of the speed the limit allows")
 
 
 if __name__ == '__main__':

@@ -140,8 +140,8 @@ def main():
     bandwidth = machine.matvec_bandwidth()
     limit = machine.weights_read_limit(nbytes, max_new_tokens, bandwidth)
     print(f"weights-read limit: {max_new_tokens} steps x {nbytes / 1e6:.0f} MB at {bandwidth / 1e9:.1f} GB/s = "
-          f"{limit:.2f} s; sample.py's whole process ({wall[names[0]]:.1f} s, start and load included) is "
-          f"{limit / wall[names[0]]:.2f} of it (python -m bench.generate times generation alone)")
+          f"{limit:.2f} s, {limit / wall[names[0]]:.2f} of sample.py's whole process ({wall[names[0]]:.1f} s, "
+          f"start and load included; python -m bench.generate times generation alone)")
     print(f"(load average {machine.load_average():.1f} at the end: other work slows every process, compare "
           "within one run)")
 
