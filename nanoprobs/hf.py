@@ -93,14 +93,17 @@ def weight_files(folder):
 
 
 def read_weights(path):
-    """The tensors of one weight file, without copying them: a safetensors file memory-mapped, a
-    pytorch_model.bin through torch.load(weights_only=True), memory-mapped when it is a zip archive."""
+    """The tensors of one weight file, read once into this process's memory: a safetensors file, or a
+    pytorch_model.bin through torch.load(weights_only=True). Nothing keeps the file mapped, so saving
+    over it in place (save_pretrained does) cannot kill a process that loaded it (docs/model.md)."""
     import zipfile
     try:
         if path.endswith('.safetensors'):
             from safetensors.torch import load_file
-            return load_file(path)
-        return torch.load(path, map_location='cpu', weights_only=True, mmap=zipfile.is_zipfile(path))
+            sd = load_file(path)
+        else:
+            sd = torch.load(path, map_location='cpu', weights_only=True, mmap=zipfile.is_zipfile(path))
+        return {k: v.clone() for k, v in sd.items()}
     except Exception as e:  # a truncated or damaged file; code in a pickle is refused by weights_only
         why = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise ValueError(f"{path} is not a readable weight file (truncated or corrupt?): {why}") from None

@@ -199,12 +199,12 @@ def no_checkpoint(path):
 
 def load_checkpoint(path, map_location='cpu'):
     """Read a nanoGPT checkpoint safely (weights_only=True) and check it has what a model needs.
-    A zip-format file (torch.save's since torch 1.6) is memory-mapped: only the tensors that are used
-    are read (a training checkpoint's optimizer state, twice the model's size, is not), and a model built
-    from it uses them in place, as transformers does with safetensors (this project writes checkpoints
-    atomically, so a running model never sees a half-written file; a file truncated and rewritten in
-    place, as upstream's train.py saves, kills a process that maps it with SIGBUS: docs/model.md). Not on
-    Windows, where a mapped file cannot be replaced by the next save."""
+    A zip-format file (torch.save's since torch 1.6) is memory-mapped, so only the tensors that are used
+    are read: a training checkpoint's optimizer state, twice the model's size, is not unless train.py
+    resumes. The model's tensors ('model', a LoRA run's 'lora') are copied out of the mapping here, so a
+    model built from them holds no mapping of the file: upstream's train.py truncates and rewrites
+    ckpt.pt in place, which would kill a process still mapping it (SIGBUS), e.g. serve.py beside a
+    training run (docs/model.md). Not mapped on Windows, where a mapped file cannot be replaced."""
     if os.path.isdir(path):
         path = os.path.join(path, CKPT)
     if not os.path.exists(path):
@@ -240,7 +240,22 @@ def load_checkpoint(path, map_location='cpu'):
     missing = [k for k in MODEL_ARGS if k != 'dropout' and k not in ckpt['model_args']]
     if missing:
         raise ValueError(f"{path}: model_args lacks {missing}")
+    if mmap:
+        for key in ('model', 'lora'):
+            if key in ckpt:
+                ckpt[key] = _copied(ckpt[key])
     return ckpt
+
+
+def _copied(obj):
+    """obj (dicts, lists, tensors) with every tensor copied into this process's memory."""
+    if isinstance(obj, torch.Tensor):
+        return obj.clone()
+    if isinstance(obj, dict):
+        return {k: _copied(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_copied(v) for v in obj)
+    return obj
 
 
 def _torch_file(path):

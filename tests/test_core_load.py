@@ -296,3 +296,24 @@ def test_every_hf_weight_layout_loads_the_same_without_touching_the_rng(tmp_path
         got = [m(x, all_logits=True)[0] for m in models]
     torch.testing.assert_close(got[0], want, atol=1e-5, rtol=1e-5)
     assert all(torch.equal(g, got[0]) for g in got[1:])
+
+
+def test_a_loaded_model_survives_its_file_rewritten_in_place(tmp_path):
+    """Upstream's train.py truncates and rewrites ckpt.pt in place, save_pretrained rewrites model.safetensors:
+    a model loaded from either keeps working with its own weights (a mapped file would end in SIGBUS)."""
+    write_ckpt(tmp_path / 'out')
+    hf = make_hf_dir(tmp_path / 'hf')
+    x = torch.randint(0, 50257, (1, 8))
+    for init_from, path, rewrite in (
+            ('resume', tmp_path / 'out' / 'ckpt.pt', lambda p: torch.save({'other': torch.zeros(1)}, p)),
+            (str(tmp_path / 'hf'), tmp_path / 'hf' / 'model.safetensors', lambda p: p.write_bytes(b'')),
+    ):
+        m = load.load_model(init_from, str(tmp_path / 'out'), 'cpu', 'float32').model
+        with torch.no_grad():
+            before = m(x)[0]
+        with open(path, 'r+b') as f:  # in place: the same inode, truncated
+            f.truncate(0)
+        rewrite(path)
+        with torch.no_grad():
+            assert torch.equal(m(x)[0], before), init_from
+    del hf
