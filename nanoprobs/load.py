@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
+from nanoprobs import checks
 from nanoprobs.hf import GPT2_SIZES
 from model import GPT, GPTConfig, MODEL_ARGS
 from nanoprobs.tokenizer import LoadError, Tokenizer, gpt2_tokenizer, tokenizer_for
@@ -345,6 +346,7 @@ def load_model(init_from='resume', out_dir='out', device='auto', dtype='auto', c
         raise ValueError(f"{where}: the model has vocab_size {model.config.vocab_size} but its tokenizer "
                          f"({tok.name}) has {tok.vocab_size} tokens; "
                          "the checkpoint and the data do not belong together")
+    checks.check_finite(model, where)  # NaN weights have no probabilities to show: one line, not NaN output
     if dtype == 'float64':
         model.double()  # exact reference computations; no autocast for float64
     model.to(device)
