@@ -62,7 +62,7 @@ def n_params(args):
     """Parameters of the GPT that args describe (tied embedding counted once), without building it."""
     L, C, V, T = args['n_layer'], args['n_embd'], args['vocab_size'], args['block_size']
     bias = args.get('bias', True)
-    per_block = 12 * C * C + (13 * C if bias else 4 * C)  # attention + MLP matrices, their biases, 2 LayerNorms
+    per_block = 12 * C * C + (13 * C if bias else 2 * C)  # attention and MLP matrices, biases, 2 LayerNorms
     return L * per_block + V * C + T * C + (2 if bias else 1) * C
 
 

@@ -81,3 +81,120 @@ def test_a_checkpoint_with_nan_weights_is_one_line(tmp_path):
     msg = one_line(e)
     assert msg.startswith(f"{path}: the weights hold NaN or infinite values (transformer.h.1.mlp.c_fc.weight")
     assert 'use an earlier checkpoint' in msg
+
+
+# -----------------------------------------------------------------------------
+# train.py: settings that make no model, data it cannot use, wandb, full disks (run in this process)
+
+@pytest.fixture(scope='module')
+def char_data(tmp_path_factory):
+    """A character-level dataset: 150 symbols (meta.pkl), train.bin and val.bin of cycling ids."""
+    d = tmp_path_factory.mktemp('char')
+    ids = (np.arange(6000) % 150).astype(np.uint16)
+    ids[:5000].tofile(d / 'train.bin')
+    ids[5000:].tofile(d / 'val.bin')
+    chars = [chr(0x100 + i) for i in range(150)]
+    with open(d / 'meta.pkl', 'wb') as f:
+        pickle.dump({'vocab_size': 150, 'itos': dict(enumerate(chars)), 'stoi': {c: i for i, c in enumerate(chars)}}, f)
+    return d
+
+
+def train_here(monkeypatch, out_dir, data_dir, **kw):
+    from test_train import train_here as run
+    return run(monkeypatch, out_dir, data_dir, **kw)
+
+
+@pytest.mark.parametrize('kw,start', [
+    (dict(n_head=3), "--n_head=3 does not divide n_embd=32 (each head gets n_embd / n_head channels); use a "
+                     "divisor of 32, e.g. --n_head=2 (1, 2, 4, 8, 16, 32)"),
+    (dict(n_embd=0), "--n_embd=0 must be a whole number of at least 1"),
+    (dict(n_head=0), "--n_head=0 must be a whole number of at least 1"),
+    (dict(seed=99999999999999999999), "--seed=99999999999999999999 must be a whole number from 0 to 4294967295"),
+    (dict(wandb_log=True), "wandb_log=True needs the wandb package: pip install wandb (or --wandb_log=False)"),
+])
+def test_train_settings_that_make_no_run_fail_before_any_work(tmp_path, monkeypatch, kw, start):
+    monkeypatch.setitem(sys.modules, 'wandb', None)  # not installed: `import wandb` raises ImportError
+    with pytest.raises(UserError) as e:
+        train_here(monkeypatch, tmp_path / 'out', tmp_path / 'nodata', **kw)
+    assert one_line(e).startswith(start), str(e.value)
+    assert not (tmp_path / 'out').exists()
+
+
+def test_train_a_model_too_big_for_memory_is_one_line(tmp_path, monkeypatch, char_data):
+    with pytest.raises(UserError) as e:
+        train_here(monkeypatch, tmp_path / 'out', char_data, n_layer=10 ** 9)
+    msg = one_line(e)
+    assert msg.startswith("a model of 12,") and 'cannot fit' in msg and '--n_layer' in msg, msg
+
+
+def test_train_token_ids_beyond_the_vocabulary_name_the_file(tmp_path, monkeypatch, char_data):
+    bad = tmp_path / 'bad'
+    bad.mkdir()
+    for f in ('meta.pkl', 'val.bin'):
+        (bad / f).write_bytes((char_data / f).read_bytes())
+    (np.arange(3000) % 200).astype(np.uint16).tofile(bad / 'train.bin')  # ids up to 199, vocabulary of 150
+    with pytest.raises(UserError) as e:
+        train_here(monkeypatch, tmp_path / 'out', bad, max_iters=2)
+    msg = one_line(e)
+    assert msg.startswith(f"{bad / 'train.bin'} holds token id 1") and "vocabulary of 150 tokens" in msg
+    assert 'prepare_bin.py' in msg
+
+
+def test_train_odd_sized_bin_names_the_file(tmp_path, monkeypatch, char_data):
+    bad = tmp_path / 'odd'
+    bad.mkdir()
+    (bad / 'train.bin').write_bytes((char_data / 'train.bin').read_bytes() + b'\x07')
+    (bad / 'val.bin').write_bytes((char_data / 'val.bin').read_bytes())
+    with pytest.raises(UserError) as e:
+        train_here(monkeypatch, tmp_path / 'out', bad)
+    assert one_line(e).startswith(f"{bad / 'train.bin'} is 10,001 bytes, an odd number: a .bin holds 2-byte")
+
+
+def torch_full_disk(real_save, fail_on):
+    """torch.save as it fails on a full disk: torch's own RuntimeError, not an OSError (written half)."""
+    calls = []
+
+    def save(obj, f):
+        calls.append(f)
+        if len(calls) == fail_on:
+            with open(f, 'wb') as half:
+                half.write(b'PK half a checkpoint')
+            raise RuntimeError('[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598')
+        real_save(obj, f)
+    return save, calls
+
+
+def test_train_full_disk_in_torch_save_is_one_line_and_keeps_the_checkpoint(tmp_path, monkeypatch, char_data):
+    out = tmp_path / 'out'
+    save, calls = torch_full_disk(torch.save, 2)
+    monkeypatch.setattr(torch, 'save', save)
+    with pytest.raises(UserError) as e:
+        train_here(monkeypatch, out, char_data, max_iters=4, eval_interval=2)
+    msg = one_line(e)
+    assert len(calls) == 2 and msg.startswith(f"could not save {out / 'ckpt.pt'}: torch could not write the file")
+    assert f"{out / 'ckpt.pt'} is as before" in msg and 'free' in msg
+    assert load.load_checkpoint(out)['iter_num'] == 2  # the earlier checkpoint, whole
+    assert sorted(os.listdir(out)) == ['ckpt.pt', 'log.csv']  # no temporary file left
+
+
+def test_train_disk_full_at_start_is_one_line(tmp_path, monkeypatch, char_data):
+    """The first file train.py writes is the loss log (through the atomic writer): a full disk there is one
+    line too, and a resumed run's log.csv stays as it was."""
+    from nanoprobs import atomic
+    monkeypatch.setattr(atomic, 'write_all', full_disk_writes(atomic.write_all))
+    with pytest.raises(UserError) as e:
+        train_here(monkeypatch, tmp_path / 'out', char_data, max_iters=2)
+    msg = one_line(e)
+    assert msg.startswith(f"could not write {tmp_path / 'out' / 'log.csv'}: No space left on device"), msg
+    assert os.listdir(tmp_path / 'out') == []  # the temporary file is gone
+
+
+def full_disk_writes(real_write_all):
+    """atomic.write_all on a full disk: each file's writer starts, then fails with ENOSPC."""
+    def write_all(writers, *a, **k):
+        def fail(tmp):
+            with open(tmp, 'w') as f:
+                f.write('half')
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write_all({p: fail for p in writers}, *a, **k)
+    return write_all
