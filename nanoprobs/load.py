@@ -152,15 +152,7 @@ def load_checkpoint(path, map_location='cpu'):
             warnings.simplefilter('ignore')
             ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-        # "Unsupported global: GLOBAL io.open was not ..."
-        named = re.search(r'GLOBAL (\S+?)[.]?(\s|$)', str(e))
-        if not named:  # the unpickler met bytes it cannot read: damage, not code
-            why = lines[-2] if len(lines) > 1 else lines[0] if lines else 'unreadable pickle'
-            raise ValueError(f"{path} is not a readable torch checkpoint (truncated or corrupt?): "
-                             f"{why}") from None
-        raise ValueError(f"{path} holds Python objects beyond tensors and plain values, so it is not loaded "
-                         f"(loading it would run code from the file): it names {named.group(1)}") from None
+        raise unpickling_error(path, e, 'torch checkpoint') from None
     except Exception as e:
         raise ValueError(f"{path} is not a readable torch checkpoint (truncated or corrupt?): "
                          f"{type(e).__name__}: {e}") from None
@@ -168,10 +160,27 @@ def load_checkpoint(path, map_location='cpu'):
         keys = sorted(ckpt) if isinstance(ckpt, dict) else type(ckpt).__name__
         raise ValueError(f"{path} is not a nanoGPT checkpoint: expected keys 'model' and 'model_args', "
                          f"found {keys}")
+    checks.check_model_args(ckpt['model_args'], path)  # a dict of sizes that make a GPT
     missing = [k for k in MODEL_ARGS if k != 'dropout' and k not in ckpt['model_args']]
     if missing:
         raise ValueError(f"{path}: model_args lacks {missing}")
+    if not isinstance(ckpt['model'], dict):
+        raise ValueError(f"{path}: 'model' is a {type(ckpt['model']).__name__}, not the weights (a dict of "
+                         "tensors); the checkpoint is damaged: use another checkpoint")
     return ckpt
+
+
+def unpickling_error(path, e, what):
+    """The one line for a pickle that torch.load(weights_only=True) refused: code it would run (named, and
+    never with advice to load it anyway), or damage."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    # "Unsupported global: GLOBAL io.open was not ..."
+    named = re.search(r'GLOBAL (\S+?)[.]?(\s|$)', str(e))
+    if not named:  # the unpickler met bytes it cannot read: damage, not code
+        why = lines[-2] if len(lines) > 1 else lines[0] if lines else 'unreadable pickle'
+        return ValueError(f"{path} is not a readable {what} (truncated or corrupt?): {why}")
+    return ValueError(f"{path} holds Python objects beyond tensors and plain values, so it is not loaded "
+                      f"(loading it would run code from the file): it names {named.group(1)}")
 
 
 def _torch_file(path):
@@ -198,6 +207,7 @@ def model_from_checkpoint(ckpt, dropout=None, path='checkpoint'):
     model = GPT(config)
     sd = clean_state_dict(ckpt['model'])
     sd = {k: v for k, v in sd.items() if not k.endswith('.attn.bias')}  # old upstream mask buffers
+    checks.check_args_fit_weights(args, sd, path)  # before building: edited sizes must not allocate
     try:
         model.load_state_dict(sd)
     except RuntimeError as e:
@@ -316,13 +326,33 @@ def pretrained_model(kind, where, dropout=None):
                             "as --init_from=path")
     try:
         return GPT.from_pretrained(src, dict(dropout=dropout) if dropout is not None else None)
-    except OSError as e:  # no network, no such hub model, or a folder without weights
+    except Exception as e:
+        damaged = unreadable_weights(where, e)
+        if damaged is not None:
+            raise damaged from None
+        if not isinstance(e, OSError):
+            raise
+        # no network, no such hub model, or a folder without weights
         first = (str(e).strip().splitlines() or [type(e).__name__])[0].rstrip('.')
         hint = ('GPT-2 weights download from the Hugging Face hub on first use; offline, '
                 if kind == 'gpt2' else '')
         raise LoadError(f"transformers could not load {where!r}: {first}. {hint}"
                         "give a local Hugging Face GPT-2 folder (config.json + weights) "
                         "as --init_from=path") from None
+
+
+def unreadable_weights(folder, e):
+    """The one-line error for a Hugging Face folder's weights file that transformers could not read (code
+    in pytorch_model.bin, a truncated file), or None for other errors."""
+    if isinstance(e, pickle.UnpicklingError):  # transformers loads pytorch_model.bin with weights_only=True
+        return unpickling_error(os.path.join(folder, 'pytorch_model.bin'), e, 'weights file')
+    safetensors = type(e).__module__.startswith('safetensors')
+    if safetensors or 'PytorchStreamReader' in str(e):
+        path = os.path.join(folder, 'model.safetensors' if safetensors else 'pytorch_model.bin')
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        return LoadError(f"{path} is not a readable {'safetensors' if safetensors else 'torch'} file "
+                         f"(truncated or corrupt?): {first}; copy or save the model again")
+    return None
 
 
 def load_model(init_from='resume', out_dir='out', device='auto', dtype='auto', compile=False, dropout=None,
@@ -338,7 +368,7 @@ def load_model(init_from='resume', out_dir='out', device='auto', dtype='auto', c
     if kind == 'ckpt':
         ckpt = load_checkpoint(where, map_location='cpu')
         model = model_from_checkpoint(ckpt, dropout, where)
-        tok = tokenizer_for(ckpt)
+        tok = tokenizer_for(ckpt, where=where)
     else:
         model = pretrained_model(kind, where, dropout)
         tok = gpt2_tokenizer()

@@ -198,3 +198,108 @@ def full_disk_writes(real_write_all):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real_write_all({p: fail for p in writers}, *a, **k)
     return write_all
+
+
+# -----------------------------------------------------------------------------
+# damaged or edited files: checkpoints, vocabularies, Hugging Face folders
+
+def test_n_params_counts_what_the_model_has():
+    from model import GPT, GPTConfig
+    for bias in (True, False):
+        args = dict(n_layer=3, n_head=2, n_embd=16, block_size=8, vocab_size=70, bias=bias)
+        assert checks.n_params(args) == GPT(GPTConfig(**args)).get_num_params(non_embedding=False)
+
+
+@pytest.mark.parametrize('edit,part', [
+    (lambda a: a.update(n_layer='2'), "model_args n_layer='2' must be a whole number of at least 1"),
+    (lambda a: a.update(n_embd=0), "model_args n_embd=0 must be a whole number of at least 1"),
+    (lambda a: a.update(n_layer=10 ** 9), "model_args n_layer=1000000000 but its weights hold 2"),
+    (lambda a: a.update(n_head=5), "model_args n_head=5 does not divide n_embd=32"),
+    (lambda a: a.update(vocab_size=100), "model_args vocab_size=100 but its weights hold 50257"),
+])
+def test_edited_model_args_are_one_line(tmp_path, monkeypatch, edit, part):
+    ckpt = load.checkpoint_dict(tiny_model())
+    edit(ckpt['model_args'])
+    os.makedirs(tmp_path / 'out')
+    torch.save(ckpt, tmp_path / 'out' / 'ckpt.pt')
+    with pytest.raises(ValueError) as e:
+        load.load_model('resume', out_dir=str(tmp_path / 'out'), device='cpu')
+    msg = one_line(e)
+    assert msg.startswith(f"{tmp_path / 'out' / 'ckpt.pt'}: {part}") and 'use another checkpoint' in msg, msg
+
+
+def test_model_args_that_are_not_a_dict(tmp_path):
+    ckpt = load.checkpoint_dict(tiny_model())
+    ckpt['model_args'] = 'n_layer=2'
+    torch.save(ckpt, tmp_path / 'ckpt.pt')
+    with pytest.raises(ValueError) as e:
+        load.load_checkpoint(str(tmp_path / 'ckpt.pt'))
+    assert one_line(e) == (f"{tmp_path / 'ckpt.pt'}: model_args is a str, not a dict of the model's sizes; the "
+                           "checkpoint is damaged or was edited: use another checkpoint")
+
+
+@pytest.mark.parametrize('itos,part', [
+    ({0: 'a', 2: 'b'}, "'itos' must map every id 0..1 to its text; id 1 is missing"),
+    ({0: 'a', 1: 7}, "'itos' id 1 is 7, not a string"),
+    ('ab', "'itos' is a str, not a dict {id: text} or a list"),
+    (['a', 'a'], "'itos' holds 'a' twice"),
+])
+def test_malformed_meta_pkl_is_one_line(tmp_path, itos, part):
+    path = tmp_path / 'meta.pkl'
+    with open(path, 'wb') as f:
+        pickle.dump({'vocab_size': 2, 'itos': itos, 'stoi': {}}, f)
+    with pytest.raises(tokenizer.LoadError) as e:
+        tokenizer.char_tokenizer(str(path))
+    msg = one_line(e)
+    assert msg.startswith(f"{path}: {part}") and 'prepare_bin.py --tokenizer=char' in msg, msg
+
+
+@pytest.mark.parametrize('rec,part', [
+    ({'kind': 'char', 'itos': ['a', 3]}, "'itos' id 1 is 3, not a string"),
+    ({'kind': 'char', 'itos': ['a', 'b'], 'unk': 5}, "'unk' is 5, not one character"),
+    ({'kind': 'char', 'itos': 'ab'}, "'itos' is a str, not a dict {id: text} or a list"),
+])
+def test_character_tokenizer_record_of_the_wrong_type_is_one_line(rec, part):
+    with pytest.raises(tokenizer.LoadError) as e:
+        tokenizer.tokenizer_from_record(rec, 'out/ckpt.pt')
+    msg = one_line(e)
+    assert msg.startswith(f"out/ckpt.pt: {part}"), msg
+
+
+def test_meta_pkl_vocab_size_must_match(tmp_path):
+    path = tmp_path / 'meta.pkl'
+    with open(path, 'wb') as f:
+        pickle.dump({'vocab_size': 9, 'itos': {0: 'a', 1: 'b'}, 'stoi': {}}, f)
+    with pytest.raises(tokenizer.LoadError, match=r"'vocab_size' is 9 but 'itos' holds 2 tokens"):
+        tokenizer.char_tokenizer(str(path))
+
+
+class Runs:
+    def __reduce__(self):
+        return (print, ('this ran',))
+
+
+def test_hugging_face_folder_with_a_code_pickle_never_suggests_weights_only_false(tmp_path, capsys):
+    from conftest import make_hf_dir
+    hf = make_hf_dir(tmp_path / 'hf')
+    os.remove(tmp_path / 'hf' / 'model.safetensors')
+    sd = hf.state_dict()
+    sd['x'] = Runs()
+    torch.save(sd, tmp_path / 'hf' / 'pytorch_model.bin')
+    with pytest.raises(ValueError) as e:
+        load.load_model(str(tmp_path / 'hf'), device='cpu')
+    msg = one_line(e)
+    assert msg.startswith(f"{tmp_path / 'hf' / 'pytorch_model.bin'} holds Python objects beyond tensors"), msg
+    assert 'it names builtins.print' in msg and 'weights_only' not in msg and 'trust' not in msg
+    assert 'this ran' not in capsys.readouterr().out
+
+
+def test_truncated_safetensors_is_one_line(tmp_path):
+    from conftest import make_hf_dir
+    make_hf_dir(tmp_path / 'hf')
+    st = tmp_path / 'hf' / 'model.safetensors'
+    st.write_bytes(st.read_bytes()[:st.stat().st_size // 2])
+    with pytest.raises(ValueError) as e:
+        load.load_model(str(tmp_path / 'hf'), device='cpu')
+    msg = one_line(e)
+    assert msg.startswith(f"{st} is not a readable safetensors file (truncated or corrupt?)"), msg
