@@ -10,7 +10,7 @@ Run it before and after fine-tuning and compare.
 
 It takes sample.py's settings (init_from, out_dir, temperature, top_k, top_p, device, dtype, ...).
 Every run prints one row per pair and totals, and writes results/eval_<name>.json (everything, machine-
-readable), .csv, .md (a table for a report) and .png (per-pair bar chart, log scale; before vs after
+readable), .csv, .md (a table for a report) and .png (a dot per pair, log scale; before vs after
 when comparing, plus eval_<name>_tokens.png: the tokens that gained or lost the most).
 
 In a notebook:
@@ -56,6 +56,7 @@ val_tokens: int = 20000  # predict at most this many val_data tokens (0 = all); 
 val_stride: int = 0  # tokens predicted per window of block_size; 0 = block_size // 2 (each sees >= half)
 name: str = ''  # results/eval_<name>.*; '' = named after the model
 results_dir: str = 'results'  # where the result files go
+keep_earlier: bool = True  # an earlier eval_<name>.* set with other numbers is kept as eval_<name>_<its time>.*
 verbose: bool = False  # print every pair's exact response tokens with their log-probs
 show: bool = False  # also open the charts in a window, when a display exists
 html: bool = True  # also write results/eval_<name>.html: every token shaded by probability, in a browser
@@ -147,11 +148,12 @@ def score_pairs(eval_data='eval_data.json', model='resume', tok=None, *, join='a
 
 
 def default_name(init_from, out_dir='out'):
-    """results/eval_<name>: 'gpt2', the out_dir's name for 'resume', a folder's or file's name."""
+    """results/eval_<name>: 'gpt2', the out_dir's name for 'resume', a folder's or file's name
+    (out/ckpt.pt: 'out'; out/ckpt_last.pt: 'out_last')."""
     where = out_dir if init_from == 'resume' else init_from
     base = os.path.basename(os.path.normpath(where))
-    if base == 'ckpt.pt':
-        base = os.path.basename(os.path.dirname(os.path.abspath(where)))
+    if base in ('ckpt.pt', 'ckpt_last.pt'):
+        base = os.path.basename(os.path.dirname(os.path.abspath(where))) + ('_last' if 'last' in base else '')
     return re.sub(r'[^\w.-]+', '_', os.path.splitext(base)[0] if base.endswith('.pt') else base) or 'model'
 
 
@@ -194,7 +196,7 @@ def main():
         print('\n' + val_report([('model', run)]))
     if c is not None:
         print('\n' + compare_report(c, verbose))
-    paths = write_results(run, c, results_dir, name or default_name(init_from, out_dir), show, html)
+    paths = write_results(run, c, results_dir, name or default_name(init_from, out_dir), show, html, keep_earlier)
     _written.extend(paths)
     print(f"\nwrote {', '.join(paths)} ({time.time() - t0:.1f}s)")
     if show:

@@ -7,6 +7,7 @@ $ python train.py config/finetune_children_stories.py                 # device=a
 $ python train.py config/finetune_children_stories.py --device=mps --batch_size=4
 $ python train.py config/finetune_children_stories.py --init_from=resume  # after Ctrl-C, a crash, more iters
 $ python train.py config/finetune_children_stories.py --freeze_layers=10  # only the last 2 blocks train
+$ python train.py config/finetune_children_stories_cpu.py   # LoRA adapters (PEFT): GPT-2 in ~5 min on a CPU
 A small model from scratch, to watch one learn (115 s on 2 CPU cores, see the config):
 $ python train.py config/train_stories_tiny.py
 
@@ -21,6 +22,8 @@ What it writes to out_dir:
                 at the latest eval (True). Upstream nanoGPT's sample.py and train.py load it unchanged.
   ckpt_last.pt  the latest state, when it is newer than ckpt.pt (after Ctrl-C, early stopping, the end of
                 the run, or an eval that did not improve). --init_from=resume continues from the newer one.
+                A LoRA run's (lora_rank > 0, nanoprobs/lora.py) holds the adapters and the name and checksum
+                of its base instead of the weights: MBs, not GBs.
   log.csv       iter, tokens, train_loss, val_loss, lr (one row per logged step, one per eval); loss.png
                 draws it at each eval.
 Every save is atomic (temp file, then rename). Ctrl-C or SIGTERM stops at the next safe point, saves the
@@ -41,11 +44,13 @@ import torch
 from tqdm import tqdm
 
 from nanoprobs import checks, freeze
+from nanoprobs import lora
 from nanoprobs import trainstate
 from configurator import UserError, configure, one_line_errors
 from nanoprobs.load import (autocast_ctx, describe_init_from, device_type_of, load_checkpoint,
                             model_from_checkpoint, pretrained_model, resolve_device, resolve_dtype, should_compile,
                             use_grad_scaler)
+from nanoprobs.formatting import file_size
 from nanoprobs.tokenizer import data_tokenizer
 from model import GPT, GPTConfig
 
@@ -79,6 +84,11 @@ bias: bool = False  # do we use bias inside LayerNorm and Linear layers?
 gelu: str = 'exact'  # from scratch: 'exact' (upstream nanoGPT) or 'tanh' (GPT-2); other models keep their own
 freeze_layers: int = 0  # freeze the embeddings and the first N blocks (-1: all; 0: none); see freeze.py
 train_tied_head: bool = False  # with freeze_layers: train the token embedding anyway, which is also lm_head
+# LoRA on Hugging Face PEFT (nanoprobs/lora.py): low-rank adapters train, the base stays frozen and unsaved
+lora_rank: int = 0  # rank of the adapters (0: off, every weight trains); 8 is a common start
+lora_alpha: float = 16.0  # the adapters' update is scaled by lora_alpha / lora_rank
+lora_dropout: float = 0.0  # dropout on the adapters' input (PEFT's default; it costs memory: a copy per layer)
+lora_targets: str = 'all'  # 'all' or a comma list of attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj
 # adamw optimizer
 learning_rate: float = 6e-4  # max learning rate
 max_iters: int = 600000  # total number of training iterations
@@ -115,13 +125,13 @@ for _k in ('eval_interval', 'log_interval', 'eval_iters', 'gradient_accumulation
            'block_size'):
     if globals()[_k] < 1:
         raise UserError(f"{_k}={globals()[_k]} must be at least 1")
-for _k in ('max_iters', 'warmup_iters', 'lr_decay_iters', 'early_stop_patience', 'seed'):
+for _k in ('max_iters', 'warmup_iters', 'lr_decay_iters', 'early_stop_patience', 'seed', 'lora_rank'):
     if globals()[_k] < 0:
         raise UserError(f"{_k}={globals()[_k]} must be at least 0")
 for _k in ('learning_rate', 'min_lr', 'weight_decay', 'grad_clip'):
     if not 0 <= globals()[_k] < math.inf:  # nan fails too
         raise UserError(f"{_k}={globals()[_k]} must be a finite number, at least 0")
-for _k in ('dropout', 'beta1', 'beta2'):
+for _k in ('dropout', 'beta1', 'beta2', 'lora_dropout'):
     if not 0 <= globals()[_k] < 1:
         raise UserError(f"{_k}={globals()[_k]} must be at least 0 and less than 1")
 if decay_lr and lr_decay_iters < warmup_iters:  # equal is fine: min_lr right after the warmup
@@ -169,6 +179,7 @@ else:
     backend = backend if backend != 'auto' else 'none'
 checks.check_seed(seed, count=ddp_world_size)  # each process seeds with seed + its rank
 config = {k: globals()[k] for k in config_keys}  # every setting, resolved; saved in the checkpoint
+lora_settings = lora.new_run_settings(config) if lora_rank and init_from != 'resume' else None  # checked now
 tokens_per_iter = gradient_accumulation_steps * ddp_world_size * batch_size * block_size
 ckpt_path = os.path.join(out_dir, trainstate.CKPT)
 last_path = os.path.join(out_dir, trainstate.LAST)
@@ -207,6 +218,7 @@ ARCH = ('n_layer', 'n_head', 'n_embd', 'bias', 'gelu')  # settings only a model 
 iter_num = 0
 best_val_loss = 1e9
 checkpoint = None  # the checkpoint we resume: optimizer, GradScaler, train_state (RNG, sampler, counters)
+lora_run = None  # a LoRA run (nanoprobs/lora.py): its adapters' settings and its base
 data_tok = data_tokenizer(data_dir)  # meta.pkl (characters) or tokenizer.json (trained BPE); None: GPT-2 ids
 meta_vocab_size = data_tok.vocab_size if data_tok else None
 if meta_vocab_size is not None and master_process:
@@ -231,11 +243,12 @@ try:
     elif init_from == 'resume':
         path = trainstate.resume_path(out_dir)
         checkpoint = load_checkpoint(path, map_location='cpu')
-        model = model_from_checkpoint(checkpoint, dropout, path)
+        model = model_from_checkpoint(checkpoint, dropout, path, merge=False)  # a LoRA run: adapters on
         iter_num = int(checkpoint.get('iter_num', 0))
         best_val_loss = float(checkpoint.get('best_val_loss', 1e9))
         freeze_layers, train_tied_head = freeze.resumed(checkpoint.get('config'), config, freeze_asked)
         config.update(freeze_layers=freeze_layers, train_tied_head=train_tied_head)  # the checkpoint's
+        lora_run = lora.Run.resumed(checkpoint, config, given)  # its LoRA settings (config gets them), or None
         if master_process:
             print(f"Resuming training from {path} (iter {iter_num}, best val loss {best_val_loss:.4f})")
             per_run = ('init_from', 'max_iters', 'device', 'dtype', 'backend')
@@ -254,6 +267,8 @@ try:
             model = pretrained_model(kind, where, dropout)
 except (ValueError, FileNotFoundError, OSError) as e:
     raise UserError(str(e)) from None
+if lora_settings:  # a new LoRA run: this model is its frozen base, named in its checkpoints by checksum
+    lora_run = lora.Run(lora_settings, lora.Base.of(where, model, hub=kind == 'gpt2'))
 if init_from != 'scratch':  # the model brings its architecture: the saved config says what it is
     kept = {k: getattr(model.config, k) for k in ARCH}
     if init_from == 'resume' and master_process and any(v != config[k] for k, v in kept.items()):
@@ -275,6 +290,8 @@ if meta_vocab_size is None and model.config.vocab_size < 50257:
     raise UserError(f"the model has vocab_size {model.config.vocab_size} but {data_dir} has no meta.pkl or "
                     "tokenizer.json: its .bin files hold GPT-2 token ids (up to 50256)")
 model_vocab = model.config.vocab_size  # every batch's ids are checked against it (get_batch)
+if lora_run and init_from != 'resume':  # (a resumed LoRA run came back with its adapters on)
+    lora.attach(model, lora_run.settings)
 if dtype == 'float64':
     model.double()
 model.to(device)
@@ -323,9 +340,13 @@ checkpoint = None  # free up memory
 
 # layer freezing, after the optimizer is built: its groups keep every parameter, as upstream's (so either
 # project resumes the checkpoint), and a frozen one never gets a gradient, so AdamW keeps no state for it
-n_trainable, n_total = freeze.freeze(model, freeze_layers, train_tied_head)
-if master_process:
-    print('\n'.join(freeze.describe(model, freeze_layers, train_tied_head, n_trainable, n_total)))
+if lora_run:  # PEFT made only the adapters trainable; the optimizer holds nothing else
+    if master_process:
+        print('\n'.join(lora_run.describe(model)))
+else:
+    n_trainable, n_total = freeze.freeze(model, freeze_layers, train_tied_head)
+    if master_process:
+        print('\n'.join(freeze.describe(model, freeze_layers, train_tied_head, n_trainable, n_total)))
 
 # compile the model
 raw_model = model  # the GPT itself: saved, and used for MFU
@@ -492,7 +513,7 @@ try:
                 if iter_num > 0 and not eval_only:
                     save_path = ckpt_path if improved or always_save_checkpoint else last_path
                     trainstate.save(save_path, raw_model, optimizer, iter_num, best_val_loss, config, run,
-                                    snaps, scaler, tok_record)
+                                    snaps, scaler, tok_record, lora_run)
                     saved_iter = iter_num
                 if early_stop_patience and run.evals_without_improvement >= early_stop_patience:
                     early_stop = True
@@ -584,19 +605,20 @@ if end != 'eval_only':
     if master_process:
         if iter_num > 0 and saved_iter != iter_num:  # (nothing trained yet, or this very state is saved)
             trainstate.save(ckpt_path if always_save_checkpoint else last_path, raw_model, optimizer,
-                            iter_num, best_val_loss, config, run, snaps, scaler, tok_record)
+                            iter_num, best_val_loss, config, run, snaps, scaler, tok_record, lora_run)
             saved_iter = iter_num
         how = {'done': 'finished', 'early_stop': 'stopped early', 'interrupted': 'interrupted'}[end]
         print(f"{how} at iter {iter_num} ({run.tokens_seen:,} tokens, {run.elapsed / 60:.1f} min of "
               f"training); best val loss {best_val_loss:.4f}"
               + (f" at iter {run.best_iter}" if run.best_iter >= 0 else ""))
         if os.path.exists(ckpt_path):
-            print(f"  {ckpt_path}: {'the latest state' if always_save_checkpoint else 'the best val loss'}; "
+            print(f"  {ckpt_path} ({file_size(os.path.getsize(ckpt_path))}): "
+                  f"{'the latest state' if always_save_checkpoint else 'the best val loss'}; "
                   f"python sample.py --out_dir={out_dir}")
         elif iter_num > 0:
             print(f"  no {ckpt_path}: the val loss never improved on the first eval's")
         if os.path.exists(last_path):
-            print(f"  {last_path}: the latest state (iter {saved_iter})")
+            print(f"  {last_path} ({file_size(os.path.getsize(last_path))}): the latest state (iter {saved_iter})")
         if iter_num > 0:
             print(f"  continue with: python train.py ... --init_from=resume --out_dir={out_dir}"
                   + (" --max_iters=<more>" if end == 'done' else ""))

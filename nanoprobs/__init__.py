@@ -12,4 +12,5 @@ From the ground up (each module imports only the ones above it in this list, and
     load         init_from -> a ready model, its tokenizer and the device/dtype setup
     ...          training state, data preparation, eval's pairs, scores and reports, held-out metrics,
                  charts and the HTML report (web/ holds its HTML, JavaScript and CSS)
+    server/      serve.py's web server (FastAPI + uvicorn): the JSON API and the OpenAI completions API
 """

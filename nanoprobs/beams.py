@@ -137,6 +137,8 @@ def greedy_and_beams(model, prompt, max_new_tokens, num_beams=4, length_penalty=
     --num_beams print side by side (beam.print_beams). Returns (the greedy Sample, the Beams best
     first, (greedy seconds, beam search seconds))."""
     x = torch.tensor([prompt], dtype=torch.long, device=model.lm_head.weight.device)  # (1, T)
+    with torch.no_grad():  # an untimed first pass: one-time costs (allocation, kernel set-up) would
+        model(x[:, -model.config.block_size:])  # otherwise all land on whichever is timed first
     t0 = time.time()
     greedy = generate(model, x, max_new_tokens, temperature=0, stop_token=stop_token)[0]
     t1 = time.time()

@@ -1,7 +1,7 @@
 """
 Text for people to read, the one place for it (terminal lines, chart labels and the HTML page alike):
 probabilities and ratios from their logs without float64 underflow (never a silent 0), tokens with
-their whitespace made visible, sampling settings and model names.
+their whitespace made visible, sampling settings, model names and file sizes.
 """
 
 import math
@@ -105,3 +105,11 @@ def file_tag(*sources):
     ('gpt2',) -> 'gpt2'; ('gpt2', 'out-children/ckpt.pt') -> 'gpt2_vs_out-children'."""
     return '_vs_'.join(re.sub(r'[^A-Za-z0-9._-]+', '-', model_label(s)).strip('-') or 'model'
                        for s in sources if s)
+
+
+def file_size(nbytes):
+    """A size in bytes as people read it: 812 B, 4.7 MB, 1.49 GB (powers of 1000, as file managers show)."""
+    for unit, scale in (('GB', 1e9), ('MB', 1e6), ('kB', 1e3)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.3g} {unit}"
+    return f"{nbytes} B"

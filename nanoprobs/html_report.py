@@ -258,14 +258,31 @@ def csp(scripts, css, live=False):
             f"img-src data:; connect-src {connect}; base-uri 'none'; form-action 'none'")
 
 
+def probability_scale():
+    """web/scale.json: the probability scale (bucket edges, names, colours, text ink) that the page's
+    shading and the PNG charts share."""
+    return json.loads(_asset('scale.json'))
+
+
+def scale_css(scale):
+    """The scale as CSS: the colours --v0..--v7 (the rank buckets reuse them) and the classes .c-p0..7."""
+    colours = ' '.join(f"--v{i}: {c};" for i, c in enumerate(scale['colors']))
+    classes = '\n'.join(f".c-p{i} {{ background: var(--v{i}); color: {ink}; }}"
+                         for i, ink in enumerate(scale['ink']))
+    return f":root {{ {colours} }}\n{classes}\n"
+
+
 def render(data, live=False):
-    """The whole page as a string: web/report.html with the CSS, the scripts and the data inlined; the live
-    app adds web/live.html (its form's markup) and live.js, which the static report leaves out."""
-    html, css, js = _asset('report.html'), _asset('report.css'), scripts(live)
+    """The whole page as a string: web/report.html with the CSS (the probability scale's first), the
+    scripts and the data inlined; the live app adds web/live.html (its form's markup) and live.js, which the
+    static report leaves out."""
+    scale = probability_scale()
+    html, css, js = _asset('report.html'), scale_css(scale) + _asset('report.css'), scripts(live)
     policy = csp(js, css, live)
     parts = {'CSP': policy, 'CSS': css, 'PAGE': _asset('live.html') if live else '',
-             'SCRIPTS': '\n'.join(f"<script>{x}</script>" for x in js), 'DATA': script_json(data)}
-    return re.sub(r'\{\{(CSP|CSS|PAGE|SCRIPTS|DATA)\}\}', lambda m: parts[m.group(1)], html), policy
+             'SCRIPTS': '\n'.join(f"<script>{x}</script>" for x in js), 'DATA': script_json(data),
+             'SCALE': script_json({k: scale[k] for k in ('edges', 'names')})}
+    return re.sub(r'\{\{(CSP|CSS|PAGE|SCRIPTS|DATA|SCALE)\}\}', lambda m: parts[m.group(1)], html), policy
 
 
 def write_html(data, path, live=False):

@@ -135,13 +135,30 @@ def encode_prompt(tok, start, block_size=None):
 # -----------------------------------------------------------------------------
 # checkpoints
 
+CKPT, LAST = 'ckpt.pt', 'ckpt_last.pt'  # train.py's files: the best (or latest) state; the latest, when not the best
+
+
+def no_checkpoint(path):
+    """The error for a checkpoint that is not there, as one line. When train.py left only ckpt_last.pt
+    beside it (with always_save_checkpoint=False it writes ckpt.pt when a val loss beats iteration 0's),
+    it says so and gives the setting that loads that file."""
+    folder = os.path.dirname(path) or '.'
+    last = os.path.join(folder, LAST)
+    if os.path.basename(path) == CKPT and os.path.isfile(last):
+        return FileNotFoundError(
+            f"no {CKPT} in {folder}: no val loss of that run beat its iteration 0's (or it stopped before "
+            f"its first eval), so train.py kept only {LAST}, its latest state; load that with "
+            f"--init_from={last}")
+    return FileNotFoundError(f"no checkpoint at {path}: train one with train.py (it writes "
+                             "out_dir/ckpt.pt), or set --out_dir to the folder that holds ckpt.pt")
+
+
 def load_checkpoint(path, map_location='cpu'):
     """Read a nanoGPT checkpoint safely (weights_only=True) and check it has what a model needs."""
     if os.path.isdir(path):
-        path = os.path.join(path, 'ckpt.pt')
+        path = os.path.join(path, CKPT)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"no checkpoint at {path}: train one with train.py (it writes "
-                                "out_dir/ckpt.pt), or set --out_dir to the folder that holds ckpt.pt")
+        raise no_checkpoint(path)
     if not _torch_file(path):
         raise ValueError(f"{path} is not a readable torch checkpoint (truncated or corrupt?): torch.save "
                          "writes a complete zip archive (before torch 1.6, a pickle), and this file is "
@@ -156,7 +173,8 @@ def load_checkpoint(path, map_location='cpu'):
     except Exception as e:
         raise ValueError(f"{path} is not a readable torch checkpoint (truncated or corrupt?): "
                          f"{type(e).__name__}: {e}") from None
-    if not isinstance(ckpt, dict) or 'model' not in ckpt or 'model_args' not in ckpt:
+    # a LoRA run's checkpoint has 'lora' (adapters and the name of its base) instead of 'model'
+    if not isinstance(ckpt, dict) or not ({'model', 'lora'} & set(ckpt)) or 'model_args' not in ckpt:
         keys = sorted(ckpt) if isinstance(ckpt, dict) else type(ckpt).__name__
         raise ValueError(f"{path} is not a nanoGPT checkpoint: expected keys 'model' and 'model_args', "
                          f"found {keys}")
@@ -197,9 +215,14 @@ def clean_state_dict(state_dict):
             for k, v in state_dict.items()}
 
 
-def model_from_checkpoint(ckpt, dropout=None, path='checkpoint'):
+def model_from_checkpoint(ckpt, dropout=None, path='checkpoint', merge=True):
     """Build the GPT a checkpoint describes. The architecture comes from model_args; GELU from the
-    top-level 'gelu' key train.py writes (absent in upstream's checkpoints, which used exact GELU)."""
+    top-level 'gelu' key train.py writes (absent in upstream's checkpoints, which used exact GELU).
+    A LoRA run's checkpoint: its base (checksum verified) with the adapters, merged unless merge=False."""
+    if 'lora' in ckpt:  # nanoprobs/lora.py
+        from nanoprobs import lora
+        base = lora.Run.of_checkpoint(ckpt).base
+        return lora.restore(base_model(base.location(), dropout), ckpt, path, merge)
     args = {k: ckpt['model_args'][k] for k in MODEL_ARGS if k in ckpt['model_args']}
     if dropout is not None:
         args['dropout'] = dropout
@@ -302,8 +325,10 @@ def describe_init_from(init_from, out_dir='out'):
     if os.path.isdir(init_from):
         if os.path.exists(os.path.join(init_from, 'config.json')):
             return 'hf', init_from
-        if os.path.exists(os.path.join(init_from, 'ckpt.pt')):
-            return 'ckpt', os.path.join(init_from, 'ckpt.pt')
+        if os.path.exists(os.path.join(init_from, CKPT)):
+            return 'ckpt', os.path.join(init_from, CKPT)
+        if os.path.exists(os.path.join(init_from, LAST)):
+            raise no_checkpoint(os.path.join(init_from, CKPT))
         raise ValueError(f"init_from={init_from!r} is a folder with neither config.json (Hugging Face model) "
                          "nor ckpt.pt (nanoGPT checkpoint)")
     if os.path.isfile(init_from):
@@ -353,6 +378,15 @@ def unreadable_weights(folder, e):
         return LoadError(f"{path} is not a readable {'safetensors' if safetensors else 'torch'} file "
                          f"(truncated or corrupt?): {first}; copy or save the model again")
     return None
+
+
+def base_model(init_from, dropout=None):
+    """The model a new run starts from (a hub name, a Hugging Face folder or a checkpoint): a LoRA run's
+    base."""
+    kind, where = describe_init_from(init_from)
+    if kind == 'ckpt':
+        return model_from_checkpoint(load_checkpoint(where), dropout, where)
+    return pretrained_model(kind, where, dropout)
 
 
 def load_model(init_from='resume', out_dir='out', device='auto', dtype='auto', compile=False, dropout=None,

@@ -3,6 +3,7 @@ Eval's reports: one column spec for console, Markdown and CSV tables; result fil
 
     print(pairs_report(run))                       # the console table and totals
     write_results(run, comparison, 'results', 'gpt2')  # results/eval_gpt2.json/.csv/.md/.png, all or nothing
+    # an earlier run's set there with other numbers is kept as results/eval_gpt2_<its time>.*
 
 A pairs table row is a Row(p, q, d): a scored pair, the same pair before (or None) and the change in
 log-prob (after - before, nats; or None). COLUMNS says, for each column, its header and its cell in
@@ -14,6 +15,8 @@ import io
 import json
 import math
 import os
+import shutil
+import time
 from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
@@ -322,9 +325,39 @@ def write_all(writers, remove=()):
     return paths
 
 
-def write_results(run, c, results_dir, name, show=False, html=False):
+SET_FILES = ('.json', '.csv', '.md', '.png', '_tokens.png', '.html')  # one run's set: eval_<name><these>
+
+
+def keep_earlier(base, new_json, keep=True):
+    """What becomes of an earlier run's set at base (results/eval_<name>) that this run replaces:
+    ({copy's path: earlier file}, the line that says so). With other numbers than new_json (the new .json's
+    text) and keep, the earlier files are copied to base_<time of the earlier run>.*; otherwise nothing is
+    kept. No earlier set: ({}, '')."""
+    earlier = base + '.json'
+    try:
+        with open(earlier, encoding='utf-8') as f:
+            same = f.read() == new_json
+        when = time.strftime('%Y%m%d-%H%M%S', time.localtime(os.path.getmtime(earlier)))
+    except (OSError, UnicodeDecodeError):
+        return {}, ''
+    if same:
+        return {}, f"replaced {base}.*: an earlier run with the same numbers"
+    if not keep:
+        return {}, f"replaced {base}.* of an earlier run with other numbers (keep_earlier=False)"
+    kept, n = f"{base}_{when}", 1
+    while any(os.path.lexists(kept + ext) for ext in SET_FILES):  # two runs in one second
+        n += 1
+        kept = f"{base}_{when}-{n}"
+    copies = {kept + ext: base + ext for ext in SET_FILES if os.path.isfile(base + ext)}
+    return copies, (f"kept the earlier run's {base}.* (other numbers) as {kept}.*; "
+                    "--keep_earlier=False would replace it")
+
+
+def write_results(run, c, results_dir, name, show=False, html=False, keep=True):
     """results/eval_<name>.json/.csv/.md/.png (+ _tokens.png when comparing, + .html for the browser
-    report, made from the .json's own text: the same numbers): one run's set, or nothing."""
+    report, made from the .json's own text: the same numbers): one run's set, or nothing. An earlier run's
+    set of that name with other numbers is kept beside it (keep_earlier), unless keep=False; one line
+    says what became of it."""
     from nanoprobs.plots import evals
     try:
         os.makedirs(results_dir, exist_ok=True)
@@ -338,6 +371,9 @@ def write_results(run, c, results_dir, name, show=False, html=False):
     texts = {'.json': json.dumps(d, indent=1, ensure_ascii=False, allow_nan=False), '.csv': csv_text(run, c),
              '.md': markdown(run, c)}
     writers = {base + ext: text_writer(text) for ext, text in texts.items()}
+    copies, note = keep_earlier(base, texts['.json'], keep)
+    for copy, earlier in copies.items():  # written with the new set, under the same rules
+        writers[copy] = lambda path, earlier=earlier: shutil.copyfile(earlier, path)
 
     labels = [f"{p.index}  {p.label(26)}" for p in run.pairs]
     if c is None:
@@ -358,5 +394,8 @@ def write_results(run, c, results_dir, name, show=False, html=False):
         page, _ = html_report.render(html_report.eval_page(json.loads(texts['.json'])))
         writers[base + '.html'] = text_writer(page)  # write_all gives it a temporary name, like the others
     # a set without a tokens chart or a page removes an earlier run's one: no file from another run stays
-    return write_all(writers, remove=[base + ext for ext in ('_tokens.png', '.html')
-                                      if base + ext not in writers])
+    paths = write_all(writers, remove=[base + ext for ext in ('_tokens.png', '.html')
+                                       if base + ext not in writers])
+    if note:
+        print(note)
+    return [p for p in paths if p not in copies]

@@ -108,6 +108,19 @@ def byte_text(b):
 # -----------------------------------------------------------------------------
 # GPT-2
 
+# tiktoken's GPT-2 files (tiktoken_ext/openai_public.py: gpt2): where it downloads each one and the SHA-256
+# it checks. Its cache (tiktoken/load.py: read_file_cached) names a file by the SHA-1 of that address.
+GPT2_URL = 'https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/'
+GPT2_FILES = {'vocab.bpe': '1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5',
+              'encoder.json': '196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783'}
+
+
+def tiktoken_cache_name(name):
+    """The file name tiktoken's cache gives GPT-2's file `name` ('vocab.bpe' or 'encoder.json')."""
+    import hashlib
+    return hashlib.sha1((GPT2_URL + name).encode()).hexdigest()
+
+
 def gpt2_encoding():
     """tiktoken's GPT-2 encoding itself (prepare_bin.py streams with it); a LoadError if its files are
     missing."""
@@ -117,7 +130,8 @@ def gpt2_encoding():
     except Exception as e:
         raise LoadError(
             f"could not load tiktoken's GPT-2 vocabulary ({type(e).__name__}: {e}). It is downloaded on "
-            "first use; offline, point TIKTOKEN_CACHE_DIR at a folder holding the cached files") from None
+            "first use; offline, point TIKTOKEN_CACHE_DIR at a folder holding the cached files (python -m "
+            "tools.tiktoken_cache builds one from vocab.bpe and encoder.json)") from None
 
 
 def gpt2_tokenizer():

@@ -23,9 +23,7 @@ from tqdm import tqdm
 
 from configurator import UserError
 from nanoprobs import atomic
-from nanoprobs.load import checkpoint_dict
-
-CKPT, LAST = 'ckpt.pt', 'ckpt_last.pt'  # the best (or latest) state, and the latest when it is not the best
+from nanoprobs.load import CKPT, LAST, checkpoint_dict  # the file names, defined where loading reads them
 LOG = 'log.csv'
 LOG_FIELDS = ['iter', 'tokens', 'train_loss', 'val_loss', 'lr', 'kind', 'elapsed_s']
 
@@ -109,14 +107,18 @@ class Progress:
                       **{k: v for k, v in state.items() if k in cls.__dataclass_fields__}})
 
 
-def save(path, model, optimizer, iter_num, best_val_loss, config, progress, rngs, scaler, tokenizer=None):
+def save(path, model, optimizer, iter_num, best_val_loss, config, progress, rngs, scaler, tokenizer=None,
+         lora=None):
     """Write the current state, with every rank's RNG snapshot (rngs) and the tokenizer's record,
-    atomically to path. Saving ckpt.pt removes ckpt_last.pt: ckpt.pt is then the latest state."""
+    atomically to path. Saving ckpt.pt removes ckpt_last.pt: ckpt.pt is then the latest state.
+    lora: a LoRA run's lora.Run, which keeps the adapters and the base's name instead of the weights."""
     train_state = dict(asdict(progress), world_size=len(rngs), rng=rngs,
                        scaler=scaler.state_dict() if scaler.is_enabled() else {})
     tqdm.write(f"saving checkpoint to {path}")
     ckpt = checkpoint_dict(model, optimizer, iter_num, best_val_loss, config, tokenizer,
                            train_state=train_state)
+    if lora is not None:
+        ckpt = lora.checkpoint(ckpt, model)
     save_checkpoint(ckpt, path)
     last = os.path.join(os.path.dirname(path), LAST)
     if os.path.basename(path) == CKPT and os.path.exists(last):

@@ -19,6 +19,7 @@ os.environ.setdefault('TRANSFORMERS_VERBOSITY', 'error')
 from model import GPT, GPTConfig  # noqa: E402
 from nanoprobs import load, tokenizer  # noqa: E402
 from nanoprobs.trainstate import save_checkpoint  # noqa: E402
+from forkserver import ForkServer  # noqa: E402
 
 
 def _bpe_missing():
@@ -117,6 +118,23 @@ def tiny_hf_dir(tmp_path):
     return path
 
 
+_server = []
+
+
+def fork_server():
+    """The session's fork server (tests/forkserver.py), started on first use; None where there is no fork."""
+    if not _server and hasattr(os, 'fork') and os.environ.get('NANOPROBS_TEST_FORK', '1') != '0':
+        _server.append(ForkServer({**os.environ, 'OMP_NUM_THREADS': '1'}))
+    return _server[0] if _server else None
+
+
+@pytest.fixture(scope='session', autouse=True)
+def _close_fork_server():
+    yield
+    if _server:
+        _server[0].close()
+
+
 def run_script(script, *args, cwd, check=True, timeout=300, env=None):
     """Run the project as a user would, in cwd: a top-level script ('sample.py': python sample.py ...) or a
     tool or benchmark module ('tools.beam': python -m tools.beam ..., with the repository on the path)."""
@@ -125,8 +143,12 @@ def run_script(script, *args, cwd, check=True, timeout=300, env=None):
     env = {**os.environ, 'OMP_NUM_THREADS': '1', **(env or {})}
     if not script.endswith('.py'):  # python -m puts the cwd on the path, and cwd is not the repository here
         env['PYTHONPATH'] = os.pathsep.join(filter(None, [str(ROOT), env.get('PYTHONPATH')]))
-    proc = subprocess.run([sys.executable, *cmd, *map(str, args)], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env=env)
+    argv = [*cmd, *map(str, args)]
+    server = fork_server()
+    if server is not None and server.accepts(env):
+        proc = server.run(argv, cwd, env, timeout, tmpdir=None)
+    else:
+        proc = subprocess.run([sys.executable, *argv], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
     if check and proc.returncode != 0:
         raise AssertionError(f"{script} {' '.join(map(str, args))} failed ({proc.returncode}):\n"
                              f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")

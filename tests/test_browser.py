@@ -18,6 +18,7 @@ import serve
 from conftest import tiny_model
 from nanoprobs.decoding import Sample, generate, score
 from nanoprobs.formatting import format_prob
+from nanoprobs.server import Engine, serve_in_thread
 
 CHROMIUM = '/usr/bin/chromium'
 ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
@@ -123,6 +124,14 @@ def test_report_popover_and_keyboard(page, tmp_path, gpt2_tok, lm):
     page.keyboard.press('Escape')
     assert not page.is_visible('#pop')
 
+    # probability shading: each token's colour is the scale's (web/scale.json) for its probability, as the
+    # PNG overview draws it (test_charts: test_overview_shades_tokens_with_the_page_scale)
+    from nanoprobs.plots.common import ProbabilityScale
+    scale = ProbabilityScale()
+    rgb = lambda h: f"rgb({int(h[1:3], 16)}, {int(h[3:5], 16)}, {int(h[5:7], 16)})"  # noqa: E731
+    got = page.eval_on_selector_all('.tk[data-d="0"]', 'els => els.map(e => getComputedStyle(e).backgroundColor)')
+    assert got == [rgb(scale.color(math.exp(x))) for x in s.logprobs.tolist()]
+
     # rank buckets
     page.click('#mode-rank')
     want = ['c-r' + str(1 if r <= 10 else 2 if r <= 100 else 3 if r <= 1000 else 4) for r in s.ranks.tolist()]
@@ -216,13 +225,13 @@ def live(gpt2_tok, lm):
     m.forward = slow
     L = types.SimpleNamespace(model=m, tok=gpt2_tok, ctx=contextlib.nullcontext(), device='cpu', dtype='float32',
                               source='tiny')
-    srv = serve.serve_in_thread(serve.App(L, serve.settings(max_new_tokens=12)))
+    engine = Engine(L, serve.settings(max_new_tokens=12))
+    srv = serve_in_thread(engine)
     yield srv, m
     m.forward = forward
-    srv.shutdown()
-    with srv.RequestHandlerClass.app.lock:
+    srv.stop()
+    with engine.lock:  # no job left on the model
         pass
-    srv.server_close()
 
 
 def newest_ids(pg):

@@ -57,6 +57,26 @@ def test_embedding_scatter_of_separate_maps_draws_no_moves(keep):
     assert np.allclose(fig.axes[0].collections[1].get_offsets(), xy + 10 * (after - xy))
 
 
+def test_embedding_labels_stay_in_the_frame_and_before_points_show(keep):
+    """A long label on the right-most point stays inside the frame; before points are rings drawn above
+    the after dots, so a word that barely moved shows both."""
+    import numpy as np
+    xy = np.array([[0.0, 0.0], [1.0, 1.0], [5.0, 0.5], [4.9, -0.3]])
+    fig = internals.embedding_scatter(xy, [' princess', ' dragon', ' grandmother', ' afterwards'], 'x.png',
+                                      xy_after=xy + 1e-3)
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    frame = ax.get_window_extent()
+    labels = [t for t in ax.texts if t.get_text()]
+    assert len(labels) == 4
+    for t in labels:
+        box = t.get_window_extent()
+        assert frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1, t
+    before, after = ax.collections[:2]
+    assert before.get_zorder() > after.get_zorder() and before.get_facecolor().size == 0  # rings, on top
+    assert before.get_sizes()[0] > after.get_sizes()[0]
+
+
 def test_embedding_moves_keep_significant_digits(tmp_path, monkeypatch, capsys, gpt2_tok):
     write_ckpt(tmp_path / 'out')
     after = tiny_model()
@@ -112,6 +132,12 @@ def test_eval_pairs_ratios_above_the_frame_and_short_legend(keep):
         assert t.get_window_extent().y0 >= frame.y1 and inside(fig, t)
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ['before: out-before', 'after: out-children']
     assert inside(fig, ax._left_title)
+    # dots at log10 p, no bars: a bar on a log axis would measure only the distance to the axis' floor
+    assert not ax.patches
+    ring, dot = (c.get_offsets() for c in ax.collections)
+    for pts, lps in ((ring, before), (dot, after)):
+        assert [tuple(p) for p in pts] == pytest.approx([(i, lp / math.log(10)) for i, lp in enumerate(lps)])
+    assert ax.get_ylim()[0] > min(before + after) / math.log(10) - 2.5  # the axis starts near the data
 
 
 def test_eval_token_changes_one_sided_axis_and_title_fits(keep):
@@ -134,6 +160,23 @@ def test_overview_steps_are_whole_numbers():
     ticks = [x for x in ax.get_xticks() if ax.get_xlim()[0] <= x <= ax.get_xlim()[1]]
     assert ticks and all(float(x).is_integer() for x in ticks)
     common.pyplot().close(fig)
+
+
+def test_overview_shades_tokens_with_the_page_scale():
+    """One scale for one quantity: the overview PNG gives a token of probability p the colour of the page's
+    class for p (web/scale.json's buckets), one probability in each bucket, edges included."""
+    from matplotlib.colors import to_hex
+    from nanoprobs import html_report
+    ps = [0.0005, 0.001, 0.02, 0.07, 0.1, 0.4, 0.6, 0.9]  # bucket i holds ps[i]; 0.001 and 0.1 are edges
+    lp = [math.log(p) for p in ps]
+    fig = overview.overview_figure(overview.SampleOverview(prompt='', tokens=[f"t{i} " for i in range(8)],
+                                                           logprobs=lp, sample_logprobs=lp, title='t'))
+    shades = [to_hex(c) for c in fig.axes[0].collections[0].get_facecolors()]
+    common.pyplot().close(fig)
+    css, _ = html_report.render(dict(kind='sample', title='x', settings=[], docs=[]))
+    page = [re.search(rf"--v{i}: (#[0-9a-f]{{6}});", css)[1] for i in range(8)]
+    assert all(f".c-p{i} {{ background: var(--v{i});" in css for i in range(8))
+    assert shades == page and len(set(page)) == 8
 
 
 def test_step_chart_small_chosen_bar_is_marked_and_columns_align(gpt2_tok):

@@ -94,6 +94,24 @@ def test_checkpoint_errors(tmp_path):
         load.load_model(str(tmp_path / 'empty'), device='cpu')
 
 
+def test_only_ckpt_last_is_offered(tmp_path, gpt2_tok):
+    """A run whose val loss never beat iteration 0's leaves ckpt_last.pt and no ckpt.pt: loading its out_dir
+    says so in one line with the setting that loads the file, and that setting works."""
+    model = tiny_model()
+    out = tmp_path / 'run'
+    os.replace(write_ckpt(out, model), out / 'ckpt_last.pt')
+    last = str(out / 'ckpt_last.pt')
+    for init_from in ('resume', str(out)):  # --out_dir=run, or --init_from=run (a folder)
+        with pytest.raises(FileNotFoundError) as e:
+            load.load_model(init_from, out_dir=str(out), device='cpu')
+        msg = str(e.value)
+        assert '\n' not in msg and 'ckpt_last.pt' in msg and msg.endswith(f"--init_from={last}"), msg
+    assert same_outputs(model, load.load_model(last, device='cpu').model)
+    os.remove(last)  # nothing at all: the message for a folder that never held a run
+    with pytest.raises(FileNotFoundError, match='train one with train.py'):
+        load.load_model('resume', out_dir=str(out), device='cpu')
+
+
 def test_vocab_size_mismatch_is_an_error(tmp_path, gpt2_tok):
     write_ckpt(tmp_path / 'out', tiny_model(vocab_size=1000))
     with pytest.raises(ValueError, match='vocab_size 1000'):

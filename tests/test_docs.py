@@ -93,3 +93,30 @@ def test_the_check_catches_a_missing_script_module_and_flag():
     assert len(found) == 3 and "'no_such_flag'" in found[2] and "'start'" not in found[2]
     assert len(list(commands((ROOT / 'README.md').read_text(encoding='utf-8')))) >= 8  # it reads the README
     assert problems("```sh\npython -m tools.beam --num_beams=3\npython train.py config/train_stories_tiny.py --max_iters=2\n```\n") == []
+
+
+def test_scripts_write_no_tracked_file_by_default():
+    """Documented commands never overwrite the repository's files: the result folders the scripts and tools
+    write by default hold no tracked file (results/ tracks only results/examples/, which nothing writes)."""
+    import subprocess
+    try:
+        tracked = subprocess.run(['git', 'ls-files'], cwd=ROOT, capture_output=True, text=True, check=True,
+                                 timeout=30).stdout.splitlines()
+    except (OSError, subprocess.SubprocessError):
+        pytest.skip('not a git checkout (git ls-files failed)')
+    if not tracked:
+        pytest.skip('not a git checkout')
+    outputs = {'out', 'results_dir', 'sweep_dir', 'work_dir', 'out_dir', 'export_dir'}
+    folders = set()
+    for path in [*ROOT.glob('*.py'), *(ROOT / 'tools').glob('*.py')]:
+        for node in ast.parse(path.read_text(encoding='utf-8')).body:
+            target = node.target if isinstance(node, ast.AnnAssign) else (
+                node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else None)
+            if (isinstance(target, ast.Name) and target.id in outputs and isinstance(node.value, ast.Constant)
+                    and node.value.value):
+                folders.add(node.value.value)
+    assert 'results/tokenizers' in folders and 'results' in folders  # what compare_tokenizers, eval, sample write
+    for folder in folders - {'results'}:
+        assert not [f for f in tracked if f.startswith(folder.rstrip('/') + '/')], f"{folder}/ holds tracked files"
+    assert all(f.startswith('results/examples/') or f == 'results/README.md'
+               for f in tracked if f.startswith('results/')), "results/ tracks files a script could write"

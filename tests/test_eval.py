@@ -516,7 +516,7 @@ def _slow_renames(monkeypatch):
 
 
 def _write_model(folder, i):
-    write_results(_run([[-1.0 - i]], f'model{i}'), None, folder, 'same')
+    write_results(_run([[-1.0 - i]], f'model{i}'), None, folder, 'same', keep=False)  # replace: one set
 
 
 def test_concurrent_processes_writing_one_name_leave_one_whole_set(tmp_path, monkeypatch):
@@ -567,6 +567,38 @@ def test_a_set_without_a_comparison_removes_the_earlier_tokens_chart(tmp_path, m
     write_results(_run([[-2.0]], 'model1'), None, str(tmp_path), 'x')
     assert not (tmp_path / 'eval_x_tokens.png').exists()  # it belonged to the earlier run's set
     assert _result_set(str(tmp_path), 'x') == {'model1'}
+
+
+def test_a_second_run_of_one_name_keeps_the_earlier_set(tmp_path, monkeypatch, capsys):
+    """eval.py run twice on one model (before and after more training, say): the earlier set is kept as
+    eval_<name>_<its time>.*, byte for byte, and one line says so; the same numbers again, or
+    keep_earlier=False, replace it."""
+    import time
+    _fake_charts(monkeypatch)
+    before, after = _run([[-3.0]], 'model2'), _run([[-1.0]], 'model0')
+    first = write_results(after, compare(before, after), str(tmp_path), 'x')  # with _tokens.png
+    earlier = {os.path.basename(p): open(p, 'rb').read() for p in first}
+    assert capsys.readouterr().out == ''  # nothing was there
+    write_results(after, compare(before, after), str(tmp_path), 'x')
+    assert 'an earlier run with the same numbers' in capsys.readouterr().out
+    assert sorted(os.listdir(tmp_path)) == sorted(earlier)  # nothing to keep
+
+    t = time.mktime((2025, 1, 2, 3, 4, 5, 0, 0, -1))  # when the earlier run wrote its set (local time)
+    os.utime(tmp_path / 'eval_x.json', (t, t))
+    paths = write_results(_run([[-2.0]], 'model1'), None, str(tmp_path), 'x')
+    kept = os.path.join(str(tmp_path), 'eval_x_20250102-030405')
+    out = capsys.readouterr().out
+    assert out.count('\n') == 1 and f"as {kept}.*" in out and 'keep_earlier=False' in out
+    assert all(not p.startswith(kept) for p in paths)  # the new set's paths only
+    assert {f.replace('eval_x_20250102-030405', 'eval_x'): open(tmp_path / f, 'rb').read()
+            for f in os.listdir(tmp_path) if f.startswith('eval_x_2025')} == earlier
+    assert _result_set(str(tmp_path), 'x') == {'model1'}
+
+    n = len(os.listdir(tmp_path))
+    write_results(_run([[-4.0]], 'model3'), None, str(tmp_path), 'x', keep=False)
+    assert 'keep_earlier=False' in capsys.readouterr().out and len(os.listdir(tmp_path)) == n
+    assert _result_set(str(tmp_path), 'x') == {'model3'}
+    assert ev.default_name(str(tmp_path / 'run' / 'ckpt_last.pt')) == 'run_last'  # not run's own name
 
 
 def test_temp_files_of_killed_runs_are_removed(tmp_path, monkeypatch):

@@ -41,7 +41,7 @@ def test_script_json_escapes_everything_that_could_end_the_element():
 
 def test_render_inlines_everything_and_allows_only_its_own_script():
     text, policy = html_report.render(dict(kind='sample', title=INJ, settings=[], docs=[]))
-    assert text.count('</script>') == 3  # the data element and two scripts: the title cannot end any
+    assert text.count('</script>') == 4  # the scale, the data element and two scripts: the title cannot end any
     assert INJ not in text and '<img' not in text
     assert not re.search(r'(src|href)=["\']?(https?:)?//', text)  # nothing loaded from the network
     for name in ('page.js', 'report.js'):
@@ -102,7 +102,7 @@ def test_injection_in_prompt_and_tokens_stays_data(tmp_path, gpt2_tok):
     s = generate(m, torch.tensor([gpt2_tok.encode(INJ)]), 3, temperature=0, details=3)[0]
     evil = types.SimpleNamespace(token_text=lambda i: INJ, decode=gpt2_tok.decode)
     text = open(html_report.sample_html([s], evil, tmp_path, {}), encoding='utf-8').read()
-    assert text.count('</script>') == 3 and '<img' not in text
+    assert text.count('</script>') == 4 and '<img' not in text  # the scale, the data, two scripts
     d = page_data(tmp_path / 'index.html')
     assert d['docs'][0]['prompt'] == INJ and d['docs'][0]['tokens'][0]['text'] == INJ
 

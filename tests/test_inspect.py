@@ -350,6 +350,8 @@ def test_scripts_on_a_character_level_checkpoint(tmp_path, monkeypatch):
     out = run_script('tools.beam', '--init_from=resume', '--start=the cat', '--num_beams=3', '--max_new_tokens=8',
                      cwd=tmp_path, env=ONE_THREAD).stdout
     assert out.count(' / 8^1.0 = ') == 4  # three beams and greedy, all 8 characters long
+    # the timing line names the two in the order they are printed: beams, then greedy
+    assert re.search(r'\ntime: beam search \d+\.\d\d s \(3 beams\), greedy \d+\.\d\d s ', out), out
 
     out = run_script('tools.compare_samples', '--init_from=resume', '--compare_init_from=resume',
                      '--compare_out_dir=out-b', '--prompts=the cat|a dog', '--num_samples=2', '--max_new_tokens=10',

@@ -139,7 +139,8 @@ def test_suite_without_bpe_files_skips_with_one_line(tmp_path):
     import sys
     from conftest import ROOT
     os.makedirs(tmp_path / 'tests')
-    shutil.copy(ROOT / 'tests' / 'conftest.py', tmp_path / 'tests')
+    for f in ('conftest.py', 'forkserver.py'):
+        shutil.copy(ROOT / 'tests' / f, tmp_path / 'tests')
     (tmp_path / 'tests' / 'test_needs_bpe.py').write_text(
         "from nanoprobs import load\nfrom conftest import write_ckpt\n\n"
         "def test_loads(tmp_path):\n    write_ckpt(tmp_path / 'out')\n"

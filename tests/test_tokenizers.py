@@ -177,3 +177,34 @@ def test_train_sample_eval_end_to_end(tmp_path, kind):
         proc = run_script('eval.py', '--out_dir=out', '--device=cpu', cwd=tmp_path, check=False)
         assert proc.returncode == 1
         assert "pair 2 cannot be encoded: characters ['Z'] are not in the vocabulary" in proc.stderr
+
+
+def test_tiktoken_cache_folder_built_offline(tmp_path, monkeypatch, gpt2_tok):
+    """tools/tiktoken_cache.py turns vocab.bpe and encoder.json (here: copies with Windows line ends and
+    other JSON spacing) into a folder that tiktoken itself loads GPT-2 from with TIKTOKEN_CACHE_DIR set,
+    downloading nothing; a file that is not GPT-2's stops with one line naming it."""
+    import json
+    import tiktoken
+    import tiktoken.load
+    import tiktoken_ext.openai_public
+    from configurator import UserError
+    from tools.tiktoken_cache import build
+    cached = os.environ['TIKTOKEN_CACHE_DIR']  # the copies this test session loads GPT-2 from (conftest)
+    read = lambda name: open(os.path.join(cached, tk.tiktoken_cache_name(name)), 'rb').read()  # noqa: E731
+    (tmp_path / 'merges.txt').write_bytes(read('vocab.bpe').replace(b'\n', b'\r\n'))
+    (tmp_path / 'vocab.json').write_text(json.dumps(json.loads(read('encoder.json')), indent=1))
+    build(tmp_path / 'merges.txt', tmp_path / 'vocab.json', tmp_path / 'cache')
+
+    def no_download(url):
+        raise AssertionError(f"tiktoken tried to download {url}")
+    monkeypatch.setattr(tiktoken.load, 'read_file', no_download)
+    monkeypatch.setenv('TIKTOKEN_CACHE_DIR', str(tmp_path / 'cache'))
+    enc = tiktoken.Encoding(**tiktoken_ext.openai_public.gpt2())  # what get_encoding('gpt2') builds
+    text = 'Once upon a time, a tailor said "Hello world" to the moon.'
+    assert enc.encode('Hello world') == [15496, 995] and enc.encode(text) == gpt2_tok.encode(text)
+    assert sorted(os.listdir(tmp_path / 'cache')) == sorted(map(tk.tiktoken_cache_name, tk.GPT2_FILES))
+
+    (tmp_path / 'bad.json').write_text('{"a": 0}')
+    with pytest.raises(UserError, match=r"^--encoder_json=.*bad\.json is not GPT-2's encoder\.json: its SHA-256"):
+        build(tmp_path / 'merges.txt', tmp_path / 'bad.json', tmp_path / 'cache2')
+    assert not (tmp_path / 'cache2').exists()  # nothing written

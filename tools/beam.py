@@ -44,7 +44,8 @@ def main():
             loaded.model, ids, max_new_tokens, num_beams, length_penalty, no_repeat_ngram_size, stop,
             early_stopping)
     print_beams(beams, greedy, loaded.tok)
-    print(f"time: greedy {t_greedy:.2f}s, beam search {t_beams:.2f}s")
+    print(f"time: beam search {t_beams:.2f} s ({num_beams} beams), greedy {t_greedy:.2f} s "
+          "(both after one untimed warm-up pass)")
 
 
 if __name__ == '__main__':

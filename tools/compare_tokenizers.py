@@ -16,7 +16,8 @@ the same text to learn from. Equal tokens would give GPT-2's BPE (~4 bytes per t
 the character model; equal compute is reported too (seconds per run) but is not what is held fixed.
 Every model is then evaluated on the identical val text (the first val_bytes of the val split, after an
 <|endoftext|>, so every byte is predicted) in bits per byte, the one number that compares across
-vocabularies. Writes under out: comparison.md (tables + a sample per model), comparison.json,
+vocabularies. Writes under out (results/tokenizers, which git ignores; the run the docs show is kept in
+results/examples/tokenizers/): comparison.md (tables + a sample per model), comparison.json,
 token_boundaries.png, loss_vs_bytes.png. Resumable: a finished run (work_dir/<name>/model/result.json with
 the same settings) is not retrained; an interrupted one continues from its checkpoint.
 """

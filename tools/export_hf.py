@@ -16,6 +16,16 @@ then
 - The tokenizer files are GPT-2's own vocab.json/merges.txt, read from tiktoken's cache (downloaded on
   first use); character-level and trained-BPE models (meta.pkl, tokenizer.json) get config and weights
   only, and a one-line note saying so.
+
+A LoRA run (train.py --lora_rank=8, nanoprobs/lora.py) exports either way:
+$ python -m tools.export_hf --out_dir=out-lora                 # PEFT's adapter folder -> out-lora/adapter
+$ python -m tools.export_hf --out_dir=out-lora --merge=True    # merged into a full GPT-2 -> out-lora/hf
+>>> from peft import PeftModel
+>>> model = PeftModel.from_pretrained(GPT2LMHeadModel.from_pretrained('gpt2'), 'out-lora/adapter')
+The adapter folder (adapter_config.json, adapter_model.safetensors, the tokenizer) names its base in
+adapter_config.json: a hub name or Hugging Face folder as the run had it; a nanoGPT checkpoint base is
+written beside the adapters as a Hugging Face folder, <export_dir>/base. Either way the check compares
+transformers' logits with our model with the adapters unmerged (PEFT's own forward).
 """
 
 import os
@@ -23,27 +33,28 @@ import tempfile
 
 import torch
 
-from nanoprobs.load import load_model
+from nanoprobs import lora
+from nanoprobs.load import base_model, describe_init_from, load_checkpoint, load_model, model_from_checkpoint
 
 # -----------------------------------------------------------------------------
 init_from = 'resume'  # 'resume' (out_dir/ckpt.pt), a checkpoint file/folder, 'gpt2*' or a Hugging Face folder
 out_dir = 'out'  # with init_from='resume': the folder holding ckpt.pt
-export_dir = ''  # where to write the Hugging Face folder; '' = <out_dir>/hf
+export_dir = ''  # where to write the Hugging Face folder; '' = <out_dir>/hf (<out_dir>/adapter: PEFT's)
+merge = False  # a LoRA run: False = PEFT's adapter folder for its base; True = merged into a full GPT-2
 tokenizer = True  # also write GPT-2's tokenizer files (models with GPT-2's vocabulary)
 check = True  # reload the export with transformers and compare its logits with ours
 # -----------------------------------------------------------------------------
-
-GPT2_FILES = 'https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/'  # where tiktoken gets them
 
 
 def write_gpt2_tokenizer(path, max_length):
     """GPT-2's tokenizer in Hugging Face format, built from the vocab.json/merges.txt tiktoken caches."""
     from tiktoken.load import read_file_cached
     from transformers import AutoTokenizer
+    from nanoprobs.tokenizer import GPT2_FILES, GPT2_URL
     with tempfile.TemporaryDirectory() as tmp:
         for url, name in (('encoder.json', 'vocab.json'), ('vocab.bpe', 'merges.txt')):
             with open(os.path.join(tmp, name), 'wb') as f:
-                f.write(read_file_cached(GPT2_FILES + url))
+                f.write(read_file_cached(GPT2_URL + url, GPT2_FILES[url]))
         with open(os.path.join(tmp, 'config.json'), 'w') as f:
             f.write('{"model_type": "gpt2"}')
         tok = AutoTokenizer.from_pretrained(tmp, model_max_length=max_length)
@@ -64,10 +75,8 @@ def export(model, tok, path, with_tokenizer=True):
     return hf
 
 
-def max_logit_diff(model, path, ids):
-    """Largest |logit| difference between our model and the export reloaded by transformers."""
-    from transformers import GPT2LMHeadModel
-    hf = GPT2LMHeadModel.from_pretrained(path).eval()
+def max_logit_diff(model, hf, ids):
+    """Largest |logit| difference between our model and hf (a transformers model) on the token ids."""
     x = torch.tensor([ids])
     with torch.no_grad():
         ours = model(x, all_logits=True)[0]
@@ -75,23 +84,59 @@ def max_logit_diff(model, path, ids):
     return (ours - theirs).abs().max().item()
 
 
+def export_peft(ckpt, path, tok, with_tokenizer=True):
+    """A LoRA checkpoint's adapters as PEFT's folder at path, with the name of its base; a nanoGPT
+    checkpoint base is exported beside them (path/base). Returns the transformers model: base + adapters."""
+    from peft import PeftModel
+    from transformers import GPT2LMHeadModel
+    base = lora.Run.of_checkpoint(ckpt).base
+    kind, src = describe_init_from(base.location())
+    if kind == 'ckpt':  # transformers cannot read a nanoGPT checkpoint: write the base as a GPT-2 folder
+        src = os.path.join(path, 'base')
+        print(f"the base {base.location()} is a nanoGPT checkpoint: writing it as a Hugging Face folder, {src}")
+        export(base_model(base.location()), tok, src, with_tokenizer)
+    lora.write_peft(path, ckpt, src)
+    if with_tokenizer and tok is not None and tok.name == 'gpt2':
+        write_gpt2_tokenizer(path, ckpt['model_args']['block_size'])
+    return PeftModel.from_pretrained(GPT2LMHeadModel.from_pretrained(src), path).eval()
+
+
 def main():
-    loaded = load_model(init_from, out_dir, device='cpu', dtype='float32')
+    kind, where = describe_init_from(init_from, out_dir)
+    ckpt = load_checkpoint(where) if kind == 'ckpt' else {}
+    ckpt = ckpt if 'lora' in ckpt else {}  # a LoRA run's (a few MB) is needed below; a full one is not
+    loaded = load_model(init_from, out_dir, device='cpu', dtype='float32')  # LoRA: adapters merged
     model = loaded.model
-    path = export_dir or os.path.join(out_dir, 'hf')
+    peft_folder = 'lora' in ckpt and not merge
+    path = export_dir or os.path.join(out_dir, 'adapter' if peft_folder else 'hf')
+    what = ("its LoRA adapters (PEFT's format)" if peft_folder else
+            "merged with its LoRA adapters" if 'lora' in ckpt else "")
     print(f"exporting {loaded.source} ({model.get_num_params() / 1e6:.2f}M parameters, "
-          f"GELU {model.config.gelu}, vocab {model.config.vocab_size}) to {path}")
-    export(model, loaded.tok, path, tokenizer)
+          f"GELU {model.config.gelu}, vocab {model.config.vocab_size}){' ' + what if what else ''} to {path}")
+    if peft_folder:
+        hf = export_peft(ckpt, path, loaded.tok, tokenizer)
+    else:
+        export(model, loaded.tok, path, tokenizer)
     print(f"wrote {', '.join(sorted(os.listdir(path)))}")
     if check:  # random token ids: any vocabulary, character-level included
+        if not peft_folder:
+            from transformers import GPT2LMHeadModel
+            hf = GPT2LMHeadModel.from_pretrained(path).eval()
+        if 'lora' in ckpt:  # against PEFT's forward with the adapters unmerged
+            model = model_from_checkpoint(ckpt, None, where, merge=False).eval()
         n = min(64, model.config.block_size)
         ids = torch.randint(0, model.config.vocab_size, (n,),
                             generator=torch.Generator().manual_seed(0)).tolist()
-        diff = max_logit_diff(model, path, ids)
-        print(f"check: transformers' logits match ours to {diff:.2e} (max abs difference over {n} tokens)")
+        diff = max_logit_diff(model, hf, ids)
+        print(f"check: transformers' logits match ours{' (adapters unmerged)' if 'lora' in ckpt else ''} "
+              f"to {diff:.2e} (max abs difference over {n} tokens)")
         if diff > 1e-3:
             raise ValueError(f"the export's logits differ from the model's by {diff:.3g}")
-    print(f"load it with GPT2LMHeadModel.from_pretrained({path!r})")
+    if peft_folder:
+        print(f"load it with PeftModel.from_pretrained(GPT2LMHeadModel.from_pretrained(<its base>), {path!r}); "
+              "the base is named in adapter_config.json")
+    else:
+        print(f"load it with GPT2LMHeadModel.from_pretrained({path!r})")
 
 
 if __name__ == '__main__':

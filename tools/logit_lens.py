@@ -9,7 +9,7 @@ its probability are drawn as a layer x position table coloured by probability, a
 
 Writes results/<name>_<model>.png. Row 'embeddings' is the input (token + position embeddings); row
 'block k' is the residual stream after block k; the last row is the model's own prediction.
-Probabilities are under the model distribution (softmax of the logits, temperature 1). A blue box
+Probabilities are under the model distribution (softmax of the logits, temperature 1). An orange box
 marks a cell whose top token is the prompt's actual next token.
 """
 
@@ -94,7 +94,7 @@ def main():
     path = logit_lens_table(cells, lens.top_probs.numpy(), rows, labels,
                             os.path.join(results_dir, f"{name}_{file_tag(loaded.source)}.png"), hits=hits,
                             title=f"logit lens of {model_label(loaded.source)}: top next-token "
-                            "prediction per layer (blue box = the actual next token)")
+                            "prediction per layer (orange box = the actual next token)")
     print(f"saved {path}")
 
 

@@ -15,6 +15,42 @@ MODEL_COLOR, MODEL_LIGHT = '#3a6ea5', '#a9c6e8'
 CHOSEN_COLOR, CHOSEN_LIGHT = '#d1495b', '#f2b5bd'  # the chosen token, same two shades
 
 
+class ProbabilityScale:
+    """The probability scale of the HTML pages (web/scale.json, via html_report.probability_scale), for
+    charts: a probability's bucket, its colour and text ink, and a colour bar with the buckets' edges."""
+
+    def __init__(self):
+        from nanoprobs.html_report import probability_scale
+        s = probability_scale()
+        self.edges, self.colors, self.inks = s['edges'], s['colors'], s['ink']
+
+    def bucket(self, p):
+        """i such that edges[i-1] <= p < edges[i] (page.js: bucket)."""
+        return sum(p >= e for e in self.edges)
+
+    def color(self, p):
+        return self.colors[self.bucket(p)]
+
+    def ink(self, p):
+        return self.inks[self.bucket(p)]
+
+    def cmap_norm(self):
+        """(colormap, norm) for matplotlib (imshow, ScalarMappable): probability -> its bucket's colour."""
+        from matplotlib.colors import BoundaryNorm, ListedColormap
+        return ListedColormap(self.colors), BoundaryNorm([0.0] + list(self.edges) + [1.0], len(self.colors))
+
+    def colorbar(self, fig, orientation='horizontal', **where):
+        """The buckets as a colour bar (where: cax=... or ax=..., as fig.colorbar), equal widths, labelled
+        with their edges."""
+        plt = pyplot()
+        cmap, norm = self.cmap_norm()
+        cb = fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), orientation=orientation,
+                          spacing='uniform', **where)
+        cb.set_ticks(norm.boundaries, labels=[f"{b:g}" for b in norm.boundaries])
+        cb.ax.tick_params(labelsize=8)
+        return cb
+
+
 def pyplot():
     """matplotlib.pyplot, with a headless backend unless a display is available."""
     import matplotlib

@@ -7,48 +7,57 @@ import math
 from nanoprobs.formatting import format_ratio, short_models, token_label
 from nanoprobs.plots.common import fit_text, pyplot, save
 
+RISE, FALL = '#2ca02c', '#d62728'  # a probability that rose / fell between two models
+
 
 def eval_pairs(labels, series, path, title='', show=False):
-    """Grouped bars, one group per prompt/response pair: each model's probability of the response,
-    on a log scale. series: {legend: [log-prob in nats, one per pair]}, one model or two (before, after).
+    """Each pair's response probability as a dot on a log scale, one column per prompt/response pair.
+    series: {legend: [log-prob in nats, one per pair]}, one model or two (before, after).
 
-    Bars are drawn as log10 values with 10^k tick labels rather than on matplotlib's log axis, so a
-    probability below float64's range (1e-308, common for long responses) still gets its bar. With two
-    series each pair is marked with the ratio after/before, green when it rose, red when it fell."""
+    Dots, not bars: on a log scale a bar's length would only measure the distance to wherever the axis
+    starts. Positions are log10 values with 10^k tick labels rather than matplotlib's log axis, so a
+    probability below float64's range (1e-308, common for long responses) is still drawn. With two series
+    a line joins each pair's before (ring) and after (dot), green when it rose, red when it fell: its length
+    is the change in log-probability; the ratio after/before is written above the frame."""
     plt = pyplot()
     from matplotlib.ticker import FuncFormatter, MaxNLocator
     names, n = list(series), len(labels)
     l10 = {k: [lp / math.log(10) for lp in v] for k, v in series.items()}
     vmin, vmax = min(min(v) for v in l10.values()), max(max(v) for v in l10.values())
     span = max(vmax - vmin, 1.0)
-    lo = math.floor(vmin - 0.08 * span)  # bars grow up from here to log10 p
-    width = 0.8 / len(names)
     fig, ax = plt.subplots(figsize=(max(8.0, 0.42 * n + 3), 6.0))
-    colors = ['#9aa5b1', '#1f77b4'] if len(names) == 2 else ['#1f77b4']
-    for j, k in enumerate(names):
-        xs = [i + (j - (len(names) - 1) / 2) * width for i in range(n)]
-        ax.bar(xs, [v - lo for v in l10[k]], width, bottom=lo, label=k, color=colors[j % len(colors)])
-    if len(names) == 2:  # the ratios in a row above the frame, where no bar can reach them
-        from matplotlib.transforms import blended_transform_factory
+    xs = list(range(n))
+    if len(names) == 2:
+        before, after = l10[names[0]], l10[names[1]]
+        for i, (b, a) in enumerate(zip(before, after)):
+            ax.plot([i, i], [b, a], color=RISE if a > b else FALL if a < b else '0.5', lw=1.8, zorder=2)
+        ax.scatter(xs, before, s=70, facecolors='white', edgecolors='0.45', linewidths=1.4, label=names[0],
+                   zorder=3)  # a ring, larger than the after dot: still seen when the two coincide
+        ax.scatter(xs, after, s=26, color='#1f77b4', label=names[1], zorder=4)
+        from matplotlib.transforms import blended_transform_factory  # the ratios, above the frame
         above = blended_transform_factory(ax.transData, ax.transAxes)
-        for i, (b, a) in enumerate(zip(*l10.values())):
+        for i, (b, a) in enumerate(zip(before, after)):
             d = a - b  # log10 of the ratio
             ax.text(i, 1.01, format_ratio(d * math.log(10)), transform=above, ha='center', va='bottom',
                     fontsize=7, rotation=90 if n > 8 else 0,
-                    color='#2ca02c' if d > 0 else '#d62728' if d < 0 else 'black')
-    ax.set_ylim(lo, max(0.0, vmax) + 0.12 * span)  # room above the bars for the legend
+                    color=RISE if d > 0 else FALL if d < 0 else 'black')
+    else:
+        name, = names
+        ax.scatter(xs, l10[name], s=30, color='#1f77b4', label=name, zorder=3)
+    ax.set_ylim(vmin - 0.08 * span, vmax + 0.15 * span)  # room above the dots for the legend
     ax.yaxis.set_major_locator(MaxNLocator(integer=True, nbins=10))
     ax.yaxis.set_major_formatter(FuncFormatter(
         lambda y, _: f"$10^{{{int(y)}}}$" if y < 0 else '1' if y == 0 else ''))
-    ax.axhline(0, color='black', linewidth=0.6)
-    ax.set_xticks(range(n))
+    if vmax + 0.15 * span >= 0:
+        ax.axhline(0, color='black', linewidth=0.6)  # probability 1, the top of any scale
+    ax.set_xticks(xs)
     ax.set_xticklabels(labels, rotation=60, ha='right', fontsize=8)
     ax.set_xlim(-0.6, n - 0.4)
     ax.set_ylabel('P(response | prompt), log scale')
     ratios = '\nabove each pair: the ratio after/before' if len(names) == 2 else ''
     ax.set_title(fit_text(short_models(title or 'probability of each response'), fig.get_figwidth() - 1.2, 11)
                  + ratios, fontsize=11, loc='left', pad=56 if len(names) == 2 and n > 8 else 16)
-    ax.grid(axis='y', alpha=0.3)
+    ax.grid(alpha=0.3)
     handles, keys = ax.get_legend_handles_labels()
     ax.legend(handles, [short_models(k) for k in keys], loc='upper left', ncol=len(names), fontsize=8,
               framealpha=0.9)
@@ -63,7 +72,7 @@ def eval_token_changes(items, path, title='', show=False):
     items = [(f"pair {i}: '{token_label(t, 20)}'", d) for t, i, d in sorted(items, key=lambda x: x[2])]
     fig, ax = plt.subplots(figsize=(8.0, max(3.0, 0.28 * len(items) + 1.4)))
     ys = range(len(items))
-    ax.barh(ys, [d for _, d in items], color=['#2ca02c' if d > 0 else '#d62728' for _, d in items])
+    ax.barh(ys, [d for _, d in items], color=[RISE if d > 0 else FALL for _, d in items])
     ax.set_yticks(list(ys))
     ax.set_yticklabels([lbl for lbl, _ in items], fontsize=8)
     for y, (_, d) in zip(ys, items):

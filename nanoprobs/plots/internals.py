@@ -4,7 +4,7 @@ The inside of a model, for the inspect tools: attention maps (tools/attention.py
 """
 
 from nanoprobs.formatting import prob_text, token_label
-from nanoprobs.plots.common import fit_text, pyplot, save
+from nanoprobs.plots.common import ProbabilityScale, fit_text, pyplot, save
 
 
 def attention_grid(att, path, layer_names=None, title='', show=False):
@@ -88,24 +88,27 @@ def logit_lens_table(cells, probs, row_names, col_names, path, hits=None, title=
     plt = pyplot()
     R, C = len(cells), len(cells[0])
     fig, ax = plt.subplots(figsize=(min(max(0.8 * C + 2.6, 7.0), 30.0), max(0.42 * R + 1.9, 3.4)))
-    im = ax.imshow(probs, cmap='YlOrRd', vmin=0.0, vmax=1.0, aspect='auto', origin='lower')
+    scale = ProbabilityScale()  # the HTML report's probability scale
+    cmap, norm = scale.cmap_norm()
+    ax.imshow(probs, cmap=cmap, norm=norm, aspect='auto', origin='lower')
     for r in range(R):
         for c in range(C):
             p = float(probs[r][c])
             ax.text(c, r, f"{token_label(cells[r][c], 9)}\n{prob_text(p)}", ha='center', va='center',
-                    fontsize=6.5, color='white' if p > 0.65 else 'black', linespacing=1.0)
-            if hits is not None and hits[r][c]:
-                ax.add_patch(plt.Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, edgecolor='#1f77b4',
-                                           linewidth=1.6))
+                    fontsize=6.5, color=scale.ink(p), linespacing=1.0)
+            if hits is not None and hits[r][c]:  # the page's outline colour: seen on every colour of the scale
+                ax.add_patch(plt.Rectangle((c - 0.45, r - 0.45), 0.9, 0.9, fill=False, edgecolor='#e6550d',
+                                           linewidth=2.0))
     ax.set_xticks(range(C))
     ax.set_xticklabels([token_label(s, 10) for s in col_names], rotation=45, ha='right', fontsize=8)
     ax.set_yticks(range(R))
     ax.set_yticklabels(row_names, fontsize=8)
     ax.set_xlabel('input token (each column predicts the token after it)')
     ax.set_ylabel('residual stream after')
-    fig.colorbar(im, ax=ax, fraction=0.025, pad=0.02).set_label('probability of the top token')
+    scale.colorbar(fig, 'vertical', ax=ax, fraction=0.025, pad=0.02).set_label(
+        "probability of the top token (the HTML report's scale)")
     ax.set_title(fit_text(title or 'logit lens: top next-token prediction of every layer '
-                          '(blue box: the actual next token)', fig.get_figwidth() - 1.6, 10),
+                          '(orange box: the actual next token)', fig.get_figwidth() - 1.6, 10),
                  fontsize=10, loc='left')
     fig.tight_layout()
     return save(fig, path, show)
@@ -120,8 +123,12 @@ def embedding_scatter(xy, labels, path, xy_after=None, names=('before', 'after')
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(9.0, 7.5))
     x0, y0 = [float(p[0]) for p in xy], [float(p[1]) for p in xy]
-    ax.scatter(x0, y0, s=14, color='#1f77b4', label=names[0], zorder=3)
-    if xy_after is not None:
+    xs = list(x0)
+    if xy_after is None:
+        ax.scatter(x0, y0, s=14, color='#1f77b4', label=names[0], zorder=3)
+    else:  # before: a ring above the after dot, so a word that barely moved shows both
+        ax.scatter(x0, y0, s=46, facecolors='none', edgecolors='#1f77b4', linewidths=1.2, label=names[0],
+                   zorder=4)
         scale = arrow_scale if moves else 1.0  # no move to magnify between two separate maps
         x1 = [a + scale * (float(p[0]) - a) for a, p in zip(x0, xy_after)]
         y1 = [b + scale * (float(p[1]) - b) for b, p in zip(y0, xy_after)]
@@ -132,9 +139,14 @@ def embedding_scatter(xy, labels, path, xy_after=None, names=('before', 'after')
             else:
                 ax.plot([a, c], [b, d], color='0.7', lw=0.6, zorder=1)
         scaled = f" (moves ×{scale:g})" if scale != 1 else ''
-        ax.scatter(x1, y1, s=10, color='#d62728', label=names[1] + scaled, zorder=3)
-    for a, b, s in zip(x0, y0, labels):
-        ax.annotate(token_label(s, 16), (a, b), xytext=(3, 3), textcoords='offset points', fontsize=8)
+        ax.scatter(x1, y1, s=12, color='#d62728', label=names[1] + scaled, zorder=3)
+        xs += x1
+    lo, hi = min(xs), max(xs)
+    for a, b, s in zip(x0, y0, labels):  # labels of the right-most points go to their left: inside the frame
+        left = hi > lo and a > lo + 0.8 * (hi - lo)
+        ax.annotate(token_label(s, 16), (a, b), xytext=(-4 if left else 4, 3), textcoords='offset points',
+                    fontsize=8, ha='right' if left else 'left', zorder=5)
+    ax.margins(0.06)
     ax.set_xlabel(axis_labels[0])
     ax.set_ylabel(axis_labels[1])
     ax.grid(alpha=0.3)

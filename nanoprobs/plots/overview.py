@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 
 from nanoprobs.formatting import plain, prob_text
-from nanoprobs.plots.common import MODEL_COLOR, pyplot, save
+from nanoprobs.plots.common import MODEL_COLOR, ProbabilityScale, pyplot, save
 
 
 @dataclass
@@ -59,12 +59,9 @@ def overview_figure(ov, width=12.0, cols=110, max_lines=60):
     plt = pyplot()
     import numpy as np
     from matplotlib.collections import PatchCollection
-    from matplotlib.colors import ListedColormap, LogNorm
     from matplotlib.patches import Rectangle
     from matplotlib.ticker import MaxNLocator
-    cmap = ListedColormap(plt.get_cmap('YlOrRd')(np.linspace(0.85, 0.0, 256)))  # unlikely: red; likely: pale
-    cmap = cmap.with_extremes(bad=cmap(0))
-    norm = LogNorm(vmin=1e-4, vmax=1, clip=True)
+    scale = ProbabilityScale()  # the page's: the same buckets and colours for the same probability
     units = ov.units()
     cells = _overview_cells(ov.prompt, [text for text, _ in units], cols)
     n_lines = (cells[-1][0] + 1) if cells else 1
@@ -89,10 +86,9 @@ def overview_figure(ov, width=12.0, cols=110, max_lines=60):
     rects, colors = [], []
     for line, col, piece, idx in cells:
         rects.append(Rectangle((col, line + 0.06), len(piece), 0.88))
-        colors.append('0.93' if idx < 0 else cmap(norm(max(units[idx][1], 1e-300))))
-        dark = idx >= 0 and units[idx][1] < 0.003  # the darkest reds: white text stays readable
+        colors.append('0.93' if idx < 0 else scale.color(units[idx][1]))
         ax.text(col, line + 0.5, piece, family='DejaVu Sans Mono', fontsize=fs, va='center', ha='left',
-                color='0.45' if idx < 0 else 'white' if dark else 'black', parse_math=False)
+                color='0.45' if idx < 0 else scale.ink(units[idx][1]), parse_math=False)
     ax.add_collection(PatchCollection(rects, facecolors=colors, edgecolors='white', linewidths=0.6))
     if cut:
         ax.text(cols, n_lines + 0.2, f"… text cut after {max_lines} lines", ha='right', va='top',
@@ -100,13 +96,11 @@ def overview_figure(ov, width=12.0, cols=110, max_lines=60):
     fig.suptitle(ov.title, x=margin_l / width, y=1 - 0.08 / H, ha='left', va='top', fontsize=10.5,
                  parse_math=False)
     cax = fig.add_axes(frac(title_h + text_h + 0.12, 0.14))
-    cb = fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), cax=cax, orientation='horizontal')
-    cb.set_ticks([1e-4, 1e-3, 1e-2, 1e-1, 1], labels=['≤0.0001', '0.001', '0.01', '0.1', '1'])
-    cb.ax.tick_params(labelsize=8)
+    cb = scale.colorbar(fig, cax=cax)
     what = 'forced' if ov.forced else 'generated'
     joined = (' (tokens that form one character: together)'
               if any(b - a > 1 for a, b, _ in ov.pieces or []) else '')
-    cb.set_label(f"shading: model probability of each {what} token{joined} (grey: prompt)", fontsize=9)
+    cb.set_label(f"shading: model probability of each {what} token{joined}, the HTML report's scale (grey: prompt)", fontsize=9)
     # chosen-token probability per step, both distributions, log scale
     pax = fig.add_axes([0.06, 0.45 / H, 0.92, (plot_h - 0.85) / H])
     steps = np.arange(1, len(ov.probs) + 1)

@@ -30,9 +30,10 @@ function label(t) {
 }
 
 // --- colours (display only) ---
-const PROB_EDGES = [0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 0.75];  // 8 buckets of probability
-const PROB_NAMES = ['< 0.001', '0.001–0.01', '0.01–0.05', '0.05–0.1', '0.1–0.25', '0.25–0.5', '0.5–0.75',
-  '≥ 0.75'];
+// the probability scale, shared with the PNG charts: web/scale.json, inlined by html_report.py
+const SCALE = JSON.parse(document.getElementById('scale-data').textContent);
+const PROB_EDGES = SCALE.edges;  // 8 buckets of probability
+const PROB_NAMES = SCALE.names;
 const RANK_NAMES = ['top 10', 'top 100', 'top 1000', 'beyond'];
 const DELTA_EDGES = [-2, -0.5, -0.1, 0.1, 0.5, 2];  // nats, 7 buckets
 const DELTA_NAMES = ['fell > 2 nats', '0.5–2', '0.1–0.5', 'about the same', '0.1–0.5', '0.5–2',
