@@ -226,11 +226,10 @@ def model_from_checkpoint(ckpt, dropout=None, path='checkpoint', merge=True):
     args = {k: ckpt['model_args'][k] for k in MODEL_ARGS if k in ckpt['model_args']}
     if dropout is not None:
         args['dropout'] = dropout
-    config = GPTConfig(**args, gelu=ckpt.get('gelu', 'exact'))
-    model = GPT(config)
     sd = clean_state_dict(ckpt['model'])
     sd = {k: v for k, v in sd.items() if not k.endswith('.attn.bias')}  # old upstream mask buffers
     checks.check_args_fit_weights(args, sd, path)  # before building: edited sizes must not allocate
+    model = GPT(GPTConfig(**args, gelu=ckpt.get('gelu', 'exact')))
     try:
         model.load_state_dict(sd)
     except RuntimeError as e:
