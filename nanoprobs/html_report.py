@@ -24,6 +24,7 @@ import re
 
 from nanoprobs import atomic
 from nanoprobs.formatting import format_prob, format_ratio, sampling_text
+from nanoprobs.scores import format_ppl, perplexity
 
 WEB = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'web')
 FORMAT = 'nanogpt-report/1'
@@ -95,7 +96,7 @@ def sample_totals(s, sampling=None):
             ['probability under the model distribution', format_prob(lp)],
             ['log-prob (model)', f"{lp:.4f}"]]
     if T:
-        rows.append(['perplexity', f"{math.exp(-lp / T):.2f}"])
+        rows.append(['perplexity', format_ppl(perplexity(lp / T), '.2f')])
     if sampling is not None and hasattr(s, 'sample_logprobs'):
         slp = s.sample_logprob
         rows += [[f"probability under the sampling distribution ({sampling})", format_prob(slp)],
@@ -172,12 +173,13 @@ def eval_page(d, title=''):
                          before_expected=b['expected'][i], change=num(lp - blp), change_ratio=format_ratio(lp - blp),
                          change_nats=f"{lp - blp:+.3f} nats" if math.isfinite(lp - blp) else '')
             tokens.append(e)
+        ppl = format_ppl(perplexity(p['mean_logprob']), '.2f')  # 'inf' past float range (null in the file)
         totals = [['tokens', str(len(tokens))], ['probability of the response', format_prob(p['logprob'])],
-                  ['log-prob', f"{p['logprob']:.4f}"], ['perplexity', f"{p['perplexity']:.2f}"],
+                  ['log-prob', f"{p['logprob']:.4f}"], ['perplexity', ppl],
                   ['greedy decoding gives it', 'yes' if p['greedy'] else 'no']]
         row = [str(p['index']), (p.get('joined') or [p['prompt']])[0],
                (p.get('joined') or [0, p['response']])[1],
-               format_prob(p['logprob']), f"{p['logprob']:.3f}", f"{p['perplexity']:.2f}"]
+               format_prob(p['logprob']), f"{p['logprob']:.3f}", ppl]
         if b is not None:
             dl = p['logprob'] - b['logprob']
             totals += [['before: probability', format_prob(b['logprob'])],

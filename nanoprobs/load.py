@@ -182,7 +182,7 @@ def load_checkpoint(path, map_location='cpu'):
     missing = [k for k in MODEL_ARGS if k != 'dropout' and k not in ckpt['model_args']]
     if missing:
         raise ValueError(f"{path}: model_args lacks {missing}")
-    if not isinstance(ckpt['model'], dict):
+    if 'model' in ckpt and not isinstance(ckpt['model'], dict):
         raise ValueError(f"{path}: 'model' is a {type(ckpt['model']).__name__}, not the weights (a dict of "
                          "tensors); the checkpoint is damaged: use another checkpoint")
     return ckpt

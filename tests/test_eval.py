@@ -232,7 +232,7 @@ def test_comparison_direction_and_counts():
     assert [r['direction'] for r in rows] == ['↑', '↓', '=', '↑']
     assert (rows[1]['logprob'], rows[1]['before_logprob'], rows[1]['delta_logprob']) == ('-5.500000', '-3.000000', '-2.500000')
     # different pairs cannot be compared
-    with pytest.raises(EvalDataError, match='pair 1 differs'):
+    with pytest.raises(EvalDataError, match="pair 1's prompt differs"):
         other = _run([[-1.0]], 'x')
         other.pairs[0].prompt = 'something else'
         compare(_run([[-1.0]], 'y'), other)

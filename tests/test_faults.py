@@ -314,3 +314,71 @@ def test_truncated_safetensors_is_one_line(tmp_path, hf_folder):
         load.load_model(str(tmp_path / 'hf'), device='cpu')
     msg = one_line(e)
     assert msg.startswith(f"{st} is not a readable safetensors file (truncated or corrupt?)"), msg
+
+
+# -----------------------------------------------------------------------------
+# eval.py: files too deep to read, text that is no text, results past float range, comparisons
+
+def eval_run(lps, name, prompts=None):
+    from nanoprobs.scores import EvalRun, PairResult
+    prompts = prompts or [f"p{i}" for i in range(len(lps))]
+    pairs = [PairResult(index=i + 1, prompt=prompts[i], response=f" r{i}", prompt_ids=[1],
+                        response_ids=[2 + j for j in range(len(x))], tokens=[f"t{j}" for j in range(len(x))],
+                        logprobs=x, ranks=[1] * len(x), expected=['x'] * len(x)) for i, x in enumerate(lps)]
+    return EvalRun(name, {'eval_data': 'x.json'}, pairs, source=f"{name}.json")
+
+
+@pytest.mark.parametrize('reader', ['read_pairs', 'read_results'])
+def test_deeply_nested_json_is_one_line(tmp_path, reader):
+    from nanoprobs import pairs
+    path = tmp_path / 'deep.json'
+    path.write_text('[' * 100000 + ']' * 100000)
+    with pytest.raises(UserError) as e:
+        getattr(pairs, reader)(str(path))
+    assert one_line(e).startswith(f"{path} nests lists or objects deeper than can be read"), str(e.value)
+
+
+@pytest.mark.parametrize('body,part', [
+    ('[{"prompt": "Once", "response": " a\\ud800b"}]', 'pair 1 (entry 1 of the list): "response" holds a lone '
+                                                       'surrogate \\ud800 at character 2'),
+    ('[["a", "b"], {"prompt": "\\udfff", "response": "b"}]', 'pair 2 (entry 2 of the list): "prompt" holds a lone '
+                                                             'surrogate \\udfff at character 0'),
+    ('[{"prompt": "a", "response": "b", "kind": "\\ud83d"}]', 'pair 1 (entry 1 of the list): the rest of the pair holds a lone surrogate'),
+])
+def test_a_lone_surrogate_names_the_pair_and_the_fix(tmp_path, body, part):
+    from nanoprobs import pairs
+    path = tmp_path / 'pairs.json'
+    path.write_text(body)
+    with pytest.raises(UserError) as e:
+        pairs.read_pairs(str(path))
+    msg = one_line(e)
+    assert msg.startswith(f"{path}: {part}") and 'both halves of its escape' in msg, msg
+    path.write_text('[{"prompt": "a", "response": " \\ud83d\\ude00"}]')  # a whole pair is an emoji
+    assert pairs.read_pairs(str(path))[0]['response'] == ' \U0001F600'
+
+
+def test_pair_differs_shows_where(tmp_path):
+    from nanoprobs.scores import compare
+    same = "Once upon a time, in a land far away, there lived a "
+    before = eval_run([[-1.0]], 'before', [same + "king"])
+    after = eval_run([[-1.0]], 'after', [same + "queen"])
+    with pytest.raises(UserError) as e:
+        compare(before, after)
+    assert one_line(e) == (f"pair 1's prompt differs between before.json and this run from character {len(same)} "
+                           "on: '…lived a king' there, '…lived a queen' here; compare runs over the same eval_data")
+
+
+def test_results_past_float_range_are_written(tmp_path):
+    """A pair's mean log-prob of -800 makes a perplexity of exp(800), past float range: the console says inf, the
+    results file (strict JSON) holds null beside the mean log-prob, the HTML report shows inf; all are written."""
+    from nanoprobs.report import write_results
+    from nanoprobs.scores import compare
+    before = eval_run([[-800.0, -900.0], [-1.0]], 'before')
+    after = eval_run([[-1.0, -2.0], [-2000.0]], 'after')
+    paths = write_results(after, compare(before, after), str(tmp_path), 'x', html=True)
+    assert {os.path.splitext(p)[1] for p in paths} >= {'.json', '.csv', '.md', '.html'}
+    d = json.loads(open(tmp_path / 'eval_x.json').read(), parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
+    assert [p['perplexity'] for p in d['pairs']] == [pytest.approx(math.exp(1.5)), None]
+    assert d['pairs'][1]['mean_logprob'] == -2000.0
+    assert d['comparison']['deltas'] == [1697.0, -1999.0]  # after - before, in log space: finite
+    assert 'inf' in open(tmp_path / 'eval_x.html', encoding='utf-8').read()
