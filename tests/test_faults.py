@@ -382,3 +382,70 @@ def test_results_past_float_range_are_written(tmp_path):
     assert d['pairs'][1]['mean_logprob'] == -2000.0
     assert d['comparison']['deltas'] == [1697.0, -1999.0]  # after - before, in log space: finite
     assert 'inf' in open(tmp_path / 'eval_x.html', encoding='utf-8').read()
+
+
+# -----------------------------------------------------------------------------
+# sample.py and beam search: what cannot fit is refused in one line; what can is streamed
+
+def run_sample(monkeypatch, capsys, tmp_path, *args):
+    """sample.py as a script, in this process: (exit code, stderr)."""
+    import runpy
+    import sample
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr('sys.argv', ['sample.py', *args])
+    with pytest.raises(SystemExit) as e:
+        runpy.run_path(sample.__file__, run_name='__main__')
+    return e.value.code, capsys.readouterr().err.strip()
+
+
+@pytest.mark.parametrize('args,start', [
+    (['--num_samples=1000000'], "error: num_samples=1,000,000 with html=True: the report keeps every sample's token "
+                                "details in memory, so at most 10,000; use fewer samples, or --html=False"),
+    (['--seed=99999999999999999999'], "error: --seed=99999999999999999999 must be a whole number from 0 to"),
+    (['--seed=4294967290', '--num_samples=10', '--html=False'],
+     "error: --seed=4294967290 must be a whole number from 0 to 4294967286"),
+])
+def test_sample_settings_that_cannot_run_are_one_line_before_loading(tmp_path, monkeypatch, capsys, args, start):
+    code, err = run_sample(monkeypatch, capsys, tmp_path, '--out_dir=nowhere', *args)  # no model: checked first
+    assert code == 1 and '\n' not in err and err.startswith(start), err
+
+
+def test_samples_stream_one_generator_per_sample_made_when_needed(monkeypatch):
+    """A million samples do not hold a million generators: SampleGenerators makes each as its batch runs, and
+    the samples equal those of a list of the same generators."""
+    import sample as S
+    from contextlib import nullcontext
+    from nanoprobs.sampling import make_generator
+    made = []
+    monkeypatch.setattr(S, 'make_generator', lambda d, s: made.append(s) or make_generator(d, s))
+    gens = S.SampleGenerators('cpu', 7, 10 ** 6)
+    assert len(gens) == 10 ** 6 and made == []
+    model, prompt = tiny_model(), [464, 3290, 318]
+    lazy = S.generate_samples(model, nullcontext(), prompt, 10 ** 6, 4, 1.5, None, 1.0, generator=gens,
+                              batch_size=2)
+    got = [next(lazy).tokens for _ in range(3)]
+    assert made == [7, 8, 9, 10]  # two batches of two
+    want = list(S.generate_samples(model, nullcontext(), prompt, 3, 4, 1.5, None, 1.0, batch_size=2,
+                                   generator=[make_generator('cpu', 7 + i) for i in range(3)]))
+    assert got == [s.tokens for s in want]
+
+
+def test_beam_search_length_penalty_past_float_range_is_one_line():
+    model = tiny_model()
+    for lp in (-1e308, 1e308, 500.0):
+        with pytest.raises(ValueError) as e:
+            model.beam_search([464, 3290], 5, num_beams=2, length_penalty=lp)
+        msg = one_line(e)
+        assert msg.startswith(f"length_penalty={lp!r} is too large for a beam of up to 5 tokens") \
+            and 'use a value from -429 to 429' in msg, msg
+    beams = model.beam_search([464, 3290], 5, num_beams=2, length_penalty=-400.0)  # extreme, yet a float
+    assert all(math.isfinite(b.score) for b in beams)
+
+
+def test_beam_search_too_many_beams_for_memory_is_one_line(monkeypatch):
+    monkeypatch.setattr(checks, 'available_memory', lambda device='cpu': 2 ** 30)  # 1 GB free
+    with pytest.raises(ValueError) as e:
+        tiny_model().beam_search([464, 3290], 5, num_beams=100000)
+    msg = one_line(e)
+    assert msg.startswith("beam search with num_beams=100,000 (a KV cache and 50,257 candidate scores per beam) "
+                          "needs about 151.3 GB of memory on cpu, and ") and "1.0 GB is free: it cannot fit; use fewer beams" in msg, msg
