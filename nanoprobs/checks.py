@@ -131,6 +131,40 @@ def check_seed(seed, count=1, key='seed'):
 
 
 # -----------------------------------------------------------------------------
+# text files
+
+def encoding_fix(path, head):
+    """How to make the file at path, which starts with the bytes `head` and is not UTF-8, into UTF-8 text:
+    UTF-16 (a byte-order mark, or NULs between letters) and binary files are told apart from 8-bit text."""
+    q = f"'{path}'"
+    if looks_utf16(head):
+        return f"it is UTF-16 text: convert it with iconv -f utf-16 -t utf-8 {q} > fixed.txt"
+    if head.count(0) > len(head) // 100 or sum(b < 9 or 13 < b < 32 for b in head) > len(head) // 10:
+        return "it holds binary data (NUL or control bytes), not text: give a text file"
+    return (f"convert it to UTF-8 (e.g. iconv -f latin1 -t utf-8 {q} > fixed.txt, if it is Latin-1), or save "
+            "it as UTF-8 in an editor")
+
+
+def looks_utf16(head):
+    """Whether bytes read from a file's start are UTF-16: a byte-order mark, or a NUL in every other byte
+    (ASCII as UTF-16, which is valid UTF-8 full of NULs)."""
+    if head[:2] in (b'\xff\xfe', b'\xfe\xff'):
+        return True
+    n = len(head) // 2
+    odd, even = head[1::2].count(0), head[0::2].count(0)
+    return n >= 4 and (odd > n // 2 and even < n // 8 or even > n // 2 and odd < n // 8)
+
+
+def head_of(path, n=4096):
+    """The first n bytes of the file at path (b'' if it cannot be read)."""
+    try:
+        with open(path, 'rb') as f:
+            return f.read(n)
+    except OSError:
+        return b''
+
+
+# -----------------------------------------------------------------------------
 # memory
 
 def gib(n):

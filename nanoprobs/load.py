@@ -112,11 +112,18 @@ def read_text(value, setting='start'):
     if not value.startswith('FILE:'):
         return value
     path = value[len('FILE:'):]
+    if os.path.exists(path) and not os.path.isfile(path):  # /dev/zero would be read forever
+        raise ValueError(f"{setting}={value!r}: {path!r} is not a regular file (a folder, device or pipe); "
+                         "give a UTF-8 text file")
     try:
-        with open(path, 'r', encoding='utf-8') as f:
-            return f.read()
+        with open(path, 'rb') as f:
+            data = f.read()
+        return data.decode('utf-8').replace('\r\n', '\n').replace('\r', '\n')  # as open(path, 'r') reads
     except OSError as e:
         raise ValueError(f"{setting}={value!r}: cannot read {path!r} ({e.strerror})") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{setting}={value!r}: {path!r} is not UTF-8 text (byte {e.start:,} is "
+                         f"0x{e.object[e.start]:02x}); {checks.encoding_fix(path, checks.head_of(path))}") from None
 
 
 def encode_prompt(tok, start, block_size=None):

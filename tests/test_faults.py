@@ -449,3 +449,25 @@ def test_beam_search_too_many_beams_for_memory_is_one_line(monkeypatch):
     msg = one_line(e)
     assert msg.startswith("beam search with num_beams=100,000 (a KV cache and 50,257 candidate scores per beam) "
                           "needs about 151.3 GB of memory on cpu, and ") and "1.0 GB is free: it cannot fit; use fewer beams" in msg, msg
+
+
+@pytest.mark.parametrize('content,part', [
+    (bytes(range(256)) * 4, "is not UTF-8 text (byte 128 is 0x80); it holds binary data (NUL or control bytes), not "
+                            "text: give a text file"),
+    ('Once upon a time'.encode('utf-16'), "is not UTF-8 text (byte 0 is 0xff); it is UTF-16 text: convert it with "
+                                          "iconv -f utf-16 -t utf-8"),
+    ('Once upon a café'.encode('latin-1'), "is not UTF-8 text (byte 15 is 0xe9); convert it to UTF-8 (e.g. iconv -f "
+                                           "latin1"),
+])
+def test_start_file_that_is_not_text_names_it_and_the_fix(tmp_path, content, part):
+    path = tmp_path / 'prompt.bin'
+    path.write_bytes(content)
+    with pytest.raises(ValueError) as e:
+        load.read_text(f'FILE:{path}')
+    assert one_line(e).startswith(f"start='FILE:{path}': '{path}' {part}"), str(e.value)
+    with pytest.raises(ValueError) as e:
+        load.read_text('FILE:/dev/zero')  # would be read forever
+    assert one_line(e) == ("start='FILE:/dev/zero': '/dev/zero' is not a regular file (a folder, device or pipe); "
+                           "give a UTF-8 text file")
+    path.write_bytes(b'Once\r\nupon\n')
+    assert load.read_text(f'FILE:{path}') == 'Once\nupon\n'  # as text mode reads it
