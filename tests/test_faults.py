@@ -471,3 +471,65 @@ def test_start_file_that_is_not_text_names_it_and_the_fix(tmp_path, content, par
                            "give a UTF-8 text file")
     path.write_bytes(b'Once\r\nupon\n')
     assert load.read_text(f'FILE:{path}') == 'Once\nupon\n'  # as text mode reads it
+
+
+# -----------------------------------------------------------------------------
+# the inspection tools and the Hugging Face export on a full or read-only disk: one line, nothing half-written
+
+def run_module(monkeypatch, capsys, cwd, module, *args):
+    """python -m <module> args, in this process: (exit code, stdout, stderr)."""
+    import runpy
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr('sys.argv', [module, *args])
+    code = 0
+    try:
+        runpy.run_module(module, run_name='__main__', alter_sys=False)
+    except SystemExit as e:
+        code = e.code
+    out = capsys.readouterr()
+    return code, out.out, out.err.strip()
+
+
+@pytest.mark.parametrize('err,fix', [
+    (errno.ENOSPC, "No space left on device; the disk is full: free some space, or write somewhere else"),
+    (errno.EROFS, "Read-only file system; write somewhere else"),
+])
+def test_a_tool_on_a_full_or_read_only_disk_is_one_line_and_writes_nothing(tmp_path, monkeypatch, capsys, err,
+                                                                           fix):
+    from nanoprobs import atomic
+    write_ckpt(tmp_path / 'out')
+    real = atomic.write_all
+
+    def failing(writers, *a, **k):
+        def fail(tmp):
+            open(tmp, 'wb').write(b'\x89PNG half')
+            raise OSError(err, os.strerror(err))
+        return real({p: fail for p in writers}, *a, **k)
+    monkeypatch.setattr(atomic, 'write_all', failing)
+    code, out, msg = run_module(monkeypatch, capsys, tmp_path, 'tools.logit_lens', '--init_from=resume', '--out_dir=out',
+                                '--start=Once upon a time')
+    assert code == 1 and '\n' not in msg and msg.startswith("error: results/logit_lens_out.png: "), msg
+    assert msg.endswith(fix), msg
+    assert os.listdir(tmp_path / 'results') == []  # no half PNG, no temporary file
+
+
+def test_export_on_a_full_disk_keeps_the_earlier_export(tmp_path, monkeypatch, capsys, hf_folder):
+    pytest.importorskip('transformers', reason="the export needs transformers: pip install transformers")
+    from transformers import GPT2LMHeadModel
+    write_ckpt(tmp_path / 'out')
+    code, out, err = run_module(monkeypatch, capsys, tmp_path, 'tools.export_hf', '--out_dir=out', '--check=False',
+                                '--tokenizer=False')
+    assert code == 0, err
+    before = {f: (tmp_path / 'out' / 'hf' / f).read_bytes() for f in os.listdir(tmp_path / 'out' / 'hf')}
+
+    def full(self, folder, **kw):
+        open(os.path.join(folder, 'model.safetensors'), 'wb').write(b'half')
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(GPT2LMHeadModel, 'save_pretrained', full)
+    code, out, err = run_module(monkeypatch, capsys, tmp_path, 'tools.export_hf', '--out_dir=out', '--check=False',
+                                '--tokenizer=False')
+    assert code == 1 and '\n' not in err, err
+    assert err == (f"error: could not write the export to out/hf: [Errno 28] No space left on device; out/hf is as "
+                   "it was; free some space, or give --export_dir=<a writable folder>")
+    assert {f: (tmp_path / 'out' / 'hf' / f).read_bytes() for f in os.listdir(tmp_path / 'out' / 'hf')} == before
+    assert sorted(os.listdir(tmp_path / 'out')) == ['ckpt.pt', 'hf']  # no staging folder left
