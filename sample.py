@@ -29,7 +29,6 @@ sample i draws from its own random stream (seed + i - 1), so batch_size does not
 (its log-probs only by float rounding, ~1e-6 in float32; see docs/sample.md).
 Charts are drawn after generation, from the numbers generate() collected.
 """
-import math
 import os
 import re
 from ast import literal_eval
@@ -46,6 +45,7 @@ from nanoprobs.sampling import check_sampling, make_generator
 from nanoprobs.beams import greedy_and_beams
 from nanoprobs.decoding import under_temperatures
 from nanoprobs.formatting import format_prob, sampling_text, text_tail, token_label
+from nanoprobs.scores import format_ppl, perplexity
 
 # -----------------------------------------------------------------------------
 init_from: str = 'resume'  # 'resume' (from out_dir), a gpt2 variant ('gpt2-xl'), a Hugging Face folder, a .pt
@@ -202,7 +202,7 @@ def summary(sample, i, n, temperature, top_k, top_p, forced=False):
         sdist = f"sampling distribution ({sampling}; what the tokens were drawn from)"
     mdist = "model distribution (T=1, no top-k/top-p; what the model believes)"
     lp, slp = sample.logprob, sample.sample_logprob
-    ppl = f", perplexity {math.exp(-lp / T):.2f}" if T else ''
+    ppl = f", perplexity {format_ppl(perplexity(lp / T), '.2f')}" if T else ''  # inf past float range
     lines = [head,
              f"  probability under the {mdist}: {format_prob(lp)} (log-prob {lp:.4f}{ppl})",
              f"  probability under the {sdist}: {format_prob(slp)} (log-prob {slp:.4f})"]

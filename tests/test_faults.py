@@ -533,3 +533,13 @@ def test_export_on_a_full_disk_keeps_the_earlier_export(tmp_path, monkeypatch, c
                    "it was; free some space, or give --export_dir=<a writable folder>")
     assert {f: (tmp_path / 'out' / 'hf' / f).read_bytes() for f in os.listdir(tmp_path / 'out' / 'hf')} == before
     assert sorted(os.listdir(tmp_path / 'out')) == ['ckpt.pt', 'hf']  # no staging folder left
+
+
+def test_sample_summary_of_a_sample_past_float_range_says_inf():
+    """A mean log-prob below -700 (a model with huge weights): exp overflowed into an OverflowError traceback."""
+    import sample as S
+    from nanoprobs.decoding import Sample
+    s = Sample(prompt=[1], tokens=[2] * 3, logprobs=torch.full((3,), -800.0, dtype=torch.float64),
+               sample_logprobs=torch.full((3,), -800.0, dtype=torch.float64))
+    text = '\n'.join(S.summary(s, 1, 1, 1.0, None, 1.0))
+    assert 'log-prob -2400.0000, perplexity inf)' in text
