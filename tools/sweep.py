@@ -15,7 +15,7 @@ log-uniformly with lo:hi:log, integers when both ends are. Every other argument 
 Optuna (pip install optuna) picks each trial's settings from the results so far and stops hopeless runs
 early: at each eval of a run the val loss is compared with earlier trials' at that iteration (median
 pruning). With --storage pointing at one database, any number of processes or machines running the same
-command share the study: each adds trials until it has --trials in all.
+command share the study: each adds trials until it has --trials in all (each process draws its own).
 
 Writes into sweep_dir:
   runs/<name>/   each run's out_dir, as train.py writes it (ckpt.pt, log.csv, loss.png), and train.out,
