@@ -543,3 +543,42 @@ def test_sample_summary_of_a_sample_past_float_range_says_inf():
                sample_logprobs=torch.full((3,), -800.0, dtype=torch.float64))
     text = '\n'.join(S.summary(s, 1, 1, 1.0, None, 1.0))
     assert 'log-prob -2400.0000, perplexity inf)' in text
+
+
+# -----------------------------------------------------------------------------
+# compare_tokenizers: a run counts as done only when its training reached the end
+
+class FakeTrain:
+    """subprocess.Popen for train.py that 'trains' to iteration `reach` (saving a checkpoint, exit 0, as
+    train.py does when it is stopped), optionally with a Ctrl-C reaching the waiting parent first."""
+
+    def __init__(self, model_dir, reach, ctrl_c=False):
+        self.model_dir, self.reach, self.ctrl_c = model_dir, reach, ctrl_c
+
+    def __call__(self, argv):
+        assert argv[1].endswith('train.py')
+        write_ckpt(self.model_dir, iter_num=self.reach)
+        return self
+
+    def wait(self):
+        if self.ctrl_c:
+            self.ctrl_c = False
+            raise KeyboardInterrupt
+        return 0
+
+
+@pytest.mark.parametrize('reach,ctrl_c,stopped', [(16, False, False), (5, False, True), (16, True, True)])
+def test_compare_tokenizers_counts_an_interrupted_training_as_not_done(tmp_path, monkeypatch, reach, ctrl_c,
+                                                                      stopped):
+    from tools import compare_tokenizers as ct
+    for k, v in dict(budget_mb=0.001, batch_size=4, block_size=16).items():
+        monkeypatch.setattr(ct, k, v)  # 1,000 bytes at 1 byte per token, 64 tokens per iteration: 16 iterations
+    model_dir = str(tmp_path / 'model')
+    monkeypatch.setattr(ct.subprocess, 'Popen', FakeTrain(model_dir, reach, ctrl_c))
+    if not stopped:
+        assert ct.run_training('char', None, str(tmp_path), 1.0, model_dir)[0] == 16
+        return
+    with pytest.raises(UserError) as e:
+        ct.run_training('char', None, str(tmp_path), 1.0, model_dir)
+    assert one_line(e) == (f"training char was stopped at iteration {reach} of 16 (saved in {model_dir}); run the "
+                           "same command again to continue it")
