@@ -305,7 +305,7 @@ def test_pair_longer_than_block_size_is_scored_with_a_sliding_window(model, run)
     assert r.pairs[0].note == '' and r.pairs[1].note.startswith(
         f"scored past the block size: {len(ids)} tokens (prompt {len(p)} + response {len(r_ids)}); each token "
         "after position 32 sees only the 32 tokens before it")
-    assert f"  pair 2: scored past the block size" in pairs_report(r, False, tok)
+    assert "  pair 2: scored past the block size" in pairs_report(r, False, tok)
 
 
 def test_bad_input_on_the_command_line_writes_nothing(tmp_path, tiny_ckpt):
