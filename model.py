@@ -19,6 +19,8 @@ What this file adds to upstream nanoGPT's model.py:
 
 import inspect
 import math
+import os
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -46,9 +48,15 @@ class Capture:
 
     attn[l]:  (B, nh, T, T_total) attention weights of layer l (rows sum to 1, zero above the diagonal)
     resid[l]: (B, T, C) the residual stream entering block l; resid[n_layer] is the output of the
-              last block, before ln_f."""
+              last block, before ln_f.
+    With detail=True also, per layer (tools/trace.py shows them): qkv[l] = (q, k, v), each
+    (B, nh, T, hs) after the reshape, and scores[l] (B, nh, T, T_total), q k^T / sqrt(hs) after the
+    causal mask (-inf above the diagonal), the input of the softmax."""
     attn: list = field(default_factory=list)
     resid: list = field(default_factory=list)
+    detail: bool = False
+    qkv: list = field(default_factory=list)
+    scores: list = field(default_factory=list)
 
 
 class CausalSelfAttention(nn.Module):
@@ -83,8 +91,12 @@ class CausalSelfAttention(nn.Module):
             # explicit attention, so the weights can be returned; same math as the fused kernel
             att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))  # (B, nh, T, Tk)
             mask = torch.ones(T, Tk, dtype=torch.bool, device=x.device).tril(diagonal=past)
-            att = att.masked_fill(~mask, float('-inf')).softmax(dim=-1)
+            scores = att.masked_fill(~mask, float('-inf'))
+            att = scores.softmax(dim=-1)
             capture.attn.append(att)
+            if capture.detail:
+                capture.qkv.append((q, k, v))
+                capture.scores.append(scores)
             y = self.attn_dropout(att) @ v  # (B, nh, T, hs)
         elif past == 0 or T == 1:
             # prefill (causal) or one new token (sees every cached position: no mask needed)
@@ -146,6 +158,38 @@ class GPTConfig:
 # checkpoint['model_args'] holds exactly these keys, so upstream's GPTConfig(**model_args) keeps working
 MODEL_ARGS = ('n_layer', 'n_head', 'n_embd', 'block_size', 'bias', 'vocab_size', 'dropout')
 
+
+
+class KeptTranspose(torch.autograd.Function):
+    """x @ wt, where wt is a kept contiguous copy of w.T (GPT.inference_head); the gradients go to x and
+    w as through x @ w.T, so a copy made for speed never cuts w off from training."""
+
+    @staticmethod
+    def forward(ctx, x, w, wt):
+        ctx.save_for_backward(x, w)
+        return x @ wt
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w = ctx.saved_tensors
+        gx = (g @ w.to(g.dtype)).to(x.dtype) if ctx.needs_input_grad[0] else None
+        gw = (g.flatten(0, -2).t() @ x.flatten(0, -2)).to(w.dtype) if ctx.needs_input_grad[1] else None
+        return gx, gw, None
+
+
+def embedding(num, dim):
+    """nn.Embedding(num, dim). Under torch.device('meta') (GPT.from_state_dict) it skips its random init:
+    normal_ on the meta device imports torch._dynamo, seconds of startup, for values never used."""
+    w = torch.empty(num, dim)  # a meta tensor, no memory, under torch.device('meta')
+    return nn.Embedding(num, dim, _weight=w) if w.is_meta else nn.Embedding(num, dim)
+
+
+def state_dict_error(e, limit=300):
+    """load_state_dict's RuntimeError as one short line: what is missing, unexpected or of the wrong size."""
+    lines = [ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()] or [str(e)]
+    text = ' '.join(lines)
+    return text if len(text) <= limit else text[:limit] + ' ...'
+
 # -----------------------------------------------------------------------------
 
 class GPT(nn.Module):
@@ -157,8 +201,8 @@ class GPT(nn.Module):
         self.config = config
 
         self.transformer = nn.ModuleDict(dict(
-            wte=nn.Embedding(config.vocab_size, config.n_embd),
-            wpe=nn.Embedding(config.block_size, config.n_embd),
+            wte=embedding(config.vocab_size, config.n_embd),
+            wpe=embedding(config.block_size, config.n_embd),
             drop=nn.Dropout(config.dropout),
             h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
             ln_f=LayerNorm(config.n_embd, bias=config.bias),
@@ -166,12 +210,57 @@ class GPT(nn.Module):
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.transformer.wte.weight = self.lm_head.weight  # weight tying, as GPT-2
 
+        if self.lm_head.weight.is_meta:
+            return  # built for from_state_dict: the weights come next, there is nothing to initialise
         # init all weights
         self.apply(self._init_weights)
         # apply special scaled init to the residual projections, per GPT-2 paper
         for pn, p in self.named_parameters():
             if pn.endswith('c_proj.weight'):
                 torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    def train(self, mode=True):
+        """As nn.Module's; also drops the inference-only copy of the unembedding (inference_head), so that
+        none is kept while training."""
+        self.__dict__.pop('_inference_head', None)
+        return super().train(mode)
+
+    def inference_head(self):
+        """The unembedding as a contiguous (C, V) float32 matrix, for unembed(); None where lm_head itself
+        runs (training mode; a GPU with float32 weights, where the layout makes no difference; an lm_head
+        that is not a plain bias-free nn.Linear).
+
+        A transposed copy of the tied (V, C) embedding: at the batch sizes of generation (1-16 rows) CPU
+        matmuls over a contiguous (C, V) matrix run 1.4-1.8x faster than over the (V, C) one (python -m
+        bench.generate), and with half-precision weights the copy is float32, so that the logits are too
+        (a bfloat16 logit near GPT-2's typical -100 is off by up to 0.25). It costs V x C x 4 bytes beside
+        the weights (154 MB for GPT-2's 50257 x 768, 322 MB for gpt2-xl), is made at the first call, and
+        is kept until the weights change (a new tensor, or in-place writes: the version counter moves) or
+        the model switches between train() and eval(), which drop it: it is never kept for training."""
+        head = self.lm_head
+        if self.training or type(head) is not nn.Linear or head.bias is not None:
+            return None
+        w = head.weight
+        if w.device.type != 'cpu' and w.dtype in (torch.float32, torch.float64):
+            return None
+        key = (w.data_ptr(), w._version, w.dtype, w.device)
+        kept = self.__dict__.get('_inference_head')
+        if kept is None or kept[0] != key:
+            self.__dict__.pop('_inference_head', None)  # free the old copy before making the new one
+            dtype = torch.float64 if w.dtype == torch.float64 else torch.float32
+            kept = (key, w.detach().t().to(dtype).contiguous())  # (C, V)
+            self.__dict__['_inference_head'] = kept
+        return kept[1]
+
+    def unembed(self, x):
+        """Logits (..., V) of final hidden states x (..., C) (hidden()'s output): lm_head(x), outside
+        training through inference_head(), in float32 even for half-precision weights. Gradients reach x
+        and the embedding as through lm_head."""
+        wt = self.inference_head()
+        if wt is None:
+            return self.lm_head(x)
+        with torch.autocast(x.device.type, enabled=False):  # float32 logits under a bf16/fp16 autocast
+            return KeptTranspose.apply(x.to(wt.dtype), self.lm_head.weight, wt)  # (..., V)
 
     @property
     def model_args(self):
@@ -203,16 +292,21 @@ class GPT(nn.Module):
             f"Cannot forward sequence of length {start + t}, block size is only {self.config.block_size}"
         pos = torch.arange(start, start + t, dtype=torch.long, device=idx.device)  # (t,)
 
-        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (b, t, n_embd)
-        for i, block in enumerate(self.transformer.h):
+        w = self.lm_head.weight
+        # half-precision matmul weights (load.cast_matmul_weights) run under autocast, asked for or not: the
+        # residual stream and the LayerNorms stay float32
+        half = w.dtype in (torch.float16, torch.bfloat16)
+        with torch.autocast(idx.device.type, dtype=w.dtype) if half else nullcontext():
+            x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (b, t, n_embd)
+            for i, block in enumerate(self.transformer.h):
+                if capture is not None:
+                    capture.resid.append(x)
+                x = block(x, cache, i, capture)
             if capture is not None:
                 capture.resid.append(x)
-            x = block(x, cache, i, capture)
-        if capture is not None:
-            capture.resid.append(x)
-        if cache is not None:
-            cache.pos += t
-        return self.transformer.ln_f(x)
+            if cache is not None:
+                cache.pos += t
+            return self.transformer.ln_f(x)
 
     def forward(self, idx, targets=None, cache=None, all_logits=False, capture=None):
         """idx (B, T) -> (logits, loss), as upstream: logits (B, T, V) with targets or all_logits,
@@ -223,7 +317,7 @@ class GPT(nn.Module):
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
         else:
             # inference-time mini-optimization: only forward the lm_head on the very last position
-            logits = self.lm_head(x if all_logits else x[:, [-1], :])
+            logits = self.unembed(x if all_logits else x[:, [-1], :])
             loss = None
         return logits, loss
 
@@ -236,21 +330,40 @@ class GPT(nn.Module):
         self.transformer.wpe.weight = nn.Parameter(self.transformer.wpe.weight[:block_size])
 
     @classmethod
+    def from_state_dict(cls, config, state_dict):
+        """A GPT holding these tensors as its weights, built without initialising any: the modules are made
+        on the meta device and take the tensors as they are (load_state_dict(assign=True): no copy, so a
+        memory-mapped file stays mapped until a weight is written or cast). The token embedding and
+        lm_head are one tied matrix; a state dict may name it either way (given both, lm_head's is used,
+        as load_state_dict into a tied model does). Old upstream mask buffers (attn.bias) are skipped.
+        RuntimeError, as load_state_dict's, when the tensors do not fit config."""
+        with torch.device('meta'):
+            model = cls(config)
+        sd = {k: v for k, v in state_dict.items() if not k.endswith('.attn.bias')}
+        head = sd.get('lm_head.weight', sd.get('transformer.wte.weight'))
+        if head is not None:
+            sd['lm_head.weight'] = sd['transformer.wte.weight'] = head
+        model.load_state_dict(sd, assign=True)
+        model.transformer.wte.weight = model.lm_head.weight  # assign made them two Parameters: tie again
+        return model
+
+    @classmethod
     def from_pretrained(cls, model_type, override_args=None):
-        """GPT-2 weights through transformers: 'gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl' from the
-        Hugging Face hub, or a local directory holding any GPT-2-architecture model (config.json +
-        weights). The model gets GPT-2's tanh GELU, so its logits match transformers'.
-        The weight mapping lives in hf.py."""
+        """GPT-2 weights in the Hugging Face format: 'gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl' from the
+        Hugging Face hub (downloaded once into its cache), or a local directory holding any
+        GPT-2-architecture model (config.json + model.safetensors or pytorch_model.bin). The weights are
+        memory-mapped and used as they are; no transformers model is built. The model gets GPT-2's tanh
+        GELU, so its logits match transformers'. The format's rules live in nanoprobs/hf.py."""
         override_args = override_args or {}
         assert all(k == 'dropout' for k in override_args), "only dropout can be overridden"
-        from transformers import GPT2LMHeadModel  # heavy: imported only when needed
-
-        src = GPT2LMHeadModel.from_pretrained(model_type)
-        dropout = override_args.get('dropout', 0.0)
-        config = GPTConfig(**hf.config_args(src.config, model_type), dropout=dropout)
-        model = cls(config)
-        hf.copy_weights(model, src, model_type)
-        return model
+        folder = model_type if os.path.isdir(model_type) else hf.hub_folder(model_type)
+        args, sd = hf.read_folder(folder, model_type)
+        config = GPTConfig(**args, dropout=override_args.get('dropout', 0.0))
+        try:
+            return cls.from_state_dict(config, sd)
+        except RuntimeError as e:
+            raise ValueError(f"{model_type}: the weights do not fit its config.json (is it a GPT-2 model?): "
+                             f"{state_dict_error(e)}") from None
 
     def to_hf(self, eot=None):
         """The inverse of from_pretrained: a transformers GPT2LMHeadModel computing the same function
@@ -300,7 +413,7 @@ class GPT(nn.Module):
         return decoding.score(self, prompts, responses, temperature, top_k, top_p, details)
 
     def beam_search(self, idx, max_new_tokens, num_beams=4, length_penalty=1.0, no_repeat_ngram_size=0,
-                    stop_token=None, early_stopping=False):
+                    stop_token=None, early_stopping=False, details=0):
         """Deterministic beam search from one prompt, the finished Beams best first: beams.beam_search()."""
         return beams.beam_search(self, idx, max_new_tokens, num_beams, length_penalty,
-                                 no_repeat_ngram_size, stop_token, early_stopping)
+                                 no_repeat_ngram_size, stop_token, early_stopping, details)

@@ -23,7 +23,8 @@ Upstream nanoGPT's sample.py, with its settings and defaults (device and dtype d
 - num_beams=N: deterministic beam search (model.GPT.beam_search), its beams ranked with their scores shown
   as arithmetic, next to the greedy continuation and its probability (see tools/beam.py).
 - html=True (the default): results_dir/sample_<date-time>/index.html, every token shaded by probability
-  with its top candidates on hover, one self-contained page (html_report.py; serve.py is the live version).
+  with its top candidates, logit lens and attention in a docked inspector (html_attribution='ig' adds
+  integrated-gradients attribution), one self-contained page (html_report.py; serve.py is the live version).
 The samples are generated together, batch_size at a time, as the rows of one batch through the KV cache;
 sample i draws from its own random stream (seed + i - 1), so batch_size does not change its tokens
 (its log-probs only by float rounding, ~1e-6 in float32; see docs/sample.md).
@@ -44,8 +45,7 @@ from configurator import UserError, configure, run_main
 from nanoprobs.sampling import check_sampling, make_generator
 from nanoprobs.beams import greedy_and_beams
 from nanoprobs.decoding import under_temperatures
-from nanoprobs.formatting import format_prob, sampling_text, text_tail, token_label
-from nanoprobs.scores import format_ppl, perplexity
+from nanoprobs.formatting import format_ppl, format_prob, perplexity, sampling_text, text_tail, token_label
 
 # -----------------------------------------------------------------------------
 init_from: str = 'resume'  # 'resume' (from out_dir), a gpt2 variant ('gpt2-xl'), a Hugging Face folder, a .pt
@@ -84,6 +84,10 @@ length_penalty: float = 1.0  # beam score = sum of log-probs / tokens^length_pen
 no_repeat_ngram_size: int = 0  # beam search: n > 0 bans any n-gram from occurring twice
 early_stopping: bool | str = False  # beam search: True, False (Hugging Face's heuristic) or 'never' (exact)
 html: bool = True  # write results_dir/sample_<date-time>/index.html: every token's probability, in a browser
+html_inspect: bool = True  # the page's inspector also shows each token's logit lens and attention (one extra
+#   forward pass per sample; a page past a stated size keeps them for the first N tokens of each text)
+html_attribution: str = ''  # 'ig' (integrated gradients) or 'gxi' (gradient x input): which earlier tokens
+#   made each token likely, in the page (Captum; backward passes per token, its cost is printed). '' = off
 # -----------------------------------------------------------------------------
 
 MAX_WINDOWS = 4  # with show, at most this many overview windows (every PNG is saved regardless)
@@ -326,18 +330,28 @@ def save_step_charts(samples, tok, run_dir, temperature, top_k, top_p, k, forced
         step_charts.step_viewer(all_bars, k)  # one window to page through every step
 
 
+def panels():
+    """The report's inspector panels (html_inspect, html_attribution), or None for none."""
+    if not (html_inspect or html_attribution):
+        return None
+    from nanoprobs.inspector import Panels
+    return Panels(lens=html_inspect, attention=html_inspect, attribution=html_attribution)
+
+
 def beam_search_vs_greedy(loaded, prompt, stop_token):
     """num_beams > 0: the beams of a deterministic beam search, ranked, next to greedy decoding."""
     from nanoprobs.beams import print_beams
     with loaded.ctx:
         greedy, beams, _ = greedy_and_beams(loaded.model, prompt, max_new_tokens, num_beams, length_penalty,
-                                            no_repeat_ngram_size, stop_token, early_stopping)
+                                            no_repeat_ngram_size, stop_token, early_stopping,
+                                            details=probs_top_k if html else 0)
     print(f"prompt: {loaded.tok.decode(prompt)!r}")
     print_beams(beams, greedy, loaded.tok, length_penalty)
     if html:
         from nanoprobs import html_report
-        settings = {k: v for k, v in globals().items() if k in html_report.SAMPLE_SETTINGS + ('num_beams',)}
-        path = html_report.beam_html(loaded, beams, greedy, new_run_dir(results_dir), settings)
+        settings = html_report.report_settings(globals(), loaded.device, loaded.dtype, beams=True)
+        with loaded.ctx:
+            path = html_report.beam_html(loaded, beams, greedy, new_run_dir(results_dir), settings, panels())
         print(f"report (open it in a browser): {path}")
 
 
@@ -364,6 +378,9 @@ def main():
     if num_beams < 0 or no_repeat_ngram_size < 0:
         raise ValueError(f"num_beams and no_repeat_ngram_size must be >= 0, "
                          f"got {num_beams}, {no_repeat_ngram_size}")
+    if html_attribution not in ('', 'ig', 'gxi'):
+        raise UserError(f"html_attribution={html_attribution!r}: give 'ig' (integrated gradients), 'gxi' "
+                        "(gradient x input) or '' (off)")
     if num_beams and (fixed_response or show_probs or compare_temperatures):
         raise ValueError("num_beams is beam search on its own: leave out fixed_response, show_probs and "
                          "compare_temperatures (or set --num_beams=0)")
@@ -432,9 +449,10 @@ def main():
         print(f"temperature comparison: {path}")
     if html:
         from nanoprobs import html_report
-        settings = {k: v for k, v in globals().items() if k in html_report.SAMPLE_SETTINGS}
-        print(f"report (open it in a browser): "
-              f"{html_report.sample_html(samples, tok, run_dir, settings, forced)}")
+        settings = html_report.report_settings(globals(), loaded.device, loaded.dtype, forced=forced)
+        with loaded.ctx:
+            path = html_report.sample_html(samples, tok, run_dir, settings, forced, model, panels())
+        print(f"report (open it in a browser): {path}")
     if windows and (show_probs or temps):
         print("showing the charts (close the windows to finish; --show=False skips this)")
         common.show_windows()

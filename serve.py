@@ -10,6 +10,8 @@ It loads the model once (sample.py's loading settings) and serves, on FastAPI wi
     POST /api/generate     {"prompt": "Once upon a time", "max_new_tokens": 50, "temperature": 0.8, ...}
     POST /api/score        {"prompt": "The capital of France is", "response": " Paris"}
     POST /api/temperatures {"ids": [464, 3139], "temperatures": [0.5, 1, 2]}
+    POST /api/inspect      {"ids": [464, 3139, 286], "position": 2}    (logit lens and attention of a token)
+    POST /api/attribute    {"ids": [464, 3139, 286], "position": 2, "method": "ig"}   (Captum attribution)
     GET  /api/info
     POST /v1/completions   {"prompt": "Once upon a time", "max_tokens": 20, "logprobs": 5, "echo": true, ...}
     GET  /v1/models
@@ -40,7 +42,7 @@ temperature: float = 0.8  # the page's default sampling settings (each request g
 top_k: int | None = 200
 top_p: float = 1.0
 max_new_tokens: int = 50
-top: int = 10  # candidates per token shown in the popover
+top: int = 10  # candidates per token shown in the inspector
 max_prompt_chars: int = 20000  # longer prompts (or responses) are refused with a 400
 max_tokens_limit: int = 1000  # the largest max_new_tokens (max_tokens) a request may ask for
 timeout: float = 10.0  # seconds a client may take to send its request, or to take the next chunk of an

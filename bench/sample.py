@@ -2,24 +2,28 @@
 Benchmark sample.py as a user runs it: whole processes, side by side in one run, on the same weights.
 
     python -m bench.sample                                  # GPT-2 124M shape, random weights, CPU float32
-    python -m bench.sample --max_new_tokens=64 --n_layer=4  # quicker
-    python -m bench.sample --one_at_a_time=False            # only sample.py and transformers
+    python -m bench.sample --dtype=bfloat16                 # sample.py with bfloat16 weights (transformers float32)
+    python -m bench.sample --max_new_tokens=300 --n_layer=4 # longer samples, a smaller model
+    python -m bench.sample --one_at_a_time=True             # also sample.py --batch_size=1
 
 Each round runs, one after the other (so a busy machine slows each alike):
 - `python sample.py` drawing num_samples samples together (batch_size = num_samples), printing each
-  sample's text and its probabilities under both distributions, as by default;
-- the same with --batch_size=1: the samples one after another, as sample.py drew them before;
+  sample's text and its probabilities under both distributions and writing its HTML report, as by
+  default (with --dtype);
 - a script that loads the same folder with transformers and calls
-  generate(do_sample=True, num_return_sequences=num_samples) with the same temperature and top-k,
-  then prints each sample's text.
+  generate(do_sample=True, num_return_sequences=num_samples) with the same temperature and top-k in
+  float32, then prints each sample's text;
+- with one_at_a_time, sample.py --batch_size=1: the samples one after another, as sample.py drew them before.
 Every process loads the model from a temporary Hugging Face folder of random weights (nothing is
-downloaded) and generates exactly max_new_tokens tokens per sample (no early stop). Prints the best
-wall time and the best CPU time (user + system, all threads) of each over `repeats` rounds, and their
-ratios: on a machine shared with other work, CPU time is the steadier of the two.
+downloaded) and generates exactly max_new_tokens tokens per sample (no early stop). Prints the median
+wall and CPU time (user + system, all threads) of each over `repeats` rounds and their ratios, and
+sample.py's time against the weights-read limit of this machine (bench/machine.py): max_new_tokens steps
+that each read every weight once, at the bandwidth of a matrix-vector product measured here.
 """
 import os
 import re
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -27,19 +31,21 @@ import time
 
 import torch
 
+from bench import machine
 from configurator import configure
 
 # -----------------------------------------------------------------------------
 num_samples: int = 10  # samples per process
-max_new_tokens: int = 300  # tokens per sample
+max_new_tokens: int = 64  # tokens per sample
 temperature: float = 0.8  # sample.py's default
 top_k: int = 200  # sample.py's default
 prompt: str = "Once upon a time"
 n_layer: int = 12  # GPT-2 124M shape by default
 n_head: int = 12
 n_embd: int = 768
-repeats: int = 2  # timed rounds (the best time of each is reported)
-one_at_a_time: bool = True  # also time sample.py --batch_size=1 (the samples one after another)
+dtype: str = 'float32'  # sample.py's --dtype: 'float32' or 'bfloat16' (transformers runs float32 either way)
+repeats: int = 3  # timed rounds (the median of each is reported)
+one_at_a_time: bool = False  # also time sample.py --batch_size=1 (the samples one after another)
 threads: int = 0  # torch threads in every process (OMP_NUM_THREADS); 0 = torch's default. On a machine busy
 #   with other work, 1 avoids threads waiting for each other and measures the work itself
 seed: int = 1337
@@ -85,6 +91,7 @@ def timed(cmd):
 
 def main():
     from transformers import GPT2Config, GPT2LMHeadModel
+    from nanoprobs.load import load_model
     torch.manual_seed(seed)
     hf = GPT2LMHeadModel(GPT2Config(n_layer=n_layer, n_head=n_head, n_embd=n_embd)).eval()
     with tempfile.TemporaryDirectory() as d:
@@ -92,38 +99,51 @@ def main():
         del hf
         ours = [sys.executable, 'sample.py', f'--init_from={d}', f'--start={prompt}',
                 f'--num_samples={num_samples}', f'--max_new_tokens={max_new_tokens}',
-                f'--temperature={temperature}', f'--top_k={top_k}',
-                '--device=cpu', '--dtype=float32', f'--seed={seed}']
-        runs = {f'sample.py, {num_samples} samples together (batch_size={num_samples})':
+                f'--temperature={temperature}', f'--top_k={top_k}', f'--results_dir={d}/results',
+                '--device=cpu', f'--dtype={dtype}', f'--seed={seed}']
+        runs = {f'sample.py {dtype}, {num_samples} samples together (batch_size={num_samples})':
                 ours + [f'--batch_size={num_samples}'],
-                'transformers generate(do_sample=True, num_return_sequences)':
+                'transformers generate(do_sample=True, num_return_sequences), float32':
                 [sys.executable, '-c', HF_SCRIPT, d, prompt, str(num_samples), str(max_new_tokens),
                  str(temperature), str(top_k), str(seed)]}
         if one_at_a_time:
-            runs['sample.py --batch_size=1 (one after another)'] = ours + ['--batch_size=1']
-        print(f"CPU float32, {threads or torch.get_num_threads()} threads, GPT-2 shape n_layer={n_layer} "
-              f"n_embd={n_embd}, "
-              f"random weights; {num_samples} samples x {max_new_tokens} tokens, T={temperature}, "
-              f"top-k {top_k}; "
-              f"whole processes (start, load, generate, print), best of {repeats}")
-        best = {name: float('inf') for name in runs}
-        best_cpu = dict(best)
+            runs[f'sample.py {dtype} --batch_size=1 (one after another)'] = ours + ['--batch_size=1']
+        print(machine.describe())
+        print(f"CPU, {threads or torch.get_num_threads()} threads per process, GPT-2 shape n_layer={n_layer} "
+              f"n_embd={n_embd}, random weights; {num_samples} samples x {max_new_tokens} tokens, "
+              f"T={temperature}, top-k {top_k}; whole processes (start, load, generate, print), median of "
+              f"{repeats}")
+        walls = {name: [] for name in runs}
+        cpus = {name: [] for name in runs}
         for r in range(repeats):
             for name, cmd in runs.items():
                 secs, cpu, out = timed(cmd)
                 print(f"  round {r + 1}: {name}: {secs:.1f} s wall, {cpu:.1f} s CPU", flush=True)
                 done = re.findall(rf'^sample \d+/{num_samples}: {max_new_tokens} new tokens', out, re.M)
                 assert len(done) == num_samples, out[-1000:]
-                best[name], best_cpu[name] = min(best[name], secs), min(best_cpu[name], cpu)
+                walls[name].append(secs)
+                cpus[name].append(cpu)
+        loaded = load_model(d, device='cpu', dtype=dtype)
+        loaded.model.inference_head()
+        nbytes = machine.step_bytes(loaded.model)
+        del loaded
     tokens = num_samples * max_new_tokens
-    for name, secs in best.items():
-        print(f"{name:<62s} {secs:7.1f} s wall ({tokens / secs:6.1f} tokens/s), {best_cpu[name]:7.1f} s CPU")
-    names = list(best)
-    for what, b in (('wall', best), ('CPU', best_cpu)):
-        print(f"ratio transformers / sample.py, {what:>4} time: "
-              f"{b[names[1]] / b[names[0]]:.2f}x   (goal >= 1.0)")
+    wall = {name: statistics.median(v) for name, v in walls.items()}
+    cpu = {name: statistics.median(v) for name, v in cpus.items()}
+    for name in runs:
+        print(f"{name:<70s} {wall[name]:7.1f} s wall ({tokens / wall[name]:6.1f} tokens/s), {cpu[name]:7.1f} s CPU")
+    names = list(runs)
+    for what, b in (('wall', wall), ('CPU', cpu)):
+        print(f"ratio transformers / sample.py, {what:>4} time: {b[names[1]] / b[names[0]]:.2f}x")
         if one_at_a_time:
             print(f"ratio one-at-a-time / together, {what:>4} time: {b[names[2]] / b[names[0]]:.2f}x")
+    bandwidth = machine.matvec_bandwidth()
+    limit = machine.weights_read_limit(nbytes, max_new_tokens, bandwidth)
+    print(f"weights-read limit: {max_new_tokens} steps x {nbytes / 1e6:.0f} MB at {bandwidth / 1e9:.1f} GB/s = "
+          f"{limit:.2f} s, {limit / wall[names[0]]:.2f} of sample.py's whole process ({wall[names[0]]:.1f} s, "
+          f"start and load included; python -m bench.generate times generation alone)")
+    print(f"(load average {machine.load_average():.1f} at the end: other work slows every process, compare "
+          "within one run)")
 
 
 if __name__ == '__main__':

@@ -12,9 +12,9 @@ import time
 import torch
 
 from nanoprobs import checks
-from nanoprobs.decoding import Beam, KVCache, generate, next_logits
+from nanoprobs.decoding import Beam, KVCache, Step, generate, next_logits
 from nanoprobs.formatting import format_prob
-from nanoprobs.sampling import check_ids, device64, f64
+from nanoprobs.sampling import check_ids, device64, entropy, f64
 
 
 LOG_SCALE_MAX = 690.0  # ln(1e300): tokens ** length_penalty stays a float, a log-prob sum over it too
@@ -22,7 +22,7 @@ LOG_SCALE_MAX = 690.0  # ln(1e300): tokens ** length_penalty stays a float, a lo
 
 @torch.inference_mode()
 def beam_search(model, idx, max_new_tokens, num_beams=4, length_penalty=1.0, no_repeat_ngram_size=0,
-                stop_token=None, early_stopping=False):
+                stop_token=None, early_stopping=False, details=0):
     """Deterministic beam search from one prompt. Returns the finished beams (list of `Beam`), best first.
 
     idx: the prompt, a (1, T) LongTensor or a list of token ids.
@@ -51,7 +51,10 @@ def beam_search(model, idx, max_new_tokens, num_beams=4, length_penalty=1.0, no_
     num_beams=1 is greedy decoding: the same tokens as generate(temperature=0).
 
     Uses the KV cache (num_beams rows, reordered as beams move); past block_size the cropped
-    window is recomputed every step, as generate() does."""
+    window is recomputed every step, as generate() does.
+    details: k > 0 records in each Beam one decoding.Step per token, from the very distribution the
+    search ranked it in: the model's top k there, the token's log-prob and rank, the entropy
+    (no_repeat_ngram_size's bans are not applied to the candidates; there is no sampling distribution)."""
     if torch.is_tensor(idx):
         if idx.dim() == 2 and idx.size(0) != 1:
             raise ValueError(f"beam_search takes one prompt, got a batch of {idx.size(0)}: "
@@ -90,12 +93,18 @@ def beam_search(model, idx, max_new_tokens, num_beams=4, length_penalty=1.0, no_
     sums = torch.zeros(1, dtype=torch.float64, device=dev64)  # (nb,) total log-prob of each beam
     cache = KVCache(model.config, 1, device, model.lm_head.weight.dtype)
     finished = []  # Beams, best first, at most num_beams
+    steps = [[]]  # details: per live beam, its tokens' Steps
 
-    def finish(row_lps, tokens, stopped):
+    def step_of(lp_row, tk, top):  # the Step of token tk drawn from the model distribution lp_row (V,)
+        c = float(lp_row[tk])
+        return Step(top[1], top[0], None, int(tk), c, None, int((lp_row > c).sum()) + 1, float(entropy(lp_row)),
+                    None)
+
+    def finish(row_lps, tokens, stopped, row_steps):
         n = len(tokens)
         b = Beam(prompt=list(prompt), tokens=tokens, logprobs=row_lps.cpu(),
                  score=float(row_lps.sum()) / n ** length_penalty, length_penalty=length_penalty,
-                 stopped=stopped)
+                 stopped=stopped, steps=row_steps if details else None)
         finished.append(b)
         finished.sort(key=lambda h: -h.score)  # stable: on a tie the earlier beam stays ahead
         del finished[num_beams:]
@@ -109,6 +118,7 @@ def beam_search(model, idx, max_new_tokens, num_beams=4, length_penalty=1.0, no_
                 if banned:
                     cand[b, banned] = float('-inf')
         top, flat = cand.view(-1).topk(min(2 * num_beams, cand.numel()))  # best first
+        tops = [[x.tolist() for x in row.topk(min(details, V))] for row in lp] if details else None  # (lps, ids)
         last = t == max_new_tokens - 1  # every candidate ends here
         keep_b, keep_t = [], []
         for rank, (s, f) in enumerate(zip(top.tolist(), flat.tolist())):
@@ -118,7 +128,8 @@ def beam_search(model, idx, max_new_tokens, num_beams=4, length_penalty=1.0, no_
             if tk == stop_token or last:
                 if rank < num_beams:  # an ending below the top num_beams candidates is dropped, as in HF
                     tokens = seqs[b, T0:].tolist() + [tk]
-                    finish(torch.cat((lps[b], lp[b, tk:tk + 1])), tokens, tk == stop_token)
+                    row_steps = steps[b] + [step_of(lp[b], tk, tops[b])] if details else None
+                    finish(torch.cat((lps[b], lp[b, tk:tk + 1])), tokens, tk == stop_token, row_steps)
                 continue
             keep_b.append(b)
             keep_t.append(tk)
@@ -126,6 +137,8 @@ def beam_search(model, idx, max_new_tokens, num_beams=4, length_penalty=1.0, no_
                 break
         if not keep_b:  # the last step, or every extension banned or stopped
             break
+        if details:
+            steps = [steps[b] + [step_of(lp[b], tk, tops[b])] for b, tk in zip(keep_b, keep_t)]
         bi, ti = torch.tensor(keep_b, device=dev64), torch.tensor(keep_t, device=dev64)
         new_lp = lp[bi, ti]  # (nb,)
         lps = torch.cat((lps[bi], new_lp[:, None]), dim=1)
@@ -147,18 +160,19 @@ def beam_search(model, idx, max_new_tokens, num_beams=4, length_penalty=1.0, no_
 
 
 def greedy_and_beams(model, prompt, max_new_tokens, num_beams=4, length_penalty=1.0, no_repeat_ngram_size=0,
-                     stop_token=None, early_stopping=False):
+                     stop_token=None, early_stopping=False, details=0):
     """Greedy decoding and beam search from one prompt (token ids), what tools/beam.py and sample.py
     --num_beams print side by side (beam.print_beams). Returns (the greedy Sample, the Beams best
-    first, (greedy seconds, beam search seconds))."""
+    first, (greedy seconds, beam search seconds)). details: k > 0 records every token's Step in both
+    (what sample.py's HTML report shows)."""
     x = torch.tensor([prompt], dtype=torch.long, device=model.lm_head.weight.device)  # (1, T)
     with torch.no_grad():  # an untimed first pass: one-time costs (allocation, kernel set-up) would
         model(x[:, -model.config.block_size:])  # otherwise all land on whichever is timed first
     t0 = time.time()
-    greedy = generate(model, x, max_new_tokens, temperature=0, stop_token=stop_token)[0]
+    greedy = generate(model, x, max_new_tokens, temperature=0, stop_token=stop_token, details=details)[0]
     t1 = time.time()
     beams = beam_search(model, prompt, max_new_tokens, num_beams, length_penalty, no_repeat_ngram_size,
-                        stop_token, early_stopping)
+                        stop_token, early_stopping, details)
     return greedy, beams, (t1 - t0, time.time() - t1)
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from nanoprobs.sampling import (check_ids, check_sampling, device64, distributions, draw, entropy, f64,
-                                sampling_logprobs)
+                                logprobs_at, sampling_logprobs)
 
 # -----------------------------------------------------------------------------
 # What generate() and score() return
@@ -111,6 +111,8 @@ class Beam(_Tokens):
     score: float            # logprob / len(tokens) ** length_penalty, what beams are ranked by
     length_penalty: float
     stopped: bool = False   # ended at stop_token (else at max_new_tokens)
+    steps: list = None      # list[Step], one per token, when beam_search(details=k) recorded them: the
+    #   candidates beam search saw at that step (model distribution; the sample_ fields are None)
 
 
 # -----------------------------------------------------------------------------
@@ -155,11 +157,12 @@ class KVCache:
 
 def token_stats(model_lp, sample_lp, chosen, details=0):
     """What generate() and score() report about the chosen ids (N,), given both distributions' log-probs
-    (N, V) float64: (model log-prob (N,), sampling log-prob (N,), rank under the model (N,), the model's
-    most likely token (N,), and with details=k one Step per row, else None)."""
+    (N, V) float64 (the sampling one may be a sampling.Kept): (model log-prob (N,), sampling log-prob
+    (N,), rank under the model (N,), the model's most likely token (N,), and with details=k one Step per
+    row, else None)."""
     idx = chosen.to(model_lp.device)[:, None]  # (N, 1)
     lp = model_lp.gather(-1, idx)[:, 0]  # (N,)
-    sample_lp_chosen = sample_lp.gather(-1, idx)[:, 0]  # (N,)
+    sample_lp_chosen = logprobs_at(sample_lp, idx)[:, 0]  # (N,)
     rank = (model_lp > lp[:, None]).sum(-1) + 1  # (N,) 1 + tokens the model finds strictly more likely
     top1 = model_lp.argmax(-1)  # (N,)
     steps = None
@@ -167,7 +170,7 @@ def token_stats(model_lp, sample_lp, chosen, details=0):
         top_lp, top_ids = model_lp.topk(min(details, model_lp.size(-1)), dim=-1)  # (N, k)
         model_h = entropy(model_lp)  # (N,)
         sample_h = model_h if sample_lp is model_lp else entropy(sample_lp)  # one distribution at T=1
-        cols = [top_ids, top_lp, sample_lp.gather(-1, top_ids), idx[:, 0], lp, sample_lp_chosen, rank,
+        cols = [top_ids, top_lp, logprobs_at(sample_lp, top_ids), idx[:, 0], lp, sample_lp_chosen, rank,
                 model_h, sample_h]
         steps = [Step(*row) for row in zip(*(c.cpu().tolist() for c in cols))]
     return lp, sample_lp_chosen, rank, top1, steps
@@ -321,7 +324,7 @@ def score(model, prompts, responses, temperature=1.0, top_k=None, top_p=None, de
 
     stats = []
     for c in range(0, hs.size(0), 256):  # float64 log-softmax over V, a chunk at a time
-        logits = model.lm_head(hs[c:c + 256])  # (n, V)
+        logits = model.unembed(hs[c:c + 256])  # (n, V), as forward() computes them
         model_lp, sample_lp = distributions(logits, temperature, top_k, top_p)  # (n, V) float64 each
         stats.append(token_stats(model_lp, sample_lp, targets[c:c + 256], details))
     lps, sample_lps, ranks, top1 = (torch.cat(col).cpu() for col in list(zip(*stats))[:4])  # (N,) each

@@ -113,3 +113,22 @@ def file_size(nbytes):
         if nbytes >= scale:
             return f"{nbytes / scale:.3g} {unit}"
     return f"{nbytes} B"
+
+
+# -----------------------------------------------------------------------------
+# perplexity, and GLTR's rank buckets (the probability scale is web/scale.json: html_report.probability_scale)
+
+def format_ppl(x, spec='.3f'):
+    """A perplexity as text that keeps table columns: `spec` up to a million, then 4 significant digits
+    (a random model's 1.235e+24, not a 28-digit number; 3 from 1e100 on, so at most 9 characters)."""
+    return f"{x:{spec}}" if x < 1e6 else f"{x:.4g}" if x < 1e100 else f"{x:.3g}"  # inf -> 'inf'
+
+
+def perplexity(mean_logprob):
+    """exp(-mean log-prob per token); inf rather than an OverflowError for absurdly unlikely text."""
+    return math.exp(-mean_logprob) if mean_logprob > -700 else float('inf')
+
+
+# rank buckets (GLTR's): top 10, top 100, top 1000, beyond
+RANK_EDGES = (10, 100, 1000)
+RANK_NAMES = ('top 10', 'top 100', 'top 1000', 'beyond')

@@ -6,7 +6,8 @@ One self-contained HTML page of every probability: results as the page's data, a
     write_html(eval_page(json.load(open('results/eval_gpt2.json'))), 'results/eval_gpt2.html')
 
 The page is web/report.html with web/report.css, the scripts and the data inlined: nothing is loaded from
-the network, it opens from disk and can be mailed. web/page.js (shared) draws the texts and the popovers;
+the network, it opens from disk and can be mailed. web/page.js (shared) draws the texts, web/inspector.js
+the docked inspector of the chosen token and its panels (inspector.py computes them);
 web/report.js draws the report, web/live.js the live app (serve.py serves the page with live=True, which
 adds web/live.html's form and live.js; the static report holds neither).
 Every number shown is computed here in Python (float64 log-probs, format_prob text), never in JavaScript:
@@ -22,17 +23,20 @@ import math
 import os
 import re
 
-from nanoprobs import atomic
-from nanoprobs.formatting import format_prob, format_ratio, sampling_text
-from nanoprobs.scores import format_ppl, perplexity
+from nanoprobs import atomic, gltr
+from nanoprobs.tokenizer import text_pieces
+from nanoprobs.formatting import (format_ppl, format_prob, format_ratio, perplexity,
+                                  sampling_text)
 
 WEB = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'web')
 FORMAT = 'nanogpt-report/1'
 # beam search ignores them
 SAMPLING = ('num_samples', 'temperature', 'top_k', 'top_p', 'seed', 'fixed_response')
-# shown in a sample.py report
+# shown in a sample.py report (report_settings keeps those that applied)
 SAMPLE_SETTINGS = ('init_from', 'out_dir', 'start', 'num_samples', 'max_new_tokens', 'temperature', 'top_k',
                    'top_p', 'seed', 'stop_at_eot', 'fixed_response', 'device', 'dtype')
+BEAM_SETTINGS = ('num_beams', 'length_penalty', 'no_repeat_ngram_size', 'early_stopping')
+
 
 
 def num(x):
@@ -49,14 +53,19 @@ def nats(x):
 # results -> the page's data
 
 # The page's data (this shape is also what serve.py's JSON API answers with; its streamed generation sends
-# {"start": the doc's prompt, prompt_ids and sampling}, one {"token": token} per token, then {"done": text,
-# tokens (ids), logprob, sample_logprob, totals}):
+# {"start": the doc's prompt, prompt_ids, prompt_pieces and sampling}, one {"token": token} per token, then
+# {"done": text, tokens (ids), logprob, sample_logprob, totals, prompt_pieces, joined, gltr}):
 #   page: format, kind ('sample' | 'eval' | 'live'), title, sampling (text, or null), settings [[name, text]],
-#         docs [doc]; an eval page also compare (bool), summary [[name, text]], table {head, rows};
-#         the live page also defaults and limits (the controls').
+#         mode (the shading it opens with; default probability, or change when comparing), table {head, rows,
+#         text (the columns holding text)} (eval's pairs, GLTR's texts),
+#         docs [doc]; an eval page also compare (bool), summary [[name, text]];
+#         the live page also defaults and limits (the controls') and eot (<|endoftext|>'s id, or null);
+#         inspect: what the inspector's panels hold (inspector.add_panels), or null.
 #   doc:  title, prompt (text), prompt_ids, tokens [token], totals [[name, text]]; forced (a scored fixed
 #         response), model_only (beams: no sampling distribution), compare (eval: the before run's numbers
-#         are there, token by token).
+#         are there, token by token); prompt_pieces [[start, end, text]] (the prompt's tokens as display
+#         pieces: tokenizer.pieces), joined [[start, end, text, logprob, prob]] (runs of tokens that together
+#         form whole characters, shown as those characters; logprob = the run's sum), gltr (gltr.summary).
 #   token: the model distribution is the model's own (T=1, no top-k/top-p); the sampling distribution the
 #         one the token was drawn from (temperature, top-k, top-p). Each log-prob comes with its format_prob
 #         text (the page shows the text, and only picks colours and bar lengths from the number);
@@ -72,6 +81,7 @@ def nats(x):
 #     before_logprob, before_prob, before_rank, before_expected   eval comparison: the same, before
 #     change, change_ratio, change_nats   eval comparison: logprob - before_logprob (a number), as a
 #                                  probability ratio (text) and in nats (text)
+#     lens, att, attr              the inspector's panels (see inspector.py)
 
 def token_entry(tok, i, lp, slp=None, rank=None, step=None):
     """One token of a text (see the data shape above); with a decoding.Step its alternatives under both
@@ -82,11 +92,40 @@ def token_entry(tok, i, lp, slp=None, rank=None, step=None):
     if rank is not None:
         e['rank'] = int(rank)
     if step is not None:
-        e.update(entropy=nats(step.entropy), sample_entropy=nats(step.sample_entropy),
-                 alternatives=[dict(id=int(j), text=tok.token_text(int(j)), logprob=num(a), prob=format_prob(a),
-                                    sample_logprob=num(b), sample_prob=format_prob(b))
-                               for j, a, b in zip(step.top_ids, step.top_logprobs, step.top_sample_logprobs)])
+        sampled = step.top_sample_logprobs is not None  # beam search's Steps have no sampling distribution
+        e['entropy'] = nats(step.entropy)
+        if sampled:
+            e['sample_entropy'] = nats(step.sample_entropy)
+        e['alternatives'] = [dict(id=int(j), text=tok.token_text(int(j)), logprob=num(a), prob=format_prob(a))
+                             for j, a in zip(step.top_ids, step.top_logprobs)]
+        if sampled:
+            for a, b in zip(e['alternatives'], step.top_sample_logprobs):
+                a.update(sample_logprob=num(b), sample_prob=format_prob(b))
     return e
+
+
+def pieces(tok, ids):
+    """[[start, end, text]]: ids as the tokenizer's display pieces (a character split into several
+    tokens is one piece)."""
+    return [[a, b, text] for a, b, text in tok.pieces(ids)]
+
+
+def joined(tok, ids, logprobs, pcs=None):
+    """[[start, end, text, logprob, prob]] of the runs of ids that together form whole characters (and are
+    shown as those characters); logprob: the run's total under the model distribution. pcs: the pieces,
+    when they are known already (tokenizer.text_pieces)."""
+    out = []
+    for a, b, text in (pcs if pcs is not None else tok.pieces(ids)):
+        if b - a > 1:
+            lp = math.fsum(logprobs[a:b])
+            out.append([a, b, text, num(lp), format_prob(lp)])
+    return out
+
+
+def text_fields(tok, prompt, tokens, logprobs, ranks):
+    """A doc's fields about its texts as a whole: prompt_pieces, joined, and the GLTR summary."""
+    return dict(prompt_pieces=pieces(tok, prompt), joined=joined(tok, tokens, logprobs),
+                gltr=gltr.summary(ranks, logprobs, probability_scale()) if ranks is not None else None)
 
 
 def sample_totals(s, sampling=None):
@@ -111,43 +150,78 @@ def sample_doc(s, tok, title, sampling=None, forced=False):
     steps = getattr(s, 'steps', None) or [None] * len(s.tokens)
     slps = s.sample_logprobs.tolist() if hasattr(s, 'sample_logprobs') else [None] * len(s.tokens)
     ranks = s.ranks.tolist() if getattr(s, 'ranks', None) is not None else [None] * len(s.tokens)
+    lps = s.logprobs.tolist()
     tokens = [token_entry(tok, i, lp, slp, r, st)
-              for i, lp, slp, r, st in zip(s.tokens, s.logprobs.tolist(), slps, ranks, steps)]
+              for i, lp, slp, r, st in zip(s.tokens, lps, slps, ranks, steps)]
+    if all(r is None for r in ranks) and all(st is not None for st in steps):
+        ranks = [st.chosen_rank for st in steps]  # a beam: its Steps hold the ranks
+        for e, r in zip(tokens, ranks):
+            e['rank'] = r
     return dict(title=title, forced=forced, prompt=tok.decode(s.prompt), prompt_ids=list(s.prompt),
-                tokens=tokens, totals=sample_totals(s, sampling))
+                tokens=tokens, totals=sample_totals(s, sampling),
+                **text_fields(tok, s.prompt, s.tokens, lps, None if None in ranks else ranks))
 
 
-def sample_page(samples, tok, settings, forced=False, title=''):
-    """The page's data for sample.py's results: decoding.Sample objects."""
+def with_panels(page, model, tok, panels):
+    """page with the inspector's panels (inspector.add_panels) in its docs, when a model and Panels are
+    given; page['inspect'] says what they hold."""
+    if model is not None and panels is not None:
+        from nanoprobs.inspector import add_panels
+        page['inspect'] = add_panels(page['docs'], model, tok, panels)
+    return page
+
+
+def sample_page(samples, tok, settings, forced=False, title='', model=None, panels=None):
+    """The page's data for sample.py's results: decoding.Sample objects; with the model and
+    inspector.Panels, the inspector's panels too."""
     settings = dict(settings)
     sampling = sampling_text(settings.get('temperature', 1.0), settings.get('top_k'), settings.get('top_p'))
     docs = [sample_doc(s, tok, 'fixed_response' if forced else f"sample {i}", sampling, forced)
             for i, s in enumerate(samples, start=1)]
     what = 'fixed response scored' if forced else f"{len(samples)} sample{'s' * (len(samples) != 1)}"
-    return dict(format=FORMAT, kind='sample', title=title or f"sample.py: {what}",
-                sampling=sampling, settings=setting_rows(settings), docs=docs)
+    return with_panels(dict(format=FORMAT, kind='sample', title=title or f"sample.py: {what}",
+                            sampling=sampling, settings=setting_rows(settings), docs=docs), model, tok, panels)
 
 
-def beam_page(L, beams, greedy, settings, k=10):
+def beam_page(L, beams, greedy, settings, panels=None):
     """The page's data for sample.py --num_beams: each beam (decoding.Beam) and greedy decoding's Sample,
-    their top-k candidates from one more scoring pass (beam search keeps no Steps). Each token's own
-    log-prob is the one beam search summed; there is no sampling distribution (beam search is
-    deterministic)."""
-    from nanoprobs.decoding import score
+    generated with details (their Steps: the candidates beam search itself saw at every step). There is
+    no sampling distribution (beam search is deterministic)."""
     seqs = [b for b in list(beams) + [greedy] if b is not None and b.tokens]
-    with L.ctx:
-        scored = score(L.model, [b.prompt for b in seqs], [b.tokens for b in seqs], details=k) if seqs else []
     docs = []
-    for j, (b, s) in enumerate(zip(seqs, scored)):
-        tokens = [token_entry(L.tok, i, lp, None, st.chosen_rank, st)
-                  for i, lp, st in zip(b.tokens, b.logprobs.tolist(), s.steps)]
+    for j, b in enumerate(seqs):
         title = f"beam {j + 1}" if hasattr(b, 'score') else 'greedy decoding (temperature 0)'
-        docs.append(dict(title=title, model_only=True, prompt=L.tok.decode(b.prompt),
-                         prompt_ids=list(b.prompt), tokens=tokens, totals=sample_totals(b)))
+        docs.append(model_only(sample_doc(b, L.tok, title)))  # greedy's T=0 distribution is not shown
     settings = {k: v for k, v in settings.items() if k not in SAMPLING}
-    return dict(format=FORMAT, kind='sample',
-                title=f"sample.py: beam search, {len(beams)} beams and greedy decoding",
+    page = dict(format=FORMAT, kind='sample', title=f"sample.py: beam search, {len(beams)} beams and greedy decoding",
                 sampling=None, settings=setting_rows(settings), docs=docs)
+    return with_panels(page, L.model, L.tok, panels)
+
+
+def model_only(doc):
+    """doc without its tokens' sampling distribution (beams, GLTR: only the model's is meant)."""
+    doc['model_only'] = True
+    for e in doc['tokens']:
+        for key in ('sample_logprob', 'sample_prob', 'sample_entropy'):
+            e.pop(key, None)
+    return doc
+
+
+def gltr_page(samples, names, tok, settings, title='', model=None, panels=None):
+    """The page of tools/gltr.py: each text (a decoding.Sample scored after <|endoftext|>, gltr.score_text)
+    shaded by rank, with its GLTR summary, and a table of the texts' summaries side by side."""
+    docs = [model_only(sample_doc(s, tok, name)) for s, name in zip(samples, names)]
+    rows = []
+    for doc in docs:
+        g = doc['gltr']
+        rows.append([doc['title'], str(g['tokens'])] + [share for _, _, share in g['ranks']] +
+                    [g['mean_logprob'] or '', g['perplexity'] or ''])
+    table = dict(head=['text', 'tokens', 'top 10', 'top 100', 'top 1000', 'beyond', 'mean log-prob',
+                       'perplexity'], rows=rows, text=[0])
+    page = dict(format=FORMAT, kind='sample', mode='rank', sampling=None,
+                title=title or f"GLTR view: {len(docs)} text{'s' * (len(docs) != 1)}, every token scored after "
+                               "<|endoftext|>", settings=setting_rows(settings), table=table, docs=docs)
+    return with_panels(page, model, tok, panels)
 
 
 def eval_page(d, title=''):
@@ -189,7 +263,8 @@ def eval_page(d, title=''):
             row += [format_prob(b['logprob']), f"{dl:+.3f}", format_ratio(dl)]
         prompt = (p.get('joined') or [p['prompt']])[0]
         docs.append(dict(title=f"pair {p['index']}", prompt=prompt, prompt_ids=p['prompt_ids'], tokens=tokens,
-                         totals=totals, compare=same))
+                         totals=totals, compare=same, gltr=gltr.summary(p['ranks'], lps, probability_scale()),
+                         joined=joined(None, None, lps, text_pieces(p['tokens']))))
         rows.append(row)
     head = ['#', 'prompt', 'response', 'probability', 'log-prob', 'perplexity']
     if cmp:
@@ -210,16 +285,40 @@ def eval_page(d, title=''):
                 table=dict(head=head, rows=rows), docs=docs)
 
 
+def report_settings(values, device=None, dtype=None, forced=False, beams=False):
+    """The settings a sample.py report shows, from the script's values: only those that applied (no
+    out_dir unless init_from='resume'; a fixed response has no num_samples, max_new_tokens, seed or
+    stop_at_eot; beam search no sampling settings but its own), and the device and dtype used rather
+    than 'auto'."""
+    names = SAMPLE_SETTINGS + (BEAM_SETTINGS if beams else ())
+    out = {k: values[k] for k in names if k in values}
+    if out.get('init_from', 'resume') != 'resume':
+        out.pop('out_dir', None)
+    if forced:
+        for k in ('num_samples', 'max_new_tokens', 'seed', 'stop_at_eot'):
+            out.pop(k, None)
+    else:
+        out.pop('fixed_response', None)
+    if beams:
+        out = {k: v for k, v in out.items() if k not in SAMPLING}
+    if device is not None:
+        out['device'] = str(device)
+    if dtype is not None:
+        out['dtype'] = str(dtype)
+    return out
+
+
 def setting_rows(settings):
     """[[name, value as text], ...]; strings quoted, so that a prompt of '\\n' is visible."""
     return [[k, repr(v) if isinstance(v, str) else str(v)] for k, v in settings.items() if v != '']
 
 
-def live_page(model_name, about, defaults, limits):
+def live_page(model_name, about, defaults, limits, eot=None):
     """The page's data for serve.py: no texts yet; about the model (shown), the controls' defaults
-    and limits."""
+    and limits, and the vocabulary's <|endoftext|> id (a whole text is scored after it; None: none)."""
     return dict(format=FORMAT, kind='live', title=f"nanoGPT-probs live: {model_name}",
-                settings=setting_rows(about), defaults=defaults, limits=limits, docs=[])
+                settings=setting_rows(about), defaults=defaults, limits=limits, docs=[], eot=eot,
+                inspect=dict(live=True))
 
 
 # -----------------------------------------------------------------------------
@@ -249,7 +348,7 @@ def _sha(text):
 
 def scripts(live=False):
     """The page's scripts, in order: the shared page.js, then the report's or the live app's own."""
-    return [_asset('page.js'), _asset('live.js' if live else 'report.js')]
+    return [_asset('page.js'), _asset('inspector.js'), _asset('live.js' if live else 'report.js')]
 
 
 def csp(scripts, css, live=False):
@@ -294,11 +393,13 @@ def write_html(data, path, live=False):
     return atomic.write_text(path, text)
 
 
-def sample_html(samples, tok, run_dir, settings, forced=False):
-    """run_dir/index.html for sample.py's samples (decoding.Sample objects). Returns its path."""
-    return write_html(sample_page(samples, tok, settings, forced), os.path.join(run_dir, 'index.html'))
+def sample_html(samples, tok, run_dir, settings, forced=False, model=None, panels=None):
+    """run_dir/index.html for sample.py's samples (decoding.Sample objects); with the model and
+    inspector.Panels, the inspector's panels too. Returns its path."""
+    page = sample_page(samples, tok, settings, forced, model=model, panels=panels)
+    return write_html(page, os.path.join(run_dir, 'index.html'))
 
 
-def beam_html(L, beams, greedy, run_dir, settings):
+def beam_html(L, beams, greedy, run_dir, settings, panels=None):
     """run_dir/index.html for sample.py --num_beams (see beam_page). Returns its path."""
-    return write_html(beam_page(L, beams, greedy, settings), os.path.join(run_dir, 'index.html'))
+    return write_html(beam_page(L, beams, greedy, settings, panels), os.path.join(run_dir, 'index.html'))

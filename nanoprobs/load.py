@@ -23,7 +23,7 @@ import torch
 
 from nanoprobs import checks
 from nanoprobs.hf import GPT2_SIZES
-from model import GPT, GPTConfig, MODEL_ARGS
+from model import GPT, GPTConfig, MODEL_ARGS, state_dict_error
 from nanoprobs.tokenizer import LoadError, Tokenizer, gpt2_tokenizer, tokenizer_for
 
 UNWANTED_PREFIX = '_orig_mod.'  # keys saved from a torch.compile'd model
@@ -68,7 +68,8 @@ DTYPES = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch
 def resolve_dtype(dtype, device_type):
     """'auto' -> bfloat16 on CUDA GPUs with bfloat16 tensor cores (Ampere, compute capability 8, and newer),
     float16 on older ones (T4, V100: trained with a GradScaler); float32 on CPU and MPS (MPS float16
-    training has no loss scaling to keep small gradients alive; ask for it explicitly)."""
+    training has no loss scaling to keep small gradients alive; ask for it explicitly). On CPU, float32's
+    probabilities are exact to ~1e-6; --dtype=bfloat16 asks for bfloat16 weights (inference_weights)."""
     if dtype == 'auto':
         if device_type == 'cuda':
             # not torch.cuda.is_bf16_supported(): newer torch says True where bfloat16 is only emulated
@@ -79,6 +80,50 @@ def resolve_dtype(dtype, device_type):
     if dtype == 'float64' and device_type == 'mps':
         raise ValueError("dtype=float64: Apple MPS has no float64; use float32 on mps, or --device=cpu")
     return dtype
+
+
+def cpu_has_bf16():
+    """Whether this CPU has native bfloat16 matmul units (Intel AMX tiles, or AVX512-BF16), where
+    --dtype=bfloat16 runs fastest: torch's own check where it has one (torch >= 2.3), else the flags Linux
+    lists in /proc/cpuinfo; False elsewhere. The benchmarks print it (bench/machine.py)."""
+    checks = [getattr(torch.cpu, name, None) for name in ('_is_amx_tile_supported', '_is_avx512_bf16_supported')]
+    if all(checks):
+        try:
+            return any(check() for check in checks)
+        except Exception:
+            pass
+    try:
+        with open('/proc/cpuinfo') as f:
+            flags = next((line.split(':', 1)[1].split() for line in f if line.startswith('flags')), [])
+    except OSError:
+        return False
+    return bool({'amx_bf16', 'avx512_bf16'} & set(flags))
+
+
+def inference_weights(dtype, device_type):
+    """The dtype generation, scoring and serving keep the matmul weights in, for a resolved dtype: bfloat16
+    on any device and float16 on GPUs are real half-precision weights (half the bytes to read per token);
+    float16 on CPU, which has no fast float16 matmuls, stays autocast over float32 weights; None = no cast.
+    Training never casts: it keeps float32 master weights under autocast, as upstream."""
+    if dtype == 'bfloat16' or (dtype == 'float16' and device_type != 'cpu'):
+        return DTYPES[dtype]
+    return None
+
+
+def cast_matmul_weights(model, dtype):
+    """Keep the weights of every matmul (each nn.Linear, so also lm_head and the token embedding tied to it)
+    in dtype; LayerNorms and the position embedding stay float32. Run under autocast (autocast_ctx), the
+    residual stream and the LayerNorms stay float32 and only the matmuls run in dtype, as with autocast
+    over float32 weights; GPT.unembed makes the logits float32. Each matrix is stored (out, in)
+    contiguous, nn.Linear's own layout, where CPU bfloat16 matmuls are fastest (a Hugging Face folder's
+    Conv1D weights arrive transposed). Parameters keep their identity (only .data changes), so the
+    embedding stays tied."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.Linear):
+                for p in m.parameters(recurse=False):
+                    p.data = p.data.to(dtype, memory_format=torch.contiguous_format)
+    return model
 
 
 def autocast_ctx(device_type, dtype):
@@ -161,7 +206,13 @@ def no_checkpoint(path):
 
 
 def load_checkpoint(path, map_location='cpu'):
-    """Read a nanoGPT checkpoint safely (weights_only=True) and check it has what a model needs."""
+    """Read a nanoGPT checkpoint safely (weights_only=True) and check it has what a model needs.
+    A zip-format file (torch.save's since torch 1.6) is memory-mapped: only the tensors that are used
+    are read (a training checkpoint's optimizer state, twice the model's size, is not), and a model built
+    from it uses them in place, as transformers does with safetensors (this project writes checkpoints
+    atomically, so a running model never sees a half-written file; a file truncated and rewritten in
+    place, as upstream's train.py saves, kills a process that maps it with SIGBUS: docs/model.md). Not on
+    Windows, where a mapped file cannot be replaced by the next save."""
     if os.path.isdir(path):
         path = os.path.join(path, CKPT)
     if not os.path.exists(path):
@@ -174,7 +225,8 @@ def load_checkpoint(path, map_location='cpu'):
         # torch warns about the pickle protocol of damaged files: the error says it
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
-            ckpt = torch.load(path, map_location=map_location, weights_only=True)
+            mmap = os.name != 'nt' and map_location == 'cpu' and zipfile.is_zipfile(path)
+            ckpt = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
         raise unpickling_error(path, e, 'torch checkpoint') from None
     except Exception as e:
@@ -223,8 +275,9 @@ def clean_state_dict(state_dict):
 
 
 def model_from_checkpoint(ckpt, dropout=None, path='checkpoint', merge=True):
-    """Build the GPT a checkpoint describes. The architecture comes from model_args; GELU from the
-    top-level 'gelu' key train.py writes (absent in upstream's checkpoints, which used exact GELU).
+    """Build the GPT a checkpoint describes, around the checkpoint's own tensors (nothing is initialised
+    or copied: GPT.from_state_dict). The architecture comes from model_args; GELU from the top-level
+    'gelu' key train.py writes (absent in upstream's checkpoints, which used exact GELU).
     A LoRA run's checkpoint: its base (checksum verified) with the adapters, merged unless merge=False."""
     if 'lora' in ckpt:  # nanoprobs/lora.py
         from nanoprobs import lora
@@ -234,15 +287,12 @@ def model_from_checkpoint(ckpt, dropout=None, path='checkpoint', merge=True):
     if dropout is not None:
         args['dropout'] = dropout
     sd = clean_state_dict(ckpt['model'])
-    sd = {k: v for k, v in sd.items() if not k.endswith('.attn.bias')}  # old upstream mask buffers
     checks.check_args_fit_weights(args, sd, path)  # before building: edited sizes must not allocate
-    model = GPT(GPTConfig(**args, gelu=ckpt.get('gelu', 'exact')))
+    config = GPTConfig(**args, gelu=ckpt.get('gelu', 'exact'))
     try:
-        model.load_state_dict(sd)
+        return GPT.from_state_dict(config, sd)
     except RuntimeError as e:
-        raise ValueError(f"{path}: weights do not fit model_args {args}: "
-                         f"{str(e).splitlines()[0]} ...") from None
-    return model
+        raise ValueError(f"{path}: weights do not fit model_args {args}: {state_dict_error(e)}") from None
 
 
 def checkpoint_dict(model, optimizer=None, iter_num=0, best_val_loss=1e9, config=None, tokenizer=None,
@@ -363,11 +413,11 @@ def pretrained_model(kind, where, dropout=None):
             raise damaged from None
         if not isinstance(e, OSError):
             raise
-        # no network, no such hub model, or a folder without weights
+        # no network, no such hub model, a folder without weights, an unreadable file
         first = (str(e).strip().splitlines() or [type(e).__name__])[0].rstrip('.')
         hint = ('GPT-2 weights download from the Hugging Face hub on first use; offline, '
                 if kind == 'gpt2' else '')
-        raise LoadError(f"transformers could not load {where!r}: {first}. {hint}"
+        raise LoadError(f"could not load {where!r}: {first}. {hint}"
                         "give a local Hugging Face GPT-2 folder (config.json + weights) "
                         "as --init_from=path") from None
 
@@ -422,6 +472,9 @@ def load_model(init_from='resume', out_dir='out', device='auto', dtype='auto', c
     model.to(device)
     if eval_mode:
         model.eval()
+        half = inference_weights(dtype, device_type)
+        if half is not None:
+            cast_matmul_weights(model, half)
     if should_compile(compile, device_type):
         model = torch.compile(model)
     del ckpt  # the optimizer state and the second copy of the weights are not kept while the model runs

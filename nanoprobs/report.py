@@ -23,8 +23,8 @@ from typing import Callable, NamedTuple
 from configurator import UserError
 from nanoprobs import atomic
 from nanoprobs.atomic import text_writer
-from nanoprobs.formatting import format_prob, format_ratio
-from nanoprobs.scores import PairResult, format_ppl, perplexity
+from nanoprobs.formatting import format_ppl, format_prob, format_ratio, perplexity
+from nanoprobs.scores import PairResult
 
 
 def arrow(d):

@@ -8,6 +8,7 @@ exactly, without overflow (a tiny one gives greedy's distribution). Natural logs
 """
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -83,6 +84,46 @@ def sampling_logprobs(logits, temperature=1.0, top_k=None, top_p=None):
     return lp
 
 
+@dataclass
+class Kept:
+    """A sampling distribution with all its mass on k tokens per row (top-k sampling), kept sparse: their
+    ids (N, k), ascending, and log-probs (N, k) float64; every other token has log-prob -inf. Equal to
+    sampling_logprobs() at those ids, at a cost of k instead of the vocabulary per row and step."""
+    ids: torch.Tensor  # (N, k) int64, ascending
+    lp: torch.Tensor   # (N, k) float64
+
+    def at(self, idx):
+        """Log-probs (N, m) of the token ids idx (N, m): -inf for a token that was not kept."""
+        match = self.ids[:, None, :] == idx[:, :, None]  # (N, m, k)
+        return torch.where(match, self.lp[:, None, :], float('-inf')).amax(-1)
+
+    def dense(self, vocab_size):
+        """The (N, V) log-probs sampling_logprobs() gives."""
+        out = self.lp.new_full((self.lp.size(0), vocab_size), float('-inf'))
+        return out.scatter_(-1, self.ids, self.lp)
+
+
+def kept_logprobs(logits, temperature, top_k, top_p=None):
+    """Top-k sampling's distribution over logits (N, V) as a Kept: the k most likely tokens, then
+    temperature and top-p among them (sampling_logprobs on their logits). None where it does not apply
+    (greedy, top_k off or >= V) or where tokens tied with the k-th keep more than k (sampling_logprobs
+    keeps every token at or above the k-th value)."""
+    V = logits.size(-1)
+    if temperature == 0 or not top_k or top_k >= V:
+        return None
+    logits = f64(logits)
+    v, ids = logits.topk(top_k)  # (N, k), most likely first; temperature > 0 keeps the order
+    if bool(((logits >= v[:, -1:]).sum(-1) > top_k).any()):
+        return None
+    ids, order = ids.sort(-1)  # vocabulary order: the draw walks the same cumulative sum as the dense one
+    return Kept(ids, sampling_logprobs(v.gather(-1, order), temperature, None, top_p))
+
+
+def logprobs_at(dist, idx):
+    """Log-probs (N, m) at token ids idx (N, m) of a distribution: (N, V) log-probs or a Kept."""
+    return dist.at(idx) if isinstance(dist, Kept) else dist.gather(-1, idx)
+
+
 def sample(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
     """Draw one token id per row of logits (B, V). Returns (ids (B,), sampling log-probs (B, V) float64)."""
     lp = sampling_logprobs(logits, temperature, top_k, top_p)
@@ -90,10 +131,13 @@ def sample(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
 
 
 def draw(lp, temperature, generator=None):
-    """One token id (B,) per row of sampling log-probs lp (B, V) float64; the argmax when temperature is 0.
+    """One token id (B,) per row of sampling log-probs lp (B, V) float64 (or a Kept); the argmax when
+    temperature is 0. A Kept draws the token a dense lp would give for the same random number.
 
     generator: one torch.Generator for every row, or a list of B generators, one per row: row b then
     draws from its own stream, so what it gets does not depend on the other rows in the batch."""
+    if isinstance(lp, Kept):
+        return lp.ids.gather(-1, draw(lp.lp, temperature, generator)[:, None])[:, 0]
     if temperature == 0:
         return lp.argmax(-1)
     # inverse-CDF draw: the first token whose cumulative probability exceeds a uniform u. Same
@@ -112,15 +156,20 @@ def draw(lp, temperature, generator=None):
 
 
 def entropy(lp):
-    """Entropy in nats of the distributions whose log-probs are lp (..., V); 0 log 0 counts as 0."""
+    """Entropy in nats of the distributions whose log-probs are lp (..., V) (or a Kept); 0 log 0 counts
+    as 0."""
+    if isinstance(lp, Kept):
+        lp = lp.lp
     return (-(lp.exp() * lp.nan_to_num(neginf=0.0)).sum(-1)).clamp_min(0.0)
 
 
 def distributions(logits, temperature=1.0, top_k=None, top_p=None):
     """Log-probs (N, V) float64 of logits (N, V) under the model and the sampling distribution:
-    (model_lp, sample_lp), one and the same tensor when the settings sample from the model itself."""
+    (model_lp, sample_lp), one and the same tensor when the settings sample from the model itself.
+    With top-k, sample_lp is a Kept (the same numbers, sparse: read it with logprobs_at, draw, entropy)."""
     logits = f64(logits)
     model_lp = logits.log_softmax(-1)
     if is_model_distribution(temperature, top_k, top_p):
         return model_lp, model_lp
-    return model_lp, sampling_logprobs(logits, temperature, top_k, top_p)
+    kept = kept_logprobs(logits, temperature, top_k, top_p)
+    return model_lp, kept if kept is not None else sampling_logprobs(logits, temperature, top_k, top_p)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import torch
 
 from configurator import UserError
-from nanoprobs.formatting import format_prob
+from nanoprobs.formatting import format_ppl, format_prob, perplexity  # noqa: F401  (scores.format_ppl, as before)
 
 RESULTS_FORMAT = 'nanogpt-eval/1'  # the "format" of results/eval_<name>.json
 
@@ -18,17 +18,6 @@ RESULTS_FORMAT = 'nanogpt-eval/1'  # the "format" of results/eval_<name>.json
 class EvalDataError(UserError, ValueError):
     """eval_data (or a results file) that cannot be used; the message says which entry and what to do.
     A UserError (run_main prints one line) and, as before, a ValueError."""
-
-
-def format_ppl(x, spec='.3f'):
-    """A perplexity as text that keeps table columns: `spec` up to a million, then 4 significant digits
-    (a random model's 1.235e+24, not a 28-digit number; 3 from 1e100 on, so at most 9 characters)."""
-    return f"{x:{spec}}" if x < 1e6 else f"{x:.4g}" if x < 1e100 else f"{x:.3g}"  # inf -> 'inf'
-
-
-def perplexity(mean_logprob):
-    """exp(-mean log-prob per token); inf rather than an OverflowError for absurdly unlikely text."""
-    return math.exp(-mean_logprob) if mean_logprob > -700 else float('inf')
 
 
 def json_number(x):

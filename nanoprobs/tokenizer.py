@@ -14,6 +14,7 @@ without one (upstream's), the checkpoint's dataset folder, as upstream finds met
 
 import os
 import pickle
+import re
 
 EOT = '<|endoftext|>'
 KINDS = ('gpt2', 'char', 'bpe')
@@ -103,6 +104,25 @@ def byte_text(b):
             run = []
         out.append(ch)
     return ''.join(out)[:-1]
+
+
+LABEL = re.compile(r'<((?:[0-9A-F]{2} )*[0-9A-F]{2})>')
+
+
+def label_bytes(text):
+    """byte_text's inverse: ' <E2 80>' -> b' \xe2\x80' (for results that kept only a token's text)."""
+    out, i = b'', 0
+    for m in LABEL.finditer(text):
+        out += text[i:m.start()].encode('utf-8') + bytes.fromhex(m.group(1))
+        i = m.end()
+    return out + text[i:].encode('utf-8')
+
+
+def text_pieces(texts):
+    """Tokenizer.pieces of tokens known only by their token_text (eval's results): runs whose bytes form
+    whole characters are joined, by the same rule."""
+    tok = Tokenizer('texts', None, None, lambda i: label_bytes(texts[i]), len(texts))
+    return tok.pieces(range(len(texts)))
 
 
 # -----------------------------------------------------------------------------

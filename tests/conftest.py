@@ -15,6 +15,8 @@ if 'TIKTOKEN_CACHE_DIR' not in os.environ and (SHARED / 'tiktoken_cache').is_dir
 os.environ.setdefault('MPLBACKEND', 'Agg')
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 os.environ.setdefault('TRANSFORMERS_VERBOSITY', 'error')
+if os.environ.get('PYTEST_XDIST_WORKER_COUNT'):  # pytest -n N: each worker's torch takes its share of the cores
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ['PYTEST_XDIST_WORKER_COUNT'])))
 
 from model import GPT, GPTConfig  # noqa: E402
 from nanoprobs import load, tokenizer  # noqa: E402

@@ -3,7 +3,8 @@ from a server that imported torch (and the other heavy libraries) once, instead 
 that spends seconds importing them again.
 
 What stays as in a fresh `python` process: its own pid, argv, cwd, environment, stdin (/dev/null), stdout
-and stderr (captured), exit status (SystemExit, a traceback's 1, os._exit, a signal's -N), atexit
+and stderr (captured), exit status (SystemExit, an uncaught exception's 1 printed by sys.excepthook,
+an uncaught Ctrl-C's SIGINT, os._exit, a signal's -N), atexit
 handlers and the join of non-daemon threads at exit, and fresh random state (Python's `random` reseeds
 itself after a fork; numpy's global generator is reseeded here; torch's default generator starts from
 its fixed default seed, as in any new process). What is shared: the modules imported before the fork.
@@ -51,7 +52,7 @@ def serve():
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:  # the child: become `python <argv>` in req['cwd'] with req['env']
-            code = 1
+            code, interrupted = 1, False
             try:
                 signal.signal(signal.SIGINT, signal.default_int_handler)
                 os.chdir(req['cwd'])
@@ -85,14 +86,20 @@ def serve():
                     else:
                         print(e.code, file=sys.stderr)
                         code = 1
-                except KeyboardInterrupt:
-                    traceback.print_exc()
-                    code = 128 + signal.SIGINT
-                except BaseException:  # noqa: BLE001 - the traceback a script's crash prints, exit status 1
-                    traceback.print_exc()
-                    code = 1
+                except BaseException:  # noqa: BLE001 - what the interpreter does with an uncaught exception:
+                    e = sys.exc_info()[1]
+                    tb = e.__traceback__
+                    while tb and tb.tb_frame.f_code.co_filename in (__file__, '<frozen runpy>'):
+                        tb = tb.tb_next  # the traceback starts in the script, as python's does
+                    sys.excepthook(type(e), e.with_traceback(tb), tb)  # the script's own hook (one-line errors) or the traceback
+                    code, interrupted = 1, isinstance(e, KeyboardInterrupt)
                 threading._shutdown()  # join non-daemon threads, as interpreter exit does
                 atexit._run_exitfuncs()
+                if interrupted:  # an uncaught Ctrl-C ends python by SIGINT itself (status -2), as since 3.8
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                    signal.signal(signal.SIGINT, signal.SIG_DFL)
+                    os.kill(os.getpid(), signal.SIGINT)
             except BaseException:  # noqa: BLE001
                 traceback.print_exc()
             finally:

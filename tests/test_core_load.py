@@ -232,29 +232,23 @@ def test_float64_load_for_exact_reference(tmp_path, gpt2_tok):
     assert len(s.tokens) == 3
 
 
-def test_from_pretrained_gpt2_names_go_through_transformers(monkeypatch, tmp_path):
-    """'gpt2' etc. are passed to transformers' from_pretrained (the hub); here the hub is a local folder."""
-    import transformers
+def test_from_pretrained_gpt2_names_come_from_the_hub(monkeypatch, tmp_path):
+    """'gpt2' etc. are downloaded from the hub (hf.hub_folder); here the hub is a local folder."""
+    from nanoprobs import hf
     make_hf_dir(tmp_path / 'hub', vocab_size=50257)
-    orig = transformers.GPT2LMHeadModel.from_pretrained.__func__
     asked = []
-
-    def fake(cls, name, *a, **k):
-        asked.append(name)
-        return orig(cls, str(tmp_path / 'hub'), *a, **k)
-
-    monkeypatch.setattr(transformers.GPT2LMHeadModel, 'from_pretrained', classmethod(fake))
+    monkeypatch.setattr(hf, 'hub_folder', lambda name: asked.append(name) or str(tmp_path / 'hub'))
     model = GPT.from_pretrained('gpt2', dict(dropout=0.1))
     assert asked == ['gpt2'] and model.config.dropout == 0.1 and model.config.gelu == 'tanh'
 
 
 def test_offline_gpt2_is_a_clear_error(monkeypatch):
-    import transformers
+    from nanoprobs import hf
 
-    def offline(cls, name, *a, **k):
+    def offline(name):
         raise OSError("We couldn't connect to 'https://huggingface.co' to load the files")
 
-    monkeypatch.setattr(transformers.GPT2LMHeadModel, 'from_pretrained', classmethod(offline))
+    monkeypatch.setattr(hf, 'hub_folder', offline)
     with pytest.raises(ValueError, match=r"could not load 'gpt2'.*offline, give a local Hugging Face GPT-2 folder"):
         load.load_model('gpt2', device='cpu')
 
@@ -272,3 +266,33 @@ def test_missing_bpe_files_offline_is_a_one_line_error(tmp_path):
     assert proc.returncode == 1 and 'Traceback' not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("error: could not load tiktoken's GPT-2 vocabulary")
     assert 'TIKTOKEN_CACHE_DIR' in proc.stderr
+
+
+def test_every_hf_weight_layout_loads_the_same_without_touching_the_rng(tmp_path):
+    """A folder's weights as model.safetensors, as shards with an index, as pytorch_model.bin, and as the
+    hub's original GPT-2 files (keys without 'transformer.', no lm_head copy) give the same model, with
+    transformers' logits; loading draws no random numbers (nothing is initialised only to be overwritten),
+    and neither does a checkpoint's."""
+    from safetensors.torch import save_file
+    hf = make_hf_dir(tmp_path / 'st', vocab_size=97, n_positions=16)
+    hf.save_pretrained(tmp_path / 'shards', max_shard_size='20KB')
+    for f in ('bin', 'orig'):
+        os.makedirs(tmp_path / f)
+        hf.config.save_pretrained(tmp_path / f)
+    torch.save(hf.state_dict(), tmp_path / 'bin' / 'pytorch_model.bin')  # older transformers' format
+    save_file({k[len('transformer.'):]: v.contiguous() for k, v in hf.state_dict().items()
+               if k.startswith('transformer.')}, str(tmp_path / 'orig' / 'model.safetensors'))
+    assert len([f for f in os.listdir(tmp_path / 'shards') if f.endswith('.safetensors')]) > 1
+    x = torch.randint(0, 97, (2, 16), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want = hf(x).logits
+    rng = torch.get_rng_state()
+    models = [GPT.from_pretrained(str(tmp_path / f)).eval() for f in ('st', 'shards', 'bin', 'orig')]
+    write_ckpt(tmp_path / 'out', models[0])
+    rng2 = torch.get_rng_state()
+    models.append(load.model_from_checkpoint(load.load_checkpoint(str(tmp_path / 'out'))).eval())
+    assert torch.equal(torch.get_rng_state(), rng2) and torch.equal(rng2, rng)
+    with torch.no_grad():
+        got = [m(x, all_logits=True)[0] for m in models]
+    torch.testing.assert_close(got[0], want, atol=1e-5, rtol=1e-5)
+    assert all(torch.equal(g, got[0]) for g in got[1:])

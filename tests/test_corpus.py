@@ -99,3 +99,23 @@ def test_download_is_still_offered(tmp_path, monkeypatch, source, n):
     assert len(asked) == n and (set(asked) == set(cs.WORLDWIDE)) == (source == 'download')
     with pytest.raises(cs.PrepareError, match="source='web' must be one of shipped, download, download_all"):
         cs.run(out_dir=str(tmp_path / 'cs'), source='web')
+
+
+def test_shipped_tinystories_sample_prepares_offline(tmp_path, gpt2_tok):
+    """data/tinystories_sample: the text SOURCES.md names, its GPT-2 tokens in train.bin + val.bin; a damaged
+    copy is one line and writes nothing."""
+    spec = importlib.util.spec_from_file_location('tinystories_prepare', ROOT / 'data' / 'tinystories_sample' / 'prepare.py')
+    ts = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ts)
+    ts.run(out_dir=str(tmp_path / 'ts'))
+    text = (tmp_path / 'ts' / 'input.txt').read_bytes()
+    assert hashlib.sha256(text).hexdigest() == ts.SHIPPED_SHA256 and ts.SHIPPED_SHA256 in (
+        ROOT / 'data' / 'tinystories_sample' / 'SOURCES.md').read_text()
+    ids = np.concatenate([np.fromfile(tmp_path / 'ts' / f'{s}.bin', dtype=np.uint16) for s in ('train', 'val')])
+    # one document (its last newline ends it), then <|endoftext|>
+    assert ids.tolist() == gpt2_tok.encode(text.decode('utf-8').removesuffix('\n')) + [gpt2_tok.eot]
+    bad = tmp_path / 'bad.xz'
+    bad.write_bytes(lzma.compress(b'other text\n'))
+    with pytest.raises(ts.PrepareError, match=r"is not the shipped sample \(its sha256 differs"):
+        ts.unpack(str(tmp_path / 'x' / 'input.txt'), shipped=str(bad))
+    assert not (tmp_path / 'x').exists()

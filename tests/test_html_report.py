@@ -41,10 +41,10 @@ def test_script_json_escapes_everything_that_could_end_the_element():
 
 def test_render_inlines_everything_and_allows_only_its_own_script():
     text, policy = html_report.render(dict(kind='sample', title=INJ, settings=[], docs=[]))
-    assert text.count('</script>') == 4  # the scale, the data element and two scripts: the title cannot end any
+    assert text.count('</script>') == 5  # the scale, the data element and three scripts: the title cannot end any
     assert INJ not in text and '<img' not in text
     assert not re.search(r'(src|href)=["\']?(https?:)?//', text)  # nothing loaded from the network
-    for name in ('page.js', 'report.js'):
+    for name in ('page.js', 'inspector.js', 'report.js'):
         js = open(html_report.os.path.join(html_report.WEB, name), encoding='utf-8').read()
         assert f"<script>{js}</script>" in text and html_report._sha(js) in policy
         assert 'innerHTML' not in js and 'insertAdjacentHTML' not in js and 'eval(' not in js
@@ -100,29 +100,44 @@ def test_sample_report_holds_the_sample_numbers(tmp_path, gpt2_tok):
 def test_injection_in_prompt_and_tokens_stays_data(tmp_path, gpt2_tok):
     m = tiny_model()
     s = generate(m, torch.tensor([gpt2_tok.encode(INJ)]), 3, temperature=0, details=3)[0]
-    evil = types.SimpleNamespace(token_text=lambda i: INJ, decode=gpt2_tok.decode)
+    evil = types.SimpleNamespace(token_text=lambda i: INJ, decode=gpt2_tok.decode,
+                                 pieces=lambda ids: [(i, i + 1, INJ) for i in range(len(ids))])
     text = open(html_report.sample_html([s], evil, tmp_path, {}), encoding='utf-8').read()
-    assert text.count('</script>') == 4 and '<img' not in text  # the scale, the data, two scripts
+    assert text.count('</script>') == 5 and '<img' not in text  # the scale, the data, three scripts
     d = page_data(tmp_path / 'index.html')
     assert d['docs'][0]['prompt'] == INJ and d['docs'][0]['tokens'][0]['text'] == INJ
 
 
-def test_beam_report_has_the_beams_numbers(gpt2_tok):
-    m = tiny_model()
+def test_beam_report_shows_the_steps_beam_search_recorded(gpt2_tok):
+    """Each beam token's candidates are the ones beam search ranked it among (recorded inside beam_search,
+    no second scoring pass): its log-prob is the beam's own, exactly; ranks and candidates equal a plain
+    float64 forward pass; the settings show the beam settings that applied."""
+    m = tiny_model().double()
     prompt = gpt2_tok.encode("Hello there")
-    beams = beam_search(m, prompt, 4, num_beams=3)
-    greedy = generate(m, torch.tensor([prompt]), 4, temperature=0)[0]
+    beams = beam_search(m, prompt, 4, num_beams=3, length_penalty=0.7, no_repeat_ngram_size=2, details=5)
+    greedy = generate(m, torch.tensor([prompt]), 4, temperature=0, details=5)[0]
     L = types.SimpleNamespace(model=m, tok=gpt2_tok, ctx=contextlib.nullcontext())
-    d = html_report.beam_page(L, beams, greedy, dict(num_beams=3, temperature=0.8))
+    values = dict(num_beams=3, length_penalty=0.7, no_repeat_ngram_size=2, early_stopping=False, temperature=0.8,
+                  num_samples=10, init_from='gpt2', out_dir='out', device='auto', max_new_tokens=4)
+    settings = html_report.report_settings(values, 'cpu', 'float64', beams=True)
+    d = html_report.beam_page(L, beams, greedy, settings)
     assert [doc['title'] for doc in d['docs']] == ['beam 1', 'beam 2', 'beam 3', 'greedy decoding (temperature 0)']
-    assert ['temperature', '0.8'] not in d['settings'] and all(doc['model_only'] for doc in d['docs'])
+    shown = dict(d['settings'])
+    assert shown['length_penalty'] == '0.7' and shown['no_repeat_ngram_size'] == '2' and shown['early_stopping'] == 'False'
+    assert shown['device'] == "'cpu'" and 'temperature' not in shown and 'num_samples' not in shown
+    assert 'out_dir' not in shown  # init_from='gpt2': out_dir did not apply
+    assert all(doc['model_only'] for doc in d['docs'])
     for b, doc in zip(beams, d['docs']):
         assert [e['logprob'] for e in doc['tokens']] == b.logprobs.tolist()
-        assert dict(doc['totals'])['beam score (log-prob / tokens^1)'] == f"{b.score:.4f}"
-        for e in doc['tokens']:  # the rescoring pass agrees with beam search about each token
-            assert e['rank'] <= len(e['alternatives'])  # (a beam's tokens are among a tiny model's top few)
-            alt = e['alternatives'][e['rank'] - 1]
-            assert alt['id'] == e['id'] and alt['logprob'] == pytest.approx(e['logprob'], abs=1e-5)  # float32: cache vs one pass
+        assert dict(doc['totals'])['beam score (log-prob / tokens^0.7)'] == f"{b.score:.4f}"
+        with torch.no_grad():
+            x = torch.tensor([b.prompt + b.tokens])
+            ref = m(x, all_logits=True)[0][0].log_softmax(-1)[len(b.prompt) - 1:-1]  # (n, V) float64
+        for e, r, t in zip(doc['tokens'], ref, b.tokens):
+            assert e['rank'] == int((r > r[t]).sum()) + 1
+            assert [a['id'] for a in e['alternatives']] == r.topk(5).indices.tolist()
+            assert [a['logprob'] for a in e['alternatives']] == pytest.approx(r.topk(5).values.tolist(), abs=1e-9)
+            assert e['logprob'] == pytest.approx(float(r[t]), abs=1e-9) and 'sample_prob' not in e
 
 
 def run_inprocess(script, *args, monkeypatch, capsys):

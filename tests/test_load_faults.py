@@ -81,11 +81,10 @@ def test_hub_reachable_is_one_quick_check(monkeypatch):
     assert time.perf_counter() - t < 2.6
 
 
-def test_offline_gpt2_fails_fast_without_calling_transformers(monkeypatch):
-    import transformers
+def test_offline_gpt2_fails_fast_without_asking_the_hub(monkeypatch):
+    from nanoprobs import hf
     called = []
-    monkeypatch.setattr(transformers.GPT2LMHeadModel, 'from_pretrained',
-                        classmethod(lambda cls, name, *a, **k: called.append(name) or time.sleep(30)))
+    monkeypatch.setattr(hf, 'hub_folder', lambda name: called.append(name) or time.sleep(30))
     monkeypatch.delenv('HF_HUB_OFFLINE', raising=False)
     monkeypatch.setattr(load, 'hub_reachable', lambda timeout=2.0: False)
     monkeypatch.setattr(load, 'hub_cached', lambda name: None)
@@ -95,18 +94,16 @@ def test_offline_gpt2_fails_fast_without_calling_transformers(monkeypatch):
 
 
 def test_offline_gpt2_uses_the_cached_copy(monkeypatch, tmp_path):
-    import transformers
     from conftest import make_hf_dir
+    from nanoprobs import hf
     make_hf_dir(tmp_path / 'cached')
-    orig = transformers.GPT2LMHeadModel.from_pretrained.__func__
-    asked = []
-    monkeypatch.setattr(transformers.GPT2LMHeadModel, 'from_pretrained',
-                        classmethod(lambda cls, name, *a, **k: asked.append(str(name)) or orig(cls, name, *a, **k)))
+    called = []
+    monkeypatch.setattr(hf, 'hub_folder', lambda name: called.append(name) or time.sleep(30))
     monkeypatch.delenv('HF_HUB_OFFLINE', raising=False)
     monkeypatch.setattr(load, 'hub_reachable', lambda timeout=2.0: False)
     monkeypatch.setattr(load, 'hub_cached', lambda name: str(tmp_path / 'cached') if name == 'gpt2' else None)
     m = load.load_model('gpt2', device='cpu')
-    assert asked == [str(tmp_path / 'cached')] and m.source == 'gpt2' and m.model.config.n_embd == 32
+    assert called == [] and m.source == 'gpt2' and m.model.config.n_embd == 32  # the cached folder, read as is
 
 
 @pytest.mark.parametrize('script', ['sample.py', 'train.py'])

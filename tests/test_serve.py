@@ -499,3 +499,52 @@ def test_ctrl_c_during_a_generation_stops_at_once(tmp_path):
     assert proc.returncode == 0, err
     assert 'stopped' in out and 'terminate called' not in err and 'Traceback' not in err
     assert rest.count('"token"') < 100000 - 2  # it stopped mid-generation
+
+
+def test_inspect_and_attribute_answer_one_token(server, gpt2_tok, monkeypatch):
+    """POST /api/inspect: the logit lens (its last row the model distribution of a plain forward pass) and
+    Capture's attention of one token; POST /api/attribute: Captum's scores (integrated gradients complete);
+    bad input a 400 naming the field, other sites refused; a generation's pieces, joined characters, GLTR."""
+    pytest.importorskip('captum', reason="attribution needs Captum: pip install captum")
+    from nanoprobs.attribution import attribute
+    from nanoprobs.inspector import token_panels
+    m = server.engine.L.model
+    ids, pos = gpt2_tok.encode("The capital of France is Paris, of course"), 6
+    st, _, out = request(server, 'POST', '/api/inspect', dict(ids=ids, position=pos))
+    assert st == 200 and out == token_panels(m, gpt2_tok, ids, pos)
+    with torch.no_grad():
+        ref = m(torch.tensor([ids[:pos]]))[0][0, -1].double().log_softmax(-1)  # (V,) independently
+    top, top_p, lp, p, rank = out['lens'][-1]
+    assert lp == pytest.approx(float(ref[ids[pos]]), abs=1e-4) and p == format_prob(float(ref[ids[pos]]))
+    assert rank == int((ref > ref[ids[pos]]).sum()) + 1 and top == gpt2_tok.token_text(int(ref.argmax()))
+    assert len(out['att']) == m.config.n_layer and len(out['att'][0]) == 1 + m.config.n_head
+    for method in ('ig', 'gxi'):
+        st, _, a = request(server, 'POST', '/api/attribute', dict(ids=ids, position=pos, method=method, steps=8))
+        want = attribute(m, ids, pos, method, 8, gpt2_tok.eot).to_json()
+        assert st == 200 and a['scores'] == want['scores'] and len(a['scores']) == pos
+        assert a['logprob'] == pytest.approx(float(ref[ids[pos]]), abs=1e-4)
+    assert abs(a['total'] - a['logprob']) > 0 and a['gap'] is None  # gxi: no completeness
+    st, _, a = request(server, 'POST', '/api/attribute', dict(ids=ids, position=pos))  # ig, 32 steps
+    assert a['method'] == 'ig' and a['steps'] == 32 and abs(float(a['gap'])) < 0.05
+    assert a['total'] == pytest.approx(a['logprob'] - a['baseline_logprob'], abs=0.05)
+    for path, body, words in (('/api/inspect', dict(ids=ids, position=0), 'position: input should be greater'),
+                              ('/api/inspect', dict(ids=ids, position=len(ids)), 'position must be the index'),
+                              ('/api/inspect', dict(ids=ids * 4, position=34), 'block_size (32)'),
+                              ('/api/inspect', dict(ids=[1, 99999999], position=1), 'ids[1]'),
+                              ('/api/inspect', dict(ids=[1], position=1), 'ids'),
+                              ('/api/attribute', dict(ids=ids, position=2, method='lime'), 'method'),
+                              ('/api/attribute', dict(ids=ids, position=2, steps=257), 'steps'),
+                              ('/api/attribute', dict(ids=ids, position='2'), 'position'),
+                              ('/api/attribute', dict(ids=[0] * 20001, position=2), 'ids')):
+        st, _, err = request(server, 'POST', path, body)
+        assert st == 400 and words in err['error'], (path, body, err)
+    st, _, err = request(server, 'POST', '/api/attribute', dict(ids=ids, position=2),
+                         headers={'Origin': 'http://evil.example'})
+    assert st == 403 and 'refused' in err['error']
+    monkeypatch.setitem(sys.modules, 'captum', None)  # a server without Captum says so
+    st, _, err = request(server, 'POST', '/api/attribute', dict(ids=ids, position=2))
+    assert st == 501 and 'pip install captum' in err['error']
+    st, _, r = request(server, 'POST', '/api/generate', dict(prompt='He said “', max_new_tokens=3, temperature=0))
+    prompt = gpt2_tok.encode('He said “')
+    assert st == 200 and r['gltr']['tokens'] == 3 and r['doc']['prompt_pieces'] == [list(x) for x in gpt2_tok.pieces(prompt)]
+    assert r['prompt_pieces'] == r['doc']['prompt_pieces']

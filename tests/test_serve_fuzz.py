@@ -48,14 +48,22 @@ plausible = {  # a value of about the right kind, at the edges of its range, mix
     'echo': st.booleans(), 'stop': texts | st.lists(texts, max_size=5),
     'temperatures': st.lists(near(0, *TINY, 1, 1e6, 1e6 + 1, -1), max_size=14),
     'stream_options': st.fixed_dictionaries({}, optional={'include_usage': st.booleans()}), 'model': texts,
-    'presence_penalty': floats, 'best_of': near(-1, 0, 1, 2, 3), 'logit_bias': values, 'suffix': texts, 'user': texts}
+    'presence_penalty': floats, 'best_of': near(-1, 0, 1, 2, 3), 'logit_bias': values, 'suffix': texts, 'user': texts,
+    'position': near(-1, 0, 1, 2, 5, 6, 32, 33, 2 ** 63), 'method': st.sampled_from(['ig', 'gxi', 'IG', '', 'lime']),
+    'steps': near(-1, 0, 1, 2, 256, 257, 2 ** 63, lo=1, hi=8)}
 FIELDS = {'/api/generate': ['prompt', 'prompt_ids', 'prefix', 'prefix_ids', 'max_new_tokens', 'temperature', 'top_k',
                             'top_p', 'top', 'seed', 'stop_at_eot', 'stream'],
           '/api/score': ['prompt', 'prompt_ids', 'response', 'response_ids', 'temperature', 'top_k', 'top_p', 'top'],
           '/api/temperatures': ['ids', 'prompt', 'temperatures', 'top_k', 'top_p', 'top'],
           '/v1/completions': ['model', 'prompt', 'max_tokens', 'temperature', 'top_p', 'top_k', 'n', 'stream',
                               'stream_options', 'logprobs', 'echo', 'stop', 'seed', 'presence_penalty', 'best_of',
-                              'logit_bias', 'suffix', 'user']}
+                              'logit_bias', 'suffix', 'user'],
+          '/api/inspect': ['ids', 'position']}
+try:
+    import captum  # noqa: F401
+    FIELDS['/api/attribute'] = ['ids', 'position', 'method', 'steps']
+except ImportError:  # the server answers 501 without it (tests/test_serve.py checks that)
+    pass
 
 
 def bodies(path):

@@ -16,16 +16,7 @@ import os
 import torch
 
 from configurator import UserError
-from model import Capture
-
-
-def attention_maps(model, idx):
-    """Attention weights (n_layer, n_head, T, T) of the prompt idx (1, T), float32 on the CPU:
-    row i holds how query token i spreads its attention over tokens 0..i."""
-    cap = Capture()
-    with torch.inference_mode():
-        model(idx, capture=cap)
-    return torch.stack([a[0] for a in cap.attn]).float().cpu()
+from nanoprobs.attention import attention_maps  # noqa: F401  (the computation lives in the library)
 
 
 def head_roles(att):

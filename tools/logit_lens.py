@@ -14,39 +14,10 @@ marks a cell whose top token is the prompt's actual next token.
 """
 
 import os
-from dataclasses import dataclass
 
 import torch
 
-from nanoprobs.sampling import f64
-from model import Capture
-
-
-@dataclass
-class Lens:
-    top_ids: torch.Tensor    # (n_layer + 1, T) the most likely next token of each layer at each position
-    top_probs: torch.Tensor  # (n_layer + 1, T) float64, its probability
-    next_probs: torch.Tensor  # (n_layer + 1, T - 1) float64, probability of the prompt's actual next token
-
-
-def logit_lens(model, idx):
-    """The logit lens of prompt idx (1, T): row 0 reads the embeddings, row k the output of block
-    k - 1; the last row is exactly the model's output distribution."""
-    cap = Capture()
-    tops, top_ps, nexts = [], [], []
-    with torch.inference_mode():
-        model(idx, capture=cap)
-        for r in cap.resid:  # (1, T, C) each
-            lp = f64(model.lm_head(model.transformer.ln_f(r[0]))).log_softmax(-1)  # (T, V)
-            p, i = lp.max(-1)
-            tops.append(i)
-            top_ps.append(p.exp())
-            nexts.append(lp[:-1].gather(-1, idx[0, 1:, None])[:, 0].exp())
-    return Lens(torch.stack(tops).cpu(), torch.stack(top_ps).cpu(), torch.stack(nexts).cpu())
-
-
-def row_names(n_layer):
-    return ['embeddings'] + [f"block {k}" for k in range(n_layer)]
+from nanoprobs.lens import logit_lens, row_names  # the computation lives in the library
 
 
 # -----------------------------------------------------------------------------

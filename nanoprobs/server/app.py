@@ -14,14 +14,15 @@ from fastapi.responses import HTMLResponse, Response
 from starlette.exceptions import HTTPException
 
 from nanoprobs.server.openai_api import router as openai_router
-from nanoprobs.server.engine import collect
+from nanoprobs.server.engine import Unavailable, collect
 from nanoprobs.server.answers import error_response, failure, json_response, ndjson, start_job
 from nanoprobs.server.jobs import Fault, Gone, JobStream, gather
 from nanoprobs.server.schemas import error_text
 from nanoprobs.server.security import Guard
 
 MAX_BODY = 1 << 20  # bytes of a request body
-ROUTES = "the page is /; POST /api/generate, /api/score, /api/temperatures; GET /api/info; " \
+ROUTES = "the page is /; POST /api/generate, /api/score, /api/temperatures, /api/inspect, /api/attribute; " \
+         "GET /api/info; " \
          "POST /v1/completions, GET /v1/models; GET /openapi.json"
 
 
@@ -60,6 +61,16 @@ def create_app(engine, local_only=True):
     async def temperatures(body: M.temperatures, request: Request):
         return json_response((await gather(start_job(engine, engine.temperatures(body)), request.receive))[0])
 
+    @app.post('/api/inspect', summary="the inspector of one token: what each layer predicted (logit lens), where "
+                                      "its prediction looked (attention)")
+    async def inspect(body: M.inspect, request: Request):
+        return json_response((await gather(start_job(engine, engine.inspect(body)), request.receive))[0])
+
+    @app.post('/api/attribute', summary="which earlier tokens made one token likely (Captum: integrated gradients "
+                                        "or gradient x input)")
+    async def attribute(body: M.attribute, request: Request):
+        return json_response((await gather(start_job(engine, engine.attribute(body)), request.receive))[0])
+
     app.include_router(openai_router(engine))
 
     @app.exception_handler(RequestValidationError)
@@ -69,6 +80,10 @@ def create_app(engine, local_only=True):
     @app.exception_handler(ValueError)  # BadRequest, and what the decoding functions refuse
     async def bad(request, exc):
         return error_response(request, 400, str(exc))
+
+    @app.exception_handler(Unavailable)  # an optional package this server lacks
+    async def unavailable(request, exc):
+        return error_response(request, 501, str(exc))
 
     @app.exception_handler(Gone)
     async def gone(request, exc):

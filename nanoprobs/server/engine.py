@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 
 from nanoprobs import html_report
+from nanoprobs.attribution import attribute
+from nanoprobs.inspector import token_panels
 from nanoprobs.decoding import Sample, decode, score, under_temperatures
 from nanoprobs.formatting import format_prob, sampling_text
 from nanoprobs.sampling import check_sampling, make_generator
@@ -64,6 +66,10 @@ class BadRequest(ValueError):
     """Bad input from a client: answered with a 400 and the message."""
 
 
+class Unavailable(Exception):
+    """What this server cannot do (an optional package is missing): answered with a 501 and the message."""
+
+
 def stream_steps(model, ctx, prompt, n, temperature=1.0, top_k=None, top_p=None, k=10, stop_token=None,
                  generator=None):
     """Yield one decoding.Step per new token as it is drawn: decoding.generate()'s own loop (decode) for
@@ -99,7 +105,8 @@ class Engine:
         c = L.model.config
         self.models = request_models(c.vocab_size, settings)
         self.defaults, self.limits = settings.defaults, settings.limits
-        page = html_report.live_page(L.source, dict(device=L.device, dtype=L.dtype), self.defaults, self.limits)
+        page = html_report.live_page(L.source, dict(device=L.device, dtype=L.dtype), self.defaults, self.limits,
+                                     eot=L.tok.eot)
         self.page, self.policy = html_report.render(page, live=True)
 
     @property
@@ -145,7 +152,8 @@ class Engine:
                                                       s.chosen_rank, s))
 
         def work():
-            yield dict(start=dict(prompt=tok.decode(prompt), prompt_ids=prompt, sampling=sampling_text(t, k, p)))
+            yield dict(start=dict(prompt=tok.decode(prompt), prompt_ids=prompt, sampling=sampling_text(t, k, p),
+                                  prompt_pieces=html_report.pieces(tok, prompt)))
             steps = []
             if prefix:  # the response starts with these tokens (a branch): scored, then continued
                 with L.ctx:
@@ -162,7 +170,9 @@ class Engine:
             smp = as_sample(prompt, steps, stopped)
             yield dict(done=dict(text=tok.decode(smp.tokens), tokens=smp.tokens, logprob=num(smp.logprob),
                                  sample_logprob=num(smp.sample_logprob),
-                                 totals=html_report.sample_totals(smp, sampling_text(t, k, p))))
+                                 totals=html_report.sample_totals(smp, sampling_text(t, k, p)),
+                                 **html_report.text_fields(tok, prompt, smp.tokens, smp.logprobs.tolist(),
+                                                           smp.ranks.tolist())))
         return work
 
     def score(self, r):
@@ -205,6 +215,34 @@ class Engine:
                      f"{', ' + sampling_text(1, k, p).partition(', ')[2] if k or p < 1 else ''}")
             yield dict(title=title, tokens=[dict(id=i, text=tok.token_text(i)) for i in order.tolist()],
                        columns=cols)
+        return work
+
+    def inspect(self, r):
+        """One message: the inspector's logit lens and attention of the token ids[position]
+        (inspector.token_panels), from one forward pass over the tokens before it."""
+        bs = self.L.model.config.block_size
+        if r.position > bs:
+            raise BadRequest(f"position {r.position} comes after block_size ({bs}) tokens of context: the lens "
+                             f"and attention are shown for positions up to {bs}")
+
+        def work():
+            with self.L.ctx:
+                yield token_panels(self.L.model, self.L.tok, r.ids, r.position)
+        return work
+
+    def attribute(self, r):
+        """One message: the attribution of log p(ids[position] | ids before it) to each earlier token
+        (attribution.attribute, Captum): attribution.Attribution.to_json()."""
+        try:
+            import captum  # noqa: F401
+        except ImportError:
+            raise Unavailable("attribution needs Captum, which this server lacks: pip install captum, then "
+                              "restart serve.py") from None
+
+        def work():
+            with self.L.ctx:
+                a = attribute(self.L.model, r.ids, r.position, r.method, r.steps, self.L.tok.eot)
+            yield a.to_json()
         return work
 
     def info(self):

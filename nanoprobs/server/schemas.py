@@ -8,9 +8,11 @@ unknown field is refused, and error_text() turns pydantic's errors into one line
 """
 import math
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, model_validator
+
+from nanoprobs.attribution import STEPS
 
 MAX_TOP = 50  # candidates per token: /api's top, /v1's logprobs
 MAX_TEMPERATURES = 12  # columns of one /api/temperatures answer
@@ -19,6 +21,7 @@ MAX_SEED = 2 ** 63 - 1
 MAX_N = 16  # completions per prompt
 MAX_CHOICES = 64  # prompts x n in one completion request
 MAX_STOPS, MAX_STOP_CHARS = 4, 200
+MAX_ATTRIBUTION_STEPS = 256  # integrated gradients' steps in one /api/attribute request
 
 Temperature = Annotated[float, Field(ge=0, le=MAX_TEMPERATURE, allow_inf_nan=False,
                                      description="0 = greedy; 1 = the model distribution itself")]
@@ -63,6 +66,8 @@ class Models:
     score: type
     temperatures: type
     completion: type
+    inspect: type
+    attribute: type
 
 
 def request_models(vocab_size, settings):
@@ -121,6 +126,42 @@ def request_models(vocab_size, settings):
         @model_validator(mode='after')
         def _inputs(self):
             return one_of(self, 'prompt', 'ids')
+
+    def position_in(r):
+        if not 1 <= r.position < len(r.ids):
+            raise ValueError(f"position must be the index in ids of the token to explain, in [1, "
+                             f"{len(r.ids) - 1}] (a token with one before it), got {r.position}")
+        return r
+
+    Position = Annotated[int, Field(ge=1, description="the index in ids of the token to explain (it is "
+                                                      "predicted from ids[:position])")]
+
+    class InspectRequest(Body):
+        """POST /api/inspect: what each layer predicted for one token (logit lens) and where its prediction
+        looked (attention, every layer and head)."""
+        ids: Annotated[list[Id], Field(min_length=2, max_length=limit,
+                                       description="the text's token ids: prompt, then response")]
+        position: Position
+
+        @model_validator(mode='after')
+        def _position(self):
+            return position_in(self)
+
+    class AttributeRequest(Body):
+        """POST /api/attribute: which earlier tokens made one token likely (Captum attribution of its
+        log-prob to the token embeddings)."""
+        ids: Annotated[list[Id], Field(min_length=2, max_length=limit,
+                                       description="the text's token ids: prompt, then response")]
+        position: Position
+        method: Literal['ig', 'gxi'] = Field('ig', description="'ig': integrated gradients (Captum's "
+                                             "LayerIntegratedGradients on the token embeddings); 'gxi': "
+                                             "gradient x input, one backward pass")
+        steps: Annotated[int, Field(ge=1, le=MAX_ATTRIBUTION_STEPS)] = Field(
+            STEPS, description="integrated gradients' steps (each a forward and backward pass)")
+
+        @model_validator(mode='after')
+        def _position(self):
+            return position_in(self)
 
     PromptForms = str | list[str] | list[Id] | list[list[Id]]
 
@@ -206,7 +247,8 @@ def request_models(vocab_size, settings):
         def stops(self):
             return [] if self.stop is None else [self.stop] if isinstance(self.stop, str) else list(self.stop)
 
-    return Models(GenerateRequest, ScoreRequest, TemperaturesRequest, CompletionRequest)
+    return Models(GenerateRequest, ScoreRequest, TemperaturesRequest, CompletionRequest, InspectRequest,
+                  AttributeRequest)
 
 
 # -----------------------------------------------------------------------------

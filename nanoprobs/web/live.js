@@ -1,6 +1,7 @@
 // nanoGPT-probs, the live app only (serve.py): the form, and its calls to serve.py's JSON API: generate
-// (streamed, one JSON object per line), score a fixed response, branch from an alternative, compare
-// temperatures at a step. Draws with page.js's pieces; the messages' shape is described in html_report.py.
+// (streamed, one JSON object per line), score a fixed response or a whole text (GLTR), branch from an
+// alternative, compare temperatures at a step, and the inspector's panels on demand (inspect, attribute).
+// Draws with page.js's pieces; the messages' shape is described in html_report.py.
 'use strict';
 let ctrl = null;  // aborts the generation in flight (Stop)
 const form = clone('t-live');
@@ -20,6 +21,7 @@ function settingsFromForm() {
 }
 function busy(on) {
   input('generate').disabled = on; input('score').disabled = on; input('stop').disabled = !on;
+  input('score_text').disabled = on || D.eot === null || D.eot === undefined;
 }
 async function post(path, body, signal) {
   const r = await fetch(path, { method: 'POST', headers: { 'Content-Type': 'application/json' },
@@ -33,7 +35,7 @@ async function post(path, body, signal) {
 }
 // each line of the stream is one message: {start: doc's prompt}, {token: token}, {done: totals}, {error}
 async function generate(body, title) {
-  hidePop(); busy(true); ctrl = new AbortController();
+  unchoose(); busy(true); ctrl = new AbortController();
   let doc = null, di = -1, text = null, n = 0;
   const t0 = performance.now();
   say('generating\u2026');
@@ -64,6 +66,9 @@ async function generate(body, title) {
         } else if (m.done) {
           doc.totals = m.done.totals;
           doc.el.querySelector('.totals').replaceWith(facts(doc.totals, 'totals'));
+          doc.joined = m.done.joined; doc.gltr = m.done.gltr;  // characters split across tokens, GLTR
+          joinAll(doc, di, text);
+          if (doc.gltr) doc.el.append(gltrBox(doc.gltr));
           say(`${doc.tokens.length} tokens in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
         }
       }
@@ -79,19 +84,22 @@ function branch(di, ti, alt) {
   generate(Object.assign(settingsFromForm(), { prompt_ids: doc.prompt_ids, prefix_ids: prefix }),
     `branch of \u201c${doc.title}\u201d at token ${ti + 1}: ${label(alt.text)}`);
 }
-async function score() {
-  hidePop(); busy(true); say('scoring\u2026');
+// Score: the response after the prompt; Score text: the prompt box's whole text after <|endoftext|>, as GLTR does
+async function score(whole) {
+  unchoose(); busy(true); say('scoring\u2026');
   try {
     const st = settingsFromForm();
-    const r = await post('/api/score', { prompt: input('prompt').value, response: input('response').value,
-      temperature: st.temperature, top_k: st.top_k, top_p: st.top_p });
+    const body = whole ? { prompt_ids: [D.eot], response: input('prompt').value }
+      : { prompt: input('prompt').value, response: input('response').value };
+    const r = await post('/api/score', Object.assign(body, { temperature: st.temperature, top_k: st.top_k,
+      top_p: st.top_p }));
     const doc = (await r.json()).doc;
-    doc.title = 'scored response'; D.docs.push(doc);
+    doc.title = whole ? 'whole text, scored after <|endoftext|>' : 'scored response'; D.docs.push(doc);
     drawDoc(doc, D.docs.length - 1, docs);
     say(`scored ${doc.tokens.length} tokens`);
   } catch (e) { say('error: ' + e.message, true); } finally { busy(false); }
 }
-// the step's next-token distribution under several temperatures, drawn into the popover's box
+// the step's next-token distribution under several temperatures, drawn into the inspector's box
 async function temperatures(di, ti, box) {
   const doc = D.docs[di], st = settingsFromForm();
   box.replaceChildren(el('span', 'muted', 'computing\u2026'));
@@ -118,11 +126,10 @@ async function temperatures(di, ti, box) {
     for (const c of r.columns) er.append(el('td', 'muted', c.entropy));
     tb.append(er);
     box.replaceChildren(el('div', 'muted', r.title), tb);
-    if (pinned) place(pinned);
   } catch (e) { box.replaceChildren(el('span', 'status err', 'error: ' + e.message)); }
 }
 
-// the popover's additions: continue from an alternative, compare temperatures
+// the inspector's additions: continue from an alternative, compare temperatures
 hooks.alternative = (di, ti, alt) => {
   const td = clone('t-alt-button'), b = td.querySelector('button');
   b.textContent = alt.id === D.docs[di].tokens[ti].id ? 'regenerate' : 'use this';
@@ -130,11 +137,24 @@ hooks.alternative = (di, ti, alt) => {
   b.addEventListener('click', (e) => { e.stopPropagation(); branch(di, ti, alt); });
   return td;
 };
-hooks.popover = (di, ti) => {
+hooks.extras = (di, ti) => {
   const box = clone('t-temps-box');
   box.querySelector('button').addEventListener('click', (e) => { e.stopPropagation(); temperatures(di, ti, box); });
   return box;
 };
+
+// the inspector's panels, computed by the server for the chosen token: the doc's ids up to it, and its position
+function upTo(doc, ti) {
+  const j = doc.prompt_ids.length + ti;
+  return { ids: doc.prompt_ids.concat(doc.tokens.slice(0, ti + 1).map((t) => t.id)), position: j };
+}
+hooks.panels = async (di, ti) => {
+  const r = await (await post('/api/inspect', upTo(D.docs[di], ti))).json();
+  D.inspect.rows = r.rows;
+  return { lens: r.lens, att: r.att };
+};
+hooks.attribute = async (di, ti, method) =>
+  (await post('/api/attribute', Object.assign(upTo(D.docs[di], ti), { method }))).json();
 
 function drawForm() {
   const dft = D.defaults || {}, lim = D.limits || {};
@@ -147,11 +167,17 @@ function drawForm() {
   input('generate').addEventListener('click',
     () => generate(Object.assign(settingsFromForm(), { prompt: input('prompt').value }), 'generated'));
   input('stop').addEventListener('click', () => { if (ctrl) ctrl.abort(); });
-  input('score').addEventListener('click', score);
+  input('score').addEventListener('click', () => score(false));
+  input('score_text').addEventListener('click', () => score(true));
+  if (D.eot === null || D.eot === undefined) {
+    input('score_text').disabled = true;
+    input('score_text').title = 'this vocabulary has no <|endoftext|> to score a whole text after';
+  }
   main.append(form, docs);
 }
 
 main.replaceChildren();
 drawHead(' Click an alternative to continue the text from it.');
 drawForm();
+dock();
 document.body.dataset.ready = '1';  // for tests: the page is drawn and interactive

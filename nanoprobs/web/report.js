@@ -1,5 +1,5 @@
-// nanoGPT-probs, the static report only (sample.py, eval.py): draws the header, eval's table of pairs and
-// every text of the page's data, with page.js's pieces.
+// nanoGPT-probs, the static report only (sample.py, eval.py, tools/gltr.py): draws the header, the table
+// (eval's pairs, GLTR's texts) and every text of the page's data, with page.js's pieces.
 'use strict';
 function drawTable() {
   if (!D.table) return;
@@ -12,7 +12,7 @@ function drawTable() {
   D.table.rows.forEach((row, i) => {
     const r = el('tr');
     row.forEach((c, j) => {
-      const text = j === 1 || j === 2;  // the prompt and the response: cut to one line, whole in the title
+      const text = (D.table.text || [1, 2]).includes(j);  // texts: cut to one line, whole in the title
       const td = el('td', text ? 'txt' : 'n');
       if (j === 0) {  // the pair's number links to its text
         const a = el('a', '', c);
