@@ -101,6 +101,22 @@ def check_finite(model, where):
 
 
 # -----------------------------------------------------------------------------
+# pickles
+
+def unpickling_error(path, e, what):
+    """The one line for a pickle that torch.load(weights_only=True) refused: code it would run (named, and
+    never with advice to load it anyway), or damage."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    # "Unsupported global: GLOBAL io.open was not ..."
+    named = re.search(r'GLOBAL (\S+?)[.]?(\s|$)', str(e))
+    if not named:  # the unpickler met bytes it cannot read: damage, not code
+        why = lines[-2] if len(lines) > 1 else lines[0] if lines else 'unreadable pickle'
+        return InputError(f"{path} is not a readable {what} (truncated or corrupt?): {why}")
+    return InputError(f"{path} holds Python objects beyond tensors and plain values, so it is not loaded "
+                      f"(loading it would run code from the file): it names {named.group(1)}")
+
+
+# -----------------------------------------------------------------------------
 # token files, seeds
 
 def check_bin(path, setting=None):

@@ -13,7 +13,6 @@ Checkpoints are read with torch.load(weights_only=True): a checkpoint is data an
 
 import os
 import pickle
-import re
 import warnings
 import zipfile
 from contextlib import nullcontext
@@ -228,7 +227,7 @@ def load_checkpoint(path, map_location='cpu'):
             mmap = os.name != 'nt' and map_location == 'cpu' and zipfile.is_zipfile(path)
             ckpt = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
-        raise unpickling_error(path, e, 'torch checkpoint') from None
+        raise checks.unpickling_error(path, e, 'torch checkpoint') from None
     except Exception as e:
         raise ValueError(f"{path} is not a readable torch checkpoint (truncated or corrupt?): "
                          f"{type(e).__name__}: {e}") from None
@@ -245,19 +244,6 @@ def load_checkpoint(path, map_location='cpu'):
         raise ValueError(f"{path}: 'model' is a {type(ckpt['model']).__name__}, not the weights (a dict of "
                          "tensors); the checkpoint is damaged: use another checkpoint")
     return ckpt
-
-
-def unpickling_error(path, e, what):
-    """The one line for a pickle that torch.load(weights_only=True) refused: code it would run (named, and
-    never with advice to load it anyway), or damage."""
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    # "Unsupported global: GLOBAL io.open was not ..."
-    named = re.search(r'GLOBAL (\S+?)[.]?(\s|$)', str(e))
-    if not named:  # the unpickler met bytes it cannot read: damage, not code
-        why = lines[-2] if len(lines) > 1 else lines[0] if lines else 'unreadable pickle'
-        return ValueError(f"{path} is not a readable {what} (truncated or corrupt?): {why}")
-    return ValueError(f"{path} holds Python objects beyond tensors and plain values, so it is not loaded "
-                      f"(loading it would run code from the file): it names {named.group(1)}")
 
 
 def _torch_file(path):
@@ -407,33 +393,13 @@ def pretrained_model(kind, where, dropout=None):
                             "as --init_from=path")
     try:
         return GPT.from_pretrained(src, dict(dropout=dropout) if dropout is not None else None)
-    except Exception as e:
-        damaged = unreadable_weights(where, e)
-        if damaged is not None:
-            raise damaged from None
-        if not isinstance(e, OSError):
-            raise
-        # no network, no such hub model, a folder without weights, an unreadable file
+    except OSError as e:  # no network, no such hub model, a folder without weights, an unreadable file
         first = (str(e).strip().splitlines() or [type(e).__name__])[0].rstrip('.')
         hint = ('GPT-2 weights download from the Hugging Face hub on first use; offline, '
                 if kind == 'gpt2' else '')
         raise LoadError(f"could not load {where!r}: {first}. {hint}"
                         "give a local Hugging Face GPT-2 folder (config.json + weights) "
                         "as --init_from=path") from None
-
-
-def unreadable_weights(folder, e):
-    """The one-line error for a Hugging Face folder's weights file that transformers could not read (code
-    in pytorch_model.bin, a truncated file), or None for other errors."""
-    if isinstance(e, pickle.UnpicklingError):  # transformers loads pytorch_model.bin with weights_only=True
-        return unpickling_error(os.path.join(folder, 'pytorch_model.bin'), e, 'weights file')
-    safetensors = type(e).__module__.startswith('safetensors')
-    if safetensors or 'PytorchStreamReader' in str(e):
-        path = os.path.join(folder, 'model.safetensors' if safetensors else 'pytorch_model.bin')
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        return LoadError(f"{path} is not a readable {'safetensors' if safetensors else 'torch'} file "
-                         f"(truncated or corrupt?): {first}; copy or save the model again")
-    return None
 
 
 def base_model(init_from, dropout=None):

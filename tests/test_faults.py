@@ -311,5 +311,5 @@ def test_truncated_safetensors_is_one_line(tmp_path, hf_folder):
     with pytest.raises(ValueError) as e:
         load.load_model(str(tmp_path / 'hf'), device='cpu')
     msg = one_line(e)
-    assert msg.startswith(f"{st} is not a readable safetensors file (truncated or corrupt?)"), msg
+    assert msg.startswith(f"{st} is not a readable weight file (truncated or corrupt?)"), msg
 
