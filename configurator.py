@@ -30,6 +30,7 @@ it); one_line_errors() does the same for a script that runs at module level (tra
 """
 
 import ast
+import errno
 import math
 import os
 import sys
@@ -204,16 +205,33 @@ def configure(g, argv=None):
 
 
 ONE_LINE = (UserError, ValueError, FileNotFoundError)  # errors whose message says what to fix
+DISK_FIXES = {  # an OSError of a file on a full or read-only disk says what to fix in one line too
+    errno.ENOSPC: "the disk is full: free some space, or write somewhere else",
+    errno.EDQUOT: "the disk quota is used up: free some space, or write somewhere else",
+    errno.EROFS: "write somewhere else",
+    errno.EACCES: "check the folder's permissions, or write somewhere else",
+    errno.EPERM: "check the folder's permissions, or write somewhere else"}
+
+
+def one_line(e):
+    """The one-line message of an error that says what to fix (ONE_LINE, or a disk's OSError naming its
+    file), or None for an error that is a bug to show with its traceback."""
+    if isinstance(e, ONE_LINE):
+        return str(e)
+    if isinstance(e, OSError) and e.errno in DISK_FIXES and e.filename:
+        return f"{e.filename}: {e.strerror}; {DISK_FIXES[e.errno]}"
+    return None
 
 
 def run_main(main):
     """Run a script's main(); bad input ends the script with a one-line message and exit status 1."""
     try:
         return main()
-    except ONE_LINE as e:
-        if os.environ.get('TRACEBACK'):
+    except (*ONE_LINE, OSError) as e:
+        msg = one_line(e)
+        if msg is None or os.environ.get('TRACEBACK'):
             raise
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {msg}", file=sys.stderr)
         sys.exit(1)
 
 
@@ -221,8 +239,9 @@ def one_line_errors():
     """run_main's rule for a script that runs at module level, as upstream's train.py: an uncaught
     UserError (ValueError, FileNotFoundError) prints as one line `error: ...`; the exit status is 1."""
     def hook(kind, e, tb):
-        if issubclass(kind, ONE_LINE) and not os.environ.get('TRACEBACK'):
-            print(f"error: {e}", file=sys.stderr)
+        msg = one_line(e)
+        if msg is not None and not os.environ.get('TRACEBACK'):
+            print(f"error: {msg}", file=sys.stderr)
         else:
             sys.__excepthook__(kind, e, tb)
     sys.excepthook = hook

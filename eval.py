@@ -114,10 +114,12 @@ def score_pairs(eval_data='eval_data.json', model='resume', tok=None, *, join='a
             prompt_ids, response_ids, note = tokenize_pair(tok, prompt, response)
         except ValueError as e:  # a character vocabulary without some character of the pair
             raise EvalDataError(f"{path}: pair {i} cannot be encoded: {e}") from None
-        if len(prompt_ids) + len(response_ids) > block_size:
-            raise EvalDataError(f"{path}: pair {i} is {len(prompt_ids) + len(response_ids)} tokens (prompt "
-                                f"{len(prompt_ids)} + response {len(response_ids)}), longer than the model's "
-                                f"block_size {block_size}: shorten it")
+        n = len(prompt_ids) + len(response_ids)
+        if n > block_size:  # score() slides a window, as generate() conditions a long text
+            note = '; '.join(filter(None, [note, (
+                f"scored past the block size: {n} tokens (prompt {len(prompt_ids)} + response "
+                f"{len(response_ids)}); each token after position {block_size} sees only the {block_size} "
+                "tokens before it, as generation would")]))
         prompts.append(prompt_ids)
         responses.append(response_ids)
         notes.append(note)

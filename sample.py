@@ -33,11 +33,12 @@ Charts are drawn after generation, from the numbers generate() collected.
 import os
 import re
 from ast import literal_eval
+from collections.abc import Sequence
 from datetime import datetime
 
 import torch
 
-from nanoprobs import load
+from nanoprobs import checks, load
 # renamed: this script has its own step_bars() and overview(), which build those modules' data
 from nanoprobs.plots import common, overview as overviews, steps as step_charts
 from configurator import UserError, configure, run_main
@@ -142,6 +143,27 @@ def parse_temperatures(value):
     return temps
 
 
+MAX_KEPT_SAMPLES = 10_000  # html / show_probs: every sample's steps stay in memory for the report
+
+
+class SampleGenerators(Sequence):
+    """make_generator(device, seed + i) for sample i, made when its batch runs (a list of a million
+    generators would hold a million generator states at once)."""
+
+    def __init__(self, device, seed, n):
+        self.device, self.seed, self.n = device, seed, n
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(self.n))]
+        if not -self.n <= i < self.n:
+            raise IndexError(i)
+        return make_generator(self.device, self.seed + i % self.n)
+
+
 def generate_samples(model, ctx, prompt, n, max_new_tokens, temperature, top_k, top_p, details=0,
                      response=None, stop_token=None, generator=None, batch_size=None):
     """Yield n decoding.Sample results for the prompt (token ids), in order, generated batch_size at a
@@ -150,7 +172,7 @@ def generate_samples(model, ctx, prompt, n, max_new_tokens, temperature, top_k, 
     sample, makes each sample independent of batch_size; a single one is shared by the rows.
     With response (token ids), that response is forced and scored instead of sampled."""
     device = model.lm_head.weight.device
-    per_row = isinstance(generator, (list, tuple))
+    per_row = isinstance(generator, Sequence)  # a list, or SampleGenerators
     bs = batch_size or n
     for i in range(0, n, bs):
         b = min(bs, n - i)
@@ -184,7 +206,7 @@ def summary(sample, i, n, temperature, top_k, top_p, forced=False):
         sdist = f"sampling distribution ({sampling}; what the tokens were drawn from)"
     mdist = "model distribution (T=1, no top-k/top-p; what the model believes)"
     lp, slp = sample.logprob, sample.sample_logprob
-    ppl = f", perplexity {format_ppl(perplexity(lp / T), '.2f')}" if T else ''
+    ppl = f", perplexity {format_ppl(perplexity(lp / T), '.2f')}" if T else ''  # inf past float range
     lines = [head,
              f"  probability under the {mdist}: {format_prob(lp)} (log-prob {lp:.4f}{ppl})",
              f"  probability under the {sdist}: {format_prob(slp)} (log-prob {slp:.4f})"]
@@ -340,6 +362,12 @@ def main():
                             ('chart_samples', chart_samples, -1)):
         if value < lo:
             raise UserError(f"{name} must be >= {lo}, got {value}" + (" (-1 = all)" if lo == -1 else ''))
+    if (html or show_probs) and not fixed_response and num_samples > MAX_KEPT_SAMPLES:
+        raise UserError(f"num_samples={num_samples:,} with {'html' if html else 'show_probs'}=True: the report "
+                        f"keeps every sample's token details in memory, so at most {MAX_KEPT_SAMPLES:,}; use "
+                        "fewer samples, or --html=False --show_probs=False to print any number (in bounded "
+                        "memory, one batch at a time)")
+    checks.check_seed(seed, count=1 if fixed_response else num_samples)  # sample i uses seed + i - 1
     if fixed_response:
         parse_response(fixed_response)  # a mistyped id list fails here, before the model loads
     if probs_top_k < 1:
@@ -380,7 +408,7 @@ def main():
         print(f"show_probs: after generation, step charts ({n} sample{'s' * (n != 1)} x {steps} steps, "
               f"drawn for chart_samples of them) and overviews go under {results_dir}/")
     # one random stream per sample: a seed gives the same samples whatever batch_size
-    generators = [make_generator(loaded.device, seed + i) for i in range(n)]
+    generators = SampleGenerators(loaded.device, seed, n)
     if n > 1:
         print(f"generating {n} samples, {min(batch_size, n)} at a time")
 
@@ -389,7 +417,8 @@ def main():
     for i, s in enumerate(generate_samples(model, loaded.ctx, prompt, n, max_new_tokens, temperature, top_k,
                                            top_p, details, response, stop_token, generators, batch_size),
                           start=1):
-        samples.append(s)
+        if show_probs or html or not samples:  # the report's samples; else sample 1 (compare_temperatures)
+            samples.append(s)
         print(tok.decode(s.ids))
         if show_probs:
             print(f"--- {'fixed_response' if forced else f'sample {i}'}, step by step "

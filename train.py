@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from nanoprobs import freeze
+from nanoprobs import checks, freeze
 from nanoprobs import lora
 from nanoprobs import trainstate
 from configurator import UserError, configure, one_line_errors
@@ -137,6 +137,15 @@ for _k in ('dropout', 'beta1', 'beta2', 'lora_dropout'):
 if decay_lr and lr_decay_iters < warmup_iters:  # equal is fine: min_lr right after the warmup
     raise UserError(f"lr_decay_iters={lr_decay_iters} is less than warmup_iters={warmup_iters}: the rate "
                     "warms up, then decays until lr_decay_iters; raise lr_decay_iters (or --decay_lr=False)")
+if init_from == 'scratch':  # other models bring their own architecture
+    checks.check_model_args(dict(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size,
+                                 bias=bias, dropout=dropout))
+if wandb_log:
+    try:
+        import wandb
+    except ImportError:
+        raise UserError("wandb_log=True needs the wandb package: pip install wandb (or --wandb_log=False)") \
+            from None
 if decay_lr and min_lr > learning_rate:  # decay_lr=False ignores min_lr, as upstream's fine-tuning configs do
     raise UserError(f"min_lr={min_lr} is above learning_rate={learning_rate}: the learning rate decays from "
                     "learning_rate down to min_lr; lower min_lr (or --decay_lr=False for a constant rate)")
@@ -168,6 +177,7 @@ else:
     seed_offset = 0
     ddp_world_size = 1
     backend = backend if backend != 'auto' else 'none'
+checks.check_seed(seed, count=ddp_world_size)  # each process seeds with seed + its rank
 config = {k: globals()[k] for k in config_keys}  # every setting, resolved; saved in the checkpoint
 lora_settings = lora.new_run_settings(config) if lora_rank and init_from != 'resume' else None  # checked now
 tokens_per_iter = gradient_accumulation_steps * ddp_world_size * batch_size * block_size
@@ -196,7 +206,7 @@ for split, path in bin_paths.items():
         raise UserError(f"{path} not found: make train.bin and val.bin with prepare_bin.py "
                         f"--out_dir={data_dir} (or data/<name>/prepare.py), or point --dataset / --data_dir "
                         f"at the folder that has them")
-    n_tokens = os.path.getsize(path) // 2
+    n_tokens = checks.check_bin(path)
     if n_tokens <= block_size + 1:
         raise UserError(f"{path} holds {n_tokens} tokens, fewer than block_size + 2 = {block_size + 2}; "
                         f"use more text or a smaller --block_size")
@@ -224,8 +234,12 @@ try:
                 if os.path.exists(p):
                     print(f"note: {p} exists and will be overwritten "
                           "(--init_from=resume continues it instead)")
-        model = GPT(GPTConfig(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size, bias=bias,
-                              vocab_size=meta_vocab_size or 50304, dropout=dropout, gelu=gelu))
+        arch = dict(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size, bias=bias,
+                    vocab_size=meta_vocab_size or 50304)
+        n = checks.n_params(arch)  # training keeps weights, gradients and AdamW's two moments: 16 bytes each
+        checks.check_fits(16 * n, device, f"a model of {n:,} parameters (weights, gradients and AdamW's two "
+                          "moments in float32)", "choose a smaller --n_layer or --n_embd")
+        model = GPT(GPTConfig(**arch, dropout=dropout, gelu=gelu))
     elif init_from == 'resume':
         path = trainstate.resume_path(out_dir)
         checkpoint = load_checkpoint(path, map_location='cpu')
@@ -275,6 +289,7 @@ elif block_size > model.config.block_size:
 if meta_vocab_size is None and model.config.vocab_size < 50257:
     raise UserError(f"the model has vocab_size {model.config.vocab_size} but {data_dir} has no meta.pkl or "
                     "tokenizer.json: its .bin files hold GPT-2 token ids (up to 50256)")
+model_vocab = model.config.vocab_size  # every batch's ids are checked against it (get_batch)
 if lora_run and init_from != 'resume':  # (a resumed LoRA run came back with its adapters on)
     lora.attach(model, lora_run.settings)
 if dtype == 'float64':
@@ -368,6 +383,7 @@ def get_batch(split, generator):
     data = np.memmap(bin_paths[split], dtype=np.uint16, mode='r')
     ix = torch.randint(len(data) - block_size, (batch_size,), generator=generator).numpy()
     xy = torch.from_numpy(data[ix[:, None] + np.arange(block_size + 1)].astype(np.int64))  # (B, T+1)
+    checks.check_ids_below(int(xy.max()), model_vocab, bin_paths[split])  # the embedding would fail on it
     x, y = xy[:, :-1].contiguous(), xy[:, 1:].contiguous()
     if device_type == 'cuda':
         # pin arrays x,y, which allows us to move them to GPU asynchronously (non_blocking=True)
@@ -440,7 +456,6 @@ stop = trainstate.StopRequest(announce=master_process)  # Ctrl-C / SIGTERM: stop
 
 # logging
 if wandb_log and master_process:
-    import wandb
     wandb.init(project=wandb_project, name=wandb_run_name, config=config)
 loss_log = trainstate.LossLog(os.path.join(out_dir, trainstate.LOG))  # and loss.png, drawn from its history
 loss_png = os.path.join(out_dir, 'loss.png')

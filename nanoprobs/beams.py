@@ -11,9 +11,13 @@ import time
 
 import torch
 
+from nanoprobs import checks
 from nanoprobs.decoding import Beam, KVCache, Step, generate, next_logits
 from nanoprobs.formatting import format_prob
 from nanoprobs.sampling import check_ids, device64, entropy, f64
+
+
+LOG_SCALE_MAX = 690.0  # ln(1e300): tokens ** length_penalty stays a float, a log-prob sum over it too
 
 
 @torch.inference_mode()
@@ -67,11 +71,22 @@ def beam_search(model, idx, max_new_tokens, num_beams=4, length_penalty=1.0, no_
     if isinstance(length_penalty, bool) or not isinstance(length_penalty, (int, float)) \
             or not math.isfinite(length_penalty):
         raise ValueError(f"length_penalty must be a finite number, got {length_penalty!r}")
+    if max_new_tokens > 1 and abs(length_penalty) * math.log(max_new_tokens) > LOG_SCALE_MAX:
+        top = LOG_SCALE_MAX / math.log(max_new_tokens)  # n ** length_penalty within 1e-300 .. 1e300
+        raise ValueError(f"length_penalty={length_penalty!r} is too large for a beam of up to {max_new_tokens} "
+                         f"tokens: the score divides by tokens ** length_penalty, which is past float range; "
+                         f"use a value from {-top:.0f} to {top:.0f} (0 ranks by total log-prob, 1 by mean "
+                         "log-prob per token)")
     if early_stopping not in (True, False, 'never'):
         raise ValueError(f"early_stopping must be True, False or 'never', got {early_stopping!r}")
 
     device = model.lm_head.weight.device
     T0, bs = len(prompt), model.config.block_size
+    cfg = model.config
+    per_beam = (2 * cfg.n_layer * bs * cfg.n_embd * model.lm_head.weight.element_size()  # its KV cache
+                + 4 * cfg.vocab_size * 8)  # its next-token logits and log-probs, candidates, in float64
+    checks.check_fits(num_beams * per_beam, device, f"beam search with num_beams={num_beams:,} (a KV cache and "
+                      f"{cfg.vocab_size:,} candidate scores per beam)", "use fewer beams (--num_beams)")
     seqs = torch.tensor([prompt], device=device)  # (nb, T0 + t): live beams, one at first
     dev64 = device64(device)
     lps = torch.zeros(1, 0, dtype=torch.float64, device=dev64)  # (nb, t) per-token log-probs

@@ -11,8 +11,11 @@ Hub names ('gpt2', ...) are downloaded into the Hugging Face cache by huggingfac
 
 import json
 import os
+import pickle
 
 import torch
+
+from nanoprobs import checks
 
 # the GPT-2 models on the Hugging Face hub, by name
 GPT2_SIZES = {
@@ -104,7 +107,9 @@ def read_weights(path):
         else:
             sd = torch.load(path, map_location='cpu', weights_only=True, mmap=zipfile.is_zipfile(path))
         return {k: v.clone() for k, v in sd.items()}
-    except Exception as e:  # a truncated or damaged file; code in a pickle is refused by weights_only
+    except pickle.UnpicklingError as e:  # code in the pickle, refused by weights_only (never suggest otherwise)
+        raise checks.unpickling_error(path, e, 'weight file') from None
+    except Exception as e:  # a truncated or damaged file
         why = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise ValueError(f"{path} is not a readable weight file (truncated or corrupt?): {why}") from None
 

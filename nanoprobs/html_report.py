@@ -247,12 +247,13 @@ def eval_page(d, title=''):
                          before_expected=b['expected'][i], change=num(lp - blp), change_ratio=format_ratio(lp - blp),
                          change_nats=f"{lp - blp:+.3f} nats" if math.isfinite(lp - blp) else '')
             tokens.append(e)
+        ppl = format_ppl(perplexity(p['mean_logprob']), '.2f')  # 'inf' past float range (null in the file)
         totals = [['tokens', str(len(tokens))], ['probability of the response', format_prob(p['logprob'])],
-                  ['log-prob', f"{p['logprob']:.4f}"], ['perplexity', format_ppl(p['perplexity'], '.2f')],
+                  ['log-prob', f"{p['logprob']:.4f}"], ['perplexity', ppl],
                   ['greedy decoding gives it', 'yes' if p['greedy'] else 'no']]
         row = [str(p['index']), (p.get('joined') or [p['prompt']])[0],
                (p.get('joined') or [0, p['response']])[1],
-               format_prob(p['logprob']), f"{p['logprob']:.3f}", format_ppl(p['perplexity'], '.2f')]
+               format_prob(p['logprob']), f"{p['logprob']:.3f}", ppl]
         if b is not None:
             dl = p['logprob'] - b['logprob']
             totals += [['before: probability', format_prob(b['logprob'])],

@@ -13,7 +13,6 @@ Checkpoints are read with torch.load(weights_only=True): a checkpoint is data an
 
 import os
 import pickle
-import re
 import warnings
 import zipfile
 from contextlib import nullcontext
@@ -21,6 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
+from nanoprobs import checks
 from nanoprobs.hf import GPT2_SIZES
 from model import GPT, GPTConfig, MODEL_ARGS, state_dict_error
 from nanoprobs.tokenizer import LoadError, Tokenizer, gpt2_tokenizer, tokenizer_for
@@ -156,11 +156,18 @@ def read_text(value, setting='start'):
     if not value.startswith('FILE:'):
         return value
     path = value[len('FILE:'):]
+    if os.path.exists(path) and not os.path.isfile(path):  # /dev/zero would be read forever
+        raise ValueError(f"{setting}={value!r}: {path!r} is not a regular file (a folder, device or pipe); "
+                         "give a UTF-8 text file")
     try:
-        with open(path, 'r', encoding='utf-8') as f:
-            return f.read()
+        with open(path, 'rb') as f:
+            data = f.read()
+        return data.decode('utf-8').replace('\r\n', '\n').replace('\r', '\n')  # as open(path, 'r') reads
     except OSError as e:
         raise ValueError(f"{setting}={value!r}: cannot read {path!r} ({e.strerror})") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{setting}={value!r}: {path!r} is not UTF-8 text (byte {e.start:,} is "
+                         f"0x{e.object[e.start]:02x}); {checks.encoding_fix(path, checks.head_of(path))}") from None
 
 
 def encode_prompt(tok, start, block_size=None):
@@ -220,15 +227,7 @@ def load_checkpoint(path, map_location='cpu'):
             mmap = os.name != 'nt' and map_location == 'cpu' and zipfile.is_zipfile(path)
             ckpt = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
-        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-        # "Unsupported global: GLOBAL io.open was not ..."
-        named = re.search(r'GLOBAL (\S+?)[.]?(\s|$)', str(e))
-        if not named:  # the unpickler met bytes it cannot read: damage, not code
-            why = lines[-2] if len(lines) > 1 else lines[0] if lines else 'unreadable pickle'
-            raise ValueError(f"{path} is not a readable torch checkpoint (truncated or corrupt?): "
-                             f"{why}") from None
-        raise ValueError(f"{path} holds Python objects beyond tensors and plain values, so it is not loaded "
-                         f"(loading it would run code from the file): it names {named.group(1)}") from None
+        raise checks.unpickling_error(path, e, 'torch checkpoint') from None
     except Exception as e:
         raise ValueError(f"{path} is not a readable torch checkpoint (truncated or corrupt?): "
                          f"{type(e).__name__}: {e}") from None
@@ -237,9 +236,13 @@ def load_checkpoint(path, map_location='cpu'):
         keys = sorted(ckpt) if isinstance(ckpt, dict) else type(ckpt).__name__
         raise ValueError(f"{path} is not a nanoGPT checkpoint: expected keys 'model' and 'model_args', "
                          f"found {keys}")
+    checks.check_model_args(ckpt['model_args'], path)  # a dict of sizes that make a GPT
     missing = [k for k in MODEL_ARGS if k != 'dropout' and k not in ckpt['model_args']]
     if missing:
         raise ValueError(f"{path}: model_args lacks {missing}")
+    if 'model' in ckpt and not isinstance(ckpt['model'], dict):
+        raise ValueError(f"{path}: 'model' is a {type(ckpt['model']).__name__}, not the weights (a dict of "
+                         "tensors); the checkpoint is damaged: use another checkpoint")
     if mmap:
         for key in ('model', 'lora'):
             if key in ckpt:
@@ -284,9 +287,11 @@ def model_from_checkpoint(ckpt, dropout=None, path='checkpoint', merge=True):
     args = {k: ckpt['model_args'][k] for k in MODEL_ARGS if k in ckpt['model_args']}
     if dropout is not None:
         args['dropout'] = dropout
+    sd = clean_state_dict(ckpt['model'])
+    checks.check_args_fit_weights(args, sd, path)  # before building: edited sizes must not allocate
     config = GPTConfig(**args, gelu=ckpt.get('gelu', 'exact'))
     try:
-        return GPT.from_state_dict(config, clean_state_dict(ckpt['model']))
+        return GPT.from_state_dict(config, sd)
     except RuntimeError as e:
         raise ValueError(f"{path}: weights do not fit model_args {args}: {state_dict_error(e)}") from None
 
@@ -434,7 +439,7 @@ def load_model(init_from='resume', out_dir='out', device='auto', dtype='auto', c
     if kind == 'ckpt':
         ckpt = load_checkpoint(where, map_location='cpu')
         model = model_from_checkpoint(ckpt, dropout, where)
-        tok = tokenizer_for(ckpt)
+        tok = tokenizer_for(ckpt, where=where)
     else:
         model = pretrained_model(kind, where, dropout)
         tok = gpt2_tokenizer()
@@ -442,6 +447,7 @@ def load_model(init_from='resume', out_dir='out', device='auto', dtype='auto', c
         raise ValueError(f"{where}: the model has vocab_size {model.config.vocab_size} but its tokenizer "
                          f"({tok.name}) has {tok.vocab_size} tokens; "
                          "the checkpoint and the data do not belong together")
+    checks.check_finite(model, where)  # NaN weights have no probabilities to show: one line, not NaN output
     if dtype == 'float64':
         model.double()  # exact reference computations; no autocast for float64
     model.to(device)

@@ -7,6 +7,7 @@ import json
 import math
 import os
 import re
+import sys
 
 from nanoprobs.tokenizer import byte_text
 from nanoprobs.scores import RESULTS_FORMAT, EvalDataError, EvalRun
@@ -28,6 +29,22 @@ def read_json(path, missing):
     except UnicodeDecodeError as e:
         raise EvalDataError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start}); "
                             "save it as UTF-8") from None
+    except RecursionError:  # json's reader recurses once per [ or {
+        raise EvalDataError(f"{path} nests lists or objects deeper than can be read (about "
+                            f"{sys.getrecursionlimit()} levels): it is not a file of pairs or results; write "
+                            "pairs as a flat list [{\"prompt\": ..., \"response\": ...}, ...]") from None
+
+
+LONE_SURROGATE = re.compile('[\ud800-\udfff]')  # half of a UTF-16 pair: no text, no UTF-8, no tokens
+
+
+def check_text(text, where):
+    """text is real text: no lone surrogate (a JSON escape such as \\ud800 without its other half)."""
+    m = LONE_SURROGATE.search(text)
+    if m:
+        raise EvalDataError(f"{where} holds a lone surrogate \\u{ord(m.group()):04x} at character {m.start()}, "
+                            "half of a UTF-16 pair that is no character; write the character itself, or both "
+                            "halves of its escape (an emoji is two: \\ud83d\\ude00)")
 
 
 def read_pairs(path):
@@ -59,11 +76,13 @@ def check_pairs(data, path='eval_data'):
             if not isinstance(e[key], str):
                 raise EvalDataError(f"{where}: \"{key}\" must be a string, "
                                     f"got {type(e[key]).__name__} {e[key]!r}")
+            check_text(e[key], f"{where}: \"{key}\"")
         if e['response'] == '':
             raise EvalDataError(f"{where} has an empty response: there is nothing to score. "
                                 "Write the continuation to score, or remove the pair")
-        pairs.append({'prompt': e['prompt'], 'response': e['response'],
-                      'extra': {k: v for k, v in e.items() if k not in ('prompt', 'response')}})
+        extra = {k: v for k, v in e.items() if k not in ('prompt', 'response')}
+        check_text(json.dumps(extra, ensure_ascii=False), f"{where}: the rest of the pair")  # results keep it
+        pairs.append({'prompt': e['prompt'], 'response': e['response'], 'extra': extra})
     return pairs
 
 

@@ -3,7 +3,8 @@ Sampling math in float64 log space: the model and sampling distributions, top-k 
 
 The *model* distribution is softmax(logits) at temperature 1 with no filtering; the *sampling*
 distribution is softmax(logits / temperature) after top-k / top-p: what a token was drawn from.
-temperature=0 means greedy (all mass on the argmax). Natural logs throughout.
+temperature=0 means greedy (all mass on the argmax); any positive temperature, however small, is computed
+exactly, without overflow (a tiny one gives greedy's distribution). Natural logs throughout.
 """
 
 import math
@@ -66,7 +67,10 @@ def sampling_logprobs(logits, temperature=1.0, top_k=None, top_p=None):
     if temperature == 0:
         lp = torch.full_like(logits, float('-inf'))
         return lp.scatter_(-1, logits.argmax(-1, keepdim=True), 0.0)
-    logits = logits / temperature
+    # shifted so the largest logit is 0 before dividing: (logit - max) / T is <= 0 and overflows to -inf
+    # at worst, never to +inf, so any positive temperature works, down to 5e-324 (the limit T -> 0 is
+    # greedy: all mass on the argmax, split evenly between exact ties)
+    logits = (logits - logits.amax(-1, keepdim=True)) / temperature
     if top_k:
         v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
         logits = logits.masked_fill(logits < v[..., [-1]], float('-inf'))

@@ -20,6 +20,12 @@ class EvalDataError(UserError, ValueError):
     A UserError (run_main prints one line) and, as before, a ValueError."""
 
 
+def json_number(x):
+    """x for a results file: JSON has no inf, so a perplexity past float range is null (its mean log-prob,
+    beside it, holds the number in log space)."""
+    return x if math.isfinite(x) else None
+
+
 @dataclass
 class PairResult:
     """One scored pair. Log-probs are natural logs under the model distribution unless named sample_."""
@@ -156,9 +162,9 @@ class EvalRun:
                      sample_logprobs=clean(p.sample_logprobs),
                      # derived, for readers of the file; recomputed when it is read back
                      logprob=p.logprob, probability=format_prob(p.logprob), mean_logprob=p.mean_logprob,
-                     perplexity=p.perplexity, greedy=p.greedy)
+                     perplexity=json_number(p.perplexity), greedy=p.greedy)
             pairs.append(d)
-        val = None if self.val is None else dict(vars(self.val), perplexity=self.val.perplexity,
+        val = None if self.val is None else dict(vars(self.val), perplexity=json_number(self.val.perplexity),
                                                   bits_per_byte=self.val.bits_per_byte,
                                                   top1_accuracy=self.val.acc1, top5_accuracy=self.val.acc5)
         totals = dict(pairs=len(self.pairs), tokens=self.n_tokens, logprob=self.logprob,
@@ -211,6 +217,13 @@ class Comparison:
                     rose=self.rose, fell=self.fell)
 
 
+def spot(text, i, width=24):
+    """text around character i: up to 8 characters before it and the rest of `width` from it, with '…'
+    where text goes on (a difference shown where it is, not two identical starts)."""
+    a = max(0, i - 8)
+    return ('…' if a else '') + text[a:i + width - 8] + ('…' if i + width - 8 < len(text) else '')
+
+
 def compare(before, after):
     """Pair-by-pair comparison of two EvalRuns over the same eval_data (checked)."""
     if len(before.pairs) != len(after.pairs):
@@ -218,9 +231,13 @@ def compare(before, after):
                             f"{len(after.pairs)}: compare runs over the same eval_data")
     token_deltas = []
     for a, b in zip(after.pairs, before.pairs):
-        if (a.prompt, a.response) != (b.prompt, b.response):
-            raise EvalDataError(f"pair {a.index} differs between {before.source} ({b.label()!r}) and this "
-                                f"run ({a.label()!r}): compare runs over the same eval_data")
+        for key in ('prompt', 'response'):
+            x, y = getattr(b, key), getattr(a, key)
+            if x != y:
+                i = next((i for i, (c, d) in enumerate(zip(x, y)) if c != d), min(len(x), len(y)))
+                raise EvalDataError(f"pair {a.index}'s {key} differs between {before.source} and this run from "
+                                    f"character {i} on: {spot(x, i)!r} there, {spot(y, i)!r} here; compare runs "
+                                    "over the same eval_data")
         if a.joined and b.joined and tuple(a.joined) != tuple(b.joined):  # a missing space changes everything
             raise EvalDataError(f"pair {a.index}: {before.source} scored {tuple(b.joined)!r} (join="
                                 f"{before.settings.get('join')}), this run {tuple(a.joined)!r} (join="

@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass
 
 from configurator import UserError
+from nanoprobs import checks
 
 PIECE_CHARS = 1 << 20          # text handed to one tokenizer call (~1 MB): bounds memory, spreads work
 
@@ -49,6 +50,9 @@ def resolve_inputs(spec):
             raise PrepareError(f"--input={spec!r} matches no files (relative to {os.getcwd()}); "
                                "check the pattern, and quote it so the shell does not expand it")
         return paths
+    if os.path.exists(spec):  # a device (/dev/zero), a pipe, a socket: no end, or read once
+        raise PrepareError(f"--input={spec!r} is not a regular file or a folder (a device, pipe or socket); "
+                           "save the text to a file first and give that file")
     raise PrepareError(f"--input={spec!r}: no such file or folder (relative to {os.getcwd()})")
 
 
@@ -87,6 +91,9 @@ def file_pieces(paths, sources, doc_sep='blank_line', piece_chars=PIECE_CHARS, p
     for si, path in enumerate(paths):
         src = sources[si]
         lines, size, offset, unreported = [], 0, 0, 0
+        if checks.looks_utf16(checks.head_of(path)):  # without a byte-order mark it decodes: as NULs
+            raise PrepareError(f"{path} is not UTF-8 text; {checks.encoding_fix(path, checks.head_of(path))}, "
+                               "and run again")
         with open(path, 'rb') as f:
             for lineno, raw in enumerate(f, 1):
                 try:
@@ -94,9 +101,8 @@ def file_pieces(paths, sources, doc_sep='blank_line', piece_chars=PIECE_CHARS, p
                 except UnicodeDecodeError as e:
                     bad = offset + e.start
                     raise PrepareError(
-                        f"{path} is not UTF-8 text: byte {bad:,} (line {lineno}) is 0x{raw[e.start]:02x}. "
-                        f"Convert the file to UTF-8 (e.g. iconv -f latin1 -t utf-8 '{path}' > fixed.txt, "
-                        "or save it as UTF-8 in an editor) and run again") from None
+                        f"{path} is not UTF-8 text: byte {bad:,} (line {lineno}) is 0x{raw[e.start]:02x}; "
+                        f"{checks.encoding_fix(path, checks.head_of(path))}, and run again") from None
                 offset += len(raw)
                 unreported += len(raw)
                 if lineno == 1 and line.startswith('\ufeff'):

@@ -239,11 +239,36 @@ def char_tokenizer(meta_path):
 
 def char_from_meta(meta, where):
     """A character tokenizer from a meta.pkl dict; where names it in messages."""
-    itos = meta['itos']
-    itos = [itos[i] for i in range(len(itos))] if isinstance(itos, dict) else list(itos)
-    tok = _char_from_itos(itos, meta.get('unk', ''), f'char:{where}', where)
-    tok.vocab_size = meta.get('vocab_size', len(itos))
-    return tok
+    fix = "rewrite it with prepare_bin.py --tokenizer=char (or data/<dataset>/prepare.py)"
+    itos = check_itos(meta['itos'], meta.get('unk', ''), where, fix)
+    n = meta.get('vocab_size', len(itos))
+    if n != len(itos):
+        raise LoadError(f"{where}: 'vocab_size' is {n!r} but 'itos' holds {len(itos)} tokens; {fix}")
+    return _char_from_itos(itos, meta.get('unk', ''), f'char:{where}', where)
+
+
+def check_itos(itos, unk, where, fix):
+    """A character vocabulary's id -> text table (a dict {0: text, ...} as upstream's meta.pkl, or a list)
+    as a list of distinct strings, and unk '' or one of its characters; else a LoadError naming the entry."""
+    if isinstance(itos, dict):
+        missing = next((i for i in range(len(itos)) if i not in itos), None)
+        if missing is not None:
+            raise LoadError(f"{where}: 'itos' must map every id 0..{len(itos) - 1} to its text; id {missing} "
+                            f"is missing; {fix}")
+        itos = [itos[i] for i in range(len(itos))]
+    elif not isinstance(itos, (list, tuple)):
+        raise LoadError(f"{where}: 'itos' is a {type(itos).__name__}, not a dict {{id: text}} or a list; {fix}")
+    seen = set()
+    for i, t in enumerate(itos):
+        if not isinstance(t, str) or not t:
+            raise LoadError(f"{where}: 'itos' id {i} is {t!r}, not a string{' (empty)' if t == '' else ''}; "
+                            f"{fix}")
+        if t in seen:
+            raise LoadError(f"{where}: 'itos' holds {t!r} twice; {fix}")
+        seen.add(t)
+    if not (unk == '' or isinstance(unk, str) and len(unk) == 1):
+        raise LoadError(f"{where}: 'unk' is {unk!r}, not one character (or ''); {fix}")
+    return list(itos)
 
 
 def save_meta(meta, path):
@@ -324,8 +349,10 @@ def tokenizer_from_record(rec, where='checkpoint'):
     kind = rec.get('kind') if isinstance(rec, dict) else None
     if kind == 'gpt2':
         return gpt2_tokenizer()
-    if kind == 'char' and isinstance(rec.get('itos'), list):
-        return _char_from_itos(rec['itos'], rec.get('unk', ''), f'char:{where}', where)
+    if kind == 'char':
+        fix = "delete the key to fall back to the dataset folder's meta.pkl, or use another checkpoint"
+        itos = check_itos(rec.get('itos'), rec.get('unk', ''), where, fix)
+        return _char_from_itos(itos, rec.get('unk', ''), f'char:{where}', where)
     if kind == 'bpe' and isinstance(rec.get('json'), str):
         return bpe_tokenizer(rec['json'], f'bpe:{where}')
     raise LoadError(f"{where}: its 'tokenizer' entry is not one of {', '.join(KINDS)} "
@@ -345,12 +372,12 @@ def data_tokenizer(data_dir):
     return None
 
 
-def tokenizer_for(checkpoint=None, data_dir='data'):
+def tokenizer_for(checkpoint=None, data_dir='data', where='checkpoint'):
     """The checkpoint's own tokenizer if it recorded one; else upstream's rule: a dataset folder with a
     meta.pkl (or our tokenizer.json) gives the vocabulary; everything else uses GPT-2's BPE."""
     checkpoint = checkpoint or {}
     if checkpoint.get('tokenizer'):
-        return tokenizer_from_record(checkpoint['tokenizer'])
+        return tokenizer_from_record(checkpoint['tokenizer'], where)
     dataset = (checkpoint.get('config') or {}).get('dataset')
     if dataset:
         folder = os.path.join(data_dir, dataset)

@@ -9,8 +9,10 @@ out_dir/log.csv       one row per logged step and per eval; a resume drops the r
 """
 
 import csv
+import errno
 import os
 import random
+import shutil
 import signal
 import time
 from dataclasses import asdict, dataclass
@@ -36,9 +38,30 @@ def save_checkpoint(ckpt, path):
     cause and what is kept."""
     try:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        atomic.write_all({path: lambda tmp: torch.save(ckpt, tmp)}, fsync=True)
+        atomic.write_all({path: lambda tmp: torch_save(ckpt, tmp)}, fsync=True)
     except OSError as e:
-        raise UserError(f"could not save {path}: {e.strerror or e}; " + kept_checkpoints(path)) from None
+        raise UserError(f"could not save {path}: {e.strerror or e}{free_space(path)}; "
+                        + kept_checkpoints(path)) from None
+
+
+def torch_save(obj, path):
+    """torch.save, whose write errors (a full disk) are an OSError like any other file's: torch reports
+    them as a RuntimeError from its zip writer ('[enforce fail at inline_container.cc:...]')."""
+    try:
+        torch.save(obj, path)
+    except RuntimeError as e:
+        if 'inline_container' not in str(e) and 'PytorchStreamWriter' not in str(e):
+            raise
+        raise OSError(errno.EIO, "torch could not write the file (is the disk full?)", path) from None
+
+
+def free_space(path):
+    """' (12 MB free on that disk)': what a message about a failed write adds, when it can be told."""
+    try:
+        free = shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free
+    except OSError:
+        return ''
+    return f" ({free / 2 ** 20:,.0f} MB free on that disk)"
 
 
 def kept_checkpoints(path):
@@ -205,7 +228,11 @@ class LossLog:
                 w = csv.DictWriter(f, LOG_FIELDS)
                 w.writeheader()
                 w.writerows(rows)
-        atomic.write_all({self.path: write})  # a kill while cutting it back leaves the old log, whole
+        try:
+            atomic.write_all({self.path: write})  # a kill while cutting it back leaves the old log, whole
+        except OSError as e:  # a disk already full at the start
+            raise UserError(f"could not write {self.path}: {e.strerror or e}{free_space(self.path)}; "
+                            + kept_checkpoints(self.path)) from None
         for r in rows:
             self._remember(r['kind'], int(r['iter']), float(r['train_loss']), r['val_loss'])
 
@@ -217,7 +244,7 @@ class LossLog:
             with open(self.path, 'a', newline='') as f:
                 f.write(','.join(str(row[k]) for k in LOG_FIELDS) + '\n')
         except OSError as e:  # a full disk: the run stops here, as when a checkpoint cannot be saved
-            raise UserError(f"could not write {self.path}: {e.strerror or e}; "
+            raise UserError(f"could not write {self.path}: {e.strerror or e}{free_space(self.path)}; "
                             + kept_checkpoints(self.path)) from None
         self._remember(kind, iter_num, train_loss, val_loss)
 

@@ -232,7 +232,7 @@ def test_comparison_direction_and_counts():
     assert [r['direction'] for r in rows] == ['↑', '↓', '=', '↑']
     assert (rows[1]['logprob'], rows[1]['before_logprob'], rows[1]['delta_logprob']) == ('-5.500000', '-3.000000', '-2.500000')
     # different pairs cannot be compared
-    with pytest.raises(EvalDataError, match='pair 1 differs'):
+    with pytest.raises(EvalDataError, match="pair 1's prompt differs"):
         other = _run([[-1.0]], 'x')
         other.pairs[0].prompt = 'something else'
         compare(_run([[-1.0]], 'y'), other)
@@ -289,16 +289,29 @@ def test_bad_eval_data(tmp_path, content, match):
         read_pairs(str(path))
 
 
-def test_pair_longer_than_block_size(model, run):
+def test_pair_longer_than_block_size_is_scored_with_a_sliding_window(model, run):
+    """A pair past block_size (32) is scored as generate() conditions it: each token sees the 32 before it; the
+    table's notes name the pair."""
     _, tok = run
-    with pytest.raises(EvalDataError, match=r'pair 2 is \d+ tokens .*block_size 32: shorten it'):
-        ev.score_pairs([["a", " b"], ["Once upon a time", " there" * 40]], model, tok, quiet=True)
+    pairs = [["a", " b"], ["Once upon a time", " there" * 40]]
+    r = ev.score_pairs(pairs, model, tok, quiet=True)
+    p, r_ids = tok.encode("Once upon a time"), tok.encode(" there" * 40)
+    ids = p + r_ids
+    m = tiny_copy64(model)
+    with torch.no_grad():
+        want = [float(m(torch.tensor([ids[max(0, t - 32):t]]))[0][0, -1].log_softmax(-1)[ids[t]])
+                for t in range(len(p), len(ids))]
+    assert r.pairs[1].logprobs == pytest.approx(want, abs=1e-4)
+    assert r.pairs[0].note == '' and r.pairs[1].note.startswith(
+        f"scored past the block size: {len(ids)} tokens (prompt {len(p)} + response {len(r_ids)}); each token "
+        "after position 32 sees only the 32 tokens before it")
+    assert "  pair 2: scored past the block size" in pairs_report(r, False, tok)
 
 
 def test_bad_input_on_the_command_line_writes_nothing(tmp_path, tiny_ckpt):
-    (tmp_path / 'long.json').write_text(json.dumps([["Once", " upon"], ["Once", " upon a time" * 20]]))
-    p = run_script('eval.py', f'--init_from={tiny_ckpt / "ckpt.pt"}', '--eval_data=long.json', cwd=tmp_path, check=False)
-    assert p.returncode != 0 and 'pair 2 is' in p.stderr and 'block_size 32' in p.stderr
+    (tmp_path / 'bad.json').write_text('[["Once", " upon"], ["Once", " upon a \\ud800"]]')  # half a character
+    p = run_script('eval.py', f'--init_from={tiny_ckpt / "ckpt.pt"}', '--eval_data=bad.json', cwd=tmp_path, check=False)
+    assert p.returncode != 0 and 'pair 2' in p.stderr and 'lone surrogate' in p.stderr
     assert 'Traceback' not in p.stderr
     assert not (tmp_path / 'results').exists() or not any((tmp_path / 'results').iterdir())
 

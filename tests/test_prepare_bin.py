@@ -181,6 +181,8 @@ def _bad_cases(tmp):
     (tmp / 'blank.txt').write_bytes(b'\n  \n\t\n')
     (tmp / 'latin1.txt').write_bytes('hello\nwor'.encode() + 'ld café'.encode('latin-1') + b'\n')
     (tmp / 'short.txt').write_text('A short story.\n\nAnother short story.\n')
+    (tmp / 'utf16.txt').write_bytes('Once upon a time.\n'.encode('utf-16'))  # a byte-order mark, then NULs
+    (tmp / 'utf16be.txt').write_bytes('Once upon a time.\n'.encode('utf-16-be'))  # no mark
     (tmp / 'emptydir').mkdir()
     write_corpus(tmp / 'stories.txt', DOCS)
     return {
@@ -192,6 +194,11 @@ def _bad_cases(tmp):
         'too small val': (dict(input=str(tmp / 'stories.txt'), block_size=16, val_fraction=0.01), ['val.bin would hold only', 'raise --val_fraction']),
         'no match': (dict(input=str(tmp / 'nope' / '*.txt')), ['matches no files']),
         'missing': (dict(input=str(tmp / 'missing.txt')), ['missing.txt', 'no such file']),
+        'utf-16': (dict(input=str(tmp / 'utf16.txt')), ['utf16.txt is not UTF-8', 'it is UTF-16 text: convert it with '
+                                                       f"iconv -f utf-16 -t utf-8 '{tmp / 'utf16.txt'}' > fixed.txt"]),
+        'utf-16 without a mark': (dict(input=str(tmp / 'utf16be.txt')), ['it is UTF-16 text', 'iconv -f utf-16']),
+        'a device': (dict(input='/dev/zero'), ["--input='/dev/zero' is not a regular file or a folder (a device",
+                                               'save the text to a file first']),
         'empty folder': (dict(input=str(tmp / 'emptydir')), ['has no .txt files']),
         'val_fraction 0': (dict(input=str(tmp / 'short.txt'), val_fraction=0.0), ['val_fraction=0.0', 'between 0 and 1']),
         'val_fraction 1': (dict(input=str(tmp / 'short.txt'), val_fraction=1.0), ['val_fraction=1.0', 'between 0 and 1']),
@@ -204,6 +211,7 @@ def _bad_cases(tmp):
 
 @pytest.mark.parametrize('case', [
     'empty', 'blank', 'not utf-8', 'too small', 'too small train', 'too small val', 'no match', 'missing', 'empty folder',
+    'utf-16', 'utf-16 without a mark', 'a device',
     'val_fraction 0', 'val_fraction 1', 'val_fraction -0.1', 'nothing', 'both', 'doc_sep'])
 def test_bad_input_clear_error_and_no_files(tmp_path, case, enc):
     kwargs, words = _bad_cases(tmp_path)[case]

@@ -195,6 +195,33 @@ def test_score_and_temperatures_are_decodings_numbers(server, gpt2_tok):
         assert col['probs'][0] == (format_prob(0.0) if t == 0 else format_prob(want[0]))
 
 
+def test_a_tiny_temperature_answers_as_greedy(server, gpt2_tok):
+    """0 < T < 1e-300 overflows logits / T: the server answers it (no 500) with greedy's tokens and numbers, and a
+    distribution that is greedy's (all mass on the most likely token), never NaN."""
+    prompt = dict(prompt="Once upon a time", max_new_tokens=8, seed=7, top=3)
+    st, _, greedy = request(server, 'POST', '/api/generate', {**prompt, 'temperature': 0})
+    for t in (5e-324, 1e-310, 2e-308):
+        st, _, out = request(server, 'POST', '/api/generate', {**prompt, 'temperature': t})
+        assert st == 200 and out['tokens'] == greedy['tokens'], (t, out)
+        toks, ref = out['doc']['tokens'], greedy['doc']['tokens']
+        assert [e['logprob'] for e in toks] == [e['logprob'] for e in ref]  # the model's own distribution
+        assert [e['sample_logprob'] for e in toks] == [0.0] * 8  # the one sampled from: greedy's
+    p = gpt2_tok.encode("The capital of France is")
+    st, _, out = request(server, 'POST', '/api/temperatures', dict(ids=p, temperatures=[0, 5e-324, 1e-310], top=4))
+    assert st == 200
+    greedy_col = out['columns'][0]
+    for col in out['columns'][1:]:
+        assert col['logprobs'][0] == 0.0 and all(x is None or x < -1e300 for x in col['logprobs'][1:]), col
+        assert col['probs'] == greedy_col['probs']
+    body = dict(prompt="The capital of France is", response=" Paris, of course")
+    zero = request(server, 'POST', '/api/score', {**body, 'temperature': 0})[2]['doc']['tokens']
+    st, _, out = request(server, 'POST', '/api/score', {**body, 'temperature': 5e-324})
+    assert st == 200 and [e['logprob'] for e in out['doc']['tokens']] == [e['logprob'] for e in zero]
+    for e, z in zip(out['doc']['tokens'], zero):  # the greedy token has it all; any other none (or ~ -5e306)
+        assert (e['sample_logprob'] == 0.0) == (z['sample_logprob'] == 0.0), (e, z)
+        assert e['sample_logprob'] in (0.0, None) or e['sample_logprob'] < -1e300
+
+
 def test_bad_requests_are_400_naming_the_field(server):
     cases = [(b'{"prompt": "x", ', 'not valid JSON'), (b'[1, 2]', 'JSON object'), (b'\xff\xfe', 'not valid JSON'),
              (b'[' * 100000 + b']' * 100000, 'cannot be read'),  # nested 100,000 deep: no RecursionError

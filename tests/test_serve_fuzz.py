@@ -18,10 +18,9 @@ pytestmark = pytest.mark.usefixtures('one_thread')  # see conftest.one_thread
 RUNS = settings(max_examples=50, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
-# temperatures in (0, ~1e-300) overflow logits / T into inf: sampling.py's concern (the hardening issue routes
-# them to greedy), not the server's, which passes every temperature it accepts to the shared sampling code
 chars = st.characters(min_codepoint=0, max_codepoint=0x10FFFF)
-floats = st.floats(allow_nan=False, allow_infinity=False).filter(lambda x: x == 0 or abs(x) >= 1e-300)
+floats = st.floats(allow_nan=False, allow_infinity=False)  # subnormals too: 5e-324 is a temperature like any
+TINY = (5e-324, 1e-310, 2e-308, 1e-300)  # logits / T overflows here: sampling works in log space, shifted
 scalars = st.none() | st.booleans() | st.integers(-2 ** 70, 2 ** 70) | floats | st.text(chars, max_size=12)
 values = st.recursive(scalars, lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(chars, max_size=6), c,
                                                                                      max_size=3), max_leaves=8)
@@ -42,12 +41,12 @@ counts = near(-1, 0, 1, 2, 4, 5, 50, 51, 2 ** 63)  # max_new_tokens / max_tokens
 plausible = {  # a value of about the right kind, at the edges of its range, mixed with arbitrary JSON
     'prompt': texts | ids | st.lists(texts | ids, max_size=3), 'prompt_ids': ids, 'prefix': texts, 'prefix_ids': ids,
     'response': texts, 'response_ids': ids, 'ids': ids, 'max_new_tokens': counts, 'max_tokens': counts,
-    'temperature': near(0, -0.0, 1e-300, 1, 1e6, 1e6 + 1, -1, lo=1e-300, hi=3.0),
+    'temperature': near(0, -0.0, *TINY, 1, 1e6, 1e6 + 1, -1, lo=0.0, hi=3.0),
     'top_k': near(-1, 0, 1, 50257, 50258, 2 ** 63, lo=0, hi=60), 'top_p': near(0, 1e-300, 0.5, 1, 1.0000001, -1),
     'top': counts, 'seed': near(-1, 0, 2 ** 63 - 1, 2 ** 63, 2 ** 64, lo=0, hi=2 ** 63 - 1),
     'stop_at_eot': st.booleans(), 'stream': st.booleans(), 'n': near(0, 1, 2, 16, 17), 'logprobs': counts,
     'echo': st.booleans(), 'stop': texts | st.lists(texts, max_size=5),
-    'temperatures': st.lists(near(0, 1e-300, 1, 1e6, 1e6 + 1, -1), max_size=14),
+    'temperatures': st.lists(near(0, *TINY, 1, 1e6, 1e6 + 1, -1), max_size=14),
     'stream_options': st.fixed_dictionaries({}, optional={'include_usage': st.booleans()}), 'model': texts,
     'presence_penalty': floats, 'best_of': near(-1, 0, 1, 2, 3), 'logit_bias': values, 'suffix': texts, 'user': texts,
     'position': near(-1, 0, 1, 2, 5, 6, 32, 33, 2 ** 63), 'method': st.sampled_from(['ig', 'gxi', 'IG', '', 'lime']),

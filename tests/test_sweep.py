@@ -168,3 +168,20 @@ def test_optuna_study_shared_through_sqlite(cfg, tmp_path):
     assert len(st.trials) == 4 and [r['trial'] for r in rows(tmp_path / 'sw')] == [0, 1, 2, 3]
     done = [t for t in st.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert done and st.best_value == min(r['best_val_loss'] for r in rows(tmp_path / 'sw') if r['status'] == 'done')
+
+
+def test_optuna_processes_start_a_new_study_together_and_stop_at_the_count(cfg, tmp_path):
+    """Two processes on one new SQLite study at once: neither crashes creating it ('table studies already
+    exists'), they draw different settings (not one seed each), and the study ends with exactly --trials."""
+    optuna = pytest.importorskip('optuna')
+    argv = [str(cfg), '--search=optuna', '--grid=learning_rate=1e-3:3e-2:log', '--storage=sqlite:///s.db',
+            '--sweep_dir=sw', '--trials=3', '--prune=False']
+    env = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONPATH': str(ROOT)}
+    procs = [subprocess.Popen([sys.executable, '-m', 'tools.sweep', *argv], cwd=tmp_path, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    st = optuna.load_study(study_name='sweep', storage=f'sqlite:///{tmp_path}/s.db')
+    assert len(st.trials) == 3 and all(t.state.is_finished() for t in st.trials)
+    lrs = [t.params['learning_rate'] for t in st.trials]
+    assert len(set(lrs)) == 3, lrs  # one sampler seed per process: no repeated settings

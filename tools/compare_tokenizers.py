@@ -161,11 +161,30 @@ def run_training(name, tok, folder, bpt_train, model_dir):
           f"{iters * tokens_per_iter * bpt_train / 1e6:.2f} "
           f"MB of text ({bpt_train:.2f} bytes per token)")
     t0 = time.time()
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, 'train.py'), *args])
-    if proc.returncode != 0:
-        raise UserError(f"training {name} failed (train.py exit status {proc.returncode}); "
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, 'train.py'), *args])
+    interrupted = False
+    while True:  # Ctrl-C reaches train.py too (one process group): let it save, then stop here
+        try:
+            returncode = proc.wait()
+            break
+        except KeyboardInterrupt:
+            interrupted = True
+    if returncode != 0:
+        raise UserError(f"training {name} failed (train.py exit status {returncode}); "
                         f"run again to continue from {model_dir}")
+    reached = trained_iters(model_dir)
+    if interrupted or reached < iters:  # train.py saves and exits 0 when it is stopped (Ctrl-C, SIGTERM)
+        raise UserError(f"training {name} was stopped at iteration {reached} of {iters} (saved in "
+                        f"{model_dir}); run the same command again to continue it")
     return iters, time.time() - t0
+
+
+def trained_iters(model_dir):
+    """The iteration a run's latest checkpoint in model_dir reached (0 without one)."""
+    from nanoprobs.load import load_checkpoint
+    from nanoprobs.trainstate import resume_path
+    path = resume_path(model_dir)
+    return load_checkpoint(path).get('iter_num', 0) if os.path.exists(path) else 0
 
 
 def evaluate(name, spec, tok, folder, info, train_bytes, val_text):

@@ -28,11 +28,14 @@ written beside the adapters as a Hugging Face folder, <export_dir>/base. Either 
 transformers' logits with our model with the adapters unmerged (PEFT's own forward).
 """
 
+import contextlib
 import os
+import shutil
 import tempfile
 
 import torch
 
+from configurator import UserError
 from nanoprobs import lora
 from nanoprobs.load import base_model, describe_init_from, load_checkpoint, load_model, model_from_checkpoint
 
@@ -75,6 +78,26 @@ def export(model, tok, path, with_tokenizer=True):
     return hf
 
 
+@contextlib.contextmanager
+def staged_folder(path):
+    """A temporary folder beside path to write into; when the block ends without error it replaces path
+    (an earlier export), else it is removed and path stays as it was."""
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=os.path.basename(path) + '.tmp', dir=parent)
+    try:
+        yield tmp
+        old = None
+        if os.path.lexists(path):
+            old = tempfile.mkdtemp(prefix=os.path.basename(path) + '.old', dir=parent)
+            os.replace(path, os.path.join(old, 'x'))
+        os.replace(tmp, path)
+        if old:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def max_logit_diff(model, hf, ids):
     """Largest |logit| difference between our model and hf (a transformers model) on the token ids."""
     x = torch.tensor([ids])
@@ -113,10 +136,20 @@ def main():
             "merged with its LoRA adapters" if 'lora' in ckpt else "")
     print(f"exporting {loaded.source} ({model.get_num_params() / 1e6:.2f}M parameters, "
           f"GELU {model.config.gelu}, vocab {model.config.vocab_size}){' ' + what if what else ''} to {path}")
-    if peft_folder:
-        hf = export_peft(ckpt, path, loaded.tok, tokenizer)
-    else:
-        export(model, loaded.tok, path, tokenizer)
+    try:
+        if peft_folder:  # in place: adapter_config.json names the base by its final path
+            hf = export_peft(ckpt, path, loaded.tok, tokenizer)
+        else:
+            with staged_folder(path) as tmp:
+                export(model, loaded.tok, tmp, tokenizer)
+    except (OSError, RuntimeError) as e:  # also safetensors' and torch's own write errors (a full disk)
+        if not (isinstance(e, OSError) or type(e).__module__.startswith('safetensors')
+                or 'inline_container' in str(e) or 'No space left' in str(e)):
+            raise
+        kept = '' if peft_folder else f"; {path} is as it was"
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise UserError(f"could not write the export to {path}: {first}{kept}; free some space, or give "
+                        "--export_dir=<a writable folder>") from None
     print(f"wrote {', '.join(sorted(os.listdir(path)))}")
     if check:  # random token ids: any vocabulary, character-level included
         if not peft_folder:

@@ -15,7 +15,7 @@ log-uniformly with lo:hi:log, integers when both ends are. Every other argument 
 Optuna (pip install optuna) picks each trial's settings from the results so far and stops hopeless runs
 early: at each eval of a run the val loss is compared with earlier trials' at that iteration (median
 pruning). With --storage pointing at one database, any number of processes or machines running the same
-command share the study: each adds trials until it has --trials in all.
+command share the study: each adds trials until it has --trials in all (each process draws its own).
 
 Writes into sweep_dir:
   runs/<name>/   each run's out_dir, as train.py writes it (ckpt.pt, log.csv, loss.png), and train.out,
@@ -31,6 +31,7 @@ the same command skips every run that has a row (failed ones too, unless --retry
 or Ctrl-C costs at most the run in progress.
 """
 
+import contextlib
 import itertools
 import json
 import math
@@ -268,13 +269,18 @@ def run_optuna(space, train_args):
     # median pruning from the second eval on (the first is the untrained model), once 2 trials have ended
     pruner = (optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1) if prune
               else optuna.pruners.NopPruner())
+    lock = study_lock(storage)
     try:
-        st = optuna.create_study(study_name=study, storage=storage or None, load_if_exists=True,
-                                 direction='minimize', pruner=pruner,
-                                 sampler=optuna.samplers.TPESampler(seed=search_seed))
+        with lock():  # two processes creating one SQLite study at once: one creates it, the other joins
+            st = optuna.create_study(study_name=study, storage=storage or None, load_if_exists=True,
+                                     direction='minimize', pruner=pruner)
+            n = st.user_attrs.get('processes', 0)  # every process joining draws its own trials
+            st.set_user_attr('processes', n + 1)
     except (ImportError, ValueError) as e:
         raise UserError(f"--storage={storage!r}: {e}") from None
-    ended = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
+    st.sampler = optuna.samplers.TPESampler(seed=search_seed + n)
+    TS = optuna.trial.TrialState
+    ended = (TS.COMPLETE, TS.PRUNED, TS.FAIL)
     left = trials - len(st.get_trials(deepcopy=False, states=ended))
     print(f"optuna study {study!r} ({storage or 'in memory'}): {trials - left} trials done, "
           f"{max(left, 0)} to go")
@@ -308,9 +314,30 @@ def run_optuna(space, train_args):
             return float('nan')  # Optuna records the trial as failed; the study goes on
         return row['best_val_loss']
 
-    if left > 0:
-        st.optimize(objective, n_trials=left,
-                    callbacks=[optuna.study.MaxTrialsCallback(trials, states=ended)])
+    while True:
+        with lock():  # claim a trial only while the study (all processes) has fewer than `trials`
+            if len(st.get_trials(deepcopy=False, states=(*ended, TS.RUNNING))) >= trials:
+                break
+            trial = st.ask()
+        try:
+            value = objective(trial)
+        except optuna.TrialPruned:
+            st.tell(trial, state=TS.PRUNED)
+            continue
+        except BaseException:  # Ctrl-C, a bug: the trial ends as failed, not running for ever
+            st.tell(trial, state=TS.FAIL)
+            raise
+        st.tell(trial, value) if math.isfinite(value) else st.tell(trial, state=TS.FAIL)
+
+
+def study_lock(storage):
+    """A context manager that holds an exclusive lock on an SQLite study's folder (flock) while a process
+    creates or joins the study and claims a trial; other storages (a database server) lock on their own."""
+    m = re.match(r'sqlite:///(.+)', storage or '')
+    if not m:
+        return contextlib.nullcontext
+    folder = os.path.dirname(os.path.abspath(m.group(1)))
+    return lambda: atomic.folder_lock(folder)
 
 
 def report(space, train_args):

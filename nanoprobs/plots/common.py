@@ -10,6 +10,8 @@ never holds up a run.
 
 import os
 
+from nanoprobs import atomic
+
 # model distribution: dark bar; sampling distribution: light bar (the step charts and the overview)
 MODEL_COLOR, MODEL_LIGHT = '#3a6ea5', '#a9c6e8'
 CHOSEN_COLOR, CHOSEN_LIGHT = '#d1495b', '#f2b5bd'  # the chosen token, same two shades
@@ -81,10 +83,12 @@ def savefig(fig, path, dpi=110):
     """fig.savefig into path (folders made), without matplotlib's 'Glyph ... missing from font'
     warnings: generated tokens may be in any script, and the PNG is still written."""
     import warnings
+    fmt = os.path.splitext(path)[1][1:] or 'png'
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with warnings.catch_warnings():
         warnings.filterwarnings('ignore', message='Glyph .* missing from')
-        fig.savefig(path, dpi=dpi)
+        # whole or not at all: a full disk leaves the earlier picture, not half a PNG
+        atomic.write_all({path: lambda tmp: fig.savefig(tmp, dpi=dpi, format=fmt)})
     return path
 
 
