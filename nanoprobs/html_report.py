@@ -247,7 +247,8 @@ def eval_page(d, title=''):
                          before_expected=b['expected'][i], change=num(lp - blp), change_ratio=format_ratio(lp - blp),
                          change_nats=f"{lp - blp:+.3f} nats" if math.isfinite(lp - blp) else '')
             tokens.append(e)
-        ppl = format_ppl(perplexity(p['mean_logprob']), '.2f')  # 'inf' past float range (null in the file)
+        mean = p.get('mean_logprob', p['logprob'] / max(1, len(p['tokens'])))  # results of earlier versions lack it
+        ppl = format_ppl(perplexity(mean), '.2f')  # 'inf' past float range (null in the file)
         totals = [['tokens', str(len(tokens))], ['probability of the response', format_prob(p['logprob'])],
                   ['log-prob', f"{p['logprob']:.4f}"], ['perplexity', ppl],
                   ['greedy decoding gives it', 'yes' if p['greedy'] else 'no']]

@@ -217,7 +217,7 @@ def test_trace_cites_model_py_and_shows_the_models_own_tensors(tmp_path, gpt2_to
     order = [r.split(' | ')[0][2:] for r in md.splitlines() if re.match(r'\| .* \| \d+: `', r)]
     assert order[:4] == ['wte(idx): token embeddings', 'wpe(pos): position embeddings',
                          'x = token + position embeddings', 'block 0: ln_1(x)']
-    assert order[-2:] == ['ln_f(x): the final layer norm', 'lm_head(x): logits over the vocabulary']
+    assert order[-2:] == ['ln_f(x): the final layer norm', 'unembed(x): logits over the vocabulary']
     k = order.index('block 0: c_attn(x) = [q \\| k \\| v]')
     assert [o.split(': ')[1] for o in order[k + 1:k + 4]] == ['k in heads, (B, nh, T, hs)', 'q in heads, (B, nh, T, hs)',
                                                               'v in heads, (B, nh, T, hs)']
@@ -227,7 +227,7 @@ def test_trace_cites_model_py_and_shows_the_models_own_tensors(tmp_path, gpt2_to
         return [float(v) for v in row.split(' | ')[3].split(', ')]
     assert values('block 1: x + MLP (residual add), the block output') == pytest.approx(
         cap.resid[2][0, -1, :4].tolist(), abs=5e-4)
-    assert values('lm_head(x): logits over the vocabulary') == pytest.approx(logits[0, -1, :4].tolist(), abs=5e-4)
+    assert values('unembed(x): logits over the vocabulary') == pytest.approx(logits[0, -1, :4].tolist(), abs=5e-4)
     head_rows = re.findall(r'^\| `[^|]*` \| ([\d. |]+) \|$', md, re.M)
     assert [float(x) for x in head_rows[len(ids) - 1].split(' | ')] == pytest.approx(
         cap.attn[0][0, 1, -1].tolist(), abs=5e-3)  # block 0, head 1, the last query

@@ -37,7 +37,7 @@ CODE = {
     'ln_2': "x = x + self.mlp(self.ln_2(x))",
     'mlp': "return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))",
     'ln_f': "return self.transformer.ln_f(x)",
-    'lm_head': "logits = self.lm_head(x if all_logits else x[:, [-1], :])",
+    'lm_head': "logits = self.unembed(x if all_logits else x[:, [-1], :])",
 }
 
 
@@ -84,8 +84,7 @@ def record(model, idx):
                   m.gelu.register_forward_hook(out('mlp', f'block {i}: gelu(...)')),
                   m.c_proj.register_forward_hook(out('mlp', f'block {i}: c_proj(...), the MLP output')),
                   b.register_forward_hook(out('ln_2', f'block {i}: x + MLP (residual add), the block output'))]
-    hooks += [tr.ln_f.register_forward_hook(out('ln_f', 'ln_f(x): the final layer norm')),
-              model.lm_head.register_forward_hook(out('lm_head', 'lm_head(x): logits over the vocabulary'))]
+    hooks += [tr.ln_f.register_forward_hook(out('ln_f', 'ln_f(x): the final layer norm'))]
     cap = Capture(detail=True)
     try:
         with torch.no_grad():
@@ -93,6 +92,9 @@ def record(model, idx):
     finally:
         for h in hooks:
             h.remove()
+    # the last step is forward()'s own output: outside training unembed() multiplies by a kept transposed
+    # copy of lm_head's weight (model.py says why), so no lm_head hook would see it
+    steps.append(('lm_head', 'unembed(x): logits over the vocabulary', logits))
     return steps, cap, logits
 
 
