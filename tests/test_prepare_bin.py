@@ -307,13 +307,15 @@ def test_cli_error_and_ctrl_c(tmp_path):
 
     # Ctrl-C (SIGINT) in the middle of a real run: exit 130, no files
     para = ' '.join(f'The {i}th little pig built a house of straw, sticks and bricks.' for i in range(100))
-    (tmp_path / 'big.txt').write_text('\n\n'.join([para] * 800) + '\n')  # ~5 MB
+    # ~40 MB: tokens stream into train.tmp for a second or more (at 25 MB/s), so the signal, sent as soon as
+    # that file appears, lands mid-run; 5 MB was done within the poll's latency once on a quiet machine
+    (tmp_path / 'big.txt').write_text('\n\n'.join([para] * 6400) + '\n')
     p = subprocess.Popen([sys.executable, str(ROOT / 'prepare_bin.py'), '--input=big.txt', '--out_dir=out',
                           '--num_threads=1'], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     t0 = time.time()
     while not any(n.startswith('train.tmp') for n in (listing(tmp_path / 'out') or [])):
         assert p.poll() is None and time.time() - t0 < 60, p.communicate()
-        time.sleep(0.01)
+        time.sleep(0.002)
     p.send_signal(signal.SIGINT)
     _, err = p.communicate(timeout=60)
     assert p.returncode == 130, err
