@@ -3,11 +3,13 @@ Text for prepare_bin.py: files, folders, globs or a Hugging Face dataset, read a
 """
 
 import glob
+import hashlib
+import lzma
 import os
 from dataclasses import dataclass
 
 from configurator import UserError
-from nanoprobs import checks
+from nanoprobs import atomic, checks
 
 PIECE_CHARS = 1 << 20          # text handed to one tokenizer call (~1 MB): bounds memory, spreads work
 
@@ -198,3 +200,19 @@ def dataset_pieces(ds, text_field, source, piece_chars=PIECE_CHARS, progress=Non
             source.documents += 1
         if progress:
             progress(len(batch[text_field]))
+
+
+def unpack_shipped(shipped, sha256, path, what='corpus', fix='restore it with git checkout'):
+    """The text of a corpus that ships xz-compressed in the repository (data/<name>/), decompressed into
+    path after checking it is exactly the text its SOURCES.md names (sha256); returns its size in bytes.
+    what: what messages call it; fix: what they say to do."""
+    try:
+        with open(shipped, 'rb') as f:
+            text = lzma.decompress(f.read())
+    except (OSError, lzma.LZMAError) as e:
+        raise PrepareError(f"cannot read the shipped {what} {shipped} ({e}); {fix}") from None
+    if hashlib.sha256(text).hexdigest() != sha256:
+        raise PrepareError(f"{shipped} is not the shipped {what} (its sha256 differs from SOURCES.md): {fix}")
+    os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+    atomic.write_bytes(path, text)
+    return len(text)

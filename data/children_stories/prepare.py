@@ -26,8 +26,6 @@ file puts blank lines between paragraphs rather than stories, add --doc_sep=file
 The books, their ebook numbers and licence notes are in BOOKS below and in readme.md.
 """
 
-import hashlib
-import lzma
 import os
 import re
 import sys
@@ -41,6 +39,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
 import requests  # noqa: E402
 
 from nanoprobs import atomic  # noqa: E402
+from nanoprobs import textsource  # noqa: E402
 from nanoprobs.textsource import PrepareError  # noqa: E402
 from nanoprobs.prepare import prepare  # noqa: E402
 
@@ -209,18 +208,9 @@ def build_corpus(path, raw_dir, books=BOOKS, url=url):
 def unpack_shipped(path, shipped=SHIPPED_FILE):
     """The shipped corpus, decompressed into `path` after checking it is the exact text SOURCES.md
     describes."""
-    try:
-        with open(shipped, 'rb') as f:
-            text = lzma.decompress(f.read())
-    except (OSError, lzma.LZMAError) as e:
-        raise PrepareError(f"cannot read the shipped corpus {shipped} ({e}); restore it with git "
-                           "checkout, or use --source=download (needs internet)") from None
-    if hashlib.sha256(text).hexdigest() != SHIPPED_SHA256:
-        raise PrepareError(f"{shipped} is not the shipped corpus (its sha256 differs from SOURCES.md): "
-                           "restore it with git checkout, or use --source=download (needs internet)")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    atomic.write_bytes(path, text)
-    print(f"unpacked {shipped} into {path} ({len(text) / 1e6:.2f} MB, {len(WORLDWIDE)} books)")
+    size = textsource.unpack_shipped(shipped, SHIPPED_SHA256, path, 'corpus',
+                                     'restore it with git checkout, or use --source=download (needs internet)')
+    print(f"unpacked {shipped} into {path} ({size / 1e6:.2f} MB, {len(WORLDWIDE)} books)")
     return path
 
 

@@ -15,15 +15,13 @@ Writes into data/tinystories_sample/ (or --out_dir): input.txt (the text), train
 prepare_info.json (as prepare_bin.py writes them; val.bin is the last val_fraction of the tokens).
 """
 
-import hashlib
-import lzma
 import os
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))  # the project root: nanoprobs, configurator
 
-from nanoprobs import atomic  # noqa: E402
+from nanoprobs import textsource  # noqa: E402
 from nanoprobs.prepare import prepare  # noqa: E402
 from nanoprobs.textsource import PrepareError  # noqa: E402
 
@@ -40,17 +38,8 @@ SHIPPED_SHA256 = '727e8b228375be3075114c20729c93ed6e81ae5d8fe7faf7cb54b304f0322d
 
 def unpack(path, shipped=SHIPPED_FILE):
     """The shipped text, decompressed into `path` after checking it is the text SOURCES.md describes."""
-    try:
-        with open(shipped, 'rb') as f:
-            text = lzma.decompress(f.read())
-    except (OSError, lzma.LZMAError) as e:
-        raise PrepareError(f"cannot read the shipped sample {shipped} ({e}); restore it with git checkout") from None
-    if hashlib.sha256(text).hexdigest() != SHIPPED_SHA256:
-        raise PrepareError(f"{shipped} is not the shipped sample (its sha256 differs from SOURCES.md): "
-                           "restore it with git checkout")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    atomic.write_bytes(path, text)
-    print(f"unpacked {shipped} into {path} ({len(text):,} bytes)")
+    size = textsource.unpack_shipped(shipped, SHIPPED_SHA256, path, 'sample')
+    print(f"unpacked {shipped} into {path} ({size:,} bytes)")
     return path
 
 
