@@ -7,10 +7,10 @@
 #   python train.py config/finetune_children_stories_cpu.py      # this file
 #   python eval.py --out_dir=out-children-stories-cpu --compare_to=results/eval_gpt2.json   # "after"
 #
-# Measured on GPT-2 124M's shape (random weights: no download here) on a 2-core CPU that other jobs shared
-# (load average ~3): 648.7 s in all, 9.2 min of training for 24 iterations (23-27 s each), 4.07 GB peak RSS,
-# a 14.3 MB checkpoint; 1,179,648 of 125,029,632 parameters train (docs/train.md, LoRA). Full fine-tuning's
-# iterations took 10.4-12.0 s on a less loaded machine: on an idle one expect about 5 minutes.
+# Measured on GPT-2 124M's shape (random weights: no download here) on a 2-core CPU, otherwise idle:
+# 239.5 s in all (/usr/bin/time), 3.3 min of training for 24 iterations (7.4-12.3 s each), 4.11 GB peak RSS,
+# a 14.3 MB checkpoint; 1,179,648 of 125,029,632 parameters train (docs/train.md, LoRA). With other jobs
+# sharing both cores the same run took 648.7 s.
 #
 # The longer, full fine-tune of every weight is config/finetune_children_stories.py (hours on a CPU).
 
