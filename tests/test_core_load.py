@@ -1,12 +1,13 @@
 """load.py: checkpoints (ours, upstream's, compiled), safe loading, tokenizers, device/dtype rules."""
 import os
 import pickle
+import signal
 
 import pytest
 import torch
 
 from nanoprobs import load
-from conftest import make_hf_dir, tiny_model, write_ckpt
+from conftest import ROOT, make_hf_dir, run_script, tiny_model, write_ckpt
 from model import GPT, MODEL_ARGS
 from nanoprobs.trainstate import save_checkpoint
 
@@ -298,22 +299,31 @@ def test_every_hf_weight_layout_loads_the_same_without_touching_the_rng(tmp_path
     assert all(torch.equal(g, got[0]) for g in got[1:])
 
 
+CHILD = """import sys, torch
+from nanoprobs import load
+init_from, out_dir, path = sys.argv[1:]
+x = torch.randint(0, 50257, (1, 8))
+m = load.load_model(init_from, out_dir, 'cpu', 'float32').model
+with torch.no_grad():
+    before = m(x)[0]
+with open(path, 'r+b') as f:  # in place: the same inode, truncated, then other contents
+    f.truncate(0)
+    f.write(b'other contents')
+with torch.no_grad():
+    sys.exit(0 if torch.equal(m(x)[0], before) else 3)
+"""
+
+
 def test_a_loaded_model_survives_its_file_rewritten_in_place(tmp_path):
     """Upstream's train.py truncates and rewrites ckpt.pt in place, save_pretrained rewrites model.safetensors:
-    a model loaded from either keeps working with its own weights (a mapped file would end in SIGBUS)."""
+    a model loaded from either keeps working with its own weights. A model still mapping its file dies of
+    SIGBUS, so the check runs in its own process and the test reads how it ended."""
     write_ckpt(tmp_path / 'out')
-    hf = make_hf_dir(tmp_path / 'hf')
-    x = torch.randint(0, 50257, (1, 8))
-    for init_from, path, rewrite in (
-            ('resume', tmp_path / 'out' / 'ckpt.pt', lambda p: torch.save({'other': torch.zeros(1)}, p)),
-            (str(tmp_path / 'hf'), tmp_path / 'hf' / 'model.safetensors', lambda p: p.write_bytes(b'')),
-    ):
-        m = load.load_model(init_from, str(tmp_path / 'out'), 'cpu', 'float32').model
-        with torch.no_grad():
-            before = m(x)[0]
-        with open(path, 'r+b') as f:  # in place: the same inode, truncated
-            f.truncate(0)
-        rewrite(path)
-        with torch.no_grad():
-            assert torch.equal(m(x)[0], before), init_from
-    del hf
+    make_hf_dir(tmp_path / 'hf')
+    (tmp_path / 'child.py').write_text(CHILD)
+    for init_from, path in (('resume', tmp_path / 'out' / 'ckpt.pt'),
+                            (str(tmp_path / 'hf'), tmp_path / 'hf' / 'model.safetensors')):
+        proc = run_script(str(tmp_path / 'child.py'), init_from, tmp_path / 'out', path, cwd=tmp_path, check=False,
+                          env={'PYTHONPATH': str(ROOT)})
+        assert proc.returncode == 0, (f"{init_from}: ended with {proc.returncode} (-{int(signal.SIGBUS)} is "
+                                      f"SIGBUS: the model still maps its file)\n{proc.stderr[-2000:]}")
