@@ -105,7 +105,7 @@ min_lr: float = 6e-5  # minimum learning rate, should be ~= learning_rate/10 per
 backend: str = 'auto'  # 'nccl', 'gloo', etc.; 'auto' = nccl on CUDA, gloo on CPU
 # system
 device: str = 'auto'  # 'auto' (CUDA, else MPS, else CPU), 'cpu', 'cuda', 'cuda:1', 'mps'
-dtype: str = 'auto'  # 'auto' (bfloat16/float16 on CUDA, float32 elsewhere), 'float32', 'bfloat16', 'float16'
+dtype: str = 'auto'  # 'auto': bfloat16/float16 on CUDA, bfloat16 autocast on CPUs with AMX/AVX512-BF16, else float32
 compile: bool = True  # torch.compile the model where it helps (CUDA, not Windows); ignored elsewhere
 seed: int = 1337  # each DDP rank adds its rank
 progress: bool = True  # show a progress bar with ETA and tokens/s
@@ -119,7 +119,8 @@ freeze_asked = given & set(freeze.KEYS)  # freezing asked for explicitly: a resu
 # -----------------------------------------------------------------------------
 
 device = resolve_device(device)  # a ValueError that names the fix: one line, as a UserError
-dtype = resolve_dtype(dtype, device_type_of(device))
+dtype_auto = dtype == 'auto'
+dtype = resolve_dtype(dtype, device_type_of(device), training=True)
 device_type = device_type_of(device)
 for _k in ('eval_interval', 'log_interval', 'eval_iters', 'gradient_accumulation_steps', 'batch_size',
            'block_size'):
@@ -185,7 +186,10 @@ ckpt_path = os.path.join(out_dir, trainstate.CKPT)
 last_path = os.path.join(out_dir, trainstate.LAST)
 if master_process:
     print(f"tokens per iteration will be: {tokens_per_iter:,}")
-    print(f"device: {device}, dtype: {dtype}" + (f", {ddp_world_size} processes ({backend})" if ddp else ""))
+    print(f"device: {device}, dtype: {dtype}" + (f", {ddp_world_size} processes ({backend})" if ddp else "")
+          + (" (dtype=auto: this CPU has native bfloat16 matmuls, so bfloat16 autocast over float32 weights; "
+             "--dtype=float32 for plain float32)" if dtype_auto and device_type == 'cpu' and dtype != 'float32'
+             else ""))
     try:
         os.makedirs(out_dir, exist_ok=True)
     except OSError as e:  # a file in the way, no permission, a read-only disk

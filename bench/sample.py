@@ -8,11 +8,14 @@ Benchmark sample.py as a user runs it: whole processes, side by side in one run,
 
 Each round runs, one after the other (so a busy machine slows each alike):
 - `python sample.py` drawing num_samples samples together (batch_size = num_samples), printing each
-  sample's text and its probabilities under both distributions and writing its HTML report, as by
-  default (with --dtype);
+  sample's text and its probabilities under both distributions and writing its HTML report, with
+  --html_inspect=False (the page without the inspector's logit lens and attention panels, the work
+  transformers' generate does not do);
 - a script that loads the same folder with transformers and calls
   generate(do_sample=True, num_return_sequences=num_samples) with the same temperature and top-k in
   float32, then prints each sample's text;
+- with panels (the default), the same sample.py command as by default: the report also holds every
+  token's logit lens (a full-vocabulary unembedding per layer and token) and attention;
 - with one_at_a_time, sample.py --batch_size=1: the samples one after another, as sample.py drew them before.
 Every process loads the model from a temporary Hugging Face folder of random weights (nothing is
 downloaded) and generates exactly max_new_tokens tokens per sample (no early stop). Prints the median
@@ -46,6 +49,7 @@ n_embd: int = 768
 dtype: str = 'float32'  # sample.py's --dtype: 'float32' or 'bfloat16' (transformers runs float32 either way)
 repeats: int = 3  # timed rounds (the median of each is reported)
 one_at_a_time: bool = False  # also time sample.py --batch_size=1 (the samples one after another)
+panels: bool = True  # also time sample.py's default report, with the inspector's logit lens and attention
 threads: int = 0  # torch threads in every process (OMP_NUM_THREADS); 0 = torch's default. On a machine busy
 #   with other work, 1 avoids threads waiting for each other and measures the work itself
 seed: int = 1337
@@ -102,12 +106,15 @@ def main():
                 f'--temperature={temperature}', f'--top_k={top_k}', f'--results_dir={d}/results',
                 '--device=cpu', f'--dtype={dtype}', f'--seed={seed}']
         runs = {f'sample.py {dtype}, {num_samples} samples together (batch_size={num_samples})':
-                ours + [f'--batch_size={num_samples}'],
+                ours + [f'--batch_size={num_samples}', '--html_inspect=False'],
                 'transformers generate(do_sample=True, num_return_sequences), float32':
                 [sys.executable, '-c', HF_SCRIPT, d, prompt, str(num_samples), str(max_new_tokens),
                  str(temperature), str(top_k), str(seed)]}
+        if panels:
+            runs[f'sample.py {dtype}, as above, report with inspector panels'] = ours + [f'--batch_size={num_samples}']
         if one_at_a_time:
-            runs[f'sample.py {dtype} --batch_size=1 (one after another)'] = ours + ['--batch_size=1']
+            runs[f'sample.py {dtype} --batch_size=1 (one after another)'] = ours + ['--batch_size=1',
+                                                                                  '--html_inspect=False']
         print(machine.describe())
         print(f"CPU, {threads or torch.get_num_threads()} threads per process, GPT-2 shape n_layer={n_layer} "
               f"n_embd={n_embd}, random weights; {num_samples} samples x {max_new_tokens} tokens, "
@@ -135,8 +142,8 @@ def main():
     names = list(runs)
     for what, b in (('wall', wall), ('CPU', cpu)):
         print(f"ratio transformers / sample.py, {what:>4} time: {b[names[1]] / b[names[0]]:.2f}x")
-        if one_at_a_time:
-            print(f"ratio one-at-a-time / together, {what:>4} time: {b[names[2]] / b[names[0]]:.2f}x")
+        for name in names[2:]:
+            print(f"ratio transformers / {name}, {what:>4} time: {b[names[1]] / b[name]:.2f}x")
     bandwidth = machine.matvec_bandwidth()
     limit = machine.weights_read_limit(nbytes, max_new_tokens, bandwidth)
     print(f"weights-read limit: {max_new_tokens} steps x {nbytes / 1e6:.0f} MB at {bandwidth / 1e9:.1f} GB/s = "

@@ -265,6 +265,7 @@ def decode(model, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, 
     token, so a caller can show tokens as they come (serve.py streams them). Arguments as generate()'s,
     checked there. A row that produced stop_token is padded with it; the loop ends once every row has."""
     B = idx.size(0)
+    model.fit_layout(B)
     cache = KVCache(model.config, B, idx.device, model.lm_head.weight.dtype) if use_cache else None
     done = torch.zeros(B, dtype=torch.bool, device=device64(idx.device))
     for _ in range(max_new_tokens):

@@ -27,10 +27,11 @@ from model import Capture
 from nanoprobs.attention import stack, token_attention
 from nanoprobs.attribution import METHODS, STEPS, attribute
 from nanoprobs.formatting import format_prob
-from nanoprobs.lens import row_names, token_lens
+from nanoprobs.lens import position_states, row_names, states_lens, token_lens
 
 MAX_LENS_CELLS = 200_000  # layer rows x tokens of lens data in one page (about 7 MB)
 MAX_ATTENTION_NUMBERS = 1_000_000  # numbers of attention data in one page (about 4 MB)
+LENS_BATCH = 256  # tokens (of one or more texts) read through the unembedding together
 
 
 @dataclass
@@ -92,6 +93,18 @@ def add_panels(docs, model, tok, panels, progress=print):
     att_left = panels.max_attention_numbers // len(docs) if panels.attention else 0
     t0, cut_lens, cut_att, long_ctx, n_attr, t_attr = time.perf_counter(), [], [], 0, 0, 0.0
     eot = getattr(tok, 'eot', None)
+    pending = []  # (tokens, P, positions, their ids, (rows, n, C) states) of texts whose lens is not read yet
+
+    def read_pending():
+        states = torch.cat([p[4] for p in pending], 1)  # (rows, N, C)
+        chosen = torch.tensor([i for p in pending for i in p[3]], device=states.device)  # (N,)
+        lens = iter(states_lens(model, states, chosen, [j for p in pending for j in p[2]]))
+        for toks, P, positions, _, _ in pending:
+            for _ in positions:
+                tl = next(lens)
+                toks[tl.position - P]['lens'] = lens_json(tl, tok)
+        pending.clear()
+
     for doc in docs:
         P, toks = len(doc['prompt_ids']), doc['tokens']
         ids = list(doc['prompt_ids']) + [t['id'] for t in toks]
@@ -102,8 +115,12 @@ def add_panels(docs, model, tok, panels, progress=print):
             cut_lens.append(n_lens)
         if inside and (n_lens or att_left):
             cap = _forward(model, ids[:P + inside[-1]])
-            for tl in token_lens(model, ids, [P + ti for ti in inside[:n_lens]], cap.resid):
-                toks[tl.position - P]['lens'] = lens_json(tl, tok)
+            if n_lens:  # read later, together with other texts' tokens: one larger unembedding product
+                positions = [P + ti for ti in inside[:n_lens]]
+                pending.append((toks, P, positions, [ids[j] for j in positions],
+                                position_states(cap.resid, positions)))
+                if sum(len(p[2]) for p in pending) >= LENS_BATCH:
+                    read_pending()
             if att_left:
                 att, used, k = stack(cap.attn), 0, 0
                 for k, ti in enumerate(inside):
@@ -120,6 +137,8 @@ def add_panels(docs, model, tok, panels, progress=print):
                 n_attr, t_attr = n_attr + 1, t_attr + a.seconds
                 if progress and n_attr % 50 == 0:
                     progress(f"attribution: {n_attr} tokens in {t_attr:.0f} s")
+    if pending:
+        read_pending()
     secs = time.perf_counter() - t0
     notes = []
     if cut_lens:

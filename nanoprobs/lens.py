@@ -59,12 +59,45 @@ class TokenLens:
     ranks: list          # the token's rank under each row's reading (1 = that row's top token)
 
 
+def read_rows(model, h, chosen):
+    """What each state of h (n, C) predicts when read as the last layer's is (ln_f, then the unembedding):
+    (top token id, its log-prob, the log-prob of chosen[i], chosen[i]'s rank), each (n,). Log-probs are
+    float64 differences logit - logsumexp(logits), where logsumexp = max + log(sum(exp(logit - max))) with
+    the sum of terms <= 1 taken in float32 (relative error ~1e-7, below the float32 logits' own; a float64
+    copy of the (n, V) logits would cost more than the product that made them). Ranks and top tokens compare
+    the logits themselves (which log_softmax shifts, not reorders)."""
+    logits = model.unembed(model.transformer.ln_f(h))  # (n, V) float32, as the model's own distribution
+    top, top_id = logits.max(-1)  # (n,)
+    lc = logits.gather(-1, chosen[:, None])  # (n, 1)
+    # counted as float32 0/1 values (exact below 2**24): faster than a bool tensor's integer sum
+    rank = torch.gt(logits, lc, out=torch.empty_like(logits)).sum(-1).long() + 1  # (n,)
+    lse = f64(top) + f64(logits.sub_(top[:, None]).exp_().sum(-1)).log()  # (n,); logits are spent here
+    return top_id, f64(top) - lse, f64(lc[:, 0]) - lse, rank
+
+
+def states_lens(model, states, chosen, positions, chunk=256):
+    """TokenLens of tokens chosen (N,) at sequence positions (N ints), from states (R, N, C): for each row
+    of row_names(), the residual stream at the position before each token (one batch of N states may
+    mix several texts: each state is read alone)."""
+    cols = []  # per row: (top ids, top lps, chosen lps, ranks), each a list of N
+    with torch.inference_mode():
+        for r in states:  # (N, C)
+            parts = [read_rows(model, r[c:c + chunk], chosen[c:c + chunk]) for c in range(0, len(chosen), chunk)]
+            cols.append([torch.cat(p).cpu().tolist() for p in zip(*parts)])
+    return [TokenLens(j, *([row[k][n] for row in cols] for k in range(4))) for n, j in enumerate(positions)]
+
+
+def position_states(resid, positions):
+    """(R, N, C): the residual stream of every row (Capture().resid of one text, each (1, T, C)) at the
+    position before each token of positions, where that token is predicted."""
+    pos = torch.tensor(positions, device=resid[0].device) - 1  # (N,)
+    return torch.stack([r[0, pos] for r in resid])
+
+
 def token_lens(model, ids, positions, resid=None, chunk=256):
     """TokenLens of ids[j] for each j in positions (1 <= j < len(ids), and j <= block_size: the context
     ids[:j] is read in one pass). resid: Capture().resid of a forward pass over ids already made (the
-    inspector shares one pass with the attention panel); else one is made here.
-    Log-probs are float64 (logit - logsumexp of the float64 logits, as log_softmax computes them); the
-    ranks and top tokens compare the logits themselves (which log_softmax shifts, not reorders)."""
+    inspector shares one pass with the attention panel); else one is made here. Log-probs as read_rows'."""
     positions = list(positions)
     if not positions:
         return []
@@ -74,18 +107,5 @@ def token_lens(model, ids, positions, resid=None, chunk=256):
         with torch.inference_mode():
             model(x, capture=cap)
         resid = cap.resid
-    device = resid[0].device
-    pos = torch.tensor(positions, device=device)  # (N,)
-    chosen = torch.tensor([ids[j] for j in positions], device=device)[:, None]  # (N, 1)
-    cols = []  # per row: (top ids, top lps, chosen lps, ranks), each (N,)
-    with torch.inference_mode():
-        for r in resid:  # (1, T, C)
-            parts = []
-            for c in range(0, len(positions), chunk):
-                logits = model.lm_head(model.transformer.ln_f(r[0, pos[c:c + chunk] - 1]))  # (n, V)
-                lse = f64(logits).logsumexp(-1)  # (n,)
-                top, top_id = logits.max(-1)
-                lc = logits.gather(-1, chosen[c:c + chunk])  # (n, 1)
-                parts.append((top_id, f64(top) - lse, f64(lc[:, 0]) - lse, (logits > lc).sum(-1, dtype=torch.int32) + 1))
-            cols.append([torch.cat(p).cpu().tolist() for p in zip(*parts)])
-    return [TokenLens(j, *([row[k][n] for row in cols] for k in range(4))) for n, j in enumerate(positions)]
+    chosen = torch.tensor([ids[j] for j in positions], device=resid[0].device)  # (N,)
+    return states_lens(model, position_states(resid, positions), chosen, positions, chunk)

@@ -191,6 +191,17 @@ def test_auto_device_and_dtype(monkeypatch, hw, device, dtype, scaler):
     assert load.use_grad_scaler(load.device_type_of(d), t) == scaler
 
 
+@pytest.mark.parametrize('native_bf16', [True, False])
+def test_auto_dtype_trains_in_bfloat16_only_on_cpus_with_bfloat16_matmuls(monkeypatch, native_bf16):
+    """dtype=auto: bfloat16 autocast for training on a CPU with AMX/AVX512-BF16, float32 on other CPUs and
+    for inference everywhere on CPU (exact probabilities)."""
+    monkeypatch.setattr(load, 'cpu_has_bf16', lambda: native_bf16)
+    assert load.resolve_dtype('auto', 'cpu', training=True) == ('bfloat16' if native_bf16 else 'float32')
+    assert load.resolve_dtype('auto', 'cpu') == 'float32'
+    assert load.resolve_dtype('auto', 'mps', training=True) == 'float32'
+    assert load.resolve_dtype('float32', 'cpu', training=True) == 'float32'
+
+
 def test_explicit_device_rules(monkeypatch):
     fake_hardware(monkeypatch)
     with pytest.raises(ValueError, match='CUDA is not available'):

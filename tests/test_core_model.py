@@ -360,3 +360,47 @@ def test_stop_token():
         for row, f in zip(out2, free):
             n = f.tokens.index(both) + 1
             assert row.stopped and row.tokens == f.tokens[:n] and len(row.logprobs) == n
+
+
+# -----------------------------------------------------------------------------
+# The kernel for a few rows (generation's batch of samples) and the weight layout it reads
+
+@pytest.mark.parametrize('rows', [1, 3, 4, 10, 128, 129])
+@pytest.mark.parametrize('bias', [True, False])
+def test_few_rows_linear_equals_nn_linear_values_and_gradients(rows, bias):
+    from model import Linear
+    torch.manual_seed(rows)
+    ours = Linear(48, 40, bias=bias)
+    ref = torch.nn.Linear(48, 40, bias=bias)
+    ref.load_state_dict(ours.state_dict())
+    x = torch.randn(rows, 1, 48, requires_grad=True)  # (B, T, C) as the blocks see it
+    y, y_ref = ours(x), ref(x)
+    truth = x.detach().double() @ ours.weight.detach().double().t() + (ours.bias.detach().double() if bias else 0)
+    assert y.shape == y_ref.shape == (rows, 1, 40) and y.is_contiguous()
+    assert (y.double() - truth).abs().max() <= 2 * (y_ref.double() - truth).abs().max() + 1e-6
+    g = torch.randn_like(y)
+    gx, gw = torch.autograd.grad(y, (x, ours.weight), g)
+    gx_ref, gw_ref = torch.autograd.grad(y_ref, (x, ref.weight), g)
+    torch.testing.assert_close(gx, gx_ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(gw, gw_ref, rtol=1e-5, atol=1e-6)
+
+
+def test_fit_layout_before_batched_decoding_keeps_values_and_training(tmp_path):
+    """A Hugging Face folder's matmul weights are transposed views (no copy at load); decoding 10 rows makes
+    them contiguous in place: the same values, probabilities equal to a plain forward pass, and the model
+    still trains (the new weights are not inference tensors)."""
+    make_hf_dir(tmp_path / 'hf')
+    model = GPT.from_pretrained(str(tmp_path / 'hf')).eval()
+    w = model.transformer.h[0].mlp.c_fc.weight
+    before = w.detach().clone()
+    assert not w.is_contiguous()
+    model.generate(torch.tensor([[1, 2, 3]]), max_new_tokens=2)  # one row: nothing to change
+    assert not w.is_contiguous()
+    out = model.generate(torch.tensor([[1, 2, 3]] * 10), max_new_tokens=6, temperature=1.0)
+    assert w.is_contiguous() and torch.equal(w.detach(), before)
+    for s in out:
+        torch.testing.assert_close(s.logprobs, loop_logprobs(model, s.prompt, s.tokens), rtol=0, atol=1e-5)
+    model.train()
+    _, loss = model(torch.tensor([[1, 2, 3, 4]]), torch.tensor([[2, 3, 4, 5]]))
+    loss.backward()
+    assert w.grad is not None and torch.isfinite(w.grad).all()

@@ -16,7 +16,7 @@ from nanoprobs import gltr, html_report, inspector
 from nanoprobs.attention import stack, token_attention
 from nanoprobs.decoding import generate, score
 from nanoprobs.formatting import format_prob
-from nanoprobs.lens import token_lens
+from nanoprobs.lens import read_rows, token_lens
 from model import Capture
 
 pytestmark = pytest.mark.usefixtures('one_thread')  # see conftest.one_thread
@@ -51,6 +51,21 @@ def test_lens_last_row_is_the_model_distribution_and_row_0_reads_the_embeddings(
     for e in doc['tokens']:
         top, top_p, lp, p, rank = e['lens'][-1]
         assert (p, rank) == (e['prob'], e['rank']) and top_p == e['alternatives'][0]['prob']
+
+
+def test_float32_lens_log_probs_equal_float64_log_softmax_of_the_same_logits():
+    """read_rows sums exp(logit - max) in float32: within 1e-6 of float64 log_softmax of the same logits."""
+    m = tiny_model(1)
+    torch.manual_seed(0)
+    h = torch.randn(len(IDS), m.config.n_embd) * 3  # (n, C) states
+    chosen = torch.tensor(IDS)
+    with torch.no_grad():
+        ref = m.unembed(m.transformer.ln_f(h)).double().log_softmax(-1)  # (n, V)
+        top_id, top_lp, lp, rank = read_rows(m, h, chosen)
+    assert torch.equal(top_id, ref.argmax(-1))
+    assert torch.allclose(top_lp, ref.max(-1).values, atol=1e-6, rtol=0)
+    assert torch.allclose(lp, ref.gather(-1, chosen[:, None])[:, 0], atol=1e-6, rtol=0)
+    assert torch.equal(rank, (ref > ref.gather(-1, chosen[:, None])).sum(-1) + 1)
 
 
 class _Tok:

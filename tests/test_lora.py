@@ -11,7 +11,7 @@ pytest.importorskip('peft', reason="LoRA needs PEFT: pip install peft")
 
 from configurator import UserError  # noqa: E402
 from conftest import make_hf_dir, tiny_model, write_ckpt  # noqa: E402
-from model import GPT  # noqa: E402
+from model import GPT, Linear  # noqa: E402
 from nanoprobs import atomic, load, lora  # noqa: E402
 from test_train import curve, read_log, train_here  # noqa: E402
 
@@ -62,7 +62,7 @@ def test_adapters_load_onto_transformers_gpt2_with_the_same_logits(tmp_path, tar
     # merged into the base weights: a plain GPT, the same logits
     merged = lora.merge(model)
     assert not any('lora' in n for n, _ in merged.named_parameters()) and type(merged.transformer.h[0].attn
-                                                                                 .c_attn) is torch.nn.Linear
+                                                                                 .c_attn) is Linear
     torch.testing.assert_close(logits(merged, x), ours, atol=1e-5, rtol=1e-5)
 
 

@@ -1,6 +1,7 @@
 """
-Training runs and comparisons of them: train.py's loss curve, tools/compare_tokenizers.py's token
-boundaries and loss per byte, tools/sweep.py's val loss against each setting and every run's curve.
+Training runs and comparisons of them: train.py's loss curve, several runs' curves (bench/train_dtype.py),
+tools/compare_tokenizers.py's token boundaries and loss per byte, tools/sweep.py's val loss against each
+setting and every run's curve.
 """
 
 from nanoprobs.plots.common import pyplot, save
@@ -45,6 +46,27 @@ def plot_loss(steps, evals, path, title='', show=False):
     if steps or evals:
         ax.legend(fontsize=8, loc='upper right')
     ax.set_title(title or 'training loss', fontsize=10)
+    fig.tight_layout()
+    return save(fig, path, show)
+
+
+def loss_curves(curves, path, title='', show=False):
+    """Train loss against iteration for several runs on one chart (bench/train_dtype.py: float32 and
+    bfloat16 from one seed, float32 from another as the noise between runs).
+
+    curves: {name: [(iter, loss), ...]}, drawn in order."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for (name, pts), style in zip(curves.items(), ('-', '--', ':', '-.')):
+        if pts:
+            it, loss = zip(*pts)
+            ax.plot(it, loss, style, lw=1.6, label=f"{name} (last {loss[-1]:.3f})")
+    ax.set_xlabel('iteration')
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.set_ylabel('train loss (nats per token)')
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc='upper right')
+    ax.set_title(title or 'train loss', fontsize=10)
     fig.tight_layout()
     return save(fig, path, show)
 
