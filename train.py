@@ -290,6 +290,8 @@ elif block_size > model.config.block_size:
               f"{model.config.block_size}")
     block_size = config['block_size'] = model.config.block_size
     tokens_per_iter = gradient_accumulation_steps * ddp_world_size * batch_size * block_size
+    if master_process:
+        print(f"tokens per iteration are therefore: {tokens_per_iter:,}")
 if meta_vocab_size is None and model.config.vocab_size < 50257:
     raise UserError(f"the model has vocab_size {model.config.vocab_size} but {data_dir} has no meta.pkl or "
                     "tokenizer.json: its .bin files hold GPT-2 token ids (up to 50256)")
