@@ -7,9 +7,10 @@
 #   torchrun --standalone --nproc_per_node=4 train.py config/finetune_children_stories.py   # several GPUs
 #
 # Expected time for the full run (200 iterations x 16,384 tokens = 3.3M tokens, ~1.8 epochs, plus 9 evals):
-#   CPU, float32: measured ~250 tokens/s on a 2-core Xeon (block 512, dropout on): ~65 s per iteration,
-#       ~2 hours per epoch, ~4 hours in all, ~9 GB of RAM. With --dtype=bfloat16 on CPUs with native bf16
-#       (AMX: Intel Xeon 4th gen and later) ~450 tokens/s measured: about half the time. More cores scale
+#   CPU, float32 (--dtype=float32, or dtype=auto on CPUs without bf16 units): measured ~250 tokens/s on a
+#       2-core Xeon (block 512, dropout on): ~65 s per iteration, ~2 hours per epoch, ~4 hours in all, ~9 GB
+#       of RAM. On CPUs with native bf16 (AMX: Intel Xeon 4th gen and later) dtype=auto trains with
+#       bfloat16 autocast: ~450 tokens/s measured, about half the time. More cores scale
 #       roughly linearly. A few dozen iterations already shift the probabilities visibly (eval.py), and
 #       Ctrl-C keeps what is done, so a CPU run can be stopped early.
 #   Apple MPS, float32: estimated 1,000-5,000 tokens/s depending on the chip (M1 to M3 Max), from ~0.8 GFLOP
