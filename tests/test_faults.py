@@ -81,6 +81,21 @@ def test_a_checkpoint_with_nan_weights_is_one_line(tmp_path):
     assert 'use an earlier checkpoint' in msg
 
 
+def test_huge_finite_weights_are_not_taken_for_infinite_ones(tmp_path):
+    """check_finite's quick test sums each weight; finite weights that overflow the sum still load."""
+    m = tiny_model()
+    with torch.no_grad():
+        m.transformer.h[0].attn.c_proj.weight[:2] = 3e38  # each finite; their sum is inf in float32
+    write_ckpt(tmp_path / 'out', m)
+    loaded = load.load_model('resume', out_dir=str(tmp_path / 'out'), device='cpu')
+    assert loaded.model.transformer.h[0].attn.c_proj.weight.max().item() == pytest.approx(3e38)
+    with torch.no_grad():
+        m.transformer.h[0].attn.c_proj.weight[5, 5] = float('-inf')
+    write_ckpt(tmp_path / 'out', m)
+    with pytest.raises(ValueError, match=r'NaN or infinite values \(transformer.h.0.attn.c_proj.weight'):
+        load.load_model('resume', out_dir=str(tmp_path / 'out'), device='cpu')
+
+
 # -----------------------------------------------------------------------------
 # train.py: settings that make no model, data it cannot use, wandb, full disks (run in this process)
 
