@@ -405,8 +405,10 @@ def main():
         return beam_search_vs_greedy(loaded, prompt, stop_token)
     if show_probs:
         steps = len(response) if forced else f"up to {max_new_tokens}"
-        print(f"show_probs: after generation, step charts ({n} sample{'s' * (n != 1)} x {steps} steps, "
-              f"drawn for chart_samples of them) and overviews go under {results_dir}/")
+        which = ('all samples' if chart_samples < 0 else f"the first {chart_samples}" if chart_samples else
+                 f"every sample if they come to at most {AUTO_CHARTS} charts, else sample 1")
+        print(f"show_probs: after generation, step charts ({n} sample{'s' * (n != 1)} x {steps} steps; charts for "
+              f"{which}: --chart_samples) and every sample's overview go under {results_dir}/")
     # one random stream per sample: a seed gives the same samples whatever batch_size
     generators = SampleGenerators(loaded.device, seed, n)
     if n > 1:

@@ -7,10 +7,11 @@
 #   python train.py config/finetune_children_stories_cpu.py      # this file
 #   python eval.py --out_dir=out-children-stories-cpu --compare_to=results/eval_gpt2.json   # "after"
 #
-# Measured on GPT-2 124M's shape (random weights: no download here) on a 2-core CPU, otherwise idle:
+# Measured on GPT-2 124M's shape (random weights: no download here) on a 2-core CPU, otherwise idle, in
+# float32 (--dtype=float32; dtype=auto now trains in bfloat16 autocast on CPUs with AMX, docs/train.md):
 # 239.5 s in all (/usr/bin/time), 3.3 min of training for 24 iterations (7.4-12.3 s each), 4.11 GB peak RSS,
 # a 14.3 MB checkpoint; 1,179,648 of 125,029,632 parameters train (docs/train.md, LoRA). With other jobs
-# sharing both cores the same run took 648.7 s.
+# sharing both cores the same run took 648.7 s (float32) and 373.5 s (dtype=auto: bfloat16, 3.06 GB).
 #
 # The longer, full fine-tune of every weight is config/finetune_children_stories.py (hours on a CPU).
 
