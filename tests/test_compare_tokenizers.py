@@ -57,7 +57,7 @@ def test_compare_tokenizers_bad_spec(tmp_path):
 
 def _interrupt_at(tmp_path, marker, args):
     """Run compare_tokenizers in its own process group and send the group SIGINT (a terminal's Ctrl-C) as
-    soon as a stdout line starts with marker; (exit status, stdout, stderr)."""
+    soon as a stdout line holds marker; (exit status, stdout, stderr)."""
     import os
     import signal
     import subprocess
@@ -69,7 +69,7 @@ def _interrupt_at(tmp_path, marker, args):
     lines = []
     for line in proc.stdout:
         lines.append(line)
-        if line.startswith(marker):
+        if marker in line:
             os.killpg(proc.pid, signal.SIGINT)
             break
     out, err = proc.communicate(timeout=120)
@@ -81,7 +81,7 @@ def test_ctrl_c_while_tokenizers_train_or_models_are_evaluated_is_one_line(tmp_p
     args = ['--input=c.txt', '--out=res', '--work_dir=w', '--tokenizers=char,bpe-300', '--train_tokenizers=char,bpe-300',
             '--train=True', '--budget_mb=0.004', '--n_layer=1', '--n_head=2', '--n_embd=16', '--block_size=16',
             '--batch_size=4', '--evals=2', '--eval_iters=1', '--val_bytes=600', '--sample_bytes=40']
-    for marker in ('--- bpe-300: preparing', '--- char: evaluating'):
+    for marker in ('--- bpe-300: preparing', '--- char: evaluating'):  # training tokenizers; evaluating
         rc, out, err = _interrupt_at(tmp_path, marker, args)
         assert 'Traceback' not in err and 'KeyboardInterrupt' not in err, err
         last = err.strip().splitlines()[-1]
@@ -89,7 +89,7 @@ def test_ctrl_c_while_tokenizers_train_or_models_are_evaluated_is_one_line(tmp_p
             assert last.startswith('interrupted; kept in w:') and last.endswith('run the same command again to resume')
             for name in ('char', 'bpe-300'):  # a run counts as done only with its result, written at its end
                 assert (tmp_path / 'w' / name / 'model' / 'result.json').exists() == (f"{name}'s model" in last)
-        else:  # the signal reached a training that had started since: it saved, and says so
+        else:  # the signal reached a training under way: it saved, and says so
             assert rc == 1 and 'was stopped at iteration' in last, err
     # the rerun resumes: everything left is finished, nothing counted twice
     out = run_script('tools.compare_tokenizers', *args, cwd=tmp_path).stdout

@@ -173,6 +173,8 @@ def run_training(name, tok, folder, bpt_train, model_dir):
             break
         except KeyboardInterrupt:
             interrupted = True
+    if interrupted and returncode == 130:  # Ctrl-C while train.py was starting: nothing trained, nothing saved
+        raise KeyboardInterrupt
     if returncode != 0:
         raise UserError(f"training {name} failed (train.py exit status {returncode}); "
                         f"run again to continue from {model_dir}")
