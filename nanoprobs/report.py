@@ -420,9 +420,9 @@ def keep_earlier(base, new_json, keep=True):
 
 def write_results(run, c, results_dir, name, show=False, html=False, keep=True):
     """results/eval_<name>.json/.csv/.md/.png (+ _tokens.png when comparing, + .html for the browser
-    report of the first HTML_PAIRS pairs, made from the .json's own text: the same numbers): one run's set, or nothing. An earlier run's
-    set of that name with other numbers is kept beside it (keep_earlier), unless keep=False; one line
-    says what became of it."""
+    report of the first HTML_PAIRS pairs, made from the .json's own text: the same numbers): one run's
+    set, or nothing. The .json and .csv are written a piece at a time. An earlier run's set of that name
+    with other numbers is kept beside it (keep_earlier), unless keep=False; one line says what became of it."""
     from nanoprobs.plots import evals
     try:
         os.makedirs(results_dir, exist_ok=True)
@@ -437,7 +437,8 @@ def write_results(run, c, results_dir, name, show=False, html=False, keep=True):
     for copy, earlier in copies.items():  # written with the new set, under the same rules
         writers[copy] = lambda path, earlier=earlier: shutil.copyfile(earlier, path)
 
-    labels = [f"{p.index}  {p.label(26)}" for p in run.pairs] if len(run.pairs) <= evals.LABELLED_PAIRS else []
+    labelled = len(run.pairs) <= evals.LABELLED_PAIRS  # more: dots against the pair's number, no labels
+    labels = [f"{p.index}  {p.label(26)}" for p in run.pairs] if labelled else []
     if c is None:
         series = {run.model: [p.logprob for p in run.pairs]}
     else:
