@@ -397,7 +397,8 @@ SET_FILES = ('.json', '.csv', '.md', '.png', '_tokens.png', '.html')  # one run'
 def keep_earlier(base, new_json, keep=True):
     """What becomes of an earlier run's set at base (results/eval_<name>) that this run replaces:
     ({copy's path: earlier file}, the line that says so). With other numbers than new_json (the new .json's
-    text, or a function giving it in pieces: compared as they come) and keep, the earlier files are copied to base_<time of the earlier run>.*; otherwise nothing is
+    text, or a function giving it in pieces: compared as they come) and keep, the earlier files are copied
+    to base_<time of the earlier run>.*; otherwise nothing is
     kept. No earlier set: ({}, '')."""
     earlier = base + '.json'
     try:
