@@ -87,7 +87,7 @@ def _model_and_tokenizer(model, tok, **load_kw):
 
 def score_pairs(eval_data='eval_data.json', model='resume', tok=None, *, join='auto', batch_size=16,
                 temperature=1.0, top_k=None, top_p=1.0, verbose=False, quiet=False, out_dir='out',
-                device='auto', dtype='float32'):
+                device='auto', dtype='float32', progress=True):
     """Score every prompt/response pair of eval_data with a model; print the table and return an EvalRun.
 
     eval_data: a JSON file path, or a list of pairs already in memory (dicts or [prompt, response]).
@@ -96,7 +96,8 @@ def score_pairs(eval_data='eval_data.json', model='resume', tok=None, *, join='a
 
     For each pair this is exactly model.generate(prompt_ids, fixed_response=response_ids): generate()
     hands a fixed response to model.score(), which is called here directly for batch_size pairs at a
-    time, so N pairs take ceil(N / batch_size) padded forward passes."""
+    time, so N pairs take ceil(N / batch_size) padded forward passes. progress: a bar on stderr while
+    more than one batch is scored."""
     model, tok, source, ctx, dtype = _model_and_tokenizer(model, tok, out_dir=out_dir, device=device,
                                                           dtype=dtype)
     if isinstance(eval_data, str):
@@ -125,21 +126,29 @@ def score_pairs(eval_data='eval_data.json', model='resume', tok=None, *, join='a
         notes.append(note)
 
     sampling = not is_model_distribution(temperature, top_k, top_p)
-    scored, passes = [], 0
-    with ctx:
+    results, passes = [], 0
+    text = {}  # token id -> its text: one shared string per distinct token, not one per occurrence
+    def token_texts(ids):
+        return [text[t] if t in text else text.setdefault(t, tok.token_text(t)) for t in ids]
+    from tqdm import tqdm  # to stderr; only when there is more than one batch to wait for
+    bar = tqdm(total=len(pairs), desc='scoring', unit='pair', leave=False,
+               disable=not progress or len(pairs) <= batch_size)
+    with ctx, bar:
         for b in range(0, len(pairs), batch_size):
-            # each token's rank and the model's top choice come from the same pass
+            # each token's rank and the model's top choice come from the same pass; each batch's tensors
+            # become the pairs' plain lists at once, so memory holds one batch of tensors at a time
             batch = slice(b, b + batch_size)
-            scored += model.score(prompts[batch], responses[batch], temperature, top_k, top_p)
+            scored = model.score(prompts[batch], responses[batch], temperature, top_k, top_p)
             passes += 1
-    results = []
-    for i, (p, s, note, texts) in enumerate(zip(pairs, scored, notes, joined), 1):
-        results.append(PairResult(
-            index=i, prompt=p['prompt'], response=p['response'], prompt_ids=s.prompt, response_ids=s.tokens,
-            tokens=[tok.token_text(t) for t in s.tokens], logprobs=s.logprobs.tolist(),
-            ranks=s.ranks.tolist(), expected=[tok.token_text(t) for t in s.top1.tolist()],
-            sample_logprobs=s.sample_logprobs.tolist() if sampling else None, note=note, extra=p['extra'],
-            joined=texts))
+            for i, s in enumerate(scored, b + 1):
+                p = pairs[i - 1]
+                results.append(PairResult(
+                    index=i, prompt=p['prompt'], response=p['response'], prompt_ids=s.prompt,
+                    response_ids=s.tokens, tokens=token_texts(s.tokens), logprobs=s.logprobs.tolist(),
+                    ranks=s.ranks.tolist(), expected=token_texts(s.top1.tolist()),
+                    sample_logprobs=s.sample_logprobs.tolist() if sampling else None, note=notes[i - 1],
+                    extra=p['extra'], joined=joined[i - 1]))
+            bar.update(len(scored))
     settings = dict(eval_data=path, join=join, temperature=temperature, top_k=top_k, top_p=top_p,
                     batch_size=batch_size, device=str(model.lm_head.weight.device), dtype=dtype,
                     block_size=block_size)

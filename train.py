@@ -36,8 +36,19 @@ never stopped. A NaN/inf loss stops the run before the optimizer step, without s
 import math
 import os
 import random
+import signal
 import sys
 import time
+
+
+def _starting(signum, frame):
+    """Ctrl-C while starting (imports, loading, building the model): nothing trained yet, so nothing to save;
+    one line, not a traceback from inside an import. The StopRequest below takes over before training."""
+    print(f"\n{signal.Signals(signum).name} while starting: stopped before training began", file=sys.stderr)
+    raise SystemExit(130)
+
+
+signal.signal(signal.SIGINT, _starting)
 
 import numpy as np
 import torch

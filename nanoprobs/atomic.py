@@ -201,6 +201,15 @@ def text_writer(text: str) -> Callable[[str], None]:
     return write
 
 
+def stream_writer(write_to: Callable) -> Callable[[str], None]:
+    """A write_all writer that opens the path it is given as UTF-8 text (newlines as they are) and hands
+    the file to write_to(f), which writes it a piece at a time (a file larger than memory should hold)."""
+    def write(path):
+        with open(path, 'w', encoding='utf-8', newline='') as f:
+            write_to(f)
+    return write
+
+
 def write_text(path: str, text: str) -> str:
     """path's new text (UTF-8, newlines as they are), atomically. Returns path."""
     write_all({path: text_writer(text)})

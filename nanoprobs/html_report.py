@@ -280,6 +280,9 @@ def eval_page(d, title=''):
                ['sum of the pairs\u2019 probabilities', t.get('sum_of_probabilities', '')]]
     if cmp:
         summary.append(['pairs more / less likely than before', f"{cmp.get('rose')} / {cmp.get('fell')}"])
+    if isinstance(t.get('pairs'), int) and t['pairs'] > len(docs):  # report.HTML_PAIRS: a long run's first pairs
+        summary.append(['pairs shown here', f"the first {len(docs):,} of {t['pairs']:,}; the results' .json and "
+                        ".csv files hold every pair"])
     sampling = sampling_text(s.get('temperature', 1), s.get('top_k'), s.get('top_p')) if sampled else None
     return dict(format=FORMAT, kind='eval', title=title or f"eval.py: {d.get('model', '')}",
                 sampling=sampling, compare=bool(cmp), settings=settings, summary=summary,

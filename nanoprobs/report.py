@@ -22,9 +22,9 @@ from typing import Callable, NamedTuple
 
 from configurator import UserError
 from nanoprobs import atomic
-from nanoprobs.atomic import text_writer
+from nanoprobs.atomic import stream_writer, text_writer
 from nanoprobs.formatting import format_ppl, format_prob, format_ratio, perplexity
-from nanoprobs.scores import PairResult
+from nanoprobs.scores import Lazy, PairResult
 
 
 def arrow(d):
@@ -137,16 +137,27 @@ def markdown_table(table, rows, sampling):
     return [head, align] + [line([(col.md_text or col.text)(r) for col in cols]) for r in rows]
 
 
-def csv_text(run, c=None):
-    """Every pair with full-precision numbers; with a comparison c, the before and the change too."""
+def write_csv(f, run, c=None):
+    """Every pair with full-precision numbers into the text file f, a row at a time; with a comparison c,
+    the before and the change too."""
     tables = ('pairs',) if c is None else BOTH
     cols = [col for col in COLUMNS if col.csv and col.shown(tables, run.sampling)]
-    f = io.StringIO()
     w = csv.writer(f)
     w.writerow([name for col in cols for name in col.csv])
     for r in table_rows(run, c):
         w.writerow([v for col in cols for v in col.values(r)])
+
+
+def csv_text(run, c=None):
+    """The CSV file's text (write_csv)."""
+    f = io.StringIO()
+    write_csv(f, run, c)
     return f.getvalue()
+
+
+def csv_writer(run, c=None):
+    """A write_all writer of the CSV file, written a row at a time."""
+    return stream_writer(lambda f: write_csv(f, run, c))
 
 
 # -----------------------------------------------------------------------------
@@ -304,6 +315,60 @@ def markdown(run, c=None):
 # -----------------------------------------------------------------------------
 # result files
 
+def iter_json(o, level=0):
+    """json.dumps(o, indent=1, ensure_ascii=False, allow_nan=False), the same text, in pieces: a results
+    file of any size is written without holding its whole text (keys are strings, as in every results dict)."""
+    if isinstance(o, dict) and o:
+        pad = '\n' + ' ' * (level + 1)
+        for k, (key, v) in enumerate(o.items()):
+            yield ('{' if k == 0 else ',') + pad + json.dumps(key, ensure_ascii=False) + ': '
+            yield from iter_json(v, level + 1)
+        yield '\n' + ' ' * level + '}'
+    elif isinstance(o, Lazy) and len(o) or isinstance(o, (list, tuple)) and o and isinstance(
+            o[0], (dict, list, tuple)):
+        pad = '\n' + ' ' * (level + 1)
+        for k, v in enumerate(o):
+            yield ('[' if k == 0 else ',') + pad
+            yield from iter_json(v, level + 1)
+        yield '\n' + ' ' * level + ']'
+    elif isinstance(o, Lazy):
+        yield '[]'
+    elif isinstance(o, (list, tuple)) and o:  # a list of numbers or strings: one json.dumps, re-indented
+        yield json.dumps(o, indent=1, ensure_ascii=False, allow_nan=False).replace('\n', '\n' + ' ' * level)
+    else:
+        yield json.dumps(o, ensure_ascii=False, allow_nan=False)
+
+
+def results_dict(run, c=None, first=None, lazy=False):
+    """The dict a results file holds (run.to_dict, with the comparison); first=N: only the first N pairs
+    (and their before), the totals still those of every pair (the HTML page's data); lazy: each pair's
+    dict made only as iter_json writes it."""
+    d = run.to_dict(first, lazy)
+    if c is not None:
+        d['comparison'] = c.to_dict(first, lazy)
+    return d
+
+
+def json_writer(d):
+    """A write_all writer of d as a results file (iter_json: written in pieces)."""
+    def write_to(f):
+        for piece in iter_json(d):
+            f.write(piece)
+    return stream_writer(write_to)
+
+
+def same_text(path, pieces):
+    """path's text is exactly the concatenation of pieces (read as they come; stops at a difference)."""
+    try:
+        with open(path, encoding='utf-8', newline='') as f:
+            for piece in pieces:
+                if f.read(len(piece)) != piece:
+                    return False
+            return f.read(1) == ''
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
 def write_all(writers, remove=()):
     """{path: write(tmp_path)}: every file is written under a temporary name, then all are renamed into
     place and the `remove` paths (files of an earlier set that this one does not have) deleted, under a lock
@@ -325,18 +390,19 @@ def write_all(writers, remove=()):
     return paths
 
 
+HTML_PAIRS = 2000  # the HTML page shows at most this many pairs (~1 MB of page per 1000 short pairs)
 SET_FILES = ('.json', '.csv', '.md', '.png', '_tokens.png', '.html')  # one run's set: eval_<name><these>
 
 
 def keep_earlier(base, new_json, keep=True):
     """What becomes of an earlier run's set at base (results/eval_<name>) that this run replaces:
     ({copy's path: earlier file}, the line that says so). With other numbers than new_json (the new .json's
-    text) and keep, the earlier files are copied to base_<time of the earlier run>.*; otherwise nothing is
+    text, or a function giving it in pieces: compared as they come) and keep, the earlier files are copied
+    to base_<time of the earlier run>.*; otherwise nothing is
     kept. No earlier set: ({}, '')."""
     earlier = base + '.json'
     try:
-        with open(earlier, encoding='utf-8') as f:
-            same = f.read() == new_json
+        same = same_text(earlier, [new_json] if isinstance(new_json, str) else new_json())
         when = time.strftime('%Y%m%d-%H%M%S', time.localtime(os.path.getmtime(earlier)))
     except (OSError, UnicodeDecodeError):
         return {}, ''
@@ -355,9 +421,9 @@ def keep_earlier(base, new_json, keep=True):
 
 def write_results(run, c, results_dir, name, show=False, html=False, keep=True):
     """results/eval_<name>.json/.csv/.md/.png (+ _tokens.png when comparing, + .html for the browser
-    report, made from the .json's own text: the same numbers): one run's set, or nothing. An earlier run's
-    set of that name with other numbers is kept beside it (keep_earlier), unless keep=False; one line
-    says what became of it."""
+    report of the first HTML_PAIRS pairs, made from the .json's own text: the same numbers): one run's
+    set, or nothing. The .json and .csv are written a piece at a time. An earlier run's set of that name
+    with other numbers is kept beside it (keep_earlier), unless keep=False; one line says what became of it."""
     from nanoprobs.plots import evals
     try:
         os.makedirs(results_dir, exist_ok=True)
@@ -365,17 +431,15 @@ def write_results(run, c, results_dir, name, show=False, html=False, keep=True):
         raise UserError(f"cannot create the results folder {results_dir}: {e.strerror or e}; "
                         "give --results_dir=<another folder>") from None
     base = os.path.join(results_dir, f"eval_{name}")
-    d = run.to_dict()
-    if c is not None:
-        d['comparison'] = c.to_dict()
-    texts = {'.json': json.dumps(d, indent=1, ensure_ascii=False, allow_nan=False), '.csv': csv_text(run, c),
-             '.md': markdown(run, c)}
-    writers = {base + ext: text_writer(text) for ext, text in texts.items()}
-    copies, note = keep_earlier(base, texts['.json'], keep)
+    d = results_dict(run, c, lazy=True)  # each pair's dict is made as it is written
+    writers = {base + '.json': json_writer(d), base + '.csv': csv_writer(run, c),
+               base + '.md': text_writer(markdown(run, c))}
+    copies, note = keep_earlier(base, lambda: iter_json(d), keep)
     for copy, earlier in copies.items():  # written with the new set, under the same rules
         writers[copy] = lambda path, earlier=earlier: shutil.copyfile(earlier, path)
 
-    labels = [f"{p.index}  {p.label(26)}" for p in run.pairs]
+    labelled = len(run.pairs) <= evals.LABELLED_PAIRS  # more: dots against the pair's number, no labels
+    labels = [f"{p.index}  {p.label(26)}" for p in run.pairs] if labelled else []
     if c is None:
         series = {run.model: [p.logprob for p in run.pairs]}
     else:
@@ -391,7 +455,9 @@ def write_results(run, c, results_dir, name, show=False, html=False, keep=True):
             show=show)
     if html:
         from nanoprobs import html_report
-        page, _ = html_report.render(html_report.eval_page(json.loads(texts['.json'])))
+        # the page holds the first HTML_PAIRS pairs (the numbers files every pair), from the same JSON text
+        head = json.loads(''.join(iter_json(results_dict(run, c, HTML_PAIRS))))
+        page, _ = html_report.render(html_report.eval_page(head))
         writers[base + '.html'] = text_writer(page)  # write_all gives it a temporary name, like the others
     # a set without a tokens chart or a page removes an earlier run's one: no file from another run stays
     paths = write_all(writers, remove=[base + ext for ext in ('_tokens.png', '.html')

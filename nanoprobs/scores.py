@@ -4,6 +4,7 @@ Eval's result data: scored pairs, held-out metrics, runs and before/after compar
 eval.py fills these; report.py renders them; pairs.py reads a saved run back. Log-probs are natural
 logs under the model distribution unless their name says sample_ (the sampling distribution).
 """
+import heapq
 import math
 from dataclasses import dataclass, field
 
@@ -24,6 +25,18 @@ def json_number(x):
     """x for a results file: JSON has no inf, so a perplexity past float range is null (its mean log-prob,
     beside it, holds the number in log space)."""
     return x if math.isfinite(x) else None
+
+
+class Lazy:
+    """A list whose items are made one at a time as it is read: fn(x) for each x of items."""
+    def __init__(self, items, fn):
+        self.items, self.fn = items, fn
+
+    def __len__(self):
+        return len(self.items)
+
+    def __iter__(self):
+        return map(self.fn, self.items)
 
 
 @dataclass
@@ -150,20 +163,25 @@ class EvalRun:
     def sampling(self):
         return self.pairs[0].sample_logprobs is not None
 
-    def to_dict(self):
+    @staticmethod
+    def pair_dict(p):
+        """One scored pair as the results file holds it."""
         def clean(xs):  # JSON has no -inf: null means probability 0 (outside top-k/top-p)
             return None if xs is None else [x if math.isfinite(x) else None for x in xs]
-        pairs = []
-        for p in self.pairs:
-            d = dict(index=p.index, prompt=p.prompt, response=p.response, extra=p.extra, note=p.note,
-                     joined=list(p.joined) if p.joined else None,
-                     prompt_ids=p.prompt_ids, response_ids=p.response_ids, tokens=p.tokens,
-                     logprobs=clean(p.logprobs), ranks=p.ranks, expected=p.expected,
-                     sample_logprobs=clean(p.sample_logprobs),
-                     # derived, for readers of the file; recomputed when it is read back
-                     logprob=p.logprob, probability=format_prob(p.logprob), mean_logprob=p.mean_logprob,
-                     perplexity=json_number(p.perplexity), greedy=p.greedy)
-            pairs.append(d)
+        return dict(index=p.index, prompt=p.prompt, response=p.response, extra=p.extra, note=p.note,
+                    joined=list(p.joined) if p.joined else None,
+                    prompt_ids=p.prompt_ids, response_ids=p.response_ids, tokens=p.tokens,
+                    logprobs=clean(p.logprobs), ranks=p.ranks, expected=p.expected,
+                    sample_logprobs=clean(p.sample_logprobs),
+                    # derived, for readers of the file; recomputed when it is read back
+                    logprob=p.logprob, probability=format_prob(p.logprob), mean_logprob=p.mean_logprob,
+                    perplexity=json_number(p.perplexity), greedy=p.greedy)
+
+    def to_dict(self, first=None, lazy=False):
+        """The results file's dict; first=N: only the first N pairs, the totals still over every pair.
+        lazy: "pairs" is a Lazy list, each pair's dict made as it is written (report.iter_json)."""
+        pairs = self.pairs[:first]
+        pairs = Lazy(pairs, self.pair_dict) if lazy else [self.pair_dict(p) for p in pairs]
         val = None if self.val is None else dict(vars(self.val), perplexity=json_number(self.val.perplexity),
                                                   bits_per_byte=self.val.bits_per_byte,
                                                   top1_accuracy=self.val.acc1, top5_accuracy=self.val.acc5)
@@ -206,15 +224,14 @@ class Comparison:
 
     def top_tokens(self, n=8, gains=True):
         """The n tokens whose log-prob rose (gains) or fell the most: (pair, position, delta)."""
-        items = [(p, i, d) for p, ds in zip(self.after.pairs, self.token_deltas) if ds
-                 for i, d in enumerate(ds)]
-        items = [x for x in items if (x[2] > 0 if gains else x[2] < 0)]
-        return sorted(items, key=lambda x: -abs(x[2]))[:n]
+        items = ((p, i, d) for p, ds in zip(self.after.pairs, self.token_deltas) if ds
+                 for i, d in enumerate(ds) if (d > 0 if gains else d < 0))
+        return heapq.nlargest(n, items, key=lambda x: abs(x[2]))  # = sorted(...)[:n], ties in order
 
-    def to_dict(self):
-        """The "comparison" entry of the after run's results file."""
-        return dict(before=self.before.to_dict(), before_source=self.before.source, deltas=self.deltas,
-                    rose=self.rose, fell=self.fell)
+    def to_dict(self, first=None, lazy=False):
+        """The "comparison" entry of the after run's results file (first=N: of its first N pairs)."""
+        return dict(before=self.before.to_dict(first, lazy), before_source=self.before.source,
+                    deltas=self.deltas[:first], rose=self.rose, fell=self.fell)
 
 
 def spot(text, i, width=24):

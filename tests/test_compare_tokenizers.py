@@ -53,3 +53,44 @@ def test_compare_tokenizers_bad_spec(tmp_path):
                       check=False)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1].startswith("error: tokenizer 'wordpiece': use char, gpt2, bpe-")
+
+
+def _interrupt_at(tmp_path, marker, args):
+    """Run compare_tokenizers in its own process group and send the group SIGINT (a terminal's Ctrl-C) as
+    soon as a stdout line holds marker; (exit status, stdout, stderr)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from conftest import ROOT
+    env = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONPATH': str(ROOT)}
+    proc = subprocess.Popen([sys.executable, '-m', 'tools.compare_tokenizers', *args], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if marker in line:
+            os.killpg(proc.pid, signal.SIGINT)
+            break
+    out, err = proc.communicate(timeout=120)
+    return proc.returncode, ''.join(lines) + out, err
+
+
+def test_ctrl_c_while_tokenizers_train_or_models_are_evaluated_is_one_line(tmp_path):
+    (tmp_path / 'c.txt').write_text('\n\n'.join(TEXT.replace('hen', w) for w in ['hen', 'fox', 'owl', 'bee'] * 6))
+    args = ['--input=c.txt', '--out=res', '--work_dir=w', '--tokenizers=char,bpe-300', '--train_tokenizers=char,bpe-300',
+            '--train=True', '--budget_mb=0.004', '--n_layer=1', '--n_head=2', '--n_embd=16', '--block_size=16',
+            '--batch_size=4', '--evals=2', '--eval_iters=1', '--val_bytes=600', '--sample_bytes=40']
+    for marker in ('--- bpe-300: preparing', '--- char: evaluating'):  # training tokenizers; evaluating
+        rc, out, err = _interrupt_at(tmp_path, marker, args)
+        assert 'Traceback' not in err and 'KeyboardInterrupt' not in err, err
+        last = err.strip().splitlines()[-1]
+        if rc == 130:  # stopped outside a training: what was kept, and that a rerun resumes
+            assert last.startswith('interrupted; kept in w:') and last.endswith('run the same command again to resume')
+            for name in ('char', 'bpe-300'):  # a run counts as done only with its result, written at its end
+                assert (tmp_path / 'w' / name / 'model' / 'result.json').exists() == (f"{name}'s model" in last)
+        else:  # the signal reached a training under way: it saved, and says so
+            assert rc == 1 and 'was stopped at iteration' in last, err
+    # the rerun resumes: everything left is finished, nothing counted twice
+    out = run_script('tools.compare_tokenizers', *args, cwd=tmp_path).stdout
+    assert json.loads((tmp_path / 'res' / 'comparison.json').read_text())['runs'][0]['name'] == 'char'

@@ -776,3 +776,28 @@ def test_each_model_shows_its_own_window(run):
     assert '| window (stride) | 1024 (512) | 64 (32) |' in md and 'windows of 1024' not in md
     same = val_report([('before', before), ('after', EvalRun('x', {}, r.pairs, before.val))])
     assert 'windows of 1024 tokens, 512 predicted per window' in same and '\n  window' not in same
+
+
+def test_results_file_written_in_pieces_is_json_dumps_text(model, run):
+    from nanoprobs.report import iter_json, results_dict
+    r, tok = run
+    sampled = ev.score_pairs(PAIRS, model, tok, top_k=1, quiet=True)  # -inf sample log-probs: nulls
+    c = compare(r, sampled)
+    for d in (results_dict(sampled, c), results_dict(r)):
+        lazy = results_dict(sampled, c, lazy=True) if 'comparison' in d else results_dict(r, lazy=True)
+        assert ''.join(iter_json(lazy)) == json.dumps(d, indent=1, ensure_ascii=False, allow_nan=False)
+
+
+def test_html_page_of_a_long_run_holds_its_first_pairs_and_says_so(tmp_path, monkeypatch, run):
+    import re
+    from nanoprobs import report
+    r, _ = run
+    monkeypatch.setattr(report, 'HTML_PAIRS', 3)
+    paths = write_results(r, compare(r, r), str(tmp_path), 'x', html=True)
+    page = open(next(p for p in paths if p.endswith('.html')), encoding='utf-8').read()
+    data = json.loads(re.search(r'<script type="application/json" id="report-data">(.*?)</script>', page, re.S).group(1))
+    assert [d['title'] for d in data['docs']] == ['pair 1', 'pair 2', 'pair 3'] and len(data['table']['rows']) == 3
+    shown = dict(data['summary'])
+    assert shown['pairs'] == str(len(PAIRS)) and shown['pairs shown here'].startswith(f'the first 3 of {len(PAIRS)}')
+    full = json.load(open(next(p for p in paths if p.endswith('.json')), encoding='utf-8'))
+    assert len(full['pairs']) == len(full['comparison']['before']['pairs']) == len(PAIRS)  # the file: every pair

@@ -108,6 +108,9 @@ def read_split(input, val_fraction):
     return sum(len(t.encode('utf-8')) for t, _, _ in train), ''.join(t + EOT * e for t, e, _ in val)
 
 
+_kept = []  # what this run finished and wrote whole (tokenizer data, trained results): a Ctrl-C keeps it
+
+
 def prepare(name, spec, folder):
     """The tokenizer's data (skipped when prepare_info.json says it was made with the same settings)."""
     from nanoprobs.prepare import prepare
@@ -116,7 +119,7 @@ def prepare(name, spec, folder):
     key = dict(spec, input=os.path.abspath(input), val_fraction=val_fraction)
     info_path = os.path.join(folder, 'prepare_info.json')
     if not (os.path.exists(info_path) and read_json(info_path).get('compare') == key):
-        print(f"--- {name}: preparing {folder}")
+        print(f"--- {name}: preparing {folder}", flush=True)
         try:
             prepare(input=input, out_dir=folder, val_fraction=val_fraction, block_size=block_size,
                                 tokenizer=spec['kind'], vocab_size=spec['vocab_size'] or 4096,
@@ -126,6 +129,7 @@ def prepare(name, spec, folder):
             raise UserError(str(e)) from None
     info = read_json(info_path)
     tok = data_tokenizer(folder) or gpt2_tokenizer()
+    _kept.append(f"{name}'s data")
     return tok, info
 
 
@@ -169,6 +173,8 @@ def run_training(name, tok, folder, bpt_train, model_dir):
             break
         except KeyboardInterrupt:
             interrupted = True
+    if interrupted and returncode == 130:  # Ctrl-C while train.py was starting: nothing trained, nothing saved
+        raise KeyboardInterrupt
     if returncode != 0:
         raise UserError(f"training {name} failed (train.py exit status {returncode}); "
                         f"run again to continue from {model_dir}")
@@ -203,6 +209,7 @@ def evaluate(name, spec, tok, folder, info, train_bytes, val_text):
         res = read_json(res_path)
         if res.get('settings') == key:
             print(f"--- {name}: done before ({res_path}); not retrained")
+            _kept.append(f"{name}'s model")
             return res
         print(f"--- {name}: settings changed since {res_path}; training again from scratch")
         for f in ('ckpt.pt', 'ckpt_last.pt', 'log.csv', 'result.json'):
@@ -210,6 +217,7 @@ def evaluate(name, spec, tok, folder, info, train_bytes, val_text):
                 os.remove(os.path.join(model_dir, f))
     bpt_train = train_bytes / info['tokens']['train']
     iters, seconds = run_training(name, tok, folder, bpt_train, model_dir)
+    print(f"--- {name}: evaluating on {text_bytes(val_text):,} bytes of val text and sampling", flush=True)
     L = load_model(model_dir, device=device, dtype='float32')
     ids = [tok.eot] + tok.encode(val_text)  # after a separator: every byte of the text is predicted
     r = evaluate_val(L.model, tok, ids, path='val', stride=block_size // 2, progress=False)
@@ -231,6 +239,7 @@ def evaluate(name, spec, tok, folder, info, train_bytes, val_text):
                sample=tok.decode(prompt[1:] + list(s.tokens)))
     # written whole or not at all (report.write_all): its presence means "this run is done"
     write_all({res_path: text_writer(json.dumps(res, indent=1, ensure_ascii=False))})
+    _kept.append(f"{name}'s model")
     return res
 
 
@@ -316,7 +325,19 @@ def main():
           f"{', loss_vs_bytes.png' if runs else ''}")
 
 
+def interrupted():
+    """The one line a Ctrl-C ends with: what is kept, and that a rerun resumes (nothing unfinished is
+    recorded as done: tokenizer data and a run's result.json are written whole, at their end)."""
+    kept = ', '.join(_kept) if _kept else 'nothing finished yet'
+    return (f"interrupted; kept in {work_dir}: {kept} (a training stopped midway keeps its checkpoint); "
+            "run the same command again to resume")
+
+
 if __name__ == '__main__':
     from configurator import configure, run_main
     configure(globals())
-    run_main(main)
+    try:
+        run_main(main)
+    except KeyboardInterrupt:  # Ctrl-C while tokenizers train, data is written or models are evaluated
+        print('\n' + interrupted(), file=sys.stderr)
+        sys.exit(130)
