@@ -237,6 +237,33 @@ def test_two_process_gloo_ddp(tmp_path, data_dir):
     assert model.config.n_layer == 2
 
 
+def test_ctrl_c_under_torchrun_saves_and_torchrun_exits_as_documented(tmp_path, data_dir):
+    """docs/train.md: Ctrl-C to torchrun's process group saves the checkpoint at the iteration reached;
+    torchrun itself then prints its SignalException and exits 1 (its agent's doing, not train.py's)."""
+    out = tmp_path / 'out'
+    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
+           str(ROOT / 'train.py'), *args(out, data_dir, max_iters=100000, eval_interval=100000, log_interval=1)]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True, env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    lines = []
+    try:
+        for line in proc.stdout:  # the master logs every iteration: Ctrl-C once training runs
+            lines.append(line)
+            if line.startswith('iter 3:'):
+                os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole group
+                break
+        lines += proc.stdout.readlines()
+        rc = proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    text = ''.join(lines)
+    assert rc == 1 and 'SignalException' in text, text[-3000:]
+    m = re.search(r'interrupted at iter (\d+)', text)
+    assert m, text[-3000:]
+    assert load.load_checkpoint(out)['iter_num'] == int(m.group(1)) >= 3
+
+
 def upstream_checkpoint(path, iter_num=6):
     """A checkpoint exactly as upstream nanoGPT's train.py writes it (compiled model: '_orig_mod.' keys,
     a tensor best_val_loss, AdamW state, no 'gelu', no resume extras)."""
