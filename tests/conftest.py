@@ -1,6 +1,7 @@
 """Shared fixtures: tiny CPU models built in tmp_path, the offline GPT-2 vocabulary, a CLI runner."""
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,12 @@ if 'TIKTOKEN_CACHE_DIR' not in os.environ and (SHARED / 'tiktoken_cache').is_dir
 os.environ.setdefault('MPLBACKEND', 'Agg')
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 os.environ.setdefault('TRANSFORMERS_VERBOSITY', 'error')
+
+# A shell without job control starts a background job (`.ci/run &`, nohup, some CI runners) with SIGINT
+# ignored, and an ignored signal stays ignored across fork and exec: every script a test starts would then
+# shrug off the Ctrl-C the Ctrl-C tests send. Tests run as from a terminal, where Ctrl-C interrupts.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 if os.environ.get('PYTEST_XDIST_WORKER_COUNT'):  # pytest -n N: each worker's torch takes its share of the cores
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ['PYTEST_XDIST_WORKER_COUNT'])))
 
