@@ -48,14 +48,18 @@ class LayerNorm(nn.Module):
 FEW_ROWS = range(4, 129)
 
 
+def is_few_rows(x, w):
+    """Whether x @ w.T runs faster as (w @ x.T).T: on CPU, float32, w contiguous (out, in), FEW_ROWS rows."""
+    return (x.numel() // x.size(-1) in FEW_ROWS and x.device.type == 'cpu' and x.dtype == w.dtype == torch.float32
+            and w.is_contiguous())
+
+
 def few_rows_matmul(x, w, b=None):
-    """x @ w.T (+ b) for x (..., in) and w (out, in), computed as (w @ x.T).T where that is faster: on CPU,
-    float32, w contiguous (out, in), FEW_ROWS rows. Same math as F.linear otherwise (and its autograd)."""
-    rows = x.numel() // x.size(-1)
-    if (rows not in FEW_ROWS or x.device.type != 'cpu' or x.dtype != torch.float32 or w.dtype != torch.float32
-            or not w.is_contiguous()):
+    """x @ w.T (+ b) for x (..., in) and w (out, in), computed as (w @ x.T).T where is_few_rows says that is
+    faster; F.linear otherwise. The same math and autograd either way."""
+    if not is_few_rows(x, w):
         return F.linear(x, w, b)
-    x2 = x.reshape(rows, x.size(-1))  # (rows, in)
+    x2 = x.reshape(-1, x.size(-1))  # (rows, in)
     y = torch.mm(w, x2.t()) if b is None else torch.addmm(b[:, None], w, x2.t())  # (out, rows)
     return y.t().contiguous().view(*x.shape[:-1], w.size(0))  # (..., out)
 
@@ -295,9 +299,8 @@ class GPT(nn.Module):
         """Logits (..., V) of final hidden states x (..., C) (hidden()'s output): lm_head(x), outside
         training through inference_head(), in float32 even for half-precision weights. Gradients reach x
         and the embedding as through lm_head."""
-        w = self.lm_head.weight
-        if x.numel() // x.size(-1) in FEW_ROWS and w.dtype == x.dtype == torch.float32 and w.device.type == 'cpu':
-            return few_rows_matmul(x, w)  # faster than the kept copy for these rows, and makes none
+        if is_few_rows(x, self.lm_head.weight):
+            return few_rows_matmul(x, self.lm_head.weight)  # faster than the kept copy here, and makes none
         wt = self.inference_head()
         if wt is None:
             return self.lm_head(x)

@@ -45,6 +45,16 @@ class Panels:
     max_attention_numbers: int = MAX_ATTENTION_NUMBERS
 
 
+@dataclass
+class _LensWork:
+    """One text's tokens waiting for their lens: read with other texts' in one larger unembedding product."""
+    tokens: list          # the doc's token dicts, which get a 'lens' field
+    prompt_len: int       # tokens[i] is at sequence position prompt_len + i
+    positions: list       # the sequence positions to read
+    ids: list             # the token at each position
+    states: torch.Tensor  # (rows, len(positions), C): the residual stream before each
+
+
 def lens_json(tl, tok):
     return [[tok.token_text(int(i)), format_prob(tlp), round(lp, 4), format_prob(lp), int(r)]
             for i, tlp, lp, r in zip(tl.top_ids, tl.top_logprobs, tl.logprobs, tl.ranks)]
@@ -93,16 +103,16 @@ def add_panels(docs, model, tok, panels, progress=print):
     att_left = panels.max_attention_numbers // len(docs) if panels.attention else 0
     t0, cut_lens, cut_att, long_ctx, n_attr, t_attr = time.perf_counter(), [], [], 0, 0, 0.0
     eot = getattr(tok, 'eot', None)
-    pending = []  # (tokens, P, positions, their ids, (rows, n, C) states) of texts whose lens is not read yet
+    pending = []  # _LensWork of texts whose lens is not read yet
 
     def read_pending():
-        states = torch.cat([p[4] for p in pending], 1)  # (rows, N, C)
-        chosen = torch.tensor([i for p in pending for i in p[3]], device=states.device)  # (N,)
-        lens = iter(states_lens(model, states, chosen, [j for p in pending for j in p[2]]))
-        for toks, P, positions, _, _ in pending:
-            for _ in positions:
+        states = torch.cat([w.states for w in pending], 1)  # (rows, N, C)
+        chosen = torch.tensor([i for w in pending for i in w.ids], device=states.device)  # (N,)
+        lens = iter(states_lens(model, states, chosen, [j for w in pending for j in w.positions]))
+        for w in pending:
+            for _ in w.positions:
                 tl = next(lens)
-                toks[tl.position - P]['lens'] = lens_json(tl, tok)
+                w.tokens[tl.position - w.prompt_len]['lens'] = lens_json(tl, tok)
         pending.clear()
 
     for doc in docs:
@@ -117,9 +127,9 @@ def add_panels(docs, model, tok, panels, progress=print):
             cap = _forward(model, ids[:P + inside[-1]])
             if n_lens:  # read later, together with other texts' tokens: one larger unembedding product
                 positions = [P + ti for ti in inside[:n_lens]]
-                pending.append((toks, P, positions, [ids[j] for j in positions],
-                                position_states(cap.resid, positions)))
-                if sum(len(p[2]) for p in pending) >= LENS_BATCH:
+                pending.append(_LensWork(toks, P, positions, [ids[j] for j in positions],
+                                         position_states(cap.resid, positions)))
+                if sum(len(w.positions) for w in pending) >= LENS_BATCH:
                     read_pending()
             if att_left:
                 att, used, k = stack(cap.attn), 0, 0

@@ -24,7 +24,7 @@ from configurator import UserError
 from nanoprobs import atomic
 from nanoprobs.atomic import stream_writer, text_writer
 from nanoprobs.formatting import format_ppl, format_prob, format_ratio, perplexity
-from nanoprobs.scores import Lazy, PairResult
+from nanoprobs.scores import PairResult
 
 
 def arrow(d):
@@ -315,28 +315,10 @@ def markdown(run, c=None):
 # -----------------------------------------------------------------------------
 # result files
 
-def iter_json(o, level=0):
-    """json.dumps(o, indent=1, ensure_ascii=False, allow_nan=False), the same text, in pieces: a results
-    file of any size is written without holding its whole text (keys are strings, as in every results dict)."""
-    if isinstance(o, dict) and o:
-        pad = '\n' + ' ' * (level + 1)
-        for k, (key, v) in enumerate(o.items()):
-            yield ('{' if k == 0 else ',') + pad + json.dumps(key, ensure_ascii=False) + ': '
-            yield from iter_json(v, level + 1)
-        yield '\n' + ' ' * level + '}'
-    elif isinstance(o, Lazy) and len(o) or isinstance(o, (list, tuple)) and o and isinstance(
-            o[0], (dict, list, tuple)):
-        pad = '\n' + ' ' * (level + 1)
-        for k, v in enumerate(o):
-            yield ('[' if k == 0 else ',') + pad
-            yield from iter_json(v, level + 1)
-        yield '\n' + ' ' * level + ']'
-    elif isinstance(o, Lazy):
-        yield '[]'
-    elif isinstance(o, (list, tuple)) and o:  # a list of numbers or strings: one json.dumps, re-indented
-        yield json.dumps(o, indent=1, ensure_ascii=False, allow_nan=False).replace('\n', '\n' + ' ' * level)
-    else:
-        yield json.dumps(o, ensure_ascii=False, allow_nan=False)
+def iter_json(o):
+    """json.dumps(o, indent=1, ensure_ascii=False, allow_nan=False)'s text in pieces, by json's own encoder:
+    a results file of any size is written without holding its whole text (its pairs a scores.Lazy list)."""
+    return json.JSONEncoder(indent=1, ensure_ascii=False, allow_nan=False).iterencode(o)
 
 
 def results_dict(run, c=None, first=None, lazy=False):

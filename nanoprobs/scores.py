@@ -27,9 +27,11 @@ def json_number(x):
     return x if math.isfinite(x) else None
 
 
-class Lazy:
-    """A list whose items are made one at a time as it is read: fn(x) for each x of items."""
+class Lazy(list):
+    """A list whose items are made one at a time as it is read: fn(x) for each x of items. A list, so
+    json's encoder writes it (report.iter_json), one item at a time."""
     def __init__(self, items, fn):
+        super().__init__()
         self.items, self.fn = items, fn
 
     def __len__(self):

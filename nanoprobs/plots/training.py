@@ -50,25 +50,30 @@ def plot_loss(steps, evals, path, title='', show=False):
     return save(fig, path, show)
 
 
-def loss_curves(curves, path, title='', show=False):
-    """Train loss against iteration for several runs on one chart (bench/train_dtype.py: float32 and
-    bfloat16 from one seed, float32 from another as the noise between runs).
-
-    curves: {name: [(iter, loss), ...]}, drawn in order."""
+def line_chart(curves, path, xlabel, ylabel, title, show=False, x_scale=1.0, styles=('o-',)):
+    """Several runs' curves on one chart, each labelled with its last value; curves: {name: [(x, y), ...]},
+    drawn in order, x divided by x_scale, styles cycled (matplotlib format strings)."""
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    for (name, pts), style in zip(curves.items(), ('-', '--', ':', '-.')):
+    fig, ax = plt.subplots(figsize=(8, 4.6))
+    for k, (name, pts) in enumerate(curves.items()):
         if pts:
-            it, loss = zip(*pts)
-            ax.plot(it, loss, style, lw=1.6, label=f"{name} (last {loss[-1]:.3f})")
-    ax.set_xlabel('iteration')
-    ax.xaxis.get_major_locator().set_params(integer=True)
-    ax.set_ylabel('train loss (nats per token)')
+            x, y = zip(*pts)
+            ax.plot([v / x_scale for v in x], y, styles[k % len(styles)], ms=3, lw=1.6,
+                    label=f"{name} (last {y[-1]:.3f})")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc='upper right')
-    ax.set_title(title or 'train loss', fontsize=10)
+    ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return save(fig, path, show)
+
+
+def loss_curves(curves, path, title='', show=False):
+    """Train loss against iteration for several runs (bench/train_dtype.py: float32 and bfloat16 from one
+    seed, float32 from another as the noise between runs); curves: {name: [(iter, loss), ...]}."""
+    return line_chart(curves, path, 'iteration', 'train loss (nats per token)', title or 'train loss', show,
+                      styles=('-', '--', ':', '-.'))
 
 
 # ---- compare_tokenizers: how a sentence is cut, loss against bytes of text seen ----
@@ -109,19 +114,8 @@ def tokenizer_curves(curves, path, title='', show=False):
     """Val loss of each run in bits per byte against the bytes of text trained on (one chart, all runs).
 
     curves: {name: [(bytes seen, bits per byte), ...]}."""
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(8, 4.8))
-    for name, pts in curves.items():
-        if pts:
-            x, y = zip(*pts)
-            ax.plot([v / 1e6 for v in x], y, 'o-', ms=3, lw=1.6, label=f"{name} (last {y[-1]:.3f})")
-    ax.set_xlabel('text trained on (MB of UTF-8 bytes)')
-    ax.set_ylabel('val loss (bits per byte)')
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc='upper right')
-    ax.set_title(title or 'val loss per byte of text, by tokenizer', fontsize=10)
-    fig.tight_layout()
-    return save(fig, path, show)
+    return line_chart(curves, path, 'text trained on (MB of UTF-8 bytes)', 'val loss (bits per byte)',
+                      title or 'val loss per byte of text, by tokenizer', show, x_scale=1e6)
 
 
 # ---- sweep: val loss against each setting, every run's curve ----
